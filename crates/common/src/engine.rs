@@ -1,0 +1,509 @@
+//! facts → plan → apply → verify, for one host.
+//!
+//! Round trips: one to gather every fact, one to apply every action (all packages in one
+//! apt transaction, file payloads streamed on stdin), one to re-read the facts of what
+//! changed. Changes that can cut access add an arm/confirm exchange around them.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+
+use crate::facts::{self, FactError, Facts, Probe};
+use crate::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
+use crate::resource::{Action, FileWrite, Plan, Resource};
+use crate::shell::{PUT_FUNCTION, quote};
+use crate::transport::{ExecOutput, Transport, TransportError};
+
+/// Converge, or only show what would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Check,
+    Apply,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    /// How long the host waits for a confirmation before it restores access-guarding files.
+    pub rollback_window: Duration,
+    /// Minutes after which the apt package lists are refreshed before an install.
+    pub apt_lists_max_age_minutes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Apply,
+            rollback_window: Duration::from_secs(60),
+            apt_lists_max_age_minutes: 60,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Fact(#[from] FactError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("step `{step}` failed on {host} (exit status {status})\n```\n{stderr}\n```")]
+    Step {
+        host: String,
+        step: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error(
+        "apply on {host} ended without reporting every step (connection cut?)\n```\n{stderr}\n```"
+    )]
+    Incomplete { host: String, stderr: String },
+    #[error("{host} did not converge: {details}")]
+    NotConverged { host: String, details: String },
+    #[error(
+        "a new SSH login to {host} failed after changing {what}; the host restores the previous configuration within {window_secs} s{after}"
+    )]
+    AccessLost {
+        host: String,
+        what: String,
+        window_secs: u64,
+        after: String,
+    },
+}
+
+/// Counts round trips on the way to the real transport.
+struct Counting<'a> {
+    inner: &'a dyn Transport,
+    count: AtomicU32,
+}
+
+#[async_trait]
+impl Transport for Counting<'_> {
+    fn host(&self) -> &str {
+        self.inner.host()
+    }
+
+    async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            host = self.inner.host(),
+            bytes = script.len() + stdin.len(),
+            "round trip"
+        );
+        self.inner.run(script, stdin).await
+    }
+
+    async fn verify_fresh_login(&self) -> Result<(), TransportError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.verify_fresh_login().await
+    }
+}
+
+/// Every probe the resources need, deduplicated.
+pub fn probes_of(resources: &[Box<dyn Resource>]) -> Vec<Probe> {
+    facts::normalize(resources.iter().flat_map(|r| r.probes()).collect())
+}
+
+/// A resource's plan plus what the engine adds to it (triggered reloads).
+struct Planned {
+    plan: Plan,
+    triggered: Vec<Action>,
+}
+
+impl Planned {
+    fn actions(&self) -> impl Iterator<Item = &Action> {
+        let own = match &self.plan {
+            Plan::Change { actions, .. } => actions.as_slice(),
+            _ => &[],
+        };
+        own.iter().chain(self.triggered.iter())
+    }
+
+    fn has_actions(&self) -> bool {
+        self.actions().next().is_some()
+    }
+}
+
+fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planned, FactError>> {
+    let mut changed: BTreeSet<String> = BTreeSet::new();
+    resources
+        .iter()
+        .map(|r| {
+            let plan = r.plan(facts)?;
+            if plan.is_change() {
+                changed.insert(r.id());
+            }
+            let triggered = if r.watches().iter().any(|w| changed.contains(w)) {
+                r.on_watched_change()
+            } else {
+                Vec::new()
+            };
+            Ok(Planned { plan, triggered })
+        })
+        .collect()
+}
+
+/// Converge (or check) one host.
+pub async fn converge(
+    transport: &dyn Transport,
+    resources: &[Box<dyn Resource>],
+    options: &Options,
+) -> HostReport {
+    let started = Instant::now();
+    let counting = Counting {
+        inner: transport,
+        count: AtomicU32::new(0),
+    };
+    let mut report = HostReport::new(transport.host());
+    let result = converge_inner(&counting, resources, options, &mut report).await;
+    report.round_trips = counting.count.load(Ordering::Relaxed);
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(()) => {
+            report.outcome = report.derive_outcome(options.mode);
+        }
+        Err(e) => {
+            report.outcome = HostOutcome::Failed;
+            report.error = Some(error_text(&e));
+        }
+    }
+    report
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+async fn converge_inner(
+    transport: &Counting<'_>,
+    resources: &[Box<dyn Resource>],
+    options: &Options,
+    report: &mut HostReport,
+) -> Result<(), EngineError> {
+    let probes = probes_of(resources);
+    let facts = facts::gather(transport, &probes).await?;
+    let planned = plan_all(resources, &facts);
+
+    // Report every plan before touching anything; a failed fact fails the host.
+    let mut first_error = None;
+    for (resource, planned) in resources.iter().zip(&planned) {
+        report.resources.push(match planned {
+            Ok(p) => ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered, options.mode),
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+                ResourceReport::failed(&resource.id(), e.to_string())
+            }
+        });
+    }
+    if let Some(e) = first_error {
+        return Err(EngineError::NotConverged {
+            host: transport.host().to_string(),
+            details: e,
+        });
+    }
+    let planned: Vec<Planned> = planned.into_iter().map(|p| p.expect("checked")).collect();
+    if options.mode == Mode::Check || !planned.iter().any(Planned::has_actions) {
+        return Ok(());
+    }
+
+    // Apply in segments: ordinary steps together; access-guarding resources commit-confirmed.
+    let mut segment: Vec<(usize, &Planned)> = Vec::new();
+    for (i, (resource, p)) in resources.iter().zip(&planned).enumerate() {
+        if !p.has_actions() {
+            continue;
+        }
+        if resource.guards_access() {
+            apply_segment(transport, &segment, options).await?;
+            segment.clear();
+            apply_guarded(transport, resource.as_ref(), p, options).await?;
+        } else {
+            segment.push((i, p));
+        }
+    }
+    apply_segment(transport, &segment, options).await?;
+    for (rep, p) in report.resources.iter_mut().zip(&planned) {
+        if p.has_actions() {
+            rep.status = ResourceStatus::Changed;
+        }
+    }
+
+    // Verify: re-read the facts of what changed and plan again; each must now be a no-op.
+    let changed: Vec<&Box<dyn Resource>> = resources
+        .iter()
+        .zip(&planned)
+        .filter(|(_, p)| p.plan.is_change())
+        .map(|(r, _)| r)
+        .collect();
+    let verify_probes =
+        facts::normalize(changed.iter().flat_map(|r| r.probes()).collect::<Vec<_>>());
+    let fresh = facts::gather(transport, &verify_probes).await?;
+    let mut not_converged = Vec::new();
+    for r in changed {
+        match r.plan(&fresh)? {
+            Plan::Change { summary, .. } => not_converged.push(format!("{}: {summary}", r.id())),
+            Plan::Noop { .. } | Plan::NotApplicable { .. } => {}
+        }
+    }
+    if !not_converged.is_empty() {
+        return Err(EngineError::NotConverged {
+            host: transport.host().to_string(),
+            details: format!("still pending after apply: {}", not_converged.join("; ")),
+        });
+    }
+    Ok(())
+}
+
+/// The script and stdin that run a list of actions in one round trip.
+pub struct ApplyScript {
+    pub script: String,
+    pub stdin: Vec<u8>,
+    /// Step descriptions, by index.
+    pub steps: Vec<String>,
+    marker: String,
+}
+
+/// Shell helper: apt with lock waiting, noninteractive, keeping existing config files.
+const APT_FUNCTION: &str = r#"__provision_apt_install() {
+  if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi
+  __o="-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -$__provision_lists_age 2>/dev/null | head -n1)" ]; then
+    __i=0
+    until apt-get $__o -q update 2>"$__provision_apt_err"; do
+      __i=$((__i + 1))
+      if [ $__i -ge 300 ] || ! grep -q 'Could not get lock\|Unable to lock' "$__provision_apt_err"; then cat "$__provision_apt_err" >&2; return 1; fi
+      sleep 2
+    done
+  fi
+  apt-get $__o -y -q --no-install-recommends install "$@"
+}"#;
+
+/// Build the apply script for `actions`, merging every package install into the first.
+pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
+    let mut packages: Vec<String> = Vec::new();
+    for a in actions {
+        if let Action::InstallPackages { names } = a {
+            for n in names {
+                if !packages.contains(n) {
+                    packages.push(n.clone());
+                }
+            }
+        }
+    }
+    let mut hash = Sha256::new();
+    for a in actions {
+        hash.update(a.describe().as_bytes());
+    }
+    let marker: String = format!(
+        "@@provision-step-{}",
+        hash.finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    let mut script = format!(
+        "export DEBIAN_FRONTEND=noninteractive LC_ALL=C NEEDRESTART_MODE=a\n\
+         __provision_lists_age={}\n__log=$(mktemp) || exit 1\n__provision_apt_err=$(mktemp) || exit 1\n\
+         trap 'rm -f \"$__log\" \"$__provision_apt_err\"' EXIT\n{PUT_FUNCTION}\n{APT_FUNCTION}\n",
+        options.apt_lists_max_age_minutes
+    );
+    let mut stdin = Vec::new();
+    let mut steps = Vec::new();
+    let mut packages_done = false;
+    for a in actions {
+        let (body, reads_stdin) = match a {
+            Action::InstallPackages { .. } if packages_done => continue,
+            Action::InstallPackages { .. } => {
+                packages_done = true;
+                steps.push(format!("apt install {}", packages.join(" ")));
+                let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+                (
+                    format!("__provision_apt_install {}", names.join(" ")),
+                    false,
+                )
+            }
+            Action::WriteFile(w) => {
+                steps.push(format!("write {}", w.path));
+                stdin.extend_from_slice(&w.content);
+                (put_command(w), true)
+            }
+            Action::Run {
+                description,
+                script,
+            } => {
+                steps.push(description.clone());
+                (script.clone(), false)
+            }
+        };
+        let i = steps.len() - 1;
+        let redirect = if reads_stdin { "" } else { " </dev/null" };
+        script.push_str(&format!(
+            "( set -e\n{body}\n) >\"$__log\" 2>&1{redirect}\n__rc=$?\n\
+             if [ $__rc -ne 0 ]; then cat \"$__log\" >&2; printf '%s FAIL {i} %s\\n' '{marker}' $__rc; exit 1; fi\n\
+             printf '%s OK {i}\\n' '{marker}'\n"
+        ));
+    }
+    ApplyScript {
+        script,
+        stdin,
+        steps,
+        marker,
+    }
+}
+
+fn put_command(w: &FileWrite) -> String {
+    let mut cmd = format!(
+        "mkdir -p \"$(dirname {p})\"\n__provision_put {p} {:o} {} {}",
+        w.mode,
+        quote(&format!("{}:{}", w.owner, w.group)),
+        w.content.len(),
+        p = quote(&w.path),
+    );
+    if let Some(v) = &w.validate {
+        // Validate the new file in place of the old one; restore the old on failure.
+        cmd.push_str(&format!(
+            "\nif ! {check} >&2; then if [ -f {p}.provision-bak ] && [ -n {had} ]; then mv -f {p}.provision-bak {p}; else rm -f {p}; fi; echo 'validation failed: {vq}' >&2; exit 1; fi",
+            check = v.replace("%s", &quote(&w.path)),
+            p = quote(&w.path),
+            had = if w.previous.is_some() { "yes" } else { "''" },
+            vq = v.replace('\'', ""),
+        ));
+    }
+    cmd
+}
+
+impl ApplyScript {
+    /// Which step failed (if any), from the markers in stdout.
+    pub fn outcome(&self, host: &str, out: &ExecOutput) -> Result<(), EngineError> {
+        let stdout = out.stdout_lossy();
+        let mut ok = 0usize;
+        for line in stdout.lines() {
+            let Some(rest) = line.strip_prefix(&self.marker) else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("OK"), Some(_), _) => ok += 1,
+                (Some("FAIL"), Some(i), status) => {
+                    let i: usize = i.parse().unwrap_or(0);
+                    return Err(EngineError::Step {
+                        host: host.to_string(),
+                        step: self.steps.get(i).cloned().unwrap_or_default(),
+                        status: status.and_then(|s| s.parse().ok()).unwrap_or(-1),
+                        stderr: out.stderr_lossy().trim_end().to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if ok == self.steps.len() && out.success() {
+            Ok(())
+        } else {
+            Err(EngineError::Incomplete {
+                host: host.to_string(),
+                stderr: out.stderr_lossy().trim_end().to_string(),
+            })
+        }
+    }
+}
+
+async fn apply_segment(
+    transport: &Counting<'_>,
+    segment: &[(usize, &Planned)],
+    options: &Options,
+) -> Result<(), EngineError> {
+    let actions: Vec<&Action> = segment.iter().flat_map(|(_, p)| p.actions()).collect();
+    if actions.is_empty() {
+        return Ok(());
+    }
+    let apply = build_apply_script(&actions, options);
+    let out = match transport.run(&apply.script, &apply.stdin).await {
+        Ok(out) => out,
+        Err(e) => return Err(e.into()),
+    };
+    apply.outcome(transport.host(), &out)
+}
+
+/// Arm a rollback on the host, apply, prove a NEW login works, then disarm.
+async fn apply_guarded(
+    transport: &Counting<'_>,
+    resource: &dyn Resource,
+    planned: &Planned,
+    options: &Options,
+) -> Result<(), EngineError> {
+    let host = transport.host().to_string();
+    let actions: Vec<&Action> = planned.actions().collect();
+    let unit = format!("provision-rollback-{}", std::process::id());
+    let window = options.rollback_window.as_secs().max(10);
+    let restore = rollback_commands(&actions, resource.rollback_script().as_deref());
+    let arm = format!(
+        "systemctl stop {unit}.timer {unit}.service >/dev/null 2>&1; systemctl reset-failed {unit}.service >/dev/null 2>&1; \
+         systemd-run --quiet --unit={unit} --on-active={window}s --timer-property=AccuracySec=1s /bin/sh -c {}",
+        quote(&restore)
+    );
+    let apply = build_apply_script(&actions, options);
+    let script = format!(
+        "( {arm} ) </dev/null || {{ echo 'could not arm the rollback timer' >&2; exit 1; }}\n{}",
+        apply.script
+    );
+    let out = transport.run(&script, &apply.stdin).await?;
+    if let Err(e) = apply.outcome(&host, &out) {
+        // The step failed: the validated files were already restored; disarm and restore now.
+        let _ = transport
+            .run(&format!("systemctl stop {unit}.timer; {restore}"), b"")
+            .await;
+        return Err(e);
+    }
+    match transport.verify_fresh_login().await {
+        Ok(()) => {
+            let disarm = format!("systemctl stop {unit}.timer >/dev/null 2>&1; true");
+            transport.run(&disarm, b"").await?;
+            Ok(())
+        }
+        Err(login_error) => {
+            tracing::warn!(%host, error = %login_error, "fresh login failed; waiting for the host to roll back");
+            tokio::time::sleep(Duration::from_secs(window + 5)).await;
+            let after = match transport.verify_fresh_login().await {
+                Ok(()) => "; rollback done: a new login works again".to_string(),
+                Err(e) => format!("; after the window a new login still fails: {e}"),
+            };
+            Err(EngineError::AccessLost {
+                host,
+                what: resource.id(),
+                window_secs: window,
+                after,
+            })
+        }
+    }
+}
+
+/// Shell that restores every file an action list writes, then runs the resource's reload.
+fn rollback_commands(actions: &[&Action], reload: Option<&str>) -> String {
+    let mut s = String::new();
+    for a in actions {
+        if let Action::WriteFile(w) = a {
+            let p = quote(&w.path);
+            if w.previous.is_some() {
+                s.push_str(&format!("cp -p {p}.provision-bak {p}; "));
+            } else {
+                s.push_str(&format!("rm -f {p}; "));
+            }
+        }
+    }
+    if let Some(r) = reload {
+        s.push_str(r);
+    }
+    s
+}

@@ -1,0 +1,308 @@
+//! Facts: read-only probes of a host's state.
+//!
+//! A fact is a shell snippet plus a pure parser of its output. All probes a host needs are
+//! sent as ONE script (sections between unique delimiters) and parsed locally, so gathering
+//! costs one round trip however many resources ask.
+
+pub mod builtin;
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::transport::{ExecOutput, Transport, TransportError};
+
+/// A probe to run on the host. Probes with the same key are run once.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Probe {
+    pub key: String,
+    pub script: String,
+}
+
+/// What one probe printed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProbeOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactError {
+    #[error("fact `{key}` was not gathered (engine bug: the resource did not declare it)")]
+    Missing { key: String },
+    #[error("fact `{key}` failed with exit status {status}\n```\n{stderr}\n```")]
+    ProbeFailed {
+        key: String,
+        status: i32,
+        stderr: String,
+    },
+    #[error("fact `{key}`: cannot parse {what}: {line:?}")]
+    Parse {
+        key: String,
+        what: String,
+        line: String,
+    },
+    #[error("the facts script output is truncated or malformed near probe `{key}`")]
+    Malformed { key: String },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// A typed fact: a probe and a pure parser of its output.
+pub trait Fact {
+    type Value;
+    fn probe(&self) -> Probe;
+    fn parse(&self, output: &ProbeOutput) -> Result<Self::Value, FactError>;
+}
+
+/// Everything gathered from one host in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    outputs: BTreeMap<String, ProbeOutput>,
+}
+
+impl Facts {
+    pub fn from_outputs(outputs: BTreeMap<String, ProbeOutput>) -> Self {
+        Self { outputs }
+    }
+
+    /// Parse a typed fact. A probe that was not gathered is an error, never "nothing to do".
+    pub fn read<F: Fact>(&self, fact: &F) -> Result<F::Value, FactError> {
+        let key = fact.probe().key;
+        let output = self.outputs.get(&key).ok_or(FactError::Missing { key })?;
+        fact.parse(output)
+    }
+
+    pub fn raw(&self, key: &str) -> Option<&ProbeOutput> {
+        self.outputs.get(key)
+    }
+
+    /// Replace the outputs of the given probes with fresher ones (after a change).
+    pub fn merge(&mut self, newer: Facts) {
+        self.outputs.extend(newer.outputs);
+    }
+
+    pub fn len(&self) -> usize {
+        self.outputs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ProbeOutput)> {
+        self.outputs.iter()
+    }
+}
+
+/// The delimiter is derived from the script so replays are deterministic and host output
+/// cannot forge a section boundary by accident.
+fn delimiter(probes: &[Probe]) -> String {
+    let mut hash = Sha256::new();
+    for p in probes {
+        hash.update(p.key.as_bytes());
+        hash.update([0]);
+        hash.update(p.script.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("@@provision-{hex}")
+}
+
+/// Deduplicate and order probes.
+pub fn normalize(mut probes: Vec<Probe>) -> Vec<Probe> {
+    probes.sort();
+    probes.dedup_by(|a, b| a.key == b.key);
+    probes
+}
+
+/// Build the single script that runs every probe, each in its own subshell with stdin
+/// closed and stderr captured separately.
+pub fn batch_script(probes: &[Probe]) -> String {
+    let d = delimiter(probes);
+    let mut s =
+        String::from("export LC_ALL=C\n__e=$(mktemp) || exit 1\ntrap 'rm -f \"$__e\"' EXIT\n");
+    for p in probes {
+        let key = crate::shell::quote(&p.key);
+        s.push_str(&format!(
+            "printf '%s BEGIN %s\\n' '{d}' {key}\n( {script}\n) </dev/null 2>\"$__e\"\n__rc=$?\nprintf '\\n%s STDERR %s\\n' '{d}' {key}\ncat \"$__e\"\nprintf '\\n%s END %s %d\\n' '{d}' {key} \"$__rc\"\n",
+            script = p.script
+        ));
+    }
+    s
+}
+
+/// Parse the output of [`batch_script`]. Every probe must be present and complete.
+pub fn parse_batch(probes: &[Probe], stdout: &str) -> Result<Facts, FactError> {
+    let d = delimiter(probes);
+    let mut outputs = BTreeMap::new();
+    let mut rest = stdout;
+    for p in probes {
+        let malformed = || FactError::Malformed { key: p.key.clone() };
+        let begin = format!("{d} BEGIN {}\n", p.key);
+        let stderr_mark = format!("\n{d} STDERR {}\n", p.key);
+        let end_mark = format!("\n{d} END {} ", p.key);
+        let start = rest.find(&begin).ok_or_else(malformed)? + begin.len();
+        let body = &rest[start..];
+        let err_at = body.find(&stderr_mark).ok_or_else(malformed)?;
+        let out = &body[..err_at];
+        let after_err = &body[err_at + stderr_mark.len()..];
+        let end_at = after_err.find(&end_mark).ok_or_else(malformed)?;
+        let err = &after_err[..end_at];
+        let tail = &after_err[end_at + end_mark.len()..];
+        let (status, remainder) = tail.split_once('\n').unwrap_or((tail, ""));
+        let status: i32 = status.trim().parse().map_err(|_| malformed())?;
+        outputs.insert(
+            p.key.clone(),
+            ProbeOutput {
+                status,
+                stdout: out.to_string(),
+                stderr: err.to_string(),
+            },
+        );
+        rest = remainder;
+    }
+    Ok(Facts { outputs })
+}
+
+/// Gather `probes` from a host in one round trip.
+pub async fn gather(transport: &dyn Transport, probes: &[Probe]) -> Result<Facts, FactError> {
+    if probes.is_empty() {
+        return Ok(Facts::default());
+    }
+    let script = batch_script(probes);
+    let out: ExecOutput = transport.run(&script, b"").await?;
+    let stdout = out.stdout_lossy();
+    parse_batch(probes, &stdout).map_err(|e| match e {
+        FactError::Malformed { key } if !out.success() => FactError::ProbeFailed {
+            key,
+            status: out.status,
+            stderr: out.stderr_lossy(),
+        },
+        other => other,
+    })
+}
+
+/// A probe that exited non-zero is an error unless the fact says otherwise.
+pub fn require_success(key: &str, output: &ProbeOutput) -> Result<(), FactError> {
+    if output.status == 0 {
+        Ok(())
+    } else {
+        Err(FactError::ProbeFailed {
+            key: key.to_string(),
+            status: output.status,
+            stderr: output.stderr.trim_end().to_string(),
+        })
+    }
+}
+
+/// Render probe outputs the way the batch script prints them (for tests and fixtures).
+pub fn render_batch_output(probes: &[Probe], outputs: &BTreeMap<String, ProbeOutput>) -> String {
+    let d = delimiter(probes);
+    let mut s = String::new();
+    for p in probes {
+        let o = outputs.get(&p.key).cloned().unwrap_or_default();
+        s.push_str(&format!(
+            "{d} BEGIN {k}\n{out}\n{d} STDERR {k}\n{err}\n{d} END {k} {st}\n",
+            k = p.key,
+            out = o.stdout,
+            err = o.stderr,
+            st = o.status
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probes() -> Vec<Probe> {
+        normalize(vec![
+            Probe {
+                key: "b".into(),
+                script: "echo two".into(),
+            },
+            Probe {
+                key: "a".into(),
+                script: "echo one".into(),
+            },
+            Probe {
+                key: "a".into(),
+                script: "echo one".into(),
+            },
+        ])
+    }
+
+    #[test]
+    fn batch_round_trip_keeps_stdout_stderr_and_status() {
+        let probes = probes();
+        assert_eq!(probes.len(), 2, "duplicates removed");
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            "a".to_string(),
+            ProbeOutput {
+                status: 0,
+                stdout: "one\nline two\n".into(),
+                stderr: String::new(),
+            },
+        );
+        outputs.insert(
+            "b".to_string(),
+            ProbeOutput {
+                status: 3,
+                stdout: "no newline".into(),
+                stderr: "boom\n".into(),
+            },
+        );
+        let text = render_batch_output(&probes, &outputs);
+        let facts = parse_batch(&probes, &text).unwrap();
+        assert_eq!(facts.raw("a"), outputs.get("a"));
+        assert_eq!(facts.raw("b"), outputs.get("b"));
+    }
+
+    #[test]
+    fn truncated_output_is_an_error_not_empty_facts() {
+        let probes = probes();
+        let text = render_batch_output(&probes, &BTreeMap::new());
+        let cut = &text[..text.len() - 10];
+        assert!(matches!(
+            parse_batch(&probes, cut),
+            Err(FactError::Malformed { key }) if key == "b"
+        ));
+    }
+
+    #[test]
+    fn batch_script_runs_for_real_under_sh() {
+        let probes = normalize(vec![
+            Probe {
+                key: "ok".into(),
+                script: "echo hello; echo warn >&2".into(),
+            },
+            Probe {
+                key: "fails".into(),
+                script: "exit 7".into(),
+            },
+            Probe {
+                key: "reads-stdin".into(),
+                script: "cat; echo done".into(),
+            },
+        ]);
+        let script = batch_script(&probes);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        let facts = parse_batch(&probes, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        let ok = facts.raw("ok").unwrap();
+        assert_eq!(
+            (ok.status, ok.stdout.as_str(), ok.stderr.as_str()),
+            (0, "hello\n", "warn\n")
+        );
+        assert_eq!(facts.raw("fails").unwrap().status, 7);
+        assert_eq!(facts.raw("reads-stdin").unwrap().stdout, "done\n");
+    }
+}

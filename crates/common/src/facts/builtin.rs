@@ -1,0 +1,580 @@
+//! Facts every resource set needs. Each is a snippet of POSIX sh and a pure parser;
+//! parsers are tested against fixture outputs below.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use super::{Fact, FactError, Probe, ProbeOutput, require_success};
+use crate::shell::quote;
+
+fn parse_error(key: &str, what: &str, line: &str) -> FactError {
+    FactError::Parse {
+        key: key.to_string(),
+        what: what.to_string(),
+        line: line.to_string(),
+    }
+}
+
+/// Operating system, virtualization and size of the host.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostInfo;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HostInfoValue {
+    /// `ID` from os-release, e.g. `debian`, `ubuntu`.
+    pub os_id: String,
+    pub os_version: String,
+    pub os_codename: String,
+    /// `systemd-detect-virt` output: `none`, `kvm`, `systemd-nspawn`, `lxc`, ...
+    pub virtualization: String,
+    pub hostname: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    /// Free space on `/` in MiB.
+    pub root_free_mib: u64,
+    pub architecture: String,
+}
+
+impl HostInfoValue {
+    /// Kernel settings are read-only inside containers (nspawn, LXC, Docker, OpenVZ).
+    pub fn is_container(&self) -> bool {
+        matches!(
+            self.virtualization.as_str(),
+            "systemd-nspawn"
+                | "lxc"
+                | "lxc-libvirt"
+                | "docker"
+                | "podman"
+                | "openvz"
+                | "wsl"
+                | "container-other"
+        )
+    }
+}
+
+impl Fact for HostInfo {
+    type Value = HostInfoValue;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "host".into(),
+            script: r#". /etc/os-release
+echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${VERSION_CODENAME:-}"
+echo "virtualization=$(systemd-detect-virt 2>/dev/null || echo none)"
+echo "hostname=$(cat /etc/hostname 2>/dev/null || hostname)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN)"
+echo "memory_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+echo "root_free_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
+echo "architecture=$(dpkg --print-architecture 2>/dev/null || uname -m)""#
+                .into(),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<HostInfoValue, FactError> {
+        require_success("host", output)?;
+        let mut v = HostInfoValue::default();
+        for line in output.stdout.lines() {
+            let (k, val) = line
+                .split_once('=')
+                .ok_or_else(|| parse_error("host", "key=value", line))?;
+            let number = |s: &str| {
+                s.trim()
+                    .parse::<u64>()
+                    .map_err(|_| parse_error("host", k, line))
+            };
+            match k {
+                "os_id" => v.os_id = val.to_string(),
+                "os_version" => v.os_version = val.to_string(),
+                "os_codename" => v.os_codename = val.to_string(),
+                "virtualization" => v.virtualization = val.trim().to_string(),
+                "hostname" => v.hostname = val.trim().to_string(),
+                "cpus" => v.cpus = number(val)? as u32,
+                "memory_kib" => v.memory_mib = number(val)? / 1024,
+                "root_free_kib" => v.root_free_mib = number(val)? / 1024,
+                "architecture" => v.architecture = val.to_string(),
+                _ => {}
+            }
+        }
+        if v.os_id.is_empty() {
+            return Err(parse_error("host", "os-release ID", &output.stdout));
+        }
+        Ok(v)
+    }
+}
+
+/// Installed Debian packages (one probe shared by every package resource).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InstalledPackages;
+
+impl Fact for InstalledPackages {
+    /// Package name (without `:arch`) → version, for packages fully installed.
+    type Value = BTreeMap<String, String>;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "dpkg".into(),
+            script: r"dpkg-query -W -f='${Package}\t${db:Status-Abbrev}\t${Version}\n'".into(),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<Self::Value, FactError> {
+        require_success("dpkg", output)?;
+        let mut installed = BTreeMap::new();
+        for line in output.stdout.lines().filter(|l| !l.is_empty()) {
+            let mut fields = line.split('\t');
+            let (Some(name), Some(status), Some(version)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(parse_error("dpkg", "package line", line));
+            };
+            // `ii ` = desired install, installed, no error.
+            if status.trim_end() == "ii" {
+                let name = name.split(':').next().unwrap_or(name);
+                installed.insert(name.to_string(), version.to_string());
+            }
+        }
+        Ok(installed)
+    }
+}
+
+/// Type, mode, owner and (for regular files up to 1 MiB) content of a path.
+#[derive(Debug, Clone)]
+pub struct PathState {
+    pub path: String,
+}
+
+impl PathState {
+    pub fn new(path: impl Into<String>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    Absent,
+    File,
+    Directory,
+    Symlink,
+    Other(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathStateValue {
+    pub kind: PathKind,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub size: u64,
+    /// Content of regular files up to [`MAX_CONTENT`] bytes.
+    pub content: Option<Vec<u8>>,
+}
+
+/// Files larger than this are compared by size only (managed files are config-sized).
+pub const MAX_CONTENT: u64 = 1024 * 1024;
+
+impl Fact for PathState {
+    type Value = PathStateValue;
+
+    fn probe(&self) -> Probe {
+        let p = quote(&self.path);
+        Probe {
+            key: format!("path:{}", self.path),
+            script: format!(
+                "if [ -L {p} ] || [ -e {p} ]; then stat -c '%F|%a|%U|%G|%s' {p}; \
+                 if [ -f {p} ] && [ ! -L {p} ] && [ $(stat -c %s {p}) -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; fi; \
+                 else echo absent; fi"
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<PathStateValue, FactError> {
+        let key = self.probe().key;
+        require_success(&key, output)?;
+        let mut lines = output.stdout.lines();
+        let first = lines.next().unwrap_or_default();
+        if first == "absent" {
+            return Ok(PathStateValue {
+                kind: PathKind::Absent,
+                mode: 0,
+                owner: String::new(),
+                group: String::new(),
+                size: 0,
+                content: None,
+            });
+        }
+        let f: Vec<&str> = first.split('|').collect();
+        let [kind, mode, owner, group, size] = f.as_slice() else {
+            return Err(parse_error(&key, "stat line", first));
+        };
+        let kind = match *kind {
+            "regular file" | "regular empty file" => PathKind::File,
+            "directory" => PathKind::Directory,
+            "symbolic link" => PathKind::Symlink,
+            other => PathKind::Other(other.to_string()),
+        };
+        let mode = u32::from_str_radix(mode, 8).map_err(|_| parse_error(&key, "mode", first))?;
+        let size = size.parse().map_err(|_| parse_error(&key, "size", first))?;
+        let content = match lines.next() {
+            Some(b64) if kind == PathKind::File => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| parse_error(&key, "base64 content", b64))?,
+            ),
+            _ => None,
+        };
+        Ok(PathStateValue {
+            kind,
+            mode,
+            owner: owner.to_string(),
+            group: group.to_string(),
+            size,
+            content,
+        })
+    }
+}
+
+/// State of a systemd unit.
+#[derive(Debug, Clone)]
+pub struct UnitState {
+    pub unit: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UnitStateValue {
+    /// `loaded`, `not-found`, `masked`...
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`...
+    pub active_state: String,
+    /// `enabled`, `disabled`, `static`, `masked`, `generated`, `indirect`...
+    pub unit_file_state: String,
+}
+
+impl UnitStateValue {
+    pub fn exists(&self) -> bool {
+        self.load_state == "loaded"
+    }
+    pub fn is_active(&self) -> bool {
+        self.active_state == "active"
+    }
+    pub fn is_enabled(&self) -> bool {
+        matches!(
+            self.unit_file_state.as_str(),
+            "enabled" | "enabled-runtime" | "static" | "generated" | "alias" | "indirect"
+        )
+    }
+}
+
+impl Fact for UnitState {
+    type Value = UnitStateValue;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: format!("unit:{}", self.unit),
+            script: format!(
+                "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {}",
+                quote(&self.unit)
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<UnitStateValue, FactError> {
+        let key = self.probe().key;
+        require_success(&key, output)?;
+        let mut v = UnitStateValue::default();
+        for line in output.stdout.lines() {
+            match line.split_once('=') {
+                Some(("LoadState", s)) => v.load_state = s.to_string(),
+                Some(("ActiveState", s)) => v.active_state = s.to_string(),
+                Some(("UnitFileState", s)) => v.unit_file_state = s.to_string(),
+                _ => {}
+            }
+        }
+        if v.load_state.is_empty() {
+            return Err(parse_error(&key, "LoadState", &output.stdout));
+        }
+        Ok(v)
+    }
+}
+
+/// The configured time zone (`/etc/localtime` link target) and whether a zone exists.
+#[derive(Debug, Clone)]
+pub struct TimezoneState {
+    /// The zone the resource wants, checked for existence in the same probe.
+    pub wanted: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimezoneValue {
+    pub current: String,
+    pub wanted_exists: bool,
+}
+
+impl Fact for TimezoneState {
+    type Value = TimezoneValue;
+
+    fn probe(&self) -> Probe {
+        let z = quote(&self.wanted);
+        Probe {
+            key: format!("timezone:{}", self.wanted),
+            script: format!(
+                "t=$(readlink /etc/localtime 2>/dev/null); echo \"current=${{t#*/zoneinfo/}}\"; \
+                 if [ -f /usr/share/zoneinfo/{z} ]; then echo exists=1; else echo exists=0; fi"
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<TimezoneValue, FactError> {
+        let key = self.probe().key;
+        require_success(&key, output)?;
+        let mut current = None;
+        let mut exists = None;
+        for line in output.stdout.lines() {
+            match line.split_once('=') {
+                Some(("current", c)) => current = Some(c.to_string()),
+                Some(("exists", e)) => exists = Some(e == "1"),
+                _ => return Err(parse_error(&key, "timezone line", line)),
+            }
+        }
+        match (current, exists) {
+            (Some(current), Some(wanted_exists)) => Ok(TimezoneValue {
+                current,
+                wanted_exists,
+            }),
+            _ => Err(parse_error(&key, "timezone output", &output.stdout)),
+        }
+    }
+}
+
+/// A local user account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountValue {
+    pub exists: bool,
+    pub home: String,
+    pub shell: String,
+    pub groups: Vec<String>,
+}
+
+impl Fact for Account {
+    type Value = AccountValue;
+
+    fn probe(&self) -> Probe {
+        let n = quote(&self.name);
+        Probe {
+            key: format!("account:{}", self.name),
+            script: format!(
+                "if e=$(getent passwd {n}); then echo \"$e\"; id -nG {n}; else echo absent; fi"
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<AccountValue, FactError> {
+        let key = self.probe().key;
+        require_success(&key, output)?;
+        let mut lines = output.stdout.lines();
+        let first = lines.next().unwrap_or_default();
+        if first == "absent" {
+            return Ok(AccountValue {
+                exists: false,
+                home: String::new(),
+                shell: String::new(),
+                groups: Vec::new(),
+            });
+        }
+        let fields: Vec<&str> = first.split(':').collect();
+        if fields.len() != 7 {
+            return Err(parse_error(&key, "passwd entry", first));
+        }
+        let groups = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        Ok(AccountValue {
+            exists: true,
+            home: fields[5].to_string(),
+            shell: fields[6].to_string(),
+            groups,
+        })
+    }
+}
+
+/// Output of an arbitrary read-only command, for resources with their own parsers.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub key: String,
+    pub script: String,
+}
+
+impl Fact for CommandOutput {
+    type Value = ProbeOutput;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: self.key.clone(),
+            script: self.script.clone(),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<ProbeOutput, FactError> {
+        Ok(output.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(stdout: &str) -> ProbeOutput {
+        ProbeOutput {
+            status: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn host_info_from_debian_nspawn() {
+        let v = HostInfo
+            .parse(&ok(include_str!(
+                "../../tests/fixtures/facts/host-debian12-nspawn.txt"
+            )))
+            .unwrap();
+        assert_eq!(v.os_id, "debian");
+        assert_eq!(v.os_version, "12");
+        assert_eq!(v.os_codename, "bookworm");
+        assert!(v.is_container());
+        assert_eq!((v.cpus, v.memory_mib, v.root_free_mib), (2, 24041, 81234));
+    }
+
+    #[test]
+    fn host_info_from_ubuntu_vm() {
+        let v = HostInfo
+            .parse(&ok(include_str!(
+                "../../tests/fixtures/facts/host-ubuntu2404-kvm.txt"
+            )))
+            .unwrap();
+        assert_eq!(
+            (v.os_id.as_str(), v.os_version.as_str()),
+            ("ubuntu", "24.04")
+        );
+        assert!(!v.is_container());
+    }
+
+    #[test]
+    fn host_info_rejects_garbage() {
+        assert!(HostInfo.parse(&ok("no equals sign\n")).is_err());
+        assert!(HostInfo.parse(&ok("cpus=two\nos_id=debian\n")).is_err());
+    }
+
+    #[test]
+    fn dpkg_lists_only_fully_installed_packages() {
+        let v = InstalledPackages
+            .parse(&ok(include_str!(
+                "../../tests/fixtures/facts/dpkg-query.txt"
+            )))
+            .unwrap();
+        assert_eq!(
+            v.get("curl").map(String::as_str),
+            Some("7.88.1-10+deb12u12")
+        );
+        assert!(v.contains_key("libc6"), "arch suffix stripped");
+        assert!(
+            !v.contains_key("vim"),
+            "rc (removed, config kept) is not installed"
+        );
+        assert!(!v.contains_key("htop"), "half-installed is not installed");
+    }
+
+    #[test]
+    fn failed_probe_is_an_error_never_an_empty_list() {
+        let failed = ProbeOutput {
+            status: 127,
+            stdout: String::new(),
+            stderr: "dpkg-query: not found\n".into(),
+        };
+        assert!(matches!(
+            InstalledPackages.parse(&failed),
+            Err(FactError::ProbeFailed { status: 127, .. })
+        ));
+    }
+
+    #[test]
+    fn path_state_file_with_content() {
+        let v = PathState::new("/etc/motd")
+            .parse(&ok("regular file|644|root|root|6\naGVsbG8K\n"))
+            .unwrap();
+        assert_eq!(v.kind, PathKind::File);
+        assert_eq!((v.mode, v.owner.as_str()), (0o644, "root"));
+        assert_eq!(v.content.as_deref(), Some(&b"hello\n"[..]));
+    }
+
+    #[test]
+    fn path_state_absent_directory_and_empty_file() {
+        let p = PathState::new("/x");
+        assert_eq!(p.parse(&ok("absent\n")).unwrap().kind, PathKind::Absent);
+        let d = p.parse(&ok("directory|750|deploy|docker|4096\n")).unwrap();
+        assert_eq!(
+            (d.kind, d.mode, d.group.as_str()),
+            (PathKind::Directory, 0o750, "docker")
+        );
+        let e = p
+            .parse(&ok("regular empty file|600|root|root|0\n\n"))
+            .unwrap();
+        assert_eq!(e.content.as_deref(), Some(&b""[..]));
+        assert!(p.parse(&ok("regular file|6x4|root|root|1\n")).is_err());
+    }
+
+    #[test]
+    fn unit_state_parses_systemctl_show() {
+        let v = UnitState {
+            unit: "ssh.service".into(),
+        }
+        .parse(&ok(
+            "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n",
+        ))
+        .unwrap();
+        assert!(v.exists() && v.is_active() && v.is_enabled());
+        let missing = UnitState {
+            unit: "nope.service".into(),
+        }
+        .parse(&ok(
+            "LoadState=not-found\nActiveState=inactive\nUnitFileState=\n",
+        ))
+        .unwrap();
+        assert!(!missing.exists());
+    }
+
+    #[test]
+    fn timezone_and_account() {
+        let tz = TimezoneState {
+            wanted: "Asia/Shanghai".into(),
+        }
+        .parse(&ok("current=Etc/UTC\nexists=1\n"))
+        .unwrap();
+        assert_eq!(tz.current, "Etc/UTC");
+        assert!(tz.wanted_exists);
+        let a = Account {
+            name: "deploy".into(),
+        }
+        .parse(&ok(
+            "deploy:x:1000:1000::/home/deploy:/bin/bash\ndeploy sudo docker\n",
+        ))
+        .unwrap();
+        assert_eq!(a.groups, ["deploy", "sudo", "docker"]);
+        assert_eq!(a.home, "/home/deploy");
+        assert!(
+            !Account { name: "x".into() }
+                .parse(&ok("absent\n"))
+                .unwrap()
+                .exists
+        );
+    }
+}

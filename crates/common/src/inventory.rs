@@ -1,0 +1,409 @@
+//! The inventory: TOML with connection defaults, groups, hosts and vars.
+//!
+//! Precedence of vars, lowest first: top-level `[vars]`, then the vars of every group the
+//! host is in, then the host's own `[hosts.NAME.vars]`. Two groups of one host setting the
+//! same var to different values is an error (there is no hidden ordering between groups);
+//! set it on the host instead. Tables merge key by key; arrays and scalars replace.
+//!
+//! Unknown keys and wrong types are errors naming file:line:column and the field.
+
+mod vars;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use vars::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    #[serde(default)]
+    defaults: Connection,
+    #[serde(default)]
+    vars: Option<Vars>,
+    #[serde(default)]
+    groups: BTreeMap<Spanned<String>, GroupDef>,
+    #[serde(default)]
+    hosts: BTreeMap<Spanned<String>, HostDef>,
+}
+
+/// How to reach a host; unset fields fall back to the defaults, then to `~/.ssh/config`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Connection {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    /// Seconds.
+    pub connect_timeout: Option<u64>,
+}
+
+impl Connection {
+    fn or(self, fallback: &Connection) -> Connection {
+        Connection {
+            user: self.user.or_else(|| fallback.user.clone()),
+            port: self.port.or(fallback.port),
+            identity_file: self
+                .identity_file
+                .or_else(|| fallback.identity_file.clone()),
+            known_hosts: self.known_hosts.or_else(|| fallback.known_hosts.clone()),
+            connect_timeout: self.connect_timeout.or(fallback.connect_timeout),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupDef {
+    #[serde(default)]
+    hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: Option<Vars>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostDef {
+    /// Address or `~/.ssh/config` alias; defaults to the host's name.
+    address: Option<String>,
+    #[serde(default)]
+    groups: Vec<Spanned<String>>,
+    user: Option<String>,
+    port: Option<u16>,
+    identity_file: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    connect_timeout: Option<u64>,
+    #[serde(default)]
+    vars: Option<Vars>,
+}
+
+impl HostDef {
+    fn connection(&self) -> Connection {
+        Connection {
+            user: self.user.clone(),
+            port: self.port,
+            identity_file: self.identity_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
+/// A host ready to connect to and configure.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    pub name: String,
+    pub address: String,
+    pub connection: Connection,
+    pub groups: Vec<String>,
+    pub vars: Vars,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub hosts: Vec<HostSpec>,
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+/// An inventory problem, located in its file.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct InventoryError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    #[source_code]
+    src: NamedSource<String>,
+    #[label("here")]
+    span: Option<SourceSpan>,
+    #[help]
+    pub help: Option<String>,
+}
+
+impl InventoryError {
+    fn at(path: &str, text: &str, span: Option<Range<usize>>, message: String) -> Self {
+        let (line, column) = span
+            .as_ref()
+            .map(|s| line_column(text, s.start))
+            .unwrap_or((1, 1));
+        Self {
+            file: path.to_string(),
+            line,
+            column,
+            message,
+            src: NamedSource::new(path, text.to_string()),
+            span: span.map(|s| SourceSpan::from(s.start..s.end.max(s.start + 1))),
+            help: None,
+        }
+    }
+
+    fn help(mut self: Box<Self>, help: impl Into<String>) -> Box<Self> {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
+    (line, column)
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory, Box<InventoryError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Box::new(InventoryError::at(
+                &path.display().to_string(),
+                "",
+                None,
+                format!("cannot read the inventory: {e}"),
+            ))
+        })?;
+        Self::parse(&path.display().to_string(), &text, path.parent())
+    }
+
+    /// Parse inventory text; `base` resolves relative key and known_hosts paths.
+    pub fn parse(
+        path: &str,
+        text: &str,
+        base: Option<&Path>,
+    ) -> Result<Inventory, Box<InventoryError>> {
+        let err = |span: Option<Range<usize>>, message: String| {
+            Box::new(InventoryError::at(path, text, span, message))
+        };
+        let file: InventoryFile = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            Box::new(InventoryError::at(path, text, e.span(), message))
+        })?;
+
+        let mut membership: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let host_names: BTreeSet<&str> = file.hosts.keys().map(|k| k.get_ref().as_str()).collect();
+        for (name, group) in &file.groups {
+            check_name(name).map_err(|m| err(Some(name.span()), m))?;
+            if host_names.contains(name.get_ref().as_str()) {
+                return Err(err(
+                    Some(name.span()),
+                    format!("`{}` is both a group and a host", name.get_ref()),
+                ));
+            }
+            for h in &group.hosts {
+                if !host_names.contains(h.get_ref().as_str()) {
+                    return Err(err(
+                        Some(h.span()),
+                        format!(
+                            "group `{}` lists unknown host `{}`",
+                            name.get_ref(),
+                            h.get_ref()
+                        ),
+                    )
+                    .help(format!("define it with a [hosts.{}] table", h.get_ref())));
+                }
+                membership
+                    .entry(h.get_ref().clone())
+                    .or_default()
+                    .insert(name.get_ref().clone());
+            }
+        }
+        let group_names: BTreeSet<&str> =
+            file.groups.keys().map(|k| k.get_ref().as_str()).collect();
+
+        let defaults = resolve_paths(file.defaults, base);
+        let mut hosts = Vec::new();
+        for (name, def) in &file.hosts {
+            check_name(name).map_err(|m| err(Some(name.span()), m))?;
+            let mut groups = membership.remove(name.get_ref()).unwrap_or_default();
+            for g in &def.groups {
+                if !group_names.contains(g.get_ref().as_str()) {
+                    return Err(err(
+                        Some(g.span()),
+                        format!(
+                            "host `{}` is in unknown group `{}`",
+                            name.get_ref(),
+                            g.get_ref()
+                        ),
+                    )
+                    .help(format!("define it with a [groups.{}] table", g.get_ref())));
+                }
+                groups.insert(g.get_ref().clone());
+            }
+            // Merge vars: defaults < groups (must agree) < host.
+            let mut merged = file.vars.as_ref().map(Vars::to_table).unwrap_or_default();
+            let mut from_groups = toml::Table::new();
+            let mut owner: BTreeMap<String, String> = BTreeMap::new();
+            for g in &groups {
+                let def = file
+                    .groups
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == g)
+                    .map(|(_, d)| d)
+                    .expect("validated");
+                if let Some(v) = &def.vars {
+                    merge_checked(&mut from_groups, &v.to_table(), g, &mut owner, "").map_err(
+                        |(key, other)| {
+                            err(
+                                Some(name.span()),
+                                format!(
+                                    "host `{}`: var `{key}` is set differently by groups `{other}` and `{g}`",
+                                    name.get_ref()
+                                ),
+                            )
+                            .help(format!(
+                                "set `{key}` in [hosts.{}.vars] to decide",
+                                name.get_ref()
+                            ))
+                        },
+                    )?;
+                }
+            }
+            merge(&mut merged, &from_groups);
+            if let Some(v) = &def.vars {
+                merge(&mut merged, &v.to_table());
+            }
+            let vars = Vars::from_table(merged)
+                .map_err(|m| err(Some(name.span()), format!("host `{}`: {m}", name.get_ref())))?;
+            let connection = resolve_paths(def.connection(), base).or(&defaults);
+            hosts.push(HostSpec {
+                name: name.get_ref().clone(),
+                address: def
+                    .address
+                    .clone()
+                    .unwrap_or_else(|| name.get_ref().clone()),
+                connection,
+                groups: groups.into_iter().collect(),
+                vars,
+            });
+        }
+        let groups = file
+            .groups
+            .iter()
+            .map(|(name, _)| {
+                let members = hosts
+                    .iter()
+                    .filter(|h| h.groups.contains(name.get_ref()))
+                    .map(|h| h.name.clone())
+                    .collect();
+                (name.get_ref().clone(), members)
+            })
+            .collect();
+        Ok(Inventory {
+            path: PathBuf::from(path),
+            hosts,
+            groups,
+        })
+    }
+
+    /// Hosts selected by `--limit` (comma-separated host or group names); all without one.
+    pub fn select(&self, limit: Option<&str>) -> Result<Vec<&HostSpec>, String> {
+        let Some(limit) = limit else {
+            return Ok(self.hosts.iter().collect());
+        };
+        let mut wanted = BTreeSet::new();
+        for item in limit.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            if let Some(members) = self.groups.get(item) {
+                wanted.extend(members.iter().cloned());
+            } else if self.hosts.iter().any(|h| h.name == item) {
+                wanted.insert(item.to_string());
+            } else {
+                return Err(format!(
+                    "--limit: `{item}` is neither a host nor a group in {}",
+                    self.path.display()
+                ));
+            }
+        }
+        Ok(self
+            .hosts
+            .iter()
+            .filter(|h| wanted.contains(&h.name))
+            .collect())
+    }
+}
+
+fn check_name(name: &Spanned<String>) -> Result<(), String> {
+    let n = name.get_ref();
+    let ok = !n.is_empty()
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name `{n}`: use letters, digits, `-`, `_` and `.`"
+        ))
+    }
+}
+
+fn resolve_paths(mut c: Connection, base: Option<&Path>) -> Connection {
+    let resolve = |p: PathBuf| {
+        let s = p.to_string_lossy();
+        if let Some(rest) = s.strip_prefix("~/")
+            && let Some(home) = std::env::var_os("HOME")
+        {
+            return PathBuf::from(home).join(rest);
+        }
+        match base {
+            Some(b) if p.is_relative() => b.join(p),
+            _ => p,
+        }
+    };
+    c.identity_file = c.identity_file.map(resolve);
+    c.known_hosts = c.known_hosts.map(resolve);
+    c
+}
+
+/// Deep merge: tables key by key, everything else replaced.
+fn merge(into: &mut toml::Table, from: &toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            _ => {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Merge one group's vars, failing when another group set a leaf differently.
+fn merge_checked(
+    into: &mut toml::Table,
+    from: &toml::Table,
+    group: &str,
+    owner: &mut BTreeMap<String, String>,
+    prefix: &str,
+) -> Result<(), (String, String)> {
+    for (k, v) in from {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match (into.get_mut(k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => {
+                merge_checked(a, b, group, owner, &key)?
+            }
+            (Some(existing), v) if existing != v => {
+                let other = owner.get(&key).cloned().unwrap_or_default();
+                return Err((key, other));
+            }
+            _ => {
+                into.insert(k.clone(), v.clone());
+                owner.insert(key, group.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use super::*;
+
+const GOOD: &str = r#"
+[defaults]
+user = "root"
+identity_file = "keys/id_ed25519"
+
+[vars]
+timezone = "Etc/UTC"
+packages = ["curl", "git"]
+
+[vars.hardening]
+allow_ports = [8080]
+
+[groups.prod]
+hosts = ["web1"]
+[groups.prod.vars]
+timezone = "Asia/Shanghai"
+
+[groups.web]
+[groups.web.vars.hardening]
+fail2ban = true
+
+[hosts.web1]
+address = "203.0.113.10"
+groups = ["web"]
+
+[hosts.web2]
+address = "203.0.113.11"
+user = "deploy"
+port = 2222
+[hosts.web2.vars]
+packages = ["htop"]
+"#;
+
+fn parse(text: &str) -> Result<Inventory, Box<InventoryError>> {
+    Inventory::parse("inv.toml", text, Some(Path::new("/etc/provision")))
+}
+
+#[test]
+fn precedence_host_over_group_over_defaults() {
+    let inv = parse(GOOD).unwrap();
+    let web1 = &inv.hosts[0];
+    assert_eq!(web1.name, "web1");
+    assert_eq!(web1.groups, ["prod", "web"]);
+    assert_eq!(
+        web1.vars.timezone.as_deref(),
+        Some("Asia/Shanghai"),
+        "group beats defaults"
+    );
+    let h = web1.vars.hardening.as_ref().unwrap();
+    assert_eq!(
+        h.allow_ports.as_deref(),
+        Some(&[8080][..]),
+        "tables merge key by key"
+    );
+    assert_eq!(h.fail2ban, Some(true));
+    assert_eq!(
+        web1.connection.identity_file.as_deref(),
+        Some(Path::new("/etc/provision/keys/id_ed25519")),
+        "relative paths resolve against the inventory's directory"
+    );
+    let web2 = &inv.hosts[1];
+    assert_eq!(web2.vars.timezone.as_deref(), Some("Etc/UTC"));
+    assert_eq!(
+        web2.vars.packages.as_deref(),
+        Some(&["htop".to_string()][..]),
+        "host replaces arrays"
+    );
+    assert_eq!(
+        (web2.connection.user.as_deref(), web2.connection.port),
+        (Some("deploy"), Some(2222))
+    );
+}
+
+#[test]
+fn limit_by_host_and_group() {
+    let inv = parse(GOOD).unwrap();
+    let names = |l| {
+        inv.select(Some(l))
+            .unwrap()
+            .iter()
+            .map(|h| h.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("prod"), ["web1"]);
+    assert_eq!(names("web2,prod"), ["web1", "web2"]);
+    assert_eq!(inv.select(None).unwrap().len(), 2);
+    assert!(
+        inv.select(Some("nope"))
+            .unwrap_err()
+            .contains("`nope` is neither a host nor a group")
+    );
+}
+
+/// Each malformed input, the line and column it must point at, and words the message must
+/// contain (the field and what is wrong).
+const BAD: &[(&str, &str, usize, usize, &[&str])] = &[
+    (
+        "unknown top-level key",
+        "[hostz.a]\naddress = \"x\"\n",
+        1,
+        2,
+        &["unknown field `hostz`"],
+    ),
+    (
+        "unknown host key",
+        "[hosts.a]\nadress = \"x\"\n",
+        2,
+        1,
+        &["unknown field `adress`", "address"],
+    ),
+    (
+        "port not a number",
+        "[hosts.a]\nport = \"22\"\n",
+        2,
+        8,
+        &["invalid type", "u16"],
+    ),
+    (
+        "port out of range",
+        "[hosts.a]\nport = 70000\n",
+        2,
+        8,
+        &["70000"],
+    ),
+    (
+        "unknown var",
+        "[vars]\ntimezon = \"UTC\"\n",
+        2,
+        1,
+        &["unknown field `timezon`", "timezone"],
+    ),
+    (
+        "wrong var type",
+        "[vars]\npackages = \"curl\"\n",
+        2,
+        12,
+        &["invalid type", "sequence"],
+    ),
+    (
+        "unknown nested var",
+        "[vars.hardening]\nallow_port = [1]\n",
+        2,
+        1,
+        &["unknown field `allow_port`"],
+    ),
+    (
+        "bad enum value",
+        "[vars]\nupgrade = \"sometimes\"\n",
+        2,
+        11,
+        &["unknown variant `sometimes`", "security"],
+    ),
+    (
+        "group lists unknown host",
+        "[groups.g]\nhosts = [\"ghost\"]\n",
+        2,
+        10,
+        &["unknown host `ghost`"],
+    ),
+    (
+        "host in unknown group",
+        "[hosts.a]\ngroups = [\"nope\"]\n",
+        2,
+        11,
+        &["unknown group `nope`"],
+    ),
+    (
+        "name both group and host",
+        "[groups.a]\n[hosts.a]\n",
+        1,
+        9,
+        &["both a group and a host"],
+    ),
+    (
+        "invalid host name",
+        "[hosts.\"a b\"]\n",
+        1,
+        8,
+        &["invalid name `a b`"],
+    ),
+    (
+        "toml syntax error",
+        "[hosts.a]\naddress = \n",
+        2,
+        11,
+        &["string"],
+    ),
+    (
+        "duplicate key",
+        "[hosts.a]\naddress = \"x\"\naddress = \"y\"\n",
+        3,
+        1,
+        &["duplicate key"],
+    ),
+    (
+        "groups disagree",
+        "[groups.a]\nhosts=[\"h\"]\nvars={timezone=\"UTC\"}\n[groups.b]\nhosts=[\"h\"]\nvars={timezone=\"Asia/Tokyo\"}\n[hosts.h]\n",
+        7,
+        8,
+        &["`timezone` is set differently by groups `a` and `b`"],
+    ),
+    (
+        "unknown connection default",
+        "[defaults]\nusr = \"root\"\n",
+        2,
+        1,
+        &["unknown field `usr`"],
+    ),
+    (
+        "file var missing content",
+        "[vars]\nfiles = [{ path = \"/etc/motd\" }]\n",
+        2,
+        10,
+        &["missing field `content`"],
+    ),
+];
+
+#[test]
+fn malformed_inventories_name_file_line_column_and_field() {
+    assert!(BAD.len() >= 10);
+    let mut failures = Vec::new();
+    for (what, text, line, column, needles) in BAD {
+        match parse(text) {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(e) => {
+                let shown = e.to_string();
+                if (e.line, e.column) != (*line, *column)
+                    || !needles.iter().all(|n| shown.contains(n))
+                    || !shown.starts_with(&format!("inv.toml:{line}:{column}: "))
+                {
+                    failures.push(format!(
+                        "{what}: expected {line}:{column} with {needles:?}, got {}:{}: {shown}",
+                        e.line, e.column
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn example_inventories_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../inventories");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Inventory::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no inventories in {}", dir.display());
+}

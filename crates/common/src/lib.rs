@@ -1,0 +1,21 @@
+//! The engine of `provision`: facts → plan → apply, the transports it runs over, the
+//! inventory it reads and the reports it produces.
+//!
+//! Pure planning is kept apart from I/O: [`facts`] parse probe output, [`resource`] plans
+//! from facts, [`engine`] is the only place that talks to a [`transport::Transport`].
+
+pub mod engine;
+pub mod facts;
+pub mod inventory;
+pub mod report;
+pub mod resource;
+pub mod resources;
+pub mod run;
+pub mod shell;
+pub mod transport;
+
+pub use engine::{Mode, Options};
+pub use facts::{Fact, FactError, Facts, Probe, ProbeOutput};
+pub use report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
+pub use resource::{Action, FileWrite, Plan, Resource};
+pub use transport::{ExecOutput, Transport, TransportError};

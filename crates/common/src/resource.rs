@@ -1,0 +1,134 @@
+//! Resources: desired state plus a pure `plan(facts)`.
+//!
+//! A resource never does I/O. It names the probes it needs and, given their output, says
+//! either why nothing needs doing or which actions would converge the host.
+
+use crate::facts::{FactError, Facts, Probe};
+
+/// What a resource wants done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Already in the desired state.
+    Noop { reason: String },
+    /// Cannot apply on this host (e.g. kernel sysctls inside a container); not a failure.
+    NotApplicable { reason: String },
+    /// Actions that converge the host.
+    Change {
+        summary: String,
+        actions: Vec<Action>,
+    },
+}
+
+impl Plan {
+    pub fn noop(reason: impl Into<String>) -> Self {
+        Plan::Noop {
+            reason: reason.into(),
+        }
+    }
+
+    pub fn change(summary: impl Into<String>, actions: Vec<Action>) -> Self {
+        Plan::Change {
+            summary: summary.into(),
+            actions,
+        }
+    }
+
+    pub fn is_change(&self) -> bool {
+        matches!(self, Plan::Change { .. })
+    }
+}
+
+/// One step the applier runs on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Install packages; every install of a run is merged into one apt transaction.
+    InstallPackages { names: Vec<String> },
+    /// Write a file atomically (temp file, fsync, rename, backup of the old one).
+    WriteFile(FileWrite),
+    /// Run a shell snippet as root with `set -e`; stdin is closed.
+    Run { description: String, script: String },
+}
+
+impl Action {
+    pub fn run(description: impl Into<String>, script: impl Into<String>) -> Self {
+        Action::Run {
+            description: description.into(),
+            script: script.into(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Action::InstallPackages { names } => format!("apt install {}", names.join(" ")),
+            Action::WriteFile(w) => format!("write {}", w.path),
+            Action::Run { description, .. } => description.clone(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileWrite {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// The content being replaced, when known: used for diffs and rollback.
+    pub previous: Option<Vec<u8>>,
+    /// Secrets: never shown in diffs, plans or logs.
+    pub sensitive: bool,
+    /// Command that must accept the new file before it replaces the old one; `%s` is
+    /// replaced by the temporary file's path (e.g. `sshd -t -f %s`).
+    pub validate: Option<String>,
+}
+
+impl std::fmt::Debug for FileWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let content = if self.sensitive {
+            "<sensitive>".to_string()
+        } else {
+            format!("{} bytes", self.content.len())
+        };
+        f.debug_struct("FileWrite")
+            .field("path", &self.path)
+            .field("content", &content)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("owner", &self.owner)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A unit of desired state.
+pub trait Resource: Send + Sync {
+    /// Stable identifier, e.g. `file:/etc/ssh/sshd_config.d/00-provision.conf`.
+    fn id(&self) -> String;
+
+    /// The probes `plan` reads.
+    fn probes(&self) -> Vec<Probe>;
+
+    /// Decide, from facts alone, what to do. A failed fact is an error, never a no-op.
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError>;
+
+    /// Ids of resources whose change makes this one run [`Resource::on_watched_change`]
+    /// (e.g. a service reloaded when its config file changed).
+    fn watches(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn on_watched_change(&self) -> Vec<Action> {
+        Vec::new()
+    }
+
+    /// Changes that can cut the operator's access (sshd, firewall) are applied
+    /// commit-confirmed: a rollback is armed on the host before, and disarmed only after a
+    /// brand-new login succeeded.
+    fn guards_access(&self) -> bool {
+        false
+    }
+
+    /// Shell run by the armed rollback after files are restored (e.g. reload sshd).
+    fn rollback_script(&self) -> Option<String> {
+        None
+    }
+}

@@ -1,0 +1,13 @@
+//! Generic resources: packages, files, directories, lines and blocks in files, systemd
+//! services, the time zone and user accounts. Role-specific resources (sshd, firewall,
+//! certificates, the app tree) live in their own crates and are built on these.
+
+mod file;
+mod packages;
+mod service;
+mod system;
+
+pub use file::{Block, Directory, File, Line};
+pub use packages::Packages;
+pub use service::Service;
+pub use system::{Timezone, User};

@@ -1,0 +1,360 @@
+use crate::facts::builtin::{PathKind, PathState, PathStateValue};
+use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::resource::{Action, FileWrite, Plan, Resource};
+use crate::shell::quote;
+
+/// A whole file: content, mode and owner.
+#[derive(Clone)]
+pub struct File {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// Secrets: never shown in diffs or logs.
+    pub sensitive: bool,
+    /// Command that must accept the new file before it is kept (`%s` = the file's path).
+    pub validate: Option<String>,
+}
+
+impl File {
+    pub fn new(path: impl Into<String>, content: impl Into<Vec<u8>>) -> Self {
+        Self {
+            path: path.into(),
+            content: content.into(),
+            mode: 0o644,
+            owner: "root".into(),
+            group: "root".into(),
+            sensitive: false,
+            validate: None,
+        }
+    }
+
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn owned_by(mut self, owner: &str, group: &str) -> Self {
+        self.owner = owner.into();
+        self.group = group.into();
+        self
+    }
+
+    pub fn sensitive(mut self) -> Self {
+        self.sensitive = true;
+        self
+    }
+
+    pub fn validate(mut self, command: &str) -> Self {
+        self.validate = Some(command.into());
+        self
+    }
+}
+
+impl std::fmt::Debug for File {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("File")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("sensitive", &self.sensitive)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Plan a full-content file against its current state (shared by File, Line and Block).
+pub(crate) fn plan_file(
+    desired: &File,
+    current: &PathStateValue,
+    what: &str,
+) -> Result<Plan, FactError> {
+    match &current.kind {
+        PathKind::Absent | PathKind::File => {}
+        other => {
+            return Err(FactError::Parse {
+                key: format!("path:{}", desired.path),
+                what: "a regular file".into(),
+                line: format!("{other:?}"),
+            });
+        }
+    }
+    let content_ok = current.content.as_deref() == Some(desired.content.as_slice());
+    let attrs_ok = current.mode == desired.mode
+        && current.owner == desired.owner
+        && current.group == desired.group;
+    if content_ok && attrs_ok {
+        return Ok(Plan::noop(format!("{} is up to date", desired.path)));
+    }
+    if content_ok {
+        return Ok(Plan::change(
+            format!(
+                "{}: set mode {:o} owner {}:{} (was {:o} {}:{})",
+                desired.path,
+                desired.mode,
+                desired.owner,
+                desired.group,
+                current.mode,
+                current.owner,
+                current.group
+            ),
+            vec![Action::run(
+                format!("chmod/chown {}", desired.path),
+                format!(
+                    "chown {} {p}\nchmod {:o} {p}",
+                    quote(&format!("{}:{}", desired.owner, desired.group)),
+                    desired.mode,
+                    p = quote(&desired.path)
+                ),
+            )],
+        ));
+    }
+    let summary = if current.kind == PathKind::Absent {
+        format!("create {}", desired.path)
+    } else {
+        format!("{what} {}", desired.path)
+    };
+    Ok(Plan::change(
+        summary,
+        vec![Action::WriteFile(FileWrite {
+            path: desired.path.clone(),
+            content: desired.content.clone(),
+            mode: desired.mode,
+            owner: desired.owner.clone(),
+            group: desired.group.clone(),
+            previous: current.content.clone(),
+            sensitive: desired.sensitive,
+            validate: desired.validate.clone(),
+        })],
+    ))
+}
+
+/// Edit part of a file in place: its mode and owner are kept (new files get `new_mode`).
+fn plan_edit(
+    facts: &Facts,
+    path: &str,
+    new_mode: u32,
+    what: &str,
+    edit: impl FnOnce(&str) -> String,
+) -> Result<Plan, FactError> {
+    let current = facts.read(&PathState::new(path))?;
+    let old = String::from_utf8_lossy(current.content.as_deref().unwrap_or_default());
+    let desired = if current.kind == PathKind::Absent {
+        File::new(path, edit(&old)).mode(new_mode)
+    } else {
+        File::new(path, edit(&old))
+            .mode(current.mode)
+            .owned_by(&current.owner, &current.group)
+    };
+    plan_file(&desired, &current, what)
+}
+
+impl Resource for File {
+    fn id(&self) -> String {
+        format!("file:{}", self.path)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&PathState::new(&self.path))?;
+        plan_file(self, &current, "update")
+    }
+}
+
+/// A directory with mode and owner (parents created as needed).
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+}
+
+impl Directory {
+    pub fn new(path: impl Into<String>, mode: u32, owner: &str, group: &str) -> Self {
+        Self {
+            path: path.into(),
+            mode,
+            owner: owner.into(),
+            group: group.into(),
+        }
+    }
+}
+
+impl Resource for Directory {
+    fn id(&self) -> String {
+        format!("directory:{}", self.path)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&PathState::new(&self.path))?;
+        let fix = Action::run(
+            format!("directory {}", self.path),
+            format!(
+                "mkdir -p {p}\nchown {} {p}\nchmod {:o} {p}",
+                quote(&format!("{}:{}", self.owner, self.group)),
+                self.mode,
+                p = quote(&self.path)
+            ),
+        );
+        match current.kind {
+            PathKind::Absent => Ok(Plan::change(format!("create {}", self.path), vec![fix])),
+            PathKind::Directory
+                if current.mode == self.mode
+                    && current.owner == self.owner
+                    && current.group == self.group =>
+            {
+                Ok(Plan::noop(format!("{} exists", self.path)))
+            }
+            PathKind::Directory => Ok(Plan::change(
+                format!(
+                    "{}: mode {:o} {}:{} (was {:o} {}:{})",
+                    self.path,
+                    self.mode,
+                    self.owner,
+                    self.group,
+                    current.mode,
+                    current.owner,
+                    current.group
+                ),
+                vec![fix],
+            )),
+            other => Err(FactError::Parse {
+                key: format!("path:{}", self.path),
+                what: "a directory".into(),
+                line: format!("{other:?}"),
+            }),
+        }
+    }
+}
+
+/// One line in a config file: replaces the first line matching `matches` (a prefix), or is
+/// appended. The rest of the file is left as it is.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub path: String,
+    pub line: String,
+    /// Lines starting with this (after leading whitespace) are the line to replace.
+    pub matches: String,
+    pub mode: u32,
+}
+
+impl Line {
+    pub fn new(path: &str, matches: &str, line: &str) -> Self {
+        Self {
+            path: path.into(),
+            line: line.into(),
+            matches: matches.into(),
+            mode: 0o644,
+        }
+    }
+
+    /// Pure: the new file content.
+    pub fn apply_to(&self, old: &str) -> String {
+        let mut out = Vec::new();
+        let mut done = false;
+        for l in old.lines() {
+            if !done && l.trim_start().starts_with(&self.matches) {
+                out.push(self.line.as_str());
+                done = true;
+            } else if done && l.trim_start().starts_with(&self.matches) {
+                // Later duplicates would override ours in most config formats: drop them.
+                continue;
+            } else {
+                out.push(l);
+            }
+        }
+        if !done {
+            out.push(self.line.as_str());
+        }
+        let mut s = out.join("\n");
+        s.push('\n');
+        s
+    }
+}
+
+impl Resource for Line {
+    fn id(&self) -> String {
+        format!("line:{}:{}", self.path, self.matches)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        plan_edit(facts, &self.path, self.mode, "set line in", |old| {
+            self.apply_to(old)
+        })
+    }
+}
+
+/// A block between marker comments, owned by this tool; the rest of the file is kept.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub path: String,
+    /// Distinguishes several blocks in one file.
+    pub name: String,
+    pub block: String,
+    pub mode: u32,
+}
+
+impl Block {
+    pub fn new(path: &str, name: &str, block: &str) -> Self {
+        Self {
+            path: path.into(),
+            name: name.into(),
+            block: block.into(),
+            mode: 0o644,
+        }
+    }
+
+    fn markers(&self) -> (String, String) {
+        (
+            format!("# BEGIN provision {}", self.name),
+            format!("# END provision {}", self.name),
+        )
+    }
+
+    /// Pure: the new file content.
+    pub fn apply_to(&self, old: &str) -> String {
+        let (begin, end) = self.markers();
+        let mut body = self.block.trim_end_matches('\n').to_string();
+        body = format!("{begin}\n{body}\n{end}\n");
+        if let (Some(b), Some(e)) = (old.find(&begin), old.find(&end))
+            && b < e
+        {
+            let after = &old[e + end.len()..];
+            let after = after.strip_prefix('\n').unwrap_or(after);
+            return format!("{}{body}{after}", &old[..b]);
+        }
+        let mut s = old.to_string();
+        if !s.is_empty() && !s.ends_with('\n') {
+            s.push('\n');
+        }
+        s.push_str(&body);
+        s
+    }
+}
+
+impl Resource for Block {
+    fn id(&self) -> String {
+        format!("block:{}:{}", self.path, self.name)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        plan_edit(facts, &self.path, self.mode, "set block in", |old| {
+            self.apply_to(old)
+        })
+    }
+}

@@ -1,0 +1,339 @@
+//! SSH through the system OpenSSH client with native multiplexing.
+//!
+//! The system `ssh` is used so `~/.ssh/config`, the agent and ProxyJump keep working. One
+//! master connection per host (short control directory, idle ControlPersist, explicit
+//! close); at most [`MAX_CHANNELS`] channels at once (sshd's MaxSessions is 10).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Semaphore;
+
+use super::{ExecOutput, MAX_SCRIPT_BYTES, Transport, TransportError};
+
+/// Channels opened at once on one host's master connection.
+pub const MAX_CHANNELS: usize = 8;
+
+/// Seconds an idle master connection survives if the tool dies without closing it.
+const CONTROL_PERSIST_IDLE_SECS: usize = 60;
+
+/// Runs the script as root: directly when the login user is root, else through `sudo -n`.
+const ELEVATE: &str =
+    r#"if [ "$(id -u)" = 0 ]; then exec sh -c "$1"; else exec sudo -n sh -c "$1"; fi"#;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Unknown or changed keys are refused (the default).
+    #[default]
+    Strict,
+    /// Trust a key on first use; a changed key is still refused.
+    AcceptNew,
+}
+
+/// Where and how to connect; unset fields fall back to `~/.ssh/config` and ssh defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SshTarget {
+    /// Inventory name, used in messages.
+    pub name: String,
+    /// Address or `~/.ssh/config` alias.
+    pub destination: String,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: Option<PathBuf>,
+    pub host_key_policy: HostKeyPolicy,
+    pub connect_timeout: Option<Duration>,
+}
+
+impl SshTarget {
+    /// Options shared by the master connection and a fresh login probe.
+    fn ssh_options(&self) -> Vec<String> {
+        let mut args = vec!["-o".into(), "BatchMode=yes".into()];
+        args.push("-o".into());
+        args.push(match self.host_key_policy {
+            HostKeyPolicy::Strict => "StrictHostKeyChecking=yes".into(),
+            HostKeyPolicy::AcceptNew => "StrictHostKeyChecking=accept-new".into(),
+        });
+        if let Some(t) = self.connect_timeout {
+            args.push("-o".into());
+            args.push(format!("ConnectTimeout={}", t.as_secs().max(1)));
+        }
+        if let Some(port) = self.port {
+            args.push("-p".into());
+            args.push(port.to_string());
+        }
+        if let Some(user) = &self.user {
+            args.push("-l".into());
+            args.push(user.clone());
+        }
+        if let Some(key) = &self.identity_file {
+            args.extend(["-o".into(), "IdentitiesOnly=yes".into(), "-i".into()]);
+            args.push(key.display().to_string());
+        }
+        if let Some(kh) = &self.known_hosts {
+            args.push("-o".into());
+            args.push(format!("UserKnownHostsFile={}", kh.display()));
+        }
+        args
+    }
+}
+
+pub struct SshTransport {
+    target: SshTarget,
+    session: Arc<Session>,
+    channels: Semaphore,
+}
+
+/// A short per-user control directory: socket paths must stay under ~100 bytes.
+fn control_directory() -> std::io::Result<PathBuf> {
+    // SAFETY-free: `id -u` equivalent through the environment is unreliable; use /proc.
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(0);
+    let dir = PathBuf::from(format!("/tmp/provision-{uid}"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(dir)
+}
+
+impl SshTransport {
+    pub async fn connect(target: SshTarget) -> Result<Self, TransportError> {
+        let connect_error = |reason: String| TransportError::Connect {
+            host: target.name.clone(),
+            reason,
+        };
+        let dir =
+            control_directory().map_err(|e| connect_error(format!("control directory: {e}")))?;
+        let mut builder = SessionBuilder::default();
+        builder
+            .control_directory(&dir)
+            .clean_history_control_directory(true)
+            .control_persist(ControlPersist::IdleFor(
+                CONTROL_PERSIST_IDLE_SECS.try_into().expect("non-zero"),
+            ))
+            .known_hosts_check(match target.host_key_policy {
+                HostKeyPolicy::Strict => KnownHosts::Strict,
+                HostKeyPolicy::AcceptNew => KnownHosts::Add,
+            })
+            .server_alive_interval(Duration::from_secs(15));
+        if let Some(t) = target.connect_timeout {
+            builder.connect_timeout(t);
+        }
+        if let Some(user) = &target.user {
+            builder.user(user.clone());
+        }
+        if let Some(port) = target.port {
+            builder.port(port);
+        }
+        if let Some(key) = &target.identity_file {
+            builder.keyfile(key);
+        }
+        if let Some(kh) = &target.known_hosts {
+            builder.user_known_hosts_file(kh);
+        }
+        let session = match builder.connect_mux(&target.destination).await {
+            Ok(s) => s,
+            Err(e) => return Err(classify_connect_error(&target, &error_chain(&e)).await),
+        };
+        Ok(Self {
+            target,
+            session: Arc::new(session),
+            channels: Semaphore::new(MAX_CHANNELS),
+        })
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        cur = s.source();
+    }
+    text
+}
+
+/// Host-key problems get the fingerprint the server presented, so the operator can compare.
+async fn classify_connect_error(target: &SshTarget, text: &str) -> TransportError {
+    let key_problem = text.contains("Host key verification failed")
+        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || text.contains("host key is known")
+        || text.contains("Host key for");
+    if !key_problem {
+        return TransportError::Connect {
+            host: target.name.clone(),
+            reason: text.trim().to_string(),
+        };
+    }
+    let changed = text.contains("CHANGED") || text.contains("has changed");
+    let fingerprint = scan_fingerprint(target)
+        .await
+        .unwrap_or_else(|| "unavailable (ssh-keyscan failed)".into());
+    let reason = if changed {
+        format!(
+            "the key it presented differs from the one in known_hosts (possible man-in-the-middle, or the host was rebuilt); presented: {fingerprint}. If the change is expected, remove the old entry with `ssh-keygen -R {}`",
+            target.destination
+        )
+    } else {
+        format!(
+            "no known_hosts entry for {}; presented: {fingerprint}. Verify it out of band, then rerun with --accept-new-host-keys",
+            target.destination
+        )
+    };
+    TransportError::HostKey {
+        host: target.name.clone(),
+        reason,
+    }
+}
+
+async fn scan_fingerprint(target: &SshTarget) -> Option<String> {
+    let mut scan = tokio::process::Command::new("ssh-keyscan");
+    scan.args(["-T", "5", "-t", "ed25519,ecdsa,rsa"]);
+    if let Some(port) = target.port {
+        scan.args(["-p", &port.to_string()]);
+    }
+    let out = scan.arg(&target.destination).output().await.ok()?;
+    let mut keygen = tokio::process::Command::new("ssh-keygen")
+        .args(["-l", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    keygen.stdin.take()?.write_all(&out.stdout).await.ok()?;
+    let fp = keygen.wait_with_output().await.ok()?;
+    let text = String::from_utf8_lossy(&fp.stdout)
+        .trim()
+        .replace('\n', "; ");
+    (!text.is_empty()).then_some(text)
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn host(&self) -> &str {
+        &self.target.name
+    }
+
+    async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
+        if script.len() > MAX_SCRIPT_BYTES {
+            return Err(TransportError::ScriptTooLarge {
+                host: self.target.name.clone(),
+                size: script.len(),
+                limit: MAX_SCRIPT_BYTES,
+            });
+        }
+        let _permit = self
+            .channels
+            .acquire()
+            .await
+            .expect("semaphore never closed");
+        let io_error = |source: std::io::Error| TransportError::Io {
+            host: self.target.name.clone(),
+            source,
+        };
+        let lost = |e: openssh::Error| TransportError::Disconnected {
+            host: self.target.name.clone(),
+            source: Box::new(e),
+        };
+        let mut child = Session::to_command(self.session.clone(), "sh")
+            .arg("-c")
+            .arg(ELEVATE)
+            .arg("provision")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .await
+            .map_err(lost)?;
+        let mut input = child.stdin().take().expect("piped stdin");
+        let mut out = child.stdout().take().expect("piped stdout");
+        let mut err = child.stderr().take().expect("piped stderr");
+        let feed = async {
+            let r = input.write_all(stdin).await;
+            drop(input);
+            r
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let (fed, read_out, read_err) = tokio::join!(
+            feed,
+            out.read_to_end(&mut stdout),
+            err.read_to_end(&mut stderr)
+        );
+        read_out.map_err(io_error)?;
+        read_err.map_err(io_error)?;
+        let status = child.wait().await.map_err(lost)?;
+        // A script may exit without reading all of its stdin; that is only an error when the
+        // script itself failed, which its status reports.
+        if let Err(e) = fed
+            && status.success()
+        {
+            return Err(io_error(e));
+        }
+        Ok(ExecOutput {
+            status: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
+    }
+
+    async fn verify_fresh_login(&self) -> Result<(), TransportError> {
+        let out = tokio::process::Command::new("ssh")
+            .args(["-o", "ControlPath=none", "-o", "ControlMaster=no"])
+            .args(self.target.ssh_options())
+            .arg(&self.target.destination)
+            .arg(ELEVATE_PROBE)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(|source| TransportError::Io {
+                host: self.target.name.clone(),
+                source,
+            })?;
+        if out.status.success() && out.stdout.starts_with(b"provision-login-ok") {
+            Ok(())
+        } else {
+            Err(TransportError::FreshLogin {
+                host: self.target.name.clone(),
+                reason: format!(
+                    "exit {}\n```\n{}\n```",
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stderr).trim_end()
+                ),
+            })
+        }
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        // Closing needs ownership; with other clones alive, ask the master to exit instead.
+        let socket: &Path = self.session.control_socket();
+        let status = tokio::process::Command::new("ssh")
+            .args(["-S"])
+            .arg(socket)
+            .args(["-O", "exit", "provision-master"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await;
+        match status {
+            Ok(_) => Ok(()),
+            Err(source) => Err(TransportError::Io {
+                host: self.target.name.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// A fresh login must also be able to become root, or the host is not manageable.
+const ELEVATE_PROBE: &str =
+    r#"if [ "$(id -u)" = 0 ] || sudo -n true; then echo provision-login-ok; else exit 1; fi"#;
