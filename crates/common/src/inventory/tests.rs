@@ -215,11 +215,144 @@ const BAD: &[(&str, &str, usize, usize, &[&str])] = &[
         10,
         &["missing field `content`"],
     ),
+    (
+        "unknown file var key",
+        "[vars]\nfiles = [{ path = \"/x\", content = \"\", mod = \"0644\" }]\n",
+        2,
+        39,
+        &["unknown field `mod`"],
+    ),
+    (
+        "nofile negative",
+        "[vars]\nnofile = -1\n",
+        2,
+        10,
+        &["invalid value", "-1"],
+    ),
+    (
+        "nofile as float",
+        "[vars]\nnofile = 65536.0\n",
+        2,
+        10,
+        &["invalid type", "floating point"],
+    ),
+    (
+        "packages with a number",
+        "[vars]\npackages = [\"curl\", 7]\n",
+        2,
+        21,
+        &["invalid type", "integer `7`"],
+    ),
+    (
+        "deploy user unknown key",
+        "[vars.deploy_user]\nkeys = []\n",
+        2,
+        1,
+        &["unknown field `keys`", "authorized_keys"],
+    ),
+    (
+        "deploy user sudo not bool",
+        "[vars.deploy_user]\nsudo = \"yes\"\n",
+        2,
+        8,
+        &["invalid type", "boolean"],
+    ),
+    (
+        "minimum cpus string",
+        "[vars.minimum]\ncpus = \"4\"\n",
+        2,
+        8,
+        &["invalid type", "u32"],
+    ),
+    (
+        "allow_ports out of range",
+        "[vars.hardening]\nallow_ports = [80, 99999]\n",
+        2,
+        20,
+        &["99999"],
+    ),
+    (
+        "unknown docker key",
+        "[vars.docker]\nversion = \"27\"\n",
+        2,
+        1,
+        &["unknown field `version`"],
+    ),
+    (
+        "unknown app key",
+        "[vars.app]\nnmae = \"x\"\n",
+        2,
+        1,
+        &["unknown field `nmae`"],
+    ),
+    (
+        "unknown certs key",
+        "[vars.certs]\ndomain = \"x\"\n",
+        2,
+        1,
+        &["unknown field `domain`", "domains"],
+    ),
+    (
+        "hosts is not a table",
+        "hosts = [\"a\"]\n",
+        1,
+        9,
+        &["invalid type", "map"],
+    ),
+    (
+        "group hosts not an array",
+        "[groups.g]\nhosts = \"a\"\n",
+        2,
+        9,
+        &["invalid type", "sequence"],
+    ),
+    (
+        "unknown group key",
+        "[groups.g]\nmembers = []\n",
+        2,
+        1,
+        &["unknown field `members`"],
+    ),
+    (
+        "host groups not an array",
+        "[hosts.a]\ngroups = \"web\"\n",
+        2,
+        10,
+        &["invalid type", "sequence"],
+    ),
+    (
+        "connect_timeout negative",
+        "[defaults]\nconnect_timeout = -5\n",
+        2,
+        19,
+        &["invalid value"],
+    ),
+    (
+        "unterminated string",
+        "[hosts.a]\naddress = \"10.0.0.1\n",
+        2,
+        20,
+        &["invalid basic string"],
+    ),
+    (
+        "unclosed table header",
+        "[hosts.a\naddress = \"x\"\n",
+        1,
+        9,
+        &["expected"],
+    ),
+    (
+        "invalid group name",
+        "[groups.\"web servers\"]\n",
+        1,
+        9,
+        &["invalid name `web servers`"],
+    ),
 ];
 
 #[test]
 fn malformed_inventories_name_file_line_column_and_field() {
-    assert!(BAD.len() >= 10);
+    assert!(BAD.len() >= 30);
     let mut failures = Vec::new();
     for (what, text, line, column, needles) in BAD {
         match parse(text) {
@@ -253,4 +386,37 @@ fn example_inventories_parse() {
         }
     }
     assert!(n >= 1, "no inventories in {}", dir.display());
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary text never panics the parser; errors always carry a real location.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = parse(&text) {
+                prop_assert!(e.line >= 1 && e.column >= 1);
+                prop_assert!(e.line <= text.lines().count().max(1) + 1);
+            }
+        }
+
+        /// Mutations of a valid inventory (bytes cut, duplicated or replaced) never panic.
+        #[test]
+        fn mutated_inventory_never_panics(
+            cut in 0usize..GOOD.len(),
+            len in 0usize..40,
+            insert in "[\\[\\]=\"{},.a-z0-9\n ]{0,12}",
+        ) {
+            let end = (cut + len).min(GOOD.len());
+            let (mut a, mut b) = (cut, end);
+            while !GOOD.is_char_boundary(a) { a -= 1; }
+            while !GOOD.is_char_boundary(b) { b -= 1; }
+            let text = format!("{}{}{}", &GOOD[..a], insert, &GOOD[b..]);
+            let _ = parse(&text);
+        }
+    }
 }
