@@ -213,7 +213,8 @@ async fn converge_inner(
             details: e,
         });
     }
-    let planned: Vec<Planned> = planned.into_iter().map(|p| p.expect("checked")).collect();
+    let mut planned: Vec<Planned> = planned.into_iter().map(|p| p.expect("checked")).collect();
+    merge_package_installs(&mut planned);
     if options.mode == Mode::Check || !planned.iter().any(Planned::has_actions) {
         return Ok(());
     }
@@ -234,7 +235,9 @@ async fn converge_inner(
     }
     apply_segment(transport, &segment, options).await?;
     for (rep, p) in report.resources.iter_mut().zip(&planned) {
-        if p.has_actions() {
+        // A package set whose install moved into the run's one apt transaction has no
+        // actions left of its own, but it changed all the same.
+        if p.plan.is_change() || !p.triggered.is_empty() {
             rep.status = ResourceStatus::Changed;
         }
     }
@@ -263,6 +266,40 @@ async fn converge_inner(
         });
     }
     Ok(())
+}
+
+/// One apt transaction per run: every package install moves into the first one, wherever
+/// it is (an access-guarded segment never has to wait for apt).
+fn merge_package_installs(planned: &mut [Planned]) {
+    let mut all: Vec<String> = Vec::new();
+    for p in planned.iter() {
+        for a in p.actions() {
+            if let Action::InstallPackages { names } = a {
+                for n in names {
+                    if !all.contains(n) {
+                        all.push(n.clone());
+                    }
+                }
+            }
+        }
+    }
+    let mut first = true;
+    for p in planned.iter_mut() {
+        if let Plan::Change { actions, .. } = &mut p.plan {
+            let mut kept = Vec::with_capacity(actions.len());
+            for a in actions.drain(..) {
+                match a {
+                    Action::InstallPackages { .. } if first => {
+                        first = false;
+                        kept.push(Action::InstallPackages { names: all.clone() });
+                    }
+                    Action::InstallPackages { .. } => {}
+                    other => kept.push(other),
+                }
+            }
+            *actions = kept;
+        }
+    }
 }
 
 /// The script and stdin that run a list of actions in one round trip.
@@ -474,10 +511,18 @@ async fn apply_guarded(
         }
         Err(login_error) => {
             tracing::warn!(%host, error = %login_error, "fresh login failed; waiting for the host to roll back");
-            tokio::time::sleep(Duration::from_secs(window + 5)).await;
-            let after = match transport.verify_fresh_login().await {
-                Ok(()) => "; rollback done: a new login works again".to_string(),
-                Err(e) => format!("; after the window a new login still fails: {e}"),
+            // Poll until the rollback timer has fired and a new login works again.
+            let deadline = Instant::now() + Duration::from_secs(window + 60);
+            let mut last = login_error.to_string();
+            let after = loop {
+                if Instant::now() >= deadline {
+                    break format!("; after the window a new login still fails: {last}");
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                match transport.verify_fresh_login().await {
+                    Ok(()) => break "; rolled back: a new login works again".to_string(),
+                    Err(e) => last = e.to_string(),
+                }
             };
             Err(EngineError::AccessLost {
                 host,

@@ -169,3 +169,28 @@ async fn failed_fact_fails_the_host_instead_of_planning_nothing() {
     assert_eq!(report.resources[0].status, ResourceStatus::Failed);
     assert!(report.resources[0].detail.contains("database is locked"));
 }
+
+#[tokio::test]
+async fn package_sets_of_several_resources_share_one_apt_transaction() {
+    let resources: Vec<Box<dyn Resource>> = vec![
+        Box::new(Packages::new("base", ["curl"])),
+        Box::new(File::new("/etc/motd", "managed by provision\n")),
+        Box::new(Packages::new("extra", ["htop", "curl"])),
+    ];
+    let mut before = host_state(false);
+    before.insert("dpkg".into(), ok("tzdata\tii \t2024a\n"));
+    let mut after = host_state(true);
+    after.insert("dpkg".into(), ok("curl\tii \t7.88\nhtop\tii \t3.2\n"));
+    let host = simulated_host("web1", before, after);
+    let report = engine::converge(&host, &resources, &options(Mode::Apply)).await;
+    assert_eq!(report.outcome, HostOutcome::Changed, "{report:#?}");
+    let apply = &host.calls()[1];
+    let installs: Vec<&str> = apply
+        .script
+        .lines()
+        .filter(|l| l.starts_with("__provision_apt_install "))
+        .collect();
+    assert_eq!(installs, ["__provision_apt_install curl htop"]);
+    let statuses: Vec<_> = report.resources.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [ResourceStatus::Changed; 3]);
+}

@@ -155,11 +155,61 @@ pub struct CertsVars {
     /// ACME directory preset (`letsencrypt`, `letsencrypt-staging`) or URL.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+    /// Contact address for the ACME account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Names on the certificate; the first is the subject. Defaults to `app.domain`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domains: Option<Vec<String>>,
     /// `http-01`, `dns-01` or `self-signed`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<String>,
+    /// Name of the certificate in the state directory (default: the first domain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `ecdsa-p256` (default), `ecdsa-p384`, `rsa-2048` or `rsa-4096`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<String>,
+    /// ACME profile (e.g. `classic`, `tlsserver`, `shortlived`), used when the CA offers it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// PEM file (on the controller) of an extra root trusted for the CA's HTTPS (e.g. Pebble).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_root: Option<String>,
+    /// External account binding key id (CAs that require EAB).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eab_kid: Option<String>,
+    /// EAB HMAC key, base64url; `env:NAME` reads it from an environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eab_hmac_key: Option<String>,
+    /// DNS-01 provider: `cloudflare` or `challtestsrv` (Pebble's test DNS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_provider: Option<String>,
+    /// Base URL of the DNS provider's API (default: the provider's public API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_api_url: Option<String>,
+    /// Environment variable holding the DNS API token (default `CLOUDFLARE_API_TOKEN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_api_token_env: Option<String>,
+    /// Cloudflare zone id; looked up from the domain when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_zone_id: Option<String>,
+    /// Seconds to wait after publishing TXT records before asking the CA to validate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_propagation_seconds: Option<u64>,
+    /// Port the CA connects to for HTTP-01 (80; only test CAs use another).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    /// Directory on the host served at `/.well-known/acme-challenge/` (default `/var/www/acme`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webroot: Option<String>,
+    /// Where `fullchain.pem` and `privkey.pem` go on the host (default `/opt/<app>/ssl`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_dir: Option<String>,
+    /// Shell run on the host when the certificate changed (default: reload nginx if running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reload: Option<String>,
+    /// systemd `OnCalendar=` of the renewal timer (default `*-*-* 03,15:00:00`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
