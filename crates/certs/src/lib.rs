@@ -1,1 +1,112 @@
-//! certs
+//! TLS certificates for provisioned hosts: ACME issuance (instant-acme), renewal only when
+//! due (ARI, else a third of the lifetime left, with jitter), installation into the app's
+//! `ssl/` through the engine with a reload only on change, and a renewal timer.
+//!
+//! Replaces seeds/002 §5 (certbot --standalone, a copy into ssl/, a daily cron restarting
+//! nginx): HTTP-01 works whether port 80 is free or served by nginx (never stopped), DNS-01
+//! covers wildcards, failures keep the old certificate and are recorded, and Retry-After is
+//! honored.
+//!
+//! Entry points for the CLI: [`declaration_from_vars`], [`issue`], [`renew`], [`status`],
+//! [`revoke`], [`schedule_resources`] (plus [`cron_line`]) and, on the host itself,
+//! [`load_local_declarations`].
+
+pub mod acme;
+pub mod challenge;
+pub mod declaration;
+pub mod domain;
+mod http;
+pub mod info;
+pub mod install;
+pub mod lifecycle;
+pub mod renewal;
+pub mod schedule;
+pub mod selfsigned;
+pub mod state;
+pub mod status;
+pub mod testing;
+
+pub use acme::{AcmeClient, AcmeError, ChallengeFailure};
+pub use challenge::{
+    ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError,
+    DnsProvider, Http01Solver, PendingChallenge,
+};
+pub use declaration::{
+    ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DEFAULT_SCHEDULE,
+    DeclarationError, DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, LETSENCRYPT,
+    LETSENCRYPT_STAGING, NGINX_ACME_LOCATION, declaration_from_vars,
+};
+pub use domain::{DomainError, DomainName};
+pub use http::TlsSetupError;
+pub use info::{CertInfo, CertParseError};
+pub use install::{ReloadHook, install_resources, key_matches};
+pub use lifecycle::{Outcome, RenewalCheck, Settings, issue, renew, renewal_check, revoke};
+pub use renewal::{Decision, RenewalWindow, renewal_due, rng_for};
+pub use schedule::{
+    ScheduleError, ScheduleOptions, cron_line, load_local_declarations, schedule_resources,
+    secret_environment,
+};
+pub use selfsigned::self_signed;
+pub use state::{CertRecord, DEFAULT_STATE_DIR, StateDir, StateError, StoredCertificate};
+pub use status::{CertStatus, render_table, status};
+
+pub use instant_acme::RevocationReason;
+/// The time crate, for callers setting [`Settings::now`].
+pub use time;
+
+/// Everything that can go wrong with a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error(transparent)]
+    Declaration(#[from] DeclarationError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Acme(#[from] AcmeError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    #[error("installing the certificate on {host} failed: {details}")]
+    Install { host: String, details: String },
+    #[error(
+        "{host}/{name}: the CA asked not to retry before {}; the current certificate stays in place (use --force to try anyway)",
+        state::rfc3339(*.until)
+    )]
+    RetryLater {
+        host: String,
+        name: String,
+        until: time::OffsetDateTime,
+    },
+    #[error("the stored certificate in {path} does not parse")]
+    StoredCertificate {
+        path: String,
+        #[source]
+        source: CertParseError,
+    },
+    #[error("the private key in {path} does not belong to its certificate; not installing it")]
+    KeyMismatch { path: String },
+    #[error("{host}/{name}: there is no certificate to revoke")]
+    NoCertificate { host: String, name: String },
+    #[error("{name} is self-signed: there is no CA to revoke it at")]
+    SelfSignedRevoke { name: String },
+    #[error("generating the self-signed certificate {name} failed")]
+    SelfSigned {
+        name: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// An error with its causes, one line (for the state record and logs).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let t = s.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -287,8 +287,8 @@ impl Inventory {
         }
         let groups = file
             .groups
-            .iter()
-            .map(|(name, _)| {
+            .keys()
+            .map(|name| {
                 let members = hosts
                     .iter()
                     .filter(|h| h.groups.contains(name.get_ref()))

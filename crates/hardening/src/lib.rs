@@ -1,12 +1,283 @@
-//! Base system and hardening resource sets: what seeds/002 §3 and §11 and seeds/001's
-//! security practices do by hand, as resources the engine plans and applies.
+//! Base system, hardening and Docker resource sets: what seeds/002 §3 and §11 and
+//! seeds/001's security practices do by hand, as resources the engine plans and applies.
+//!
+//! * [`resources`]: everything `provision up` applies from this crate, in order: the
+//!   preflight report, Docker's apt repository (before any install), every package set
+//!   (the engine merges them into one apt transaction), the base system, OS hardening,
+//!   Docker, fail2ban, and last the changes that can cut access, each applied
+//!   commit-confirmed: the deploy user's keys and sudo, UFW, sshd.
+//! * [`drift_resources`]: the hardening subset alone, for `provision harden` and
+//!   `provision harden --check` (a drift report).
+//! * [`preflight`]: minimum hardware against the inventory (warnings, or an error when
+//!   strict).
+//!
+//! Test hooks (never set them in production): `PROVISION_TEST_BREAK_SSH=1` and
+//! `PROVISION_TEST_BREAK_FIREWALL=1`, read when the resources are built, make the sshd
+//! and firewall changes lock every new login out, so that tests can prove the rollback.
 
 pub mod base;
+pub mod docker;
+pub mod facts;
+pub mod firewall;
+pub mod os;
+pub mod preflight;
+pub mod ssh;
+pub mod support;
+
+#[cfg(test)]
+mod testing;
 
 use common::Resource;
 use common::inventory::Vars;
+use common::resources::Packages;
+
+pub use preflight::preflight;
+
+/// Which parts of the sets the inventory turns on (defaults applied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selection {
+    pub ssh: bool,
+    pub firewall: bool,
+    pub fail2ban: bool,
+    pub os: bool,
+    pub docker: bool,
+}
+
+impl Selection {
+    pub fn from_vars(vars: &Vars) -> Selection {
+        let h = vars.hardening.clone().unwrap_or_default();
+        let on = h.enabled.unwrap_or(true);
+        let part = |v: Option<bool>| on && v.unwrap_or(true);
+        Selection {
+            ssh: part(h.ssh),
+            firewall: part(h.firewall),
+            fail2ban: part(h.fail2ban),
+            os: part(h.os),
+            docker: vars
+                .docker
+                .as_ref()
+                .and_then(|d| d.enabled)
+                .unwrap_or(true),
+        }
+    }
+}
+
+fn test_hook(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+/// The sshd settings from the inventory (and the test hook from the environment).
+pub fn ssh_settings(vars: &Vars) -> ssh::SshSettings {
+    let h = vars.hardening.clone().unwrap_or_default();
+    ssh::SshSettings {
+        port: h.ssh_port,
+        permit_root_login: h.permit_root_login,
+        allow_tcp_forwarding: h.allow_tcp_forwarding.unwrap_or(false),
+        allow_agent_forwarding: h.allow_agent_forwarding.unwrap_or(false),
+        deploy_user_with_keys: base::DeployUser::from_vars(vars)
+            .filter(|d| d.authorized_keys.as_ref().is_some_and(|k| !k.is_empty()))
+            .map(|d| d.name),
+        break_for_test: test_hook(ssh::BREAK_SSH_ENV),
+    }
+}
+
+fn hardening_packages(sel: Selection) -> Option<Box<dyn Resource>> {
+    let p = firewall::packages(sel.firewall, sel.fail2ban);
+    (!p.is_empty()).then(|| Box::new(Packages::new("hardening", p)) as Box<dyn Resource>)
+}
+
+/// OS hardening, fail2ban; `manager_watch` collects systemd manager drop-ins.
+fn hardening_middle(
+    sel: Selection,
+    manager_watch: &mut Vec<String>,
+) -> Vec<Box<dyn Resource>> {
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    if sel.os {
+        out.extend(os::resources(sel.docker, manager_watch));
+    }
+    out
+}
+
+fn fail2ban(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
+    if !sel.fail2ban {
+        return Vec::new();
+    }
+    let h = vars.hardening.clone().unwrap_or_default();
+    vec![
+        Box::new(firewall::Fail2banJail {
+            ssh_port: h.ssh_port,
+            ufw: sel.firewall,
+            ignore_ips: h.fail2ban_ignore_ips.unwrap_or_default(),
+        }),
+        Box::new(firewall::fail2ban_service()),
+    ]
+}
+
+/// UFW then sshd, both commit-confirmed (UFW first: a new SSH port is open before sshd
+/// moves to it).
+fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
+    let h = vars.hardening.clone().unwrap_or_default();
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    if sel.firewall {
+        out.push(Box::new(firewall::Firewall {
+            ssh_port: h.ssh_port,
+            allow_ports: h.allow_ports.unwrap_or_default(),
+            break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
+        }));
+    }
+    if sel.ssh {
+        out.push(Box::new(ssh::SshdConfig {
+            settings: ssh_settings(vars),
+        }));
+    }
+    out
+}
 
 /// Everything `provision up` applies to a host from this crate, in order.
 pub fn resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
-    base::resources(vars)
+    let sel = Selection::from_vars(vars);
+    let docker_vars = vars.docker.clone().unwrap_or_default();
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    if let Some(minimum) = &vars.minimum {
+        out.push(Box::new(preflight::MinimumHardwareCheck {
+            minimum: minimum.clone(),
+        }));
+    }
+    if sel.docker {
+        out.push(Box::new(docker::DockerRepository {
+            vars: docker_vars.clone(),
+        }));
+    }
+    out.extend(base::package_resources(vars));
+    out.extend(hardening_packages(sel));
+    if sel.docker {
+        out.push(Box::new(docker::DockerPackages {
+            vars: docker_vars.clone(),
+        }));
+    }
+    out.extend(base::resources(vars, sel.docker));
+    let mut manager_watch = vec![format!("file:{}", base::NOFILE_SYSTEMD_PATH)];
+    out.extend(hardening_middle(sel, &mut manager_watch));
+    out.push(base::systemd_reexec(manager_watch));
+    if sel.docker {
+        out.extend(docker::resources(&docker_vars));
+    }
+    out.extend(fail2ban(vars, sel));
+    out.extend(base::deploy_access(vars));
+    out.extend(access_guarded(vars, sel));
+    out
+}
+
+/// The hardening subset (`provision harden`, `provision harden --check`): packages of
+/// the firewall and fail2ban, OS hardening, fail2ban, UFW and sshd.
+pub fn drift_resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
+    let sel = Selection::from_vars(vars);
+    let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    out.extend(hardening_packages(sel));
+    let mut manager_watch = Vec::new();
+    out.extend(hardening_middle(sel, &mut manager_watch));
+    if !manager_watch.is_empty() {
+        out.push(base::systemd_reexec(manager_watch));
+    }
+    out.extend(fail2ban(vars, sel));
+    out.extend(access_guarded(vars, sel));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::inventory::{DeployUserVars, DockerVars, HardeningVars, MinimumHardware};
+
+    fn ids(rs: &[Box<dyn Resource>]) -> Vec<String> {
+        rs.iter().map(|r| r.id()).collect()
+    }
+
+    fn full_vars() -> Vars {
+        Vars {
+            timezone: Some("Asia/Shanghai".into()),
+            hostname: Some("web-1".into()),
+            deploy_user: Some(DeployUserVars {
+                authorized_keys: Some(vec!["ssh-ed25519 AAAA deploy".into()]),
+                ..DeployUserVars::default()
+            }),
+            minimum: Some(MinimumHardware::default()),
+            ..Vars::default()
+        }
+    }
+
+    #[test]
+    fn up_order_packages_first_guarded_last() {
+        let rs = resources(&full_vars());
+        insta::assert_snapshot!("resources-up-order", ids(&rs).join("\n"));
+        let guarded: Vec<String> = rs
+            .iter()
+            .filter(|r| r.guards_access())
+            .map(|r| r.id())
+            .collect();
+        assert_eq!(guarded, ["deploy-access:deploy", "firewall:ufw", "sshd"]);
+        let ids = ids(&rs);
+        let last_guarded_free = rs.iter().rposition(|r| !r.guards_access()).unwrap();
+        let first_guarded = rs.iter().position(|r| r.guards_access()).unwrap();
+        assert!(last_guarded_free < first_guarded, "{ids:?}");
+        let repo = ids.iter().position(|i| i == "docker:repository").unwrap();
+        let first_packages = ids.iter().position(|i| i.starts_with("packages:")).unwrap();
+        assert!(repo < first_packages);
+    }
+
+    #[test]
+    fn drift_set_is_the_hardening_subset() {
+        let rs = drift_resources(&full_vars());
+        insta::assert_snapshot!("resources-drift", ids(&rs).join("\n"));
+        assert!(!ids(&rs).iter().any(|i| i.contains("docker") || i == "timezone"));
+    }
+
+    #[test]
+    fn switches() {
+        let off = Vars {
+            hardening: Some(HardeningVars {
+                enabled: Some(false),
+                ..HardeningVars::default()
+            }),
+            docker: Some(DockerVars {
+                enabled: Some(false),
+                ..DockerVars::default()
+            }),
+            ..Vars::default()
+        };
+        assert!(drift_resources(&off).is_empty());
+        let ids = ids(&resources(&off));
+        assert_eq!(
+            ids,
+            [
+                "packages:base",
+                "file:/etc/security/limits.d/90-provision-nofile.conf",
+                "file:/etc/systemd/system.conf.d/90-provision-nofile.conf",
+                "file:/etc/apt/apt.conf.d/20auto-upgrades",
+                "file:/etc/apt/apt.conf.d/50unattended-upgrades",
+                "systemd:daemon-reexec"
+            ]
+        );
+        let no_fw = Vars {
+            hardening: Some(HardeningVars {
+                firewall: Some(false),
+                ..HardeningVars::default()
+            }),
+            ..Vars::default()
+        };
+        assert!(!drift_resources(&no_fw).iter().any(|r| r.id() == "firewall:ufw"));
+    }
+
+    #[test]
+    fn root_login_needs_deploy_keys() {
+        assert_eq!(
+            ssh_settings(&full_vars()).deploy_user_with_keys.as_deref(),
+            Some("deploy")
+        );
+        let no_keys = Vars {
+            deploy_user: Some(DeployUserVars::default()),
+            ..Vars::default()
+        };
+        assert_eq!(ssh_settings(&no_keys).deploy_user_with_keys, None);
+    }
 }

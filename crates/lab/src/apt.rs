@@ -46,7 +46,9 @@ impl Mirrors {
 
     /// The deb822 `debian.sources` written into images.
     pub fn render_sources(&self) -> String {
-        let mut out = String::from("# Written by provision-lab from the build machine's apt configuration.\n");
+        let mut out = String::from(
+            "# Written by provision-lab from the build machine's apt configuration.\n",
+        );
         out.push_str(&format!(
             "Types: deb\nURIs: {}\nSuites: {}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
             self.main,
@@ -131,7 +133,10 @@ pub fn parse_one_line(text: &str) -> Vec<AptEntry> {
     let mut entries = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
             continue;
         };
         let mut rest = rest.trim_start();
@@ -154,7 +159,7 @@ pub fn parse_one_line(text: &str) -> Vec<AptEntry> {
     entries
 }
 
-/// Pick the mirrors for [`SUITE`] from parsed entries: the first usable URI of
+/// Pick the mirrors for `bookworm` from parsed entries: the first usable URI of
 /// the first entry whose suites include `bookworm`; the security archive from
 /// an entry with `bookworm-security`.
 pub fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
@@ -171,7 +176,7 @@ pub fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
             let mut suites: Vec<String> = entry
                 .suites
                 .iter()
-                .filter(|s| (*s == SUITE || *s == &format!("{SUITE}-updates")))
+                .filter(|s| *s == SUITE || *s == &format!("{SUITE}-updates"))
                 .cloned()
                 .collect();
             // The same URI may carry -updates in another entry.

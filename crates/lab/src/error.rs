@@ -17,9 +17,7 @@ pub enum LabError {
     },
 
     /// A required program is not installed.
-    #[error(
-        "`{program}` was not found (package {package})\n  hint: apt-get install -y {install}"
-    )]
+    #[error("`{program}` was not found (package {package})\n  hint: apt-get install -y {install}")]
     MissingTool {
         /// The program looked for.
         program: String,
@@ -76,7 +74,9 @@ pub enum LabError {
     },
 
     /// A host does not exist in this lab.
-    #[error("no lab host named `{name}` in {state_dir}\n  hint: `provision lab status` lists the hosts")]
+    #[error(
+        "no lab host named `{name}` in {state_dir}\n  hint: `provision lab status` lists the hosts"
+    )]
     UnknownHost {
         /// The requested name.
         name: String,
@@ -85,7 +85,9 @@ pub enum LabError {
     },
 
     /// All 10.77.N.0/30 slots are taken.
-    #[error("all {max} lab address slots are in use (see {slots_dir})\n  hint: `provision lab down` frees them")]
+    #[error(
+        "all {max} lab address slots are in use (see {slots_dir})\n  hint: `provision lab down` frees them"
+    )]
     NoFreeSlot {
         /// How many slots exist.
         max: u32,
@@ -128,7 +130,9 @@ pub enum LabError {
     },
 
     /// Something in the lab's own state files is not as expected.
-    #[error("bad lab state in {path}: {detail}\n  hint: `provision lab down` removes the lab's state")]
+    #[error(
+        "bad lab state in {path}: {detail}\n  hint: `provision lab down` removes the lab's state"
+    )]
     BadState {
         /// The file.
         path: PathBuf,
@@ -151,7 +155,11 @@ fn stderr_block(stderr: &str) -> String {
 }
 
 impl LabError {
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         LabError::Io {
             action,
             path: path.into(),

@@ -50,7 +50,11 @@ pub fn render(
     let names: Vec<String> = hosts.iter().map(|(n, _)| toml_str(n)).collect();
     let _ = writeln!(out, "hosts = [{}]", names.join(", "));
     for (name, address) in hosts {
-        let _ = writeln!(out, "\n[hosts.{name}]\naddress = {}", toml_str(&address.to_string()));
+        let _ = writeln!(
+            out,
+            "\n[hosts.{name}]\naddress = {}",
+            toml_str(&address.to_string())
+        );
     }
     out
 }

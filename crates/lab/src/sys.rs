@@ -39,8 +39,7 @@ pub fn cmd(name: &str) -> Command {
 /// Quote `s` for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
     {
         return s.to_string();
@@ -149,7 +148,9 @@ pub fn pid_alive(pid: u32, starttime: Option<u64>) -> bool {
     }
     reap_children();
     match proc_stat(pid) {
-        Some((state, _, start)) => state != 'Z' && state != 'X' && starttime.is_none_or(|s| s == start),
+        Some((state, _, start)) => {
+            state != 'Z' && state != 'X' && starttime.is_none_or(|s| s == start)
+        }
         None => false,
     }
 }
@@ -160,7 +161,10 @@ pub fn children_of(pid: u32) -> Vec<u32> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(text.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
             }
         }
         if !out.is_empty() {
@@ -218,8 +222,8 @@ pub struct FileLock {
     _file: File,
 }
 
-fn open_lock_file(path: &Path) -> Result<File, LabError> {
-    if let Some(parent) = path.parent() {
+fn open_lock_file(path: &Path, create_parent: bool) -> Result<File, LabError> {
+    if create_parent && let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| LabError::io("creating directory", parent, e))?;
     }
@@ -232,16 +236,24 @@ fn open_lock_file(path: &Path) -> Result<File, LabError> {
 }
 
 impl FileLock {
-    /// Block until the lock on `path` is ours.
+    /// Block until the lock on `path` is ours (its directory is created).
     pub fn acquire(path: &Path) -> Result<FileLock, LabError> {
-        let file = open_lock_file(path)?;
+        let file = open_lock_file(path, true)?;
+        file.lock().map_err(|e| LabError::io("locking", path, e))?;
+        Ok(FileLock { _file: file })
+    }
+
+    /// Like [`FileLock::acquire`], but the directory must exist already.
+    pub fn acquire_in_existing_dir(path: &Path) -> Result<FileLock, LabError> {
+        let file = open_lock_file(path, false)?;
         file.lock().map_err(|e| LabError::io("locking", path, e))?;
         Ok(FileLock { _file: file })
     }
 
     /// Take the lock on `path` if nobody holds it.
+    /// The directory must exist already.
     pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, LabError> {
-        let file = open_lock_file(path)?;
+        let file = open_lock_file(path, false)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { _file: file })),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -257,7 +269,9 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabEr
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating directory", dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}-{:?}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id(),
         std::thread::current().id()
     ));
@@ -315,7 +329,9 @@ fn unescape_mount_path(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = u32::from(bytes[i + 1] - b'0') * 64
                 + u32::from(bytes[i + 2] - b'0') * 8

@@ -61,7 +61,12 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Converge every selected host (base, hardening, Docker, app).
-    Up,
+    Up {
+        /// Regenerate this generated secret of the app's .env (repeatable). Secrets are
+        /// otherwise generated once and never changed.
+        #[arg(long = "rotate-secret", value_name = "KEY")]
+        rotate_secret: Vec<String>,
+    },
     /// Show what `up` would change, with diffs; changes nothing. Exit 2 when changes are pending.
     Check,
     /// Only the hardening set; with --check, a drift report (exit 2 on drift).

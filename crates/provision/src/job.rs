@@ -1,5 +1,7 @@
 //! Which resource sets a command applies to a host (wiring only).
 
+use std::path::PathBuf;
+
 use common::Resource;
 use common::inventory::HostSpec;
 
@@ -11,10 +13,39 @@ pub enum Set {
     Hardening,
 }
 
-pub fn resources(spec: &HostSpec, set: Set) -> Result<Vec<Box<dyn Resource>>, String> {
-    let vars = &spec.vars;
-    Ok(match set {
-        Set::All => hardening::resources(vars),
-        Set::Hardening => hardening::resources(vars),
-    })
+/// What to apply, and the few run-wide inputs resource sets need.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub set: Set,
+    /// `--rotate-secret KEY`.
+    pub rotate: Vec<String>,
+    /// The inventory's directory: relative template directories resolve against it.
+    pub base_dir: Option<PathBuf>,
+}
+
+impl Job {
+    pub fn new(set: Set) -> Self {
+        Self {
+            set,
+            rotate: Vec::new(),
+            base_dir: None,
+        }
+    }
+
+    pub fn resources(&self, spec: &HostSpec) -> Result<Vec<Box<dyn Resource>>, String> {
+        let vars = &spec.vars;
+        match self.set {
+            Set::Hardening => Ok(hardening::drift_resources(vars)),
+            Set::All => {
+                let mut all = hardening::resources(vars);
+                let options = app::AppOptions {
+                    rotate: self.rotate.clone(),
+                    secret_seed: None,
+                    base_dir: self.base_dir.clone(),
+                };
+                all.extend(app::resources(vars, &options).map_err(|e| e.to_string())?);
+                Ok(all)
+            }
+        }
+    }
 }

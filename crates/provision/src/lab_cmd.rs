@@ -109,13 +109,13 @@ async fn demo_runs(g: &Global, lab: &lab::Lab, host: &lab::LabHost) -> anyhow::R
     let hosts = inventory.hosts.clone();
 
     println!("\n# first run: provision up");
-    let first = crate::converge_hosts(g, hosts.clone(), Mode::Apply, job::Set::All).await;
+    let first = crate::converge_hosts(g, hosts.clone(), Mode::Apply, job::Job::new(job::Set::All)).await;
     output::print_reports(&first, Mode::Apply, g.format);
     if exit_code_for(&first) != 0 {
         return Ok(exit_code_for(&first));
     }
     println!("\n# second run: provision up (must change nothing)");
-    let second = crate::converge_hosts(g, hosts, Mode::Apply, job::Set::All).await;
+    let second = crate::converge_hosts(g, hosts, Mode::Apply, job::Job::new(job::Set::All)).await;
     output::print_reports(&second, Mode::Apply, g.format);
     let changed: usize = second
         .iter()

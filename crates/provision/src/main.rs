@@ -37,11 +37,15 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
     match &cli.command {
-        Command::Up => converge(g, Mode::Apply, job::Set::All).await,
-        Command::Check => converge(g, Mode::Check, job::Set::All).await,
+        Command::Up { rotate_secret } => {
+            let mut job = job::Job::new(job::Set::All);
+            job.rotate = rotate_secret.clone();
+            converge(g, Mode::Apply, job).await
+        }
+        Command::Check => converge(g, Mode::Check, job::Job::new(job::Set::All)).await,
         Command::Harden { check } => {
             let mode = if *check { Mode::Check } else { Mode::Apply };
-            converge(g, mode, job::Set::Hardening).await
+            converge(g, mode, job::Job::new(job::Set::Hardening)).await
         }
         Command::Facts => facts(g).await,
         Command::Lab(cmd) => lab_cmd::run(g, cmd).await,
@@ -86,9 +90,13 @@ fn run_options(g: &cli::Global, mode: Mode) -> RunOptions {
 }
 
 /// `up`, `check`, `harden`: converge (or check) every selected host.
-pub(crate) async fn converge(g: &cli::Global, mode: Mode, set: job::Set) -> anyhow::Result<i32> {
+pub(crate) async fn converge(g: &cli::Global, mode: Mode, mut job: job::Job) -> anyhow::Result<i32> {
     let hosts = load_hosts(g)?;
-    let reports = converge_hosts(g, hosts, mode, set).await;
+    job.base_dir = g
+        .inventory_path()
+        .parent()
+        .map(|p| p.to_path_buf());
+    let reports = converge_hosts(g, hosts, mode, job).await;
     output::print_reports(&reports, mode, g.format);
     Ok(exit_code_for(&reports))
 }
@@ -97,12 +105,12 @@ pub(crate) async fn converge_hosts(
     g: &cli::Global,
     hosts: Vec<HostSpec>,
     mode: Mode,
-    set: job::Set,
+    job: job::Job,
 ) -> Vec<HostReport> {
     let progress: Arc<dyn run::Progress> = output::progress(g.format, hosts.len());
     let reports = run::run_over_ssh(
         hosts,
-        move |spec| job::resources(spec, set),
+        move |spec| job.resources(spec),
         &run_options(g, mode),
         progress,
     )
@@ -117,7 +125,9 @@ async fn facts(g: &cli::Global) -> anyhow::Result<i32> {
     let mut all = serde_json::Map::new();
     let mut failed = false;
     for spec in hosts {
-        let resources = job::resources(&spec, job::Set::All).map_err(anyhow::Error::msg)?;
+        let resources = job::Job::new(job::Set::All)
+            .resources(&spec)
+            .map_err(anyhow::Error::msg)?;
         let value = match SshTransport::connect(run::ssh_target(&spec, options.host_key_policy))
             .await
         {

@@ -86,6 +86,9 @@ pub struct DeployUserVars {
     pub sudo: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
+    /// Home directory (default `/home/<name>`); `~/.ssh/authorized_keys` lives there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,6 +121,20 @@ pub struct HardeningVars {
     pub firewall: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail2ban: Option<bool>,
+    /// `AllowAgentForwarding` in sshd (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_agent_forwarding: Option<bool>,
+    /// Manage sshd with a drop-in (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<bool>,
+    /// OS hardening: sysctl, core dumps, login.defs, permissions, module blacklist
+    /// (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<bool>,
+    /// Addresses or networks fail2ban never bans (besides localhost), e.g. an office
+    /// network or a bastion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail2ban_ignore_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -125,9 +142,26 @@ pub struct HardeningVars {
 pub struct DockerVars {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// `docker` (Docker's apt repository) or `distribution` (Debian/Ubuntu packages).
+    /// `docker` (Docker's apt repository; the default on Ubuntu) or `distribution`
+    /// (Debian/Ubuntu packages; the default on Debian).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
+    pub source: Option<DockerSource>,
+    /// json-file log rotation: size of one log file (default `10m`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<String>,
+    /// json-file log rotation: files kept per container (default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_max_file: Option<u32>,
+}
+
+/// Where Docker comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DockerSource {
+    /// Docker's apt repository (docker-ce, compose v2 plugin).
+    Docker,
+    /// The distribution's own packages (docker.io).
+    Distribution,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -147,6 +181,43 @@ pub struct AppVars {
     /// Free-form values passed to templates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<toml::Table>,
+    /// Where the tree lives (default `/opt/<name>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// User owning the tree, `.env` and compose file (default: the deploy user, else root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Group of the tree (default: the owner's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Other names served, redirected to `domain` (e.g. `www.ai-meeting.com`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
+    /// `.env` values set from the inventory: replace the template's value of a key (a
+    /// generated secret included) or add a key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// Enable at boot and start the app's own units (PM2); off by default because the
+    /// application code is deployed separately.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_units: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<AppBackupVars>,
+}
+
+/// Database backups of the app: a systemd timer running a dump script.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppBackupVars {
+    /// Default true when the template set has a database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// systemd `OnCalendar=` expression (default per seed, e.g. `*-*-* 02:00:00`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Dumps older than this many days are deleted (default per seed: 7 or 30).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -88,15 +88,28 @@ pub struct SshTransport {
     channels: Semaphore,
 }
 
-/// A short per-user control directory: socket paths must stay under ~100 bytes.
+/// A short control directory per process (socket paths must stay under ~100 bytes):
+/// `/tmp/provision-<uid>/<pid>`. Directories of processes that no longer exist (killed
+/// runs) are removed; live ones, possibly in use by a parallel run, are left alone.
 fn control_directory() -> std::io::Result<PathBuf> {
-    // SAFETY-free: `id -u` equivalent through the environment is unreliable; use /proc.
-    let uid = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(0);
-    let dir = PathBuf::from(format!("/tmp/provision-{uid}"));
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let top = PathBuf::from(format!("/tmp/provision-{uid}"));
+    std::fs::create_dir_all(&top)?;
+    std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))?;
+    if let Ok(entries) = std::fs::read_dir(&top) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = top.join(std::process::id().to_string());
     std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     Ok(dir)
 }
 
@@ -111,7 +124,7 @@ impl SshTransport {
         let mut builder = SessionBuilder::default();
         builder
             .control_directory(&dir)
-            .clean_history_control_directory(true)
+            .clean_history_control_directory(false)
             .control_persist(ControlPersist::IdleFor(
                 CONTROL_PERSIST_IDLE_SECS.try_into().expect("non-zero"),
             ))

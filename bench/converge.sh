@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Fresh converge of one lab host with the seeds/002 job vs the floor (a plain shell script
+# over one ssh doing only the same apt work on an identical fresh host), then the no-op
+# re-run (time and round trips) and `harden --check` on the converged host.
+# Prints ratios against the floor measured in the same run; writes bench/results/converge.json.
+source "$(dirname "$0")/lib.sh"
+build
+"$P" lab down >/dev/null
+"$P" lab up 2 >/dev/null
+inv=$(mktemp --suffix=.toml)
+trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT
+lab_job_inventory "$inv"
+
+# The apt work the job will do, read from its own plan on the fresh host.
+packages=$("$P" -i "$inv" --limit lab2 --format json check | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+names = []
+for res in r["hosts"][0]["resources"]:
+    for a in res.get("actions", []):
+        if a.startswith("apt install "):
+            names += [n for n in a.split()[2:] if n not in names]
+print(" ".join(names))')
+echo "apt work: $packages"
+
+t0=$(now_ms)
+ssh_lab lab1 "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && apt-get -y -q --no-install-recommends install $packages >/dev/null"
+floor=$(( $(now_ms) - t0 ))
+
+t0=$(now_ms)
+"$P" -i "$inv" --limit lab2 up >/dev/null
+converge=$(( $(now_ms) - t0 ))
+
+noop_runs=()
+for _ in 1 2 3 4 5; do
+  t0=$(now_ms)
+  json=$("$P" -i "$inv" --limit lab2 --format json check)
+  noop_runs+=($(( $(now_ms) - t0 )))
+done
+round_trips=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts"][0]["round_trips"])')
+noop=$(printf '%s\n' "${noop_runs[@]}" | median)
+
+harden_runs=()
+for _ in 1 2 3; do
+  t0=$(now_ms)
+  "$P" -i "$inv" --limit lab2 harden --check >/dev/null
+  harden_runs+=($(( $(now_ms) - t0 )))
+done
+harden=$(printf '%s\n' "${harden_runs[@]}" | median)
+
+python3 - "$floor" "$converge" "$noop" "$round_trips" "$harden" "$RESULTS/converge.json" <<'PY'
+import json, sys
+floor, conv, noop, rt, harden = map(float, sys.argv[1:6])
+r = {
+  "floor_apt_ms": floor, "converge_ms": conv, "converge_vs_floor": round(conv / floor, 3),
+  "noop_check_ms_median": noop, "noop_round_trips": int(rt), "harden_check_ms_median": harden,
+  "goals": {"converge_vs_floor": 1.15, "noop_check_ms": 500, "noop_round_trips": 3, "harden_check_ms": 1000},
+}
+json.dump(r, open(sys.argv[6], "w"), indent=2)
+print(f"fresh converge  {conv/1000:6.1f} s   floor (plain apt) {floor/1000:6.1f} s   ratio {conv/floor:.2f}x (goal <= 1.15x)")
+print(f"no-op check     {noop:6.0f} ms  round trips {int(rt)} (goals <= 500 ms, <= 3)")
+print(f"harden --check  {harden:6.0f} ms  (goal <= 1000 ms)")
+PY

@@ -1,0 +1,125 @@
+//! Application trees: what each seed document sets up by hand at the end, as resources.
+//!
+//! `[vars.app]` in the inventory names the app and its template set (one per seed:
+//! `lulab-backend` 000, `backend2` 001, `ai-meeting` 002, `vue-node-pm2` 003,
+//! `monitor-saas` 004). [`resources`] returns, in order:
+//!
+//! 1. The tree (seeds/002 §4.1), with owners and modes:
+//!
+//!    | path                     | owner                  | mode |
+//!    |--------------------------|------------------------|------|
+//!    | `/opt/<app>`             | app owner:group        | 0750 |
+//!    | `nginx/`, `data/`        | app owner:group        | 0750 |
+//!    | `ssl/`                   | root:app group         | 0750 |
+//!    | `data/<service>/`        | the image's uid:uid    | 0700 |
+//!    | `logs/`, `logs/app/`     | app owner:group        | 0755 |
+//!    | `logs/nginx/`            | root:root              | 0755 |
+//!    | `backups/`               | root:root              | 0700 |
+//!    | `app/` (PM2 sets)        | app owner:group        | 0755 |
+//!    | `/var/www/acme`          | root:root              | 0755 |
+//!
+//!    The app owner is `app.owner`, else the deploy user, else root: the deploy user runs
+//!    `docker compose` and must read `.env`. Data directories belong to the uid the
+//!    database image runs as (postgres alpine 70, postgres debian 999, redis 999, mongo
+//!    999, minio 0; settings `*_uid`): the images' entrypoints re-own their data directory
+//!    to that uid on start, so any other owner would be changed back and forth.
+//! 2. `.env` ([`env_file`]): secrets generated once with a CSPRNG, kept byte for byte,
+//!    rotated only on request; 0600, never shown.
+//! 3. `docker-compose.yml` (checked with `docker compose config -q`), `nginx/nginx.conf`
+//!    (checked with `nginx -t`, see [`checks`]), and per set `init-db.sql` or
+//!    `ecosystem.config.js` plus a `<app>-pm2.service` unit. Internal ports are published
+//!    on 127.0.0.1 only: Docker-published ports bypass UFW. nginx answers ACME HTTP-01
+//!    challenges from `/var/www/acme` and redirects the rest of HTTP to HTTPS with the
+//!    certificate in `ssl/{fullchain,privkey}.pem`.
+//! 4. Backups: `/usr/local/sbin/<app>-backup` (pg_dump / mongodump / redis snapshot, gzip,
+//!    retention by age), run by `<app>-backup.timer` on the seed's schedule, logging to
+//!    `logs/backup.log`; a daemon-reload when unit files changed; the timer enabled.
+//!
+//! Templates are minijinja with strict undefined (a missing variable is an error naming
+//! the template, line and variable); `app.template_dir` overrides any of them by name.
+
+pub mod app;
+pub mod blueprint;
+pub mod checks;
+pub mod env_file;
+pub mod systemd;
+pub mod templates;
+pub mod tree;
+
+use std::path::PathBuf;
+
+use common::Resource;
+use common::inventory::Vars;
+
+pub use app::{ACME_ROOT, App, AppOptions, RenderedFile};
+pub use env_file::{EnvFile, EnvOutcome, SecretKind, SecretSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("app.name is not set: name the application (its tree lives in /opt/<name>)")]
+    MissingName,
+    #[error(
+        "app.name `{0}` cannot name paths and systemd units: use lowercase letters, digits and `-`"
+    )]
+    InvalidName(String),
+    #[error("app.path `{0}` must be an absolute path")]
+    Path(String),
+    #[error("app.backup.schedule `{0}` is not a systemd OnCalendar= expression")]
+    Schedule(String),
+    #[error("app.template `{name}` is not a built-in template set (known: {known})")]
+    UnknownSet { name: String, known: String },
+    #[error("cannot read the template directory {path} (app.template_dir)")]
+    TemplateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read template {path}")]
+    TemplateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} overrides no template of set `{set}`; template files are named: {known}")]
+    UnknownTemplateFile {
+        path: PathBuf,
+        set: String,
+        known: String,
+    },
+    #[error("template `{template}` ({origin}){}: {problem}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Render {
+        template: String,
+        origin: String,
+        line: Option<usize>,
+        problem: String,
+        #[source]
+        source: minijinja::Error,
+    },
+    #[error("template `env` ({origin}){}: {problem}", if *line > 0 { format!(", rendered line {line}") } else { String::new() })]
+    EnvTemplate {
+        origin: String,
+        line: usize,
+        problem: String,
+    },
+    #[error("app.settings.{key}: {problem}")]
+    Setting { key: String, problem: String },
+    #[error("app.env.{key}: {problem}")]
+    EnvVar { key: String, problem: String },
+    #[error("cannot rotate `{key}`: {reason}")]
+    Rotate { key: String, reason: String },
+    #[error("--rotate-secret needs an app: the inventory has no [vars.app] for this host")]
+    NoApp,
+    #[error("the built-in settings of set `{set}` do not parse (a bug)")]
+    BuiltinSettings {
+        set: String,
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+/// The resources that set up the app of `vars` (none when the inventory has no app).
+pub fn resources(vars: &Vars, options: &AppOptions) -> Result<Vec<Box<dyn Resource>>, AppError> {
+    Ok(App::from_vars(vars, options)?
+        .map(App::into_resources)
+        .unwrap_or_default())
+}

@@ -1,0 +1,839 @@
+//! sshd: a drop-in that wins, the main config including it first, the listening port on
+//! socket-activated hosts (Ubuntu 22.10+), validated with `sshd -t`, reloaded, applied
+//! commit-confirmed, and checked against the effective configuration (`sshd -T`).
+//!
+//! sshd keeps the FIRST value it reads for most keywords. `00-provision.conf` sorts
+//! before cloud-init's `50-cloud-init.conf` (which may turn passwords back on), and the
+//! `Include` of the drop-in directory must be the first directive of
+//! `/etc/ssh/sshd_config` (Debian 12 and Ubuntu 22.04+ ship it there; older or edited
+//! configs get it inserted).
+//!
+//! **Root login rule.** `PermitRootLogin no` only when all of these hold, else
+//! `prohibit-password` (keys only, never passwords):
+//! 1. the inventory does not set `hardening.permit_root_login = true`;
+//! 2. the inventory has a deploy user with a non-empty `authorized_keys` list;
+//! 3. this very run logged in as that deploy user (the `login-user` fact, `$SUDO_USER`
+//!    behind the engine's sudo). The engine's SSH logins are non-interactive
+//!    (`BatchMode=yes`), so that login was a key login: the deploy user's key access and
+//!    its sudo are proven, and turning root off cannot cut the tool's own access.
+//!
+//! A fresh host is therefore converged as root with `prohibit-password`, and root login
+//! is turned off by the first run that logs in as the deploy user. The fact cannot
+//! change during a run, so the verification after apply agrees with the plan.
+//!
+//! **Test hook** (tests only, never set it in production): with
+//! `PROVISION_TEST_BREAK_SSH=1` in the environment when the resources are built, the
+//! drop-in also says `AllowUsers nobody-provision-test`: sshd accepts it, every new login
+//! fails, and the commit-confirmed apply must roll it back.
+
+use common::facts::builtin::{PathKind, PathState, UnitState};
+use common::shell::quote;
+use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
+use serde::Serialize;
+
+use crate::facts::{LoginUser, OpenSshVersion, SshdEffective, SshdEffectiveValue, Version};
+use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
+
+pub const DROP_IN_PATH: &str = "/etc/ssh/sshd_config.d/00-provision.conf";
+pub const MAIN_CONFIG_PATH: &str = "/etc/ssh/sshd_config";
+pub const INCLUDE_LINE: &str = "Include /etc/ssh/sshd_config.d/*.conf";
+/// Sorts after the `addresses.conf` that Ubuntu's sshd socket generator writes, so its
+/// `ListenStream=` reset wins.
+pub const SOCKET_DROP_IN_PATH: &str = "/etc/systemd/system/ssh.socket.d/provision-port.conf";
+/// Environment variable of the lockout test hook (tests only).
+pub const BREAK_SSH_ENV: &str = "PROVISION_TEST_BREAK_SSH";
+/// User name no host has: with `AllowUsers` set to it, every login fails.
+pub const BREAK_SSH_USER: &str = "nobody-provision-test";
+
+/// Restores access after the engine put back the previous files: reload sshd (and the
+/// socket, on socket-activated hosts).
+pub const ROLLBACK: &str = "systemctl daemon-reload; \
+if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket; then systemctl restart ssh.socket; fi; \
+systemctl try-reload-or-restart ssh.service";
+
+/// What the inventory asks of sshd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// Port to listen on; `None` leaves the port as it is.
+    pub port: Option<u16>,
+    /// `hardening.permit_root_login`: `Some(true)` keeps key-only root login.
+    pub permit_root_login: Option<bool>,
+    pub allow_tcp_forwarding: bool,
+    pub allow_agent_forwarding: bool,
+    /// The deploy user, when the inventory gives it keys.
+    pub deploy_user_with_keys: Option<String>,
+    /// Test hook: lock every login out (see the module docs).
+    pub break_for_test: bool,
+}
+
+/// The sshd resource: drop-in + Include + socket port, one commit-confirmed apply.
+#[derive(Debug, Clone)]
+pub struct SshdConfig {
+    pub settings: SshSettings,
+}
+
+/// Why `PermitRootLogin` has the value it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootLogin {
+    pub value: &'static str,
+    pub reason: String,
+}
+
+pub fn root_login(settings: &SshSettings, login_user: &str) -> RootLogin {
+    let keep = |reason: String| RootLogin {
+        value: "prohibit-password",
+        reason,
+    };
+    if settings.permit_root_login == Some(true) {
+        return keep("the inventory allows root login (keys only)".into());
+    }
+    match &settings.deploy_user_with_keys {
+        None => keep("no deploy user with authorized keys in the inventory".into()),
+        Some(user) if user != login_user => keep(format!(
+            "the deploy user's key login is not proven yet (this run logged in as {login_user}, not {user})"
+        )),
+        Some(user) => RootLogin {
+            value: "no",
+            reason: format!("this run logged in as {user} with a key"),
+        },
+    }
+}
+
+/// One `Keyword value` line of the drop-in, with the value `sshd -T` prints for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Directive {
+    pub keyword: String,
+    pub value: String,
+}
+
+fn directive(keyword: &str, value: impl Into<String>) -> Directive {
+    Directive {
+        keyword: keyword.into(),
+        value: value.into(),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Key exchange: post-quantum hybrids where the OpenSSH version has them.
+pub fn kex_algorithms(version: Version) -> Vec<&'static str> {
+    let mut kex = Vec::new();
+    if version >= Version(9, 9) {
+        kex.push("mlkem768x25519-sha256");
+    }
+    if version >= Version(8, 5) {
+        kex.push("sntrup761x25519-sha512@openssh.com");
+    }
+    kex.extend([
+        "curve25519-sha256",
+        "curve25519-sha256@libssh.org",
+        "diffie-hellman-group16-sha512",
+        "diffie-hellman-group18-sha512",
+    ]);
+    kex
+}
+
+pub const CIPHERS: &[&str] = &[
+    "chacha20-poly1305@openssh.com",
+    "aes256-gcm@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+];
+
+pub const MACS: &[&str] = &[
+    "hmac-sha2-512-etm@openssh.com",
+    "hmac-sha2-256-etm@openssh.com",
+    "umac-128-etm@openssh.com",
+];
+
+pub const HOST_KEY_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256",
+    "rsa-sha2-256-cert-v01@openssh.com",
+];
+
+pub const PUBKEY_ALGORITHMS: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-ed25519-cert-v01@openssh.com",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ssh-ed25519-cert-v01@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256",
+    "rsa-sha2-256-cert-v01@openssh.com",
+];
+
+/// Host keys sshd may use (ed25519 and RSA only), in preference order; the drop-in lists
+/// those that exist (some images have no RSA key; ECDSA keys are left unused).
+pub const HOST_KEYS: &[&str] = &[
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_rsa_key",
+];
+
+/// The drop-in's directives for this OpenSSH version, root-login decision and the host
+/// keys present.
+pub fn directives(
+    settings: &SshSettings,
+    version: Version,
+    root: &RootLogin,
+    host_keys: &[&str],
+) -> Vec<Directive> {
+    let mut d = Vec::new();
+    if let Some(port) = settings.port {
+        d.push(directive("Port", port.to_string()));
+    }
+    for key in host_keys {
+        d.push(directive("HostKey", *key));
+    }
+    d.extend([
+        directive("PermitRootLogin", root.value),
+        directive("PubkeyAuthentication", "yes"),
+        directive("PasswordAuthentication", "no"),
+        directive("KbdInteractiveAuthentication", "no"),
+        directive("PermitEmptyPasswords", "no"),
+        directive("HostbasedAuthentication", "no"),
+        directive("IgnoreRhosts", "yes"),
+        directive("StrictModes", "yes"),
+        directive("MaxAuthTries", "3"),
+        directive("LoginGraceTime", "30"),
+        directive("ClientAliveInterval", "300"),
+        directive("ClientAliveCountMax", "2"),
+        directive("TCPKeepAlive", "no"),
+        directive("Compression", "no"),
+        directive("UseDNS", "no"),
+        directive("PermitUserEnvironment", "no"),
+        directive("X11Forwarding", "no"),
+        directive("AllowTcpForwarding", yes_no(settings.allow_tcp_forwarding)),
+        directive("AllowAgentForwarding", yes_no(settings.allow_agent_forwarding)),
+        directive("LogLevel", "VERBOSE"),
+        directive("DebianBanner", "no"),
+        directive("KexAlgorithms", kex_algorithms(version).join(",")),
+        directive("Ciphers", CIPHERS.join(",")),
+        directive("MACs", MACS.join(",")),
+        directive("HostKeyAlgorithms", HOST_KEY_ALGORITHMS.join(",")),
+        // Renamed in OpenSSH 8.5 (Ubuntu 20.04 has 8.2).
+        directive(
+            if version >= Version(8, 5) {
+                "PubkeyAcceptedAlgorithms"
+            } else {
+                "PubkeyAcceptedKeyTypes"
+            },
+            PUBKEY_ALGORITHMS.join(","),
+        ),
+    ]);
+    if settings.break_for_test {
+        d.push(directive("AllowUsers", BREAK_SSH_USER));
+    }
+    d
+}
+
+#[derive(Serialize)]
+struct DropInContext<'a> {
+    managed: &'static str,
+    root_reason: &'a str,
+    version: String,
+    directives: &'a [Directive],
+    break_for_test: bool,
+}
+
+pub fn render_drop_in(directives: &[Directive], version: Version, root: &RootLogin, break_for_test: bool) -> String {
+    render(
+        "00-provision.conf",
+        include_str!("templates/sshd-drop-in.conf.j2"),
+        DropInContext {
+            managed: MANAGED,
+            root_reason: &root.reason,
+            version: format!("{}.{}", version.0, version.1),
+            directives,
+            break_for_test,
+        },
+    )
+}
+
+pub fn render_socket_drop_in(port: u16) -> String {
+    render(
+        "provision-port.conf",
+        include_str!("templates/ssh-socket-port.conf.j2"),
+        PortContext {
+            managed: MANAGED,
+            port,
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct PortContext {
+    managed: &'static str,
+    port: u16,
+}
+
+/// The value `sshd -T` prints for a drop-in directive, lower-cased for comparison.
+fn effective_value(d: &Directive) -> String {
+    match (d.keyword.as_str(), d.value.as_str()) {
+        ("PermitRootLogin", "prohibit-password") => "without-password".into(),
+        _ => d.value.to_ascii_lowercase(),
+    }
+}
+
+/// Directives whose effective value differs from the drop-in's: `(keyword, effective,
+/// wanted)`. Multi-valued keywords (`HostKey`, `Port`) compare as sets. Keywords that
+/// `sshd -T` does not print at all (Debian's `DebianBanner`) cannot be checked there.
+pub fn effective_differences(
+    directives: &[Directive],
+    effective: &SshdEffectiveValue,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut multi: Vec<(&str, Vec<String>)> = Vec::new();
+    for d in directives {
+        let key = d.keyword.to_ascii_lowercase();
+        if matches!(key.as_str(), "hostkey" | "port") {
+            match multi.iter_mut().find(|(k, _)| *k == d.keyword) {
+                Some((_, v)) => v.push(d.value.clone()),
+                None => multi.push((d.keyword.as_str(), vec![d.value.clone()])),
+            }
+            continue;
+        }
+        let wanted = effective_value(d);
+        let Some(have) = effective.first(&key).map(str::to_string) else {
+            continue;
+        };
+        if have.to_ascii_lowercase() != wanted {
+            out.push((d.keyword.clone(), have, d.value.clone()));
+        }
+    }
+    for (keyword, mut wanted) in multi {
+        let mut have: Vec<String> = effective.all(&keyword.to_ascii_lowercase()).to_vec();
+        wanted.sort();
+        have.sort();
+        if have != wanted {
+            out.push((keyword.to_string(), have.join(" "), wanted.join(" ")));
+        }
+    }
+    out
+}
+
+/// `None` when the first directive of the main config is the drop-in `Include`, else the
+/// config with it inserted at the top (and other copies of it outside `Match` blocks
+/// removed).
+pub fn include_first(main: &str) -> Option<String> {
+    let is_include = |line: &str| {
+        let mut w = line.split_whitespace();
+        matches!(
+            (w.next(), w.next(), w.next()),
+            (Some(k), Some("/etc/ssh/sshd_config.d/*.conf"), None) if k.eq_ignore_ascii_case("include")
+        )
+    };
+    let first = main
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    if first.is_some_and(is_include) {
+        return None;
+    }
+    let mut out = format!(
+        "# Added by provision: drop-ins first (sshd keeps the first value it reads).\n{INCLUDE_LINE}\n"
+    );
+    let mut in_match = false;
+    for line in main.lines() {
+        let t = line.trim();
+        if t.split_whitespace()
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case("match"))
+        {
+            in_match = true;
+        }
+        if !in_match && is_include(t) {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    Some(out)
+}
+
+fn socket_activated(facts: &Facts) -> Result<bool, FactError> {
+    let socket = facts.read(&socket_unit())?;
+    Ok(socket.exists() && (socket.is_active() || socket.unit_file_state == "enabled"))
+}
+
+fn socket_unit() -> UnitState {
+    UnitState {
+        unit: "ssh.socket".into(),
+    }
+}
+
+impl SshdConfig {
+    /// What the plan renders, from the facts (also used by tests and the drift report).
+    pub fn desired(&self, facts: &Facts) -> Result<(Vec<Directive>, String, RootLogin), FactError> {
+        let version = facts.read(&OpenSshVersion)?;
+        let login_user = facts.read(&LoginUser)?;
+        let root = root_login(&self.settings, &login_user);
+        let mut host_keys = Vec::new();
+        for key in HOST_KEYS {
+            if facts.read(&PathState::new(*key))?.kind == PathKind::File {
+                host_keys.push(*key);
+            }
+        }
+        if host_keys.is_empty() {
+            return Err(FactError::Parse {
+                key: format!("path:{}", HOST_KEYS[0]),
+                what: "an ed25519 or RSA host key (create one with `ssh-keygen -A`)".into(),
+                line: HOST_KEYS.join(", "),
+            });
+        }
+        let directives = directives(&self.settings, version, &root, &host_keys);
+        let text = render_drop_in(&directives, version, &root, self.settings.break_for_test);
+        Ok((directives, text, root))
+    }
+}
+
+impl Resource for SshdConfig {
+    fn id(&self) -> String {
+        "sshd".into()
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![
+            OpenSshVersion.probe(),
+            LoginUser.probe(),
+            SshdEffective.probe(),
+            PathState::new(DROP_IN_PATH).probe(),
+            PathState::new(MAIN_CONFIG_PATH).probe(),
+            PathState::new(SOCKET_DROP_IN_PATH).probe(),
+            socket_unit().probe(),
+            PathState::new(HOST_KEYS[0]).probe(),
+            PathState::new(HOST_KEYS[1]).probe(),
+        ]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let (directives, text, root) = self.desired(facts)?;
+        let mut changes = PlanBuilder::default();
+
+        let main = facts.read(&PathState::new(MAIN_CONFIG_PATH))?;
+        let main_text = String::from_utf8_lossy(main.content.as_deref().unwrap_or_default());
+        if let Some(new_main) = include_first(&main_text) {
+            let mut desired = DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o644);
+            if main.kind != PathKind::Absent {
+                desired.mode = main.mode;
+                desired.owner = main.owner.clone();
+                desired.group = main.group.clone();
+            }
+            changes.add(desired.changes(&main)?);
+        }
+
+        let current = facts.read(&PathState::new(DROP_IN_PATH))?;
+        changes.add(DesiredFile::new(DROP_IN_PATH, text, 0o600).changes(&current)?);
+
+        let socket_file = facts.read(&PathState::new(SOCKET_DROP_IN_PATH))?;
+        let mut socket_changed = false;
+        match self.settings.port {
+            Some(port) if socket_activated(facts)? => {
+                let change = DesiredFile::new(SOCKET_DROP_IN_PATH, render_socket_drop_in(port), 0o644)
+                    .changes(&socket_file)?;
+                socket_changed = change.is_some();
+                changes.add(change);
+            }
+            _ if socket_file.kind != PathKind::Absent => {
+                socket_changed = true;
+                changes.push(
+                    format!("remove {SOCKET_DROP_IN_PATH}"),
+                    vec![Action::run(
+                        format!("remove {SOCKET_DROP_IN_PATH}"),
+                        format!("rm -f {}", quote(SOCKET_DROP_IN_PATH)),
+                    )],
+                );
+            }
+            _ => {}
+        }
+
+        if !changes.is_empty() {
+            changes.then(Action::run(
+                "sshd -t (whole configuration)",
+                "PATH=\"$PATH:/usr/sbin:/sbin\"\n[ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd\nsshd -t",
+            ));
+            let mut reload = String::new();
+            if socket_changed {
+                reload.push_str("systemctl daemon-reload\nsystemctl restart ssh.socket\n");
+            }
+            reload.push_str("systemctl try-reload-or-restart ssh.service");
+            changes.then(Action::run("reload sshd", reload));
+            return Ok(changes.build(""));
+        }
+
+        // The files are as desired: is that what sshd actually uses?
+        let effective = facts.read(&SshdEffective)?;
+        let differences = effective_differences(&directives, &effective);
+        if differences.is_empty() {
+            return Ok(Plan::noop(format!(
+                "sshd -T matches {DROP_IN_PATH} (PermitRootLogin {}: {})",
+                root.value, root.reason
+            )));
+        }
+        let listed: Vec<String> = differences
+            .iter()
+            .map(|(k, have, want)| format!("{k} is {have}, want {want}"))
+            .collect();
+        let keywords: Vec<String> = differences.iter().map(|(k, _, _)| k.clone()).collect();
+        // Nothing to write: another file sets these first. Show which, and fail.
+        let script = format!(
+            "echo 'the effective sshd configuration differs from {DROP_IN_PATH}: {}' >&2\n\
+             echo 'files setting these keywords (the first one read wins):' >&2\n\
+             grep -n -i -E '^[[:space:]]*({})[[:space:]]' /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf >&2 || true\n\
+             exit 1",
+            listed.join("; ").replace('\'', ""),
+            keywords.join("|")
+        );
+        Ok(Plan::change(
+            format!("effective sshd configuration differs: {}", listed.join("; ")),
+            vec![Action::run("find what overrides the sshd drop-in", script)],
+        ))
+    }
+
+    fn guards_access(&self) -> bool {
+        true
+    }
+
+    fn rollback_script(&self) -> Option<String> {
+        Some(ROLLBACK.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    fn settings() -> SshSettings {
+        SshSettings {
+            port: None,
+            permit_root_login: None,
+            allow_tcp_forwarding: false,
+            allow_agent_forwarding: false,
+            deploy_user_with_keys: Some("deploy".into()),
+            break_for_test: false,
+        }
+    }
+
+    const DEBIAN_MAIN: &str = "\n# This is the sshd server system-wide configuration file.\n\nInclude /etc/ssh/sshd_config.d/*.conf\n\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nSubsystem\tsftp\t/usr/lib/openssh/sftp-server\n";
+
+    const SSH_V_DEBIAN12: &str = "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n";
+    const SSH_V_UBUNTU2204: &str = "OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2 15 Mar 2022\n";
+    const SSH_V_UBUNTU2404: &str = "OpenSSH_9.6p1 Ubuntu-3ubuntu13.5, OpenSSL 3.0.13 30 Jan 2024\n";
+    const SSH_V_UBUNTU2004: &str = "OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f  31 Mar 2020\n";
+
+    const SOCKET_OFF: &str = "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\n";
+    const SOCKET_ON: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
+
+    /// Facts of a host; `drop_in` is the current drop-in content, if any.
+    fn host(
+        ssh_v: &str,
+        login: &str,
+        drop_in: Option<&str>,
+        main: &str,
+        socket: &str,
+        effective: &str,
+    ) -> Facts {
+        facts(&[
+            ("openssh-version", ok(ssh_v)),
+            ("login-user", ok(&format!("{login}\n"))),
+            ("sshd-effective", ok(effective)),
+            (
+                "path:/etc/ssh/sshd_config.d/00-provision.conf",
+                match drop_in {
+                    Some(c) => file_state(c, 0o600, "root", "root"),
+                    None => ok("absent\n"),
+                },
+            ),
+            (
+                "path:/etc/ssh/sshd_config",
+                file_state(main, 0o644, "root", "root"),
+            ),
+            (
+                "path:/etc/systemd/system/ssh.socket.d/provision-port.conf",
+                ok("absent\n"),
+            ),
+            ("unit:ssh.socket", ok(socket)),
+            (
+                "path:/etc/ssh/ssh_host_ed25519_key",
+                file_state("key", 0o600, "root", "root"),
+            ),
+            (
+                "path:/etc/ssh/ssh_host_rsa_key",
+                file_state("key", 0o600, "root", "root"),
+            ),
+        ])
+    }
+
+    fn fresh_effective() -> String {
+        include_str!("../tests/fixtures/sshd-T-debian12-fresh.txt").to_string()
+    }
+
+    /// `sshd -T` as it would print the drop-in's directives.
+    fn effective_of(directives: &[Directive]) -> String {
+        let mut s = String::new();
+        for d in directives.iter().filter(|d| d.keyword != "DebianBanner") {
+            s.push_str(&format!(
+                "{} {}\n",
+                d.keyword.to_ascii_lowercase(),
+                effective_value(d)
+            ));
+        }
+        if !directives.iter().any(|d| d.keyword == "Port") {
+            s.push_str("port 22\n");
+        }
+        s
+    }
+
+    #[test]
+    fn root_login_rule() {
+        let s = settings();
+        assert_eq!(root_login(&s, "root").value, "prohibit-password");
+        assert_eq!(
+            root_login(&s, "root").reason,
+            "the deploy user's key login is not proven yet (this run logged in as root, not deploy)"
+        );
+        assert_eq!(root_login(&s, "deploy").value, "no");
+        let allowed = SshSettings {
+            permit_root_login: Some(true),
+            ..settings()
+        };
+        assert_eq!(root_login(&allowed, "deploy").value, "prohibit-password");
+        let no_keys = SshSettings {
+            deploy_user_with_keys: None,
+            permit_root_login: Some(false),
+            ..settings()
+        };
+        assert_eq!(root_login(&no_keys, "root").value, "prohibit-password");
+    }
+
+    #[test]
+    fn algorithms_follow_the_openssh_version() {
+        assert!(!kex_algorithms(Version(8, 2)).contains(&"sntrup761x25519-sha512@openssh.com"));
+        assert_eq!(
+            kex_algorithms(Version(8, 9))[0],
+            "sntrup761x25519-sha512@openssh.com"
+        );
+        assert_eq!(kex_algorithms(Version(9, 9))[0], "mlkem768x25519-sha256");
+        let root = root_login(&settings(), "root");
+        let old = directives(&settings(), Version(8, 2), &root, HOST_KEYS);
+        assert!(old.iter().any(|d| d.keyword == "PubkeyAcceptedKeyTypes"));
+        let new = directives(&settings(), Version(9, 2), &root, HOST_KEYS);
+        assert!(new.iter().any(|d| d.keyword == "PubkeyAcceptedAlgorithms"));
+    }
+
+    #[test]
+    fn rendered_drop_ins() {
+        for (name, v, login) in [
+            ("sshd-debian12-as-root", SSH_V_DEBIAN12, "root"),
+            ("sshd-debian12-as-deploy", SSH_V_DEBIAN12, "deploy"),
+            ("sshd-ubuntu2004", SSH_V_UBUNTU2004, "root"),
+            ("sshd-ubuntu2204", SSH_V_UBUNTU2204, "root"),
+            ("sshd-ubuntu2404", SSH_V_UBUNTU2404, "deploy"),
+        ] {
+            let r = SshdConfig {
+                settings: settings(),
+            };
+            let f = host(v, login, None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+            let (_, text, _) = r.desired(&f).unwrap();
+            insta::assert_snapshot!(name, text);
+        }
+        let broken = SshdConfig {
+            settings: SshSettings {
+                break_for_test: true,
+                allow_tcp_forwarding: true,
+                port: Some(2222),
+                ..settings()
+            },
+        };
+        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        insta::assert_snapshot!("sshd-test-hook-port-forwarding", broken.desired(&f).unwrap().1);
+    }
+
+    #[test]
+    fn fresh_debian12_writes_drop_in_validates_and_reloads() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
+        assert_eq!(actions.len(), 3, "{actions:?}");
+        let Action::WriteFile(w) = &actions[0] else {
+            panic!()
+        };
+        assert_eq!((w.path.as_str(), w.mode), (DROP_IN_PATH, 0o600));
+        assert_eq!(w.validate, None, "sshd -t -f wants a whole config, not a drop-in");
+        let s = scripts(&actions);
+        assert!(s[0].ends_with("sshd -t"), "{}", s[0]);
+        assert_eq!(s[1], "systemctl try-reload-or-restart ssh.service");
+        assert!(r.guards_access());
+        assert!(r.rollback_script().unwrap().contains("try-reload-or-restart ssh.service"));
+    }
+
+    #[test]
+    fn converged_when_files_and_effective_config_agree() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (directives, text, _) = r.desired(&probe).unwrap();
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            Some(&text),
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &effective_of(&directives),
+        );
+        assert_eq!(
+            plan_of(&r, &f).expect_noop(),
+            "sshd -T matches /etc/ssh/sshd_config.d/00-provision.conf (PermitRootLogin prohibit-password: the deploy user's key login is not proven yet (this run logged in as root, not deploy))"
+        );
+    }
+
+    #[test]
+    fn hand_edit_of_the_drop_in_is_drift() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (directives, text, _) = r.desired(&probe).unwrap();
+        let edited = text.replace("MaxAuthTries 3", "MaxAuthTries 6");
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            Some(&edited),
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &effective_of(&directives).replace("maxauthtries 3", "maxauthtries 6"),
+        );
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(summary, "update /etc/ssh/sshd_config.d/00-provision.conf");
+        assert_eq!(written(&actions, DROP_IN_PATH), text);
+    }
+
+    #[test]
+    fn override_from_an_earlier_file_is_reported_not_papered_over() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (directives, text, _) = r.desired(&probe).unwrap();
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            Some(&text),
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &effective_of(&directives)
+                .replace("passwordauthentication no", "passwordauthentication yes"),
+        );
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(
+            summary,
+            "effective sshd configuration differs: PasswordAuthentication is yes, want no"
+        );
+        assert!(scripts(&actions)[0].ends_with("exit 1"));
+    }
+
+    #[test]
+    fn main_config_without_include_first_gets_it() {
+        assert_eq!(include_first(DEBIAN_MAIN), None);
+        let old = "Port 22\nPasswordAuthentication yes\nInclude /etc/ssh/sshd_config.d/*.conf\nMatch User x\n  Include /etc/ssh/sshd_config.d/*.conf\n";
+        let new = include_first(old).unwrap();
+        assert_eq!(
+            new,
+            "# Added by provision: drop-ins first (sshd keeps the first value it reads).\nInclude /etc/ssh/sshd_config.d/*.conf\nPort 22\nPasswordAuthentication yes\nMatch User x\n  Include /etc/ssh/sshd_config.d/*.conf\n"
+        );
+        assert_eq!(include_first(&new), None);
+
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let f = host(SSH_V_UBUNTU2004, "root", None, old, SOCKET_OFF, &fresh_effective());
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(
+            summary,
+            "update /etc/ssh/sshd_config; create /etc/ssh/sshd_config.d/00-provision.conf"
+        );
+        assert_eq!(written(&actions, MAIN_CONFIG_PATH), new);
+    }
+
+    #[test]
+    fn ubuntu_socket_activation_moves_the_port_into_the_socket() {
+        let r = SshdConfig {
+            settings: SshSettings {
+                port: Some(2222),
+                ..settings()
+            },
+        };
+        let f = host(SSH_V_UBUNTU2404, "root", None, DEBIAN_MAIN, SOCKET_ON, &fresh_effective());
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(
+            summary,
+            "create /etc/ssh/sshd_config.d/00-provision.conf; create /etc/systemd/system/ssh.socket.d/provision-port.conf"
+        );
+        let socket = written(&actions, SOCKET_DROP_IN_PATH);
+        insta::assert_snapshot!("ssh-socket-port", socket);
+        let s = scripts(&actions);
+        assert_eq!(
+            s.last().unwrap(),
+            "systemctl daemon-reload\nsystemctl restart ssh.socket\nsystemctl try-reload-or-restart ssh.service"
+        );
+
+        // Debian 12: ssh.socket exists but is off; the Port line is enough.
+        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
+        assert!(written(&actions, DROP_IN_PATH).contains("\nPort 2222\n"));
+    }
+
+    fn with(f: &Facts, key: &str, output: common::ProbeOutput) -> Facts {
+        let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
+            f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        outputs.insert(key.into(), output);
+        Facts::from_outputs(outputs)
+    }
+
+    #[test]
+    fn host_keys_listed_only_when_present() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
+        let (directives, text, _) = r.desired(&no_rsa).unwrap();
+        assert!(text.contains("\nHostKey /etc/ssh/ssh_host_ed25519_key\n"));
+        assert!(!text.contains("ssh_host_rsa_key"));
+        assert_eq!(directives.iter().filter(|d| d.keyword == "HostKey").count(), 1);
+        let none = with(&no_rsa, "path:/etc/ssh/ssh_host_ed25519_key", ok("absent\n"));
+        let err = r.plan(&none).unwrap_err().to_string();
+        assert!(err.contains("ssh-keygen -A"), "{err}");
+    }
+
+    #[test]
+    fn failed_sshd_t_is_an_error_not_a_noop() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let (_, text, _) = r.desired(&probe).unwrap();
+        let mut f = host(SSH_V_DEBIAN12, "root", Some(&text), DEBIAN_MAIN, SOCKET_OFF, "");
+        let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
+            f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        outputs.insert(
+            "sshd-effective".into(),
+            failed(255, "/etc/ssh/sshd_config line 3: Bad configuration option: Foo"),
+        );
+        f = Facts::from_outputs(outputs);
+        assert!(r.plan(&f).is_err());
+    }
+}

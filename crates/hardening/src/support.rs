@@ -1,0 +1,490 @@
+//! Small building blocks shared by the resource sets: whole-file planning from computed
+//! content, guarded wrappers, file modes, absent files, key/value config files, triggers
+//! and the template renderer.
+
+use common::facts::builtin::{PathKind, PathState, PathStateValue};
+use common::shell::quote;
+use common::{Action, Fact, FactError, FileWrite, Facts, Plan, Probe, Resource};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+/// Marker at the top of every file this crate renders.
+pub const MANAGED: &str = "Managed by provision; local changes are overwritten.";
+
+/// Render an embedded template: strict undefined, no auto-escaping, block tags trimmed,
+/// trailing newline kept. Templates and contexts are fixed in code and covered by
+/// snapshot tests, so a failure here is a bug in this crate.
+pub fn render(name: &str, source: &str, context: impl Serialize) -> String {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_syntax(
+        SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .expect("default delimiters are valid"),
+    );
+    env.add_template(name, source)
+        .unwrap_or_else(|e| panic!("embedded template {name} does not parse (bug): {e:#}"));
+    env.get_template(name)
+        .and_then(|t| t.render(minijinja::Value::from(minijinja::value::Serde(&context))))
+        .unwrap_or_else(|e| panic!("embedded template {name} failed to render (bug): {e:#}"))
+}
+
+/// Desired whole content of a file, planned against its current state.
+#[derive(Debug, Clone)]
+pub struct DesiredFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub validate: Option<String>,
+}
+
+impl DesiredFile {
+    pub fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> Self {
+        Self {
+            path: path.into(),
+            content: content.into(),
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            validate: None,
+        }
+    }
+
+    /// `None` when the file is as desired, else a summary and the actions that fix it.
+    pub fn changes(&self, current: &PathStateValue) -> Result<Option<(String, Action)>, FactError> {
+        match &current.kind {
+            PathKind::Absent | PathKind::File => {}
+            other => {
+                return Err(FactError::Parse {
+                    key: format!("path:{}", self.path),
+                    what: "a regular file".into(),
+                    line: format!("{other:?}"),
+                });
+            }
+        }
+        let content_ok = current.content.as_deref() == Some(self.content.as_slice());
+        let attrs_ok = current.mode == self.mode
+            && current.owner == self.owner
+            && current.group == self.group;
+        if content_ok && attrs_ok {
+            return Ok(None);
+        }
+        if content_ok {
+            return Ok(Some((
+                format!(
+                    "{}: mode {:o} {}:{} (was {:o} {}:{})",
+                    self.path,
+                    self.mode,
+                    self.owner,
+                    self.group,
+                    current.mode,
+                    current.owner,
+                    current.group
+                ),
+                chmod_chown(&self.path, self.mode, &self.owner, &self.group),
+            )));
+        }
+        let summary = if current.kind == PathKind::Absent {
+            format!("create {}", self.path)
+        } else {
+            format!("update {}", self.path)
+        };
+        Ok(Some((
+            summary,
+            Action::WriteFile(FileWrite {
+                path: self.path.clone(),
+                content: self.content.clone(),
+                mode: self.mode,
+                owner: self.owner.clone(),
+                group: self.group.clone(),
+                previous: current.content.clone(),
+                sensitive: false,
+                validate: self.validate.clone(),
+            }),
+        )))
+    }
+}
+
+fn chmod_chown(path: &str, mode: u32, owner: &str, group: &str) -> Action {
+    Action::run(
+        format!("chmod/chown {path}"),
+        format!(
+            "chown {} {p}\nchmod {mode:o} {p}",
+            quote(&format!("{owner}:{group}")),
+            p = quote(path)
+        ),
+    )
+}
+
+/// Collects the changes of a composite resource into one plan.
+#[derive(Debug, Default)]
+pub struct PlanBuilder {
+    summaries: Vec<String>,
+    actions: Vec<Action>,
+}
+
+impl PlanBuilder {
+    pub fn add(&mut self, change: Option<(String, Action)>) {
+        if let Some((summary, action)) = change {
+            self.summaries.push(summary);
+            self.actions.push(action);
+        }
+    }
+
+    pub fn push(&mut self, summary: impl Into<String>, actions: Vec<Action>) {
+        self.summaries.push(summary.into());
+        self.actions.extend(actions);
+    }
+
+    /// Append steps that only make sense after the changes (validation, reload).
+    pub fn then(&mut self, action: Action) {
+        self.actions.push(action);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn build(self, noop_reason: impl Into<String>) -> Plan {
+        if self.actions.is_empty() {
+            Plan::noop(noop_reason)
+        } else {
+            Plan::change(self.summaries.join("; "), self.actions)
+        }
+    }
+}
+
+/// Wraps a resource whose change can cut SSH access: the engine applies it
+/// commit-confirmed (rollback armed on the host, fresh login proven, then disarmed).
+pub struct Guarded<R> {
+    inner: R,
+    rollback: Option<String>,
+}
+
+impl<R: Resource> Guarded<R> {
+    pub fn new(inner: R, rollback: Option<&str>) -> Self {
+        Self {
+            inner,
+            rollback: rollback.map(str::to_string),
+        }
+    }
+}
+
+impl<R: Resource> Resource for Guarded<R> {
+    fn id(&self) -> String {
+        self.inner.id()
+    }
+    fn probes(&self) -> Vec<Probe> {
+        self.inner.probes()
+    }
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        self.inner.plan(facts)
+    }
+    fn watches(&self) -> Vec<String> {
+        self.inner.watches()
+    }
+    fn on_watched_change(&self) -> Vec<Action> {
+        self.inner.on_watched_change()
+    }
+    fn guards_access(&self) -> bool {
+        true
+    }
+    fn rollback_script(&self) -> Option<String> {
+        self.rollback.clone()
+    }
+}
+
+/// Several resources planned as one (one report line, one guarded apply).
+pub struct ResourceGroup {
+    pub id: String,
+    pub members: Vec<Box<dyn Resource>>,
+}
+
+impl Resource for ResourceGroup {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn probes(&self) -> Vec<Probe> {
+        self.members.iter().flat_map(|m| m.probes()).collect()
+    }
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let mut builder = PlanBuilder::default();
+        let mut reasons = Vec::new();
+        for m in &self.members {
+            match m.plan(facts)? {
+                Plan::Change { summary, actions } => builder.push(summary, actions),
+                Plan::Noop { reason } | Plan::NotApplicable { reason } => reasons.push(reason),
+            }
+        }
+        Ok(builder.build(reasons.join("; ")))
+    }
+}
+
+/// A vars value that cannot be used: planning fails with the field name, so the host
+/// reports the mistake instead of silently applying a default.
+#[derive(Debug, Clone)]
+pub struct InvalidVar {
+    /// e.g. `files[2].mode`.
+    pub field: String,
+    /// What a valid value looks like.
+    pub expected: String,
+    pub value: String,
+}
+
+impl Resource for InvalidVar {
+    fn id(&self) -> String {
+        format!("vars:{}", self.field)
+    }
+    fn probes(&self) -> Vec<Probe> {
+        Vec::new()
+    }
+    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+        Err(FactError::Parse {
+            key: format!("vars.{}", self.field),
+            what: self.expected.clone(),
+            line: self.value.clone(),
+        })
+    }
+}
+
+/// Parse an octal file mode as written in the inventory: `"0640"`, `"640"`, `"0o640"`.
+pub fn parse_mode(text: &str) -> Option<u32> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
+}
+
+/// Mode and owner of an existing path (files and directories); an absent path is left
+/// absent (nothing to restrict).
+#[derive(Debug, Clone)]
+pub struct PathMode {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+}
+
+impl PathMode {
+    pub fn new(path: &str, mode: u32, owner: &str, group: &str) -> Self {
+        Self {
+            path: path.into(),
+            mode,
+            owner: owner.into(),
+            group: group.into(),
+        }
+    }
+}
+
+impl Resource for PathMode {
+    fn id(&self) -> String {
+        format!("mode:{}", self.path)
+    }
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&PathState::new(&self.path))?;
+        if current.kind == PathKind::Absent {
+            return Ok(Plan::noop(format!("{} is absent: nothing to restrict", self.path)));
+        }
+        if current.mode == self.mode && current.owner == self.owner && current.group == self.group
+        {
+            return Ok(Plan::noop(format!(
+                "{} is {:o} {}:{}",
+                self.path, self.mode, self.owner, self.group
+            )));
+        }
+        Ok(Plan::change(
+            format!(
+                "{}: mode {:o} {}:{} (was {:o} {}:{})",
+                self.path,
+                self.mode,
+                self.owner,
+                self.group,
+                current.mode,
+                current.owner,
+                current.group
+            ),
+            vec![chmod_chown(&self.path, self.mode, &self.owner, &self.group)],
+        ))
+    }
+}
+
+/// A file that must not exist.
+#[derive(Debug, Clone)]
+pub struct AbsentFile {
+    pub path: String,
+}
+
+impl Resource for AbsentFile {
+    fn id(&self) -> String {
+        format!("file:{}", self.path)
+    }
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&PathState::new(&self.path))?;
+        if current.kind == PathKind::Absent {
+            return Ok(Plan::noop(format!("{} is absent", self.path)));
+        }
+        Ok(Plan::change(
+            format!("remove {}", self.path),
+            vec![Action::run(
+                format!("remove {}", self.path),
+                format!("rm -f {}", quote(&self.path)),
+            )],
+        ))
+    }
+}
+
+/// `KEY<whitespace>VALUE` lines in a config file such as /etc/login.defs: the first
+/// uncommented line of each key is replaced in place, later duplicates are dropped,
+/// missing keys are appended. One resource per file, so one write per run (several
+/// line edits of one file planned from the same facts would overwrite each other).
+#[derive(Debug, Clone)]
+pub struct KeyValueFile {
+    pub path: String,
+    pub entries: Vec<(String, String)>,
+}
+
+impl KeyValueFile {
+    /// Pure: the new content.
+    pub fn apply_to(&self, old: &str) -> String {
+        let key_of = |line: &str| -> Option<String> {
+            let t = line.trim_start();
+            if t.starts_with('#') {
+                return None;
+            }
+            t.split_whitespace().next().map(str::to_string)
+        };
+        let mut done = vec![false; self.entries.len()];
+        let mut out: Vec<String> = Vec::new();
+        for line in old.lines() {
+            let found = key_of(line)
+                .and_then(|k| self.entries.iter().position(|(key, _)| *key == k));
+            match found {
+                Some(i) if !done[i] => {
+                    let (k, v) = &self.entries[i];
+                    out.push(format!("{k}\t{v}"));
+                    done[i] = true;
+                }
+                Some(_) => {}
+                None => out.push(line.to_string()),
+            }
+        }
+        let missing: Vec<&(String, String)> = self
+            .entries
+            .iter()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(e, _)| e)
+            .collect();
+        if !missing.is_empty() {
+            out.push(format!("# Added by provision (hardening)."));
+            for (k, v) in missing {
+                out.push(format!("{k}\t{v}"));
+            }
+        }
+        let mut s = out.join("\n");
+        s.push('\n');
+        s
+    }
+}
+
+impl Resource for KeyValueFile {
+    fn id(&self) -> String {
+        format!("keys:{}", self.path)
+    }
+    fn probes(&self) -> Vec<Probe> {
+        vec![PathState::new(&self.path).probe()]
+    }
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&PathState::new(&self.path))?;
+        let old = String::from_utf8_lossy(current.content.as_deref().unwrap_or_default());
+        let mut desired = DesiredFile::new(&self.path, self.apply_to(&old), 0o644);
+        if current.kind != PathKind::Absent {
+            desired.mode = current.mode;
+            desired.owner = current.owner.clone();
+            desired.group = current.group.clone();
+        }
+        let keys: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
+        Ok(match desired.changes(&current)? {
+            None => Plan::noop(format!("{} sets {}", self.path, keys.join(", "))),
+            Some((summary, action)) => Plan::change(summary, vec![action]),
+        })
+    }
+}
+
+/// Runs steps when a watched resource changed in this run, and nothing otherwise
+/// (e.g. `systemctl daemon-reexec` after a manager drop-in changed).
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub id: String,
+    pub watches: Vec<String>,
+    pub actions: Vec<Action>,
+}
+
+impl Resource for Trigger {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+    fn probes(&self) -> Vec<Probe> {
+        Vec::new()
+    }
+    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+        Ok(Plan::noop("runs only when a watched file changes"))
+    }
+    fn watches(&self) -> Vec<String> {
+        self.watches.clone()
+    }
+    fn on_watched_change(&self) -> Vec<Action> {
+        self.actions.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_octal_or_not_at_all() {
+        assert_eq!(parse_mode("0640"), Some(0o640));
+        assert_eq!(parse_mode("640"), Some(0o640));
+        assert_eq!(parse_mode("0o600"), Some(0o600));
+        assert_eq!(parse_mode("4755"), Some(0o4755));
+        for bad in ["", "0x44", "rw-r--r--", "0648", "12345", "-1"] {
+            assert_eq!(parse_mode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_value_file_replaces_in_place_drops_duplicates_appends_missing() {
+        let kv = KeyValueFile {
+            path: "/etc/login.defs".into(),
+            entries: vec![
+                ("PASS_MAX_DAYS".into(), "365".into()),
+                ("UMASK".into(), "027".into()),
+                ("LOGIN_TIMEOUT".into(), "60".into()),
+            ],
+        };
+        let old = "# comment PASS_MAX_DAYS\n#PASS_MAX_DAYS 1\nPASS_MAX_DAYS\t99999\nUMASK\t\t022\nUMASK 077\nOTHER x\n";
+        let new = kv.apply_to(old);
+        assert_eq!(
+            new,
+            "# comment PASS_MAX_DAYS\n#PASS_MAX_DAYS 1\nPASS_MAX_DAYS\t365\nUMASK\t027\nOTHER x\n# Added by provision (hardening).\nLOGIN_TIMEOUT\t60\n"
+        );
+        assert_eq!(kv.apply_to(&new), new, "idempotent");
+    }
+}

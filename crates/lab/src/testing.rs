@@ -1,0 +1,117 @@
+//! Helpers for tests that need a real lab host.
+//!
+//! ```no_run
+//! # fn main() {
+//! if !lab::testing::skip_unless_lab() {
+//!     return;
+//! }
+//! let host = lab::testing::fresh_host();
+//! let out = host.ssh("hostname").unwrap();
+//! assert!(out.status.success());
+//! // the host is destroyed when `host` goes out of scope (also on panic)
+//! # }
+//! ```
+#![allow(clippy::print_stderr)] // telling why a test is skipped is the point
+
+use std::ops::Deref;
+
+use crate::{Lab, LabHost};
+
+/// Whether lab tests must run (CI, or `PROVISION_LAB_REQUIRED=1`): then a
+/// missing prerequisite is a failure, not a skip.
+pub fn lab_required() -> bool {
+    let ci = std::env::var("CI")
+        .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"));
+    let required = std::env::var("PROVISION_LAB_REQUIRED").is_ok_and(|v| v == "1");
+    ci || required
+}
+
+/// True when lab tests can run here (root, tools installed). Otherwise
+/// prints why on stderr and returns false, so plain `cargo test` on a
+/// laptop skips them, except under CI or `PROVISION_LAB_REQUIRED=1`,
+/// where it panics.
+pub fn skip_unless_lab() -> bool {
+    match Lab::preflight() {
+        Ok(()) => true,
+        Err(e) if lab_required() => {
+            panic!(
+                "lab tests are required here (CI or PROVISION_LAB_REQUIRED=1) but cannot run: {e}"
+            )
+        }
+        Err(e) => {
+            eprintln!("skipping lab test: {e}");
+            false
+        }
+    }
+}
+
+/// A lab host that is destroyed when dropped (also during a panic).
+#[derive(Debug)]
+pub struct LabGuard {
+    lab: Lab,
+    host: Option<LabHost>,
+}
+
+impl LabGuard {
+    /// The lab the host belongs to.
+    pub fn lab(&self) -> &Lab {
+        &self.lab
+    }
+
+    /// Destroy the host now, reporting errors instead of printing them.
+    pub fn destroy(mut self) -> Result<(), crate::LabError> {
+        match self.host.take() {
+            Some(h) => self.lab.destroy_host(&h.name),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Deref for LabGuard {
+    type Target = LabHost;
+    fn deref(&self) -> &LabHost {
+        self.host.as_ref().expect("LabGuard used after destroy")
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Some(h) = self.host.take()
+            && let Err(e) = self.lab.destroy_host(&h.name)
+        {
+            eprintln!("could not destroy lab host {}: {e}", h.name);
+        }
+    }
+}
+
+/// A new, reachable host of the default lab (`Lab::open_default`):
+/// preflight, base image (built on first use), `create_host`. Panics with
+/// the lab's error message on failure. The host is recorded as owned by this
+/// process: `lab up` leaves it out, and if the process dies before the guard
+/// runs (e.g. killed by a timeout) the next `fresh_host`, `up` or `down`
+/// removes it.
+pub fn fresh_host() -> LabGuard {
+    let lab = Lab::open_default().unwrap_or_else(|e| panic!("lab: {e}"));
+    fresh_host_in(lab)
+}
+
+/// Like [`fresh_host`], in the given lab.
+pub fn fresh_host_in(lab: Lab) -> LabGuard {
+    if let Err(e) = Lab::preflight() {
+        panic!("lab preflight failed: {e}");
+    }
+    if let Err(e) = lab.ensure_base_image() {
+        panic!("lab base image: {e}");
+    }
+    // Hosts of earlier test processes that were killed before cleaning up.
+    if let Err(e) = lab.reap_orphans() {
+        eprintln!("could not remove orphaned lab test hosts: {e}");
+    }
+    match lab.create_host_with(true) {
+        Ok(host) => LabGuard {
+            lab,
+            host: Some(host),
+        },
+        Err(e) => panic!("creating a lab host failed: {e}"),
+    }
+}

@@ -1,0 +1,493 @@
+//! End to end on lab hosts (issue 4): a fresh Debian 12 host converged with
+//! `hardening::resources`, checked independently over separate SSH logins, converged
+//! again with zero changes, drifted by hand, caught by a check, restored; root login
+//! turned off once the deploy user's key login is proven; Lynis and ssh-audit measured.
+//! Plus the lockout tests: a deliberately bad sshd or firewall change is rolled back by
+//! the host itself and the run reports it.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::engine::{self, Mode, Options};
+use common::inventory::{DeployUserVars, DockerVars, HardeningVars, Vars};
+use common::transport::Transport;
+use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
+use common::{HostOutcome, HostReport, Resource, ResourceStatus};
+
+/// UFW's `limit` drops the 6th new SSH connection from one address within 30 s. The
+/// test paces its own logins: at most 4 in any 31 s (the engine adds fresh logins).
+fn pace(host: &lab::LabHost, weight: usize) {
+    static LOGS: std::sync::Mutex<Vec<(String, Vec<Instant>)>> = std::sync::Mutex::new(Vec::new());
+    let window = Duration::from_secs(31);
+    let key = host.address.to_string();
+    loop {
+        let wait = {
+            let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
+            if !logs.iter().any(|(k, _)| *k == key) {
+                logs.push((key.clone(), Vec::new()));
+            }
+            let log = &mut logs.iter_mut().find(|(k, _)| *k == key).unwrap().1;
+            log.retain(|t| t.elapsed() < window);
+            if log.len() + weight <= 4 {
+                for _ in 0..weight {
+                    log.push(Instant::now());
+                }
+                return;
+            }
+            window.saturating_sub(log[0].elapsed())
+        };
+        std::thread::sleep(wait);
+    }
+}
+
+/// A fresh host in this test's own lab state directory, so that a `provision lab down`
+/// elsewhere on the machine does not take it away mid-test (the base image cache and the
+/// machine-wide address slots are shared).
+fn fresh_host() -> lab::testing::LabGuard {
+    let state = std::env::var("PROVISION_HARDENING_LAB_DIR")
+        .unwrap_or_else(|_| "/var/lib/provision-lab-hardening-e2e".into());
+    let cache = std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| lab::DEFAULT_CACHE_DIR.into());
+    lab::testing::fresh_host_in(lab::Lab::with_dirs(state.into(), cache.into()))
+}
+
+async fn connect(host: &lab::LabHost, user: &str) -> SshTransport {
+    // The master connection plus up to two fresh logins (firewall, sshd) of the engine.
+    pace(host, 3);
+    SshTransport::connect(SshTarget {
+        name: host.name.clone(),
+        destination: host.address.to_string(),
+        user: Some(user.to_string()),
+        port: Some(host.port),
+        identity_file: Some(host.identity_file.clone()),
+        known_hosts: Some(host.known_hosts.clone()),
+        host_key_policy: HostKeyPolicy::Strict,
+        connect_timeout: Some(Duration::from_secs(10)),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("connect to {} as {user}: {e}", host.name))
+}
+
+fn options(mode: Mode) -> Options {
+    Options {
+        mode,
+        rollback_window: Duration::from_secs(15),
+        ..Options::default()
+    }
+}
+
+async fn run(
+    host: &lab::LabHost,
+    user: &str,
+    resources: &[Box<dyn Resource>],
+    mode: Mode,
+) -> HostReport {
+    let transport = connect(host, user).await;
+    let started = Instant::now();
+    let report = engine::converge(&transport, resources, &options(mode)).await;
+    let _ = transport.close().await;
+    println!(
+        "--- {mode:?} as {user}: {:?} in {:.1} s, {} round trips{}",
+        report.outcome,
+        started.elapsed().as_secs_f64(),
+        report.round_trips,
+        report
+            .error
+            .as_deref()
+            .map(|e| format!("\n    error: {e}"))
+            .unwrap_or_default()
+    );
+    for r in &report.resources {
+        if r.status != ResourceStatus::Ok {
+            println!("    {:?} {}: {}", r.status, r.id, r.detail);
+        }
+    }
+    report
+}
+
+fn changed_ids(report: &HostReport, status: ResourceStatus) -> Vec<String> {
+    report
+        .resources
+        .iter()
+        .filter(|r| r.status == status)
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+/// Run `script` over a plain, fresh ssh login as `user` (root through sudo otherwise).
+fn ssh_as(host: &lab::LabHost, user: &str, script: &str) -> std::process::Output {
+    pace(host, 1);
+    let elevated = if user == "root" {
+        script.to_string()
+    } else {
+        format!("sudo -n sh -c {}", shell_quote(script))
+    };
+    Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "ControlPath=none", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"])
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", host.known_hosts.display()))
+        .arg("-i")
+        .arg(&host.identity_file)
+        .args(["-p", &host.port.to_string()])
+        .arg(format!("{user}@{}", host.address))
+        .arg(elevated)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ssh")
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn remote(host: &lab::LabHost, user: &str, script: &str) -> String {
+    let out = ssh_as(host, user, script);
+    assert!(
+        out.status.success(),
+        "`{script}` as {user} on {} failed ({}): {}",
+        host.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sections `== name` of a combined check script's output.
+fn sections(text: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut name = String::new();
+    for line in text.lines() {
+        if let Some(n) = line.strip_prefix("== ") {
+            name = n.trim().to_string();
+            out.insert(name.clone(), String::new());
+        } else if let Some(s) = out.get_mut(&name) {
+            s.push_str(line);
+            s.push('\n');
+        }
+    }
+    out
+}
+
+fn public_key(host: &lab::LabHost) -> String {
+    std::fs::read_to_string(host.identity_file.with_extension("pub"))
+        .expect("lab public key")
+        .trim()
+        .to_string()
+}
+
+fn vars_for(host: &lab::LabHost) -> Vars {
+    Vars {
+        timezone: Some("Asia/Shanghai".into()),
+        hostname: Some(format!("{}-hardened", host.name)),
+        deploy_user: Some(DeployUserVars {
+            authorized_keys: Some(vec![public_key(host)]),
+            ..DeployUserVars::default()
+        }),
+        hardening: Some(HardeningVars {
+            allow_ports: Some(vec![8443]),
+            // The controller logs in many times from the lab network during the test.
+            fail2ban_ignore_ips: Some(vec!["10.77.0.0/16".into()]),
+            ..HardeningVars::default()
+        }),
+        docker: Some(DockerVars::default()),
+        ..Vars::default()
+    }
+}
+
+const CHECKS: &str = r#"PATH="$PATH:/usr/sbin:/sbin"
+echo "== ufw"; ufw status verbose
+echo "== fail2ban"; fail2ban-client status sshd
+echo "== docker"; systemctl is-active docker; systemctl is-enabled docker
+echo "== compose"; (docker compose version || docker-compose version) 2>&1 | head -n1
+echo "== daemon.json"; cat /etc/docker/daemon.json
+echo "== id"; id deploy
+echo "== sshd"; sshd -T
+echo "== manager"; systemctl show -p DefaultLimitNOFILE -p DefaultLimitCORE
+echo "== timezone"; readlink /etc/localtime; date +%Z
+echo "== hostname"; uname -n; cat /etc/hostname
+echo "== apt"; apt-config dump | grep -E '^APT::Periodic::(Unattended-Upgrade|Update-Package-Lists) |Origins-Pattern'
+echo "== uu"; dpkg-query -W -f='${Status}\n' unattended-upgrades
+echo "== sysctl"; sysctl -n net.ipv4.ip_forward net.ipv4.conf.all.rp_filter net.ipv4.conf.all.accept_redirects
+echo "== modes"; stat -c '%n %a %U %G' /etc/shadow /etc/crontab /etc/cron.d /home/deploy/.ssh /home/deploy/.ssh/authorized_keys /etc/sudoers.d/90-provision-deploy
+echo "== leftovers"; ls /etc/ssh/sshd_config.d/
+"#;
+
+fn sshd_value<'a>(sshd_t: &'a str, key: &str) -> Vec<&'a str> {
+    sshd_t
+        .lines()
+        .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let vars = vars_for(&host);
+    let resources = hardening::resources(&vars);
+    println!("lab host {} at {}", host.name, host.address);
+
+    // Fresh host as root: everything changes and verifies.
+    let first = run(&host, "root", &resources, Mode::Apply).await;
+    assert_eq!(first.outcome, HostOutcome::Changed, "{:?}", first.error);
+    let sysctl = first
+        .resources
+        .iter()
+        .find(|r| r.id == "sysctl:/etc/sysctl.d/90-provision.conf")
+        .unwrap();
+    println!("sysctl in the container: {:?} {}", sysctl.status, sysctl.detail);
+
+    // Independent checks over one separate login (UFW rate-limits new SSH connections).
+    let out = remote(&host, "root", CHECKS);
+    let s = sections(&out);
+    let ufw = &s["ufw"];
+    assert!(ufw.contains("Status: active"), "{ufw}");
+    assert!(ufw.contains("Default: deny (incoming), allow (outgoing)"), "{ufw}");
+    for rule in ["22/tcp                     LIMIT IN", "80/tcp                     ALLOW IN", "443/tcp                    ALLOW IN", "8443/tcp                   ALLOW IN"] {
+        assert!(ufw.contains(rule), "missing `{rule}` in\n{ufw}");
+    }
+    let f2b = &s["fail2ban"];
+    assert!(f2b.contains("Status for the jail: sshd"), "{f2b}");
+    assert!(f2b.contains("Journal matches") || f2b.contains("File list"), "{f2b}");
+    assert_eq!(s["docker"], "active\nenabled\n");
+    println!("compose: {}", s["compose"].trim());
+    assert!(s["daemon.json"].contains("\"max-size\": \"10m\""), "{}", s["daemon.json"]);
+    assert!(s["id"].contains("(docker)"), "{}", s["id"]);
+    let sshd_t = &s["sshd"];
+    for (key, want) in [
+        ("permitrootlogin", "without-password"),
+        ("passwordauthentication", "no"),
+        ("kbdinteractiveauthentication", "no"),
+        ("permitemptypasswords", "no"),
+        ("maxauthtries", "3"),
+        ("logingracetime", "30"),
+        ("x11forwarding", "no"),
+        ("allowtcpforwarding", "no"),
+        ("allowagentforwarding", "no"),
+    ] {
+        assert_eq!(sshd_value(sshd_t, key), [want], "sshd -T {key}");
+    }
+    assert!(sshd_value(sshd_t, "kexalgorithms")[0].starts_with("sntrup761x25519-sha512@openssh.com,"));
+    // ed25519 and RSA only (lab images have no RSA key; their ECDSA key goes unused).
+    let hostkeys = sshd_value(sshd_t, "hostkey");
+    assert!(hostkeys.contains(&"/etc/ssh/ssh_host_ed25519_key"), "{hostkeys:?}");
+    assert!(hostkeys.iter().all(|k| k.ends_with("ed25519_key") || k.ends_with("rsa_key")), "{hostkeys:?}");
+    assert!(s["manager"].contains("DefaultLimitNOFILE=65536"), "{}", s["manager"]);
+    assert!(s["manager"].contains("DefaultLimitCORE=0"), "{}", s["manager"]);
+    assert_eq!(s["timezone"], "/usr/share/zoneinfo/Asia/Shanghai\nCST\n");
+    let hostname = format!("{}-hardened", host.name);
+    assert_eq!(s["hostname"], format!("{hostname}\n{hostname}\n"));
+    assert!(s["apt"].contains("APT::Periodic::Unattended-Upgrade \"1\";"), "{}", s["apt"]);
+    assert!(s["apt"].contains("Debian-Security"), "{}", s["apt"]);
+    assert_eq!(s["uu"], "install ok installed\n");
+    println!("sysctl ip_forward rp_filter accept_redirects: {:?}", s["sysctl"].lines().collect::<Vec<_>>());
+    assert_eq!(s["sysctl"], "1\n1\n0\n", "network namespace settings applied, forwarding kept for Docker");
+    assert_eq!(
+        s["modes"],
+        "/etc/shadow 640 root shadow\n/etc/crontab 600 root root\n/etc/cron.d 700 root root\n\
+         /home/deploy/.ssh 700 deploy deploy\n/home/deploy/.ssh/authorized_keys 600 deploy deploy\n\
+         /etc/sudoers.d/90-provision-deploy 440 root root\n"
+    );
+    assert_eq!(s["leftovers"], "00-provision.conf\n");
+    // The deploy user's login session gets the nofile limit (pam_limits via sshd).
+    assert_eq!(remote(&host, "deploy", "ulimit -n").trim(), "65536");
+
+    // Second run: zero changes.
+    let second = run(&host, "root", &resources, Mode::Apply).await;
+    assert_eq!(second.outcome, HostOutcome::Converged, "{:?}", second.error);
+    assert_eq!(changed_ids(&second, ResourceStatus::Changed), Vec::<String>::new());
+
+    // Drift by hand → the check reports exactly that resource → harden restores it.
+    remote(
+        &host,
+        "root",
+        "sed -i 's/^MaxAuthTries 3$/MaxAuthTries 6/' /etc/ssh/sshd_config.d/00-provision.conf && systemctl reload ssh",
+    );
+    let drift = hardening::drift_resources(&vars);
+    let check = run(&host, "root", &drift, Mode::Check).await;
+    assert_eq!(check.outcome, HostOutcome::Pending);
+    assert_eq!(changed_ids(&check, ResourceStatus::Pending), ["sshd"]);
+    let sshd_report = check.resources.iter().find(|r| r.id == "sshd").unwrap();
+    let diff = sshd_report.diffs.join("\n");
+    assert!(diff.contains("-MaxAuthTries 6") && diff.contains("+MaxAuthTries 3"), "{diff}");
+    println!("drift diff:\n{diff}");
+    let restore = run(&host, "root", &drift, Mode::Apply).await;
+    assert_eq!(restore.outcome, HostOutcome::Changed, "{:?}", restore.error);
+    assert_eq!(changed_ids(&restore, ResourceStatus::Changed), ["sshd"]);
+    let sshd_t = remote(&host, "root", "PATH=$PATH:/usr/sbin; sshd -T");
+    assert_eq!(sshd_value(&sshd_t, "maxauthtries"), ["3"]);
+
+    // Root login off once the deploy user's key login is proven: log in as deploy.
+    let as_deploy = run(&host, "deploy", &resources, Mode::Apply).await;
+    assert_eq!(as_deploy.outcome, HostOutcome::Changed, "{:?}", as_deploy.error);
+    assert_eq!(changed_ids(&as_deploy, ResourceStatus::Changed), ["sshd"]);
+    let sshd_t = remote(&host, "deploy", "PATH=$PATH:/usr/sbin; sshd -T");
+    assert_eq!(sshd_value(&sshd_t, "permitrootlogin"), ["no"]);
+    assert!(!ssh_as(&host, "root", "true").status.success(), "root login refused now");
+    let again = run(&host, "deploy", &resources, Mode::Apply).await;
+    assert_eq!(again.outcome, HostOutcome::Converged, "{:?}", again.error);
+
+    // Lynis hardening index.
+    let lynis = remote(
+        &host,
+        "deploy",
+        "export DEBIAN_FRONTEND=noninteractive; apt-get -o DPkg::Lock::Timeout=600 -y -q install lynis >/dev/null 2>&1 || apt-get -q update >/dev/null && apt-get -y -q install lynis >/dev/null; \
+         lynis audit system --quick --no-colors >/tmp/lynis.out 2>&1; \
+         grep -E 'Hardening index' /tmp/lynis.out; grep -E '^(suggestion|warning)\\[\\]=' /var/log/lynis-report.dat",
+    );
+    let index: u32 = lynis
+        .lines()
+        .find_map(|l| {
+            l.split("Hardening index :")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no hardening index in:\n{lynis}"));
+    println!("LYNIS HARDENING INDEX: {index}");
+    for l in lynis.lines().filter(|l| l.starts_with("suggestion") || l.starts_with("warning")) {
+        println!("  lynis {l}");
+    }
+
+    // ssh-audit from this machine (several connections: start with an empty window).
+    pace(&host, 4);
+    match Command::new("ssh-audit").arg("-n").arg(host.address.to_string()).output() {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let failures: Vec<&str> = text.lines().filter(|l| l.contains("[fail]")).collect();
+            let warnings: Vec<&str> = text.lines().filter(|l| l.contains("[warn]")).collect();
+            println!(
+                "SSH-AUDIT: exit {:?}, {} failure(s), {} warning(s)",
+                out.status.code(),
+                failures.len(),
+                warnings.len()
+            );
+            for l in failures.iter().chain(&warnings) {
+                println!("  {l}");
+            }
+            assert!(failures.is_empty(), "ssh-audit failures:\n{text}");
+        }
+        Err(e) => println!("SSH-AUDIT: not run ({e}); apt-get install -y ssh-audit"),
+    }
+    assert!(index >= 60, "Lynis index {index}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_sshd_change_is_rolled_back_by_the_host() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let vars = Vars::default();
+    let good: Vec<Box<dyn Resource>> = vec![Box::new(hardening::ssh::SshdConfig {
+        settings: hardening::ssh_settings(&vars),
+    })];
+    let broken_settings = hardening::ssh::SshSettings {
+        break_for_test: true,
+        ..hardening::ssh_settings(&vars)
+    };
+    let broken: Vec<Box<dyn Resource>> = vec![Box::new(hardening::ssh::SshdConfig {
+        settings: broken_settings,
+    })];
+
+    // 1. No drop-in yet: the rollback removes the new one.
+    let started = Instant::now();
+    let report = run(&host, "root", &broken, Mode::Apply).await;
+    println!("rollback took {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(report.outcome, HostOutcome::Failed);
+    let error = report.error.clone().unwrap();
+    assert!(error.contains("a new SSH login"), "{error}");
+    assert!(error.contains("rolled back: a new login works again"), "{error}");
+    assert_eq!(remote(&host, "root", "ls /etc/ssh/sshd_config.d/").trim(), "");
+
+    // 2. A good drop-in in place: the rollback restores it.
+    let report = run(&host, "root", &good, Mode::Apply).await;
+    assert_eq!(report.outcome, HostOutcome::Changed, "{:?}", report.error);
+    let good_text = remote(&host, "root", "cat /etc/ssh/sshd_config.d/00-provision.conf");
+    let report = run(&host, "root", &broken, Mode::Apply).await;
+    assert_eq!(report.outcome, HostOutcome::Failed);
+    assert!(report.error.unwrap().contains("rolled back"));
+    assert_eq!(
+        remote(&host, "root", "cat /etc/ssh/sshd_config.d/00-provision.conf"),
+        good_text
+    );
+    let report = run(&host, "root", &good, Mode::Check).await;
+    assert_eq!(report.outcome, HostOutcome::Converged, "{:?}", report.error);
+}
+
+fn provision(inventory: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
+    cmd.arg("--inventory").arg(inventory).args(["--format", "json"]).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run provision");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("{e}: stdout:\n{stdout}\nstderr:\n{stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+#[test]
+fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            r#"[defaults]
+user = "root"
+identity_file = "{key}"
+known_hosts = "{known}"
+
+[vars]
+packages = []
+upgrade = "none"
+
+[vars.hardening]
+ssh = false
+fail2ban = false
+os = false
+
+[vars.docker]
+enabled = false
+
+[hosts.{name}]
+address = "{address}"
+"#,
+            key = host.identity_file.display(),
+            known = host.known_hosts.display(),
+            name = host.name,
+            address = host.address,
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, report, stderr) = provision(
+        &inventory,
+        &["--rollback-window", "15", "harden"],
+        &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
+    );
+    println!("firewall rollback run took {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("firewall:ufw"), "{error}");
+    assert!(error.contains("rolled back: a new login works again"), "{error}");
+    // Reachable, UFW off again (it was off before).
+    assert_eq!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").trim(), "Status: inactive");
+
+    // Without the hook the same run converges and keeps SSH reachable.
+    let (code, report, stderr) = provision(&inventory, &["--rollback-window", "15", "harden"], &[]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").contains("Status: active"));
+}
