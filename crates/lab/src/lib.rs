@@ -310,6 +310,39 @@ impl Lab {
     }
 
     /// Check that the lab can run here: root, and the programs it uses.
+    /// Install the Debian packages the lab needs that are missing (root only), then run
+    /// [`Lab::preflight`]. Returns the packages it installed.
+    pub fn ensure_tools() -> Result<Vec<String>, LabError> {
+        let uid = sys::effective_uid().unwrap_or(u32::MAX);
+        if uid != 0 {
+            return Err(LabError::NotRoot { uid });
+        }
+        let mut packages: Vec<String> = TOOLS
+            .iter()
+            .filter(|(prog, _)| sys::find_tool(prog).is_none())
+            .map(|(_, p)| p.to_string())
+            .collect();
+        packages.sort();
+        packages.dedup();
+        if !packages.is_empty() {
+            tracing::info!(?packages, "installing the lab's Debian packages");
+            let mut update = sys::cmd("apt-get");
+            update.args(["-q", "update"]);
+            sys::run(
+                &mut update,
+                "apt-get update failed; check the machine's apt sources",
+            )?;
+            let mut install = sys::cmd("apt-get");
+            install
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["-y", "-q", "--no-install-recommends", "install"])
+                .args(&packages);
+            sys::run(&mut install, "installing the lab's packages failed")?;
+        }
+        Self::preflight()?;
+        Ok(packages)
+    }
+
     pub fn preflight() -> Result<(), LabError> {
         let uid = sys::effective_uid().unwrap_or(u32::MAX);
         if uid != 0 {

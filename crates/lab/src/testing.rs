@@ -31,8 +31,8 @@ pub fn lab_required() -> bool {
 /// laptop skips them, except under CI or `PROVISION_LAB_REQUIRED=1`,
 /// where it panics.
 pub fn skip_unless_lab() -> bool {
-    match Lab::preflight() {
-        Ok(()) => true,
+    match Lab::ensure_tools() {
+        Ok(_) => true,
         Err(e) if lab_required() => {
             panic!(
                 "lab tests are required here (CI or PROVISION_LAB_REQUIRED=1) but cannot run: {e}"

@@ -17,11 +17,14 @@ pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
     let lab = lab::Lab::open_default()?;
     match cmd {
         LabCommand::Up { count } => {
-            lab::Lab::preflight()?;
+            ensure_tools()?;
             let started = Instant::now();
             let hosts = tokio::task::block_in_place(|| lab.up(*count))?;
             for h in &hosts {
-                println!("{}  {}  ssh: provision lab ssh {}", h.name, h.address, h.name);
+                println!(
+                    "{}  {}  ssh: provision lab ssh {}",
+                    h.name, h.address, h.name
+                );
             }
             println!(
                 "{} host(s) ready in {:.1}s; inventory: {}",
@@ -55,10 +58,14 @@ pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
                 println!(
                     "{:<8} {:<12} {:?} ssh:{} nspawn pid {}",
                     h.name,
-                    h.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                    h.address
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     h.state,
                     if h.ssh_port_open { "open" } else { "closed" },
-                    h.nspawn_pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                    h.nspawn_pid
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-".into())
                 );
             }
             Ok(0)
@@ -75,7 +82,7 @@ pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
 
 /// One host, the full job, then a second run that must change nothing.
 async fn demo(g: &Global, lab: &lab::Lab, keep: bool) -> anyhow::Result<i32> {
-    lab::Lab::preflight()?;
+    ensure_tools()?;
     let started = Instant::now();
     let host = tokio::task::block_in_place(|| lab.create_host())?;
     println!(
@@ -109,7 +116,8 @@ async fn demo_runs(g: &Global, lab: &lab::Lab, host: &lab::LabHost) -> anyhow::R
     let hosts = inventory.hosts.clone();
 
     println!("\n# first run: provision up");
-    let first = crate::converge_hosts(g, hosts.clone(), Mode::Apply, job::Job::new(job::Set::All)).await;
+    let first =
+        crate::converge_hosts(g, hosts.clone(), Mode::Apply, job::Job::new(job::Set::All)).await;
     output::print_reports(&first, Mode::Apply, g.format);
     if exit_code_for(&first) != 0 {
         return Ok(exit_code_for(&first));
@@ -130,4 +138,13 @@ async fn demo_runs(g: &Global, lab: &lab::Lab, host: &lab::LabHost) -> anyhow::R
         second.iter().map(|r| r.round_trips).sum::<u32>()
     );
     Ok(0)
+}
+
+/// Install the lab's missing Debian packages (saying so), or explain why not.
+fn ensure_tools() -> anyhow::Result<()> {
+    let installed = lab::Lab::ensure_tools()?;
+    if !installed.is_empty() {
+        println!("installed the lab's packages: {}", installed.join(" "));
+    }
+    Ok(())
 }

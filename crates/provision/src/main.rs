@@ -90,12 +90,13 @@ fn run_options(g: &cli::Global, mode: Mode) -> RunOptions {
 }
 
 /// `up`, `check`, `harden`: converge (or check) every selected host.
-pub(crate) async fn converge(g: &cli::Global, mode: Mode, mut job: job::Job) -> anyhow::Result<i32> {
+pub(crate) async fn converge(
+    g: &cli::Global,
+    mode: Mode,
+    mut job: job::Job,
+) -> anyhow::Result<i32> {
     let hosts = load_hosts(g)?;
-    job.base_dir = g
-        .inventory_path()
-        .parent()
-        .map(|p| p.to_path_buf());
+    job.base_dir = g.inventory_path().parent().map(|p| p.to_path_buf());
     let reports = converge_hosts(g, hosts, mode, job).await;
     output::print_reports(&reports, mode, g.format);
     Ok(exit_code_for(&reports))
@@ -128,39 +129,38 @@ async fn facts(g: &cli::Global) -> anyhow::Result<i32> {
         let resources = job::Job::new(job::Set::All)
             .resources(&spec)
             .map_err(anyhow::Error::msg)?;
-        let value = match SshTransport::connect(run::ssh_target(&spec, options.host_key_policy))
-            .await
-        {
-            Err(e) => {
-                failed = true;
-                serde_json::json!({ "error": e.to_string() })
-            }
-            Ok(t) => {
-                let result = run::gather_facts(&t, &resources).await;
-                let _ = common::Transport::close(&t).await;
-                match result {
-                    Ok(facts) => serde_json::Value::Object(
-                        facts
-                            .iter()
-                            .map(|(k, v)| {
-                                (
-                                    k.clone(),
-                                    serde_json::json!({
-                                        "status": v.status,
-                                        "stdout": output::redact_probe(k, &v.stdout),
-                                        "stderr": v.stderr,
-                                    }),
-                                )
-                            })
-                            .collect(),
-                    ),
-                    Err(e) => {
-                        failed = true;
-                        serde_json::json!({ "error": e.to_string() })
+        let value =
+            match SshTransport::connect(run::ssh_target(&spec, options.host_key_policy)).await {
+                Err(e) => {
+                    failed = true;
+                    serde_json::json!({ "error": e.to_string() })
+                }
+                Ok(t) => {
+                    let result = run::gather_facts(&t, &resources).await;
+                    let _ = common::Transport::close(&t).await;
+                    match result {
+                        Ok(facts) => serde_json::Value::Object(
+                            facts
+                                .iter()
+                                .map(|(k, v)| {
+                                    (
+                                        k.clone(),
+                                        serde_json::json!({
+                                            "status": v.status,
+                                            "stdout": output::redact_probe(k, &v.stdout),
+                                            "stderr": v.stderr,
+                                        }),
+                                    )
+                                })
+                                .collect(),
+                        ),
+                        Err(e) => {
+                            failed = true;
+                            serde_json::json!({ "error": e.to_string() })
+                        }
                     }
                 }
-            }
-        };
+            };
         all.insert(spec.name.clone(), value);
     }
     output::print_json(&serde_json::Value::Object(all));

@@ -33,7 +33,8 @@ pub fn init_tracing(verbose: u8, format: Format) {
 /// An inventory error as text: `file:line:col: message`, then the source snippet.
 pub fn inventory_error(e: common::inventory::InventoryError) -> anyhow::Error {
     let mut out = String::new();
-    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
     match handler.render_report(&mut out, &e) {
         Ok(()) => anyhow::anyhow!("{out}"),
         Err(_) => anyhow::Error::new(e),
@@ -222,9 +223,5 @@ fn print_summary(reports: &[HostReport]) {
         .iter()
         .filter(|r| r.outcome == HostOutcome::Failed)
         .count();
-    println!(
-        "{} host(s), {} failed",
-        reports.len(),
-        failed
-    );
+    println!("{} host(s), {} failed", reports.len(), failed);
 }
