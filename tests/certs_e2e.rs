@@ -78,10 +78,8 @@ struct Scratch(std::path::PathBuf);
 
 impl Scratch {
     fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "provision-certs-e2e-{tag}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("provision-certs-e2e-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
@@ -98,7 +96,12 @@ impl Drop for Scratch {
 
 /// Modes and owners of the installed files, and the chain checked against Pebble's root
 /// with `openssl verify` (here, on the chain copied from the host).
-async fn check_installed(host: &lab::LabHost, pebble: &Pebble, scratch: &Scratch, ssl: &str) -> CertInfo {
+async fn check_installed(
+    host: &lab::LabHost,
+    pebble: &Pebble,
+    scratch: &Scratch,
+    ssl: &str,
+) -> CertInfo {
     let modes = ssh(
         host,
         &format!("stat -c '%n %a %U:%G' {ssl}/fullchain.pem {ssl}/privkey.pem"),
@@ -147,7 +150,10 @@ async fn check_installed(host: &lab::LabHost, pebble: &Pebble, scratch: &Scratch
 }
 
 fn reload_count(host: &lab::LabHost) -> usize {
-    ssh(host, "cat /root/reloads 2>/dev/null | wc -l").trim().parse().unwrap()
+    ssh(host, "cat /root/reloads 2>/dev/null | wc -l")
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +191,10 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     let first = certs::issue(&fresh, &transport, &settings)
         .await
         .unwrap_or_else(|e| panic!("HTTP-01 on a fresh host: {e}\n{}", pebble.log()));
-    eprintln!("HTTP-01 issue + install over SSH (fresh host): {:?}", started.elapsed());
+    eprintln!(
+        "HTTP-01 issue + install over SSH (fresh host): {:?}",
+        started.elapsed()
+    );
     assert!(first.renewed);
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
     assert_eq!(info.serial, first.info.serial);
@@ -202,7 +211,9 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     );
 
     // A second renew does nothing.
-    let second = certs::renew(&fresh, &transport, &settings, false).await.unwrap();
+    let second = certs::renew(&fresh, &transport, &settings, false)
+        .await
+        .unwrap();
     assert!(!second.renewed, "{}", second.reason);
     assert!(!second.installed_changes());
     assert_eq!(reload_count(&host), 1);
@@ -232,7 +243,10 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     let renewed = certs::renew(&fresh, &transport, &late, false)
         .await
         .unwrap_or_else(|e| panic!("HTTP-01 through nginx: {e}\n{}", pebble.log()));
-    eprintln!("HTTP-01 renew + install over SSH (nginx on :80): {:?}", started.elapsed());
+    eprintln!(
+        "HTTP-01 renew + install over SSH (nginx on :80): {:?}",
+        started.elapsed()
+    );
     assert!(renewed.renewed, "forced expiry renews: {}", renewed.reason);
     assert_ne!(renewed.info.serial, first.info.serial);
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
@@ -250,7 +264,9 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     );
 
     // And again: nothing to do.
-    let again = certs::renew(&fresh, &transport, &settings, false).await.unwrap();
+    let again = certs::renew(&fresh, &transport, &settings, false)
+        .await
+        .unwrap();
     assert!(!again.renewed && !again.installed_changes());
     assert_eq!(reload_count(&host), 2);
     transport.close().await.ok();
@@ -300,12 +316,17 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     let first = certs::issue(&d, &transport, &settings)
         .await
         .unwrap_or_else(|e| panic!("DNS-01 wildcard: {e}\n{}", pebble.log()));
-    eprintln!("DNS-01 wildcard issue + install over SSH: {:?}", started.elapsed());
+    eprintln!(
+        "DNS-01 wildcard issue + install over SSH: {:?}",
+        started.elapsed()
+    );
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
     assert_eq!(info.names, ["*.wild.example.com", "wild.example.com"]);
     assert_eq!(reload_count(&host), 1);
 
-    let second = certs::renew(&d, &transport, &settings, false).await.unwrap();
+    let second = certs::renew(&d, &transport, &settings, false)
+        .await
+        .unwrap();
     assert!(!second.renewed && !second.installed_changes());
     let mut late = settings.clone();
     late.now = Some(first.info.not_after - certs::time::Duration::days(1));

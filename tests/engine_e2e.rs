@@ -72,7 +72,13 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     let inventory = inventory_for(&host, dir.path());
 
     // Before: none of it is there (so the checks below can fail).
-    assert_eq!(remote(&host, "dpkg-query -W -f='${Status}' htop 2>/dev/null || echo absent"), "absent");
+    assert_eq!(
+        remote(
+            &host,
+            "dpkg-query -W -f='${Status}' htop 2>/dev/null || echo absent"
+        ),
+        "absent"
+    );
 
     let (code, report, stderr) = provision(&inventory, &["up"]);
     assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
@@ -85,15 +91,24 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
         remote(&host, "dpkg-query -W -f='${Status}\\n' curl htop"),
         "install ok installed\ninstall ok installed"
     );
-    assert_eq!(remote(&host, "readlink /etc/localtime"), "/usr/share/zoneinfo/Asia/Shanghai");
+    assert_eq!(
+        remote(&host, "readlink /etc/localtime"),
+        "/usr/share/zoneinfo/Asia/Shanghai"
+    );
     assert_eq!(remote(&host, "cat /etc/timezone"), "Asia/Shanghai");
     assert_eq!(remote(&host, "date +%Z"), "CST");
     assert_eq!(
-        remote(&host, "stat -c '%a %U %G' /etc/provision-e2e/app.conf; cat /etc/provision-e2e/app.conf"),
+        remote(
+            &host,
+            "stat -c '%a %U %G' /etc/provision-e2e/app.conf; cat /etc/provision-e2e/app.conf"
+        ),
         "640 root adm\nlisten = 8080"
     );
     assert_eq!(
-        remote(&host, "ls -a /etc/provision-e2e | grep -c provision-tmp || true"),
+        remote(
+            &host,
+            "ls -a /etc/provision-e2e | grep -c provision-tmp || true"
+        ),
         "0",
         "no temporary files left behind"
     );
@@ -104,7 +119,11 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     assert_eq!(code, 0, "check after up must be clean: {h:#}\n{stderr}");
     assert_eq!(h["outcome"], "converged");
     assert!(h["round_trips"].as_u64().unwrap() <= 3, "{h:#}");
-    assert_eq!(h["round_trips"].as_u64().unwrap(), 1, "a no-op check is one round trip");
+    assert_eq!(
+        h["round_trips"].as_u64().unwrap(),
+        1,
+        "a no-op check is one round trip"
+    );
 
     // Drift: change the file by hand; check reports it with a diff and exit 2, up restores it.
     remote(&host, "echo 'listen = 9090' > /etc/provision-e2e/app.conf");
@@ -119,10 +138,16 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     assert_eq!(pending.len(), 1, "{pending:#?}");
     assert_eq!(pending[0]["id"], "file:/etc/provision-e2e/app.conf");
     let diff = pending[0]["diffs"][0].as_str().unwrap();
-    assert!(diff.contains("-listen = 9090") && diff.contains("+listen = 8080"), "{diff}");
+    assert!(
+        diff.contains("-listen = 9090") && diff.contains("+listen = 8080"),
+        "{diff}"
+    );
     let (code, _, _) = provision(&inventory, &["up"]);
     assert_eq!(code, 0);
-    assert_eq!(remote(&host, "cat /etc/provision-e2e/app.conf"), "listen = 8080");
+    assert_eq!(
+        remote(&host, "cat /etc/provision-e2e/app.conf"),
+        "listen = 8080"
+    );
     assert_eq!(
         remote(&host, "cat /etc/provision-e2e/app.conf.provision-bak"),
         "listen = 9090",
@@ -140,9 +165,10 @@ fn unknown_host_key_is_refused_with_its_fingerprint() {
     let inventory = inventory_for(&host, dir.path());
     let empty_known_hosts = dir.path().join("known_hosts");
     std::fs::write(&empty_known_hosts, "").unwrap();
-    let text = std::fs::read_to_string(&inventory)
-        .unwrap()
-        .replace(&host.known_hosts.display().to_string(), &empty_known_hosts.display().to_string());
+    let text = std::fs::read_to_string(&inventory).unwrap().replace(
+        &host.known_hosts.display().to_string(),
+        &empty_known_hosts.display().to_string(),
+    );
     std::fs::write(&inventory, text).unwrap();
 
     let (code, report, _) = provision(&inventory, &["check"]);
@@ -155,5 +181,9 @@ fn unknown_host_key_is_refused_with_its_fingerprint() {
     // Trust on first use works and records the key.
     let (code, report, _) = provision(&inventory, &["--accept-new-host-keys", "check"]);
     assert_ne!(code, 1, "{report:#}");
-    assert!(std::fs::read_to_string(&empty_known_hosts).unwrap().contains("ssh-ed25519"));
+    assert!(
+        std::fs::read_to_string(&empty_known_hosts)
+            .unwrap()
+            .contains("ssh-ed25519")
+    );
 }

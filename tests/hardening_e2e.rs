@@ -49,7 +49,8 @@ fn pace(host: &lab::LabHost, weight: usize) {
 fn fresh_host() -> lab::testing::LabGuard {
     let state = std::env::var("PROVISION_HARDENING_LAB_DIR")
         .unwrap_or_else(|_| "/var/lib/provision-lab-hardening-e2e".into());
-    let cache = std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| lab::DEFAULT_CACHE_DIR.into());
+    let cache =
+        std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| lab::DEFAULT_CACHE_DIR.into());
     lab::testing::fresh_host_in(lab::Lab::with_dirs(state.into(), cache.into()))
 }
 
@@ -125,7 +126,14 @@ fn ssh_as(host: &lab::LabHost, user: &str, script: &str) -> std::process::Output
         format!("sudo -n sh -c {}", shell_quote(script))
     };
     Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "ControlPath=none", "-o", "IdentitiesOnly=yes"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ControlPath=none",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
         .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"])
         .arg("-o")
         .arg(format!("UserKnownHostsFile={}", host.known_hosts.display()))
@@ -240,23 +248,41 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         .iter()
         .find(|r| r.id == "sysctl:/etc/sysctl.d/90-provision.conf")
         .unwrap();
-    println!("sysctl in the container: {:?} {}", sysctl.status, sysctl.detail);
+    println!(
+        "sysctl in the container: {:?} {}",
+        sysctl.status, sysctl.detail
+    );
 
     // Independent checks over one separate login (UFW rate-limits new SSH connections).
     let out = remote(&host, "root", CHECKS);
     let s = sections(&out);
     let ufw = &s["ufw"];
     assert!(ufw.contains("Status: active"), "{ufw}");
-    assert!(ufw.contains("Default: deny (incoming), allow (outgoing)"), "{ufw}");
-    for rule in ["22/tcp                     LIMIT IN", "80/tcp                     ALLOW IN", "443/tcp                    ALLOW IN", "8443/tcp                   ALLOW IN"] {
+    assert!(
+        ufw.contains("Default: deny (incoming), allow (outgoing)"),
+        "{ufw}"
+    );
+    for rule in [
+        "22/tcp                     LIMIT IN",
+        "80/tcp                     ALLOW IN",
+        "443/tcp                    ALLOW IN",
+        "8443/tcp                   ALLOW IN",
+    ] {
         assert!(ufw.contains(rule), "missing `{rule}` in\n{ufw}");
     }
     let f2b = &s["fail2ban"];
     assert!(f2b.contains("Status for the jail: sshd"), "{f2b}");
-    assert!(f2b.contains("Journal matches") || f2b.contains("File list"), "{f2b}");
+    assert!(
+        f2b.contains("Journal matches") || f2b.contains("File list"),
+        "{f2b}"
+    );
     assert_eq!(s["docker"], "active\nenabled\n");
     println!("compose: {}", s["compose"].trim());
-    assert!(s["daemon.json"].contains("\"max-size\": \"10m\""), "{}", s["daemon.json"]);
+    assert!(
+        s["daemon.json"].contains("\"max-size\": \"10m\""),
+        "{}",
+        s["daemon.json"]
+    );
     assert!(s["id"].contains("(docker)"), "{}", s["id"]);
     let sshd_t = &s["sshd"];
     for (key, want) in [
@@ -272,21 +298,49 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     ] {
         assert_eq!(sshd_value(sshd_t, key), [want], "sshd -T {key}");
     }
-    assert!(sshd_value(sshd_t, "kexalgorithms")[0].starts_with("sntrup761x25519-sha512@openssh.com,"));
+    assert!(
+        sshd_value(sshd_t, "kexalgorithms")[0].starts_with("sntrup761x25519-sha512@openssh.com,")
+    );
     // ed25519 and RSA only (lab images have no RSA key; their ECDSA key goes unused).
     let hostkeys = sshd_value(sshd_t, "hostkey");
-    assert!(hostkeys.contains(&"/etc/ssh/ssh_host_ed25519_key"), "{hostkeys:?}");
-    assert!(hostkeys.iter().all(|k| k.ends_with("ed25519_key") || k.ends_with("rsa_key")), "{hostkeys:?}");
-    assert!(s["manager"].contains("DefaultLimitNOFILE=65536"), "{}", s["manager"]);
-    assert!(s["manager"].contains("DefaultLimitCORE=0"), "{}", s["manager"]);
+    assert!(
+        hostkeys.contains(&"/etc/ssh/ssh_host_ed25519_key"),
+        "{hostkeys:?}"
+    );
+    assert!(
+        hostkeys
+            .iter()
+            .all(|k| k.ends_with("ed25519_key") || k.ends_with("rsa_key")),
+        "{hostkeys:?}"
+    );
+    assert!(
+        s["manager"].contains("DefaultLimitNOFILE=65536"),
+        "{}",
+        s["manager"]
+    );
+    assert!(
+        s["manager"].contains("DefaultLimitCORE=0"),
+        "{}",
+        s["manager"]
+    );
     assert_eq!(s["timezone"], "/usr/share/zoneinfo/Asia/Shanghai\nCST\n");
     let hostname = format!("{}-hardened", host.name);
     assert_eq!(s["hostname"], format!("{hostname}\n{hostname}\n"));
-    assert!(s["apt"].contains("APT::Periodic::Unattended-Upgrade \"1\";"), "{}", s["apt"]);
+    assert!(
+        s["apt"].contains("APT::Periodic::Unattended-Upgrade \"1\";"),
+        "{}",
+        s["apt"]
+    );
     assert!(s["apt"].contains("Debian-Security"), "{}", s["apt"]);
     assert_eq!(s["uu"], "install ok installed\n");
-    println!("sysctl ip_forward rp_filter accept_redirects: {:?}", s["sysctl"].lines().collect::<Vec<_>>());
-    assert_eq!(s["sysctl"], "1\n1\n0\n", "network namespace settings applied, forwarding kept for Docker");
+    println!(
+        "sysctl ip_forward rp_filter accept_redirects: {:?}",
+        s["sysctl"].lines().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        s["sysctl"], "1\n1\n0\n",
+        "network namespace settings applied, forwarding kept for Docker"
+    );
     assert_eq!(
         s["modes"],
         "/etc/shadow 640 root shadow\n/etc/crontab 600 root root\n/etc/cron.d 700 root root\n\
@@ -300,7 +354,10 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     // Second run: zero changes.
     let second = run(&host, "root", &resources, Mode::Apply).await;
     assert_eq!(second.outcome, HostOutcome::Converged, "{:?}", second.error);
-    assert_eq!(changed_ids(&second, ResourceStatus::Changed), Vec::<String>::new());
+    assert_eq!(
+        changed_ids(&second, ResourceStatus::Changed),
+        Vec::<String>::new()
+    );
 
     // Drift by hand → the check reports exactly that resource → harden restores it.
     remote(
@@ -314,7 +371,10 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     assert_eq!(changed_ids(&check, ResourceStatus::Pending), ["sshd"]);
     let sshd_report = check.resources.iter().find(|r| r.id == "sshd").unwrap();
     let diff = sshd_report.diffs.join("\n");
-    assert!(diff.contains("-MaxAuthTries 6") && diff.contains("+MaxAuthTries 3"), "{diff}");
+    assert!(
+        diff.contains("-MaxAuthTries 6") && diff.contains("+MaxAuthTries 3"),
+        "{diff}"
+    );
     println!("drift diff:\n{diff}");
     let restore = run(&host, "root", &drift, Mode::Apply).await;
     assert_eq!(restore.outcome, HostOutcome::Changed, "{:?}", restore.error);
@@ -324,11 +384,19 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
 
     // Root login off once the deploy user's key login is proven: log in as deploy.
     let as_deploy = run(&host, "deploy", &resources, Mode::Apply).await;
-    assert_eq!(as_deploy.outcome, HostOutcome::Changed, "{:?}", as_deploy.error);
+    assert_eq!(
+        as_deploy.outcome,
+        HostOutcome::Changed,
+        "{:?}",
+        as_deploy.error
+    );
     assert_eq!(changed_ids(&as_deploy, ResourceStatus::Changed), ["sshd"]);
     let sshd_t = remote(&host, "deploy", "PATH=$PATH:/usr/sbin; sshd -T");
     assert_eq!(sshd_value(&sshd_t, "permitrootlogin"), ["no"]);
-    assert!(!ssh_as(&host, "root", "true").status.success(), "root login refused now");
+    assert!(
+        !ssh_as(&host, "root", "true").status.success(),
+        "root login refused now"
+    );
     let again = run(&host, "deploy", &resources, Mode::Apply).await;
     assert_eq!(again.outcome, HostOutcome::Converged, "{:?}", again.error);
 
@@ -350,13 +418,20 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         })
         .unwrap_or_else(|| panic!("no hardening index in:\n{lynis}"));
     println!("LYNIS HARDENING INDEX: {index}");
-    for l in lynis.lines().filter(|l| l.starts_with("suggestion") || l.starts_with("warning")) {
+    for l in lynis
+        .lines()
+        .filter(|l| l.starts_with("suggestion") || l.starts_with("warning"))
+    {
         println!("  lynis {l}");
     }
 
     // ssh-audit from this machine (several connections: start with an empty window).
     pace(&host, 4);
-    match Command::new("ssh-audit").arg("-n").arg(host.address.to_string()).output() {
+    match Command::new("ssh-audit")
+        .arg("-n")
+        .arg(host.address.to_string())
+        .output()
+    {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
             let failures: Vec<&str> = text.lines().filter(|l| l.contains("[fail]")).collect();
@@ -402,27 +477,48 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
     assert_eq!(report.outcome, HostOutcome::Failed);
     let error = report.error.clone().unwrap();
     assert!(error.contains("a new SSH login"), "{error}");
-    assert!(error.contains("rolled back: a new login works again"), "{error}");
-    assert_eq!(remote(&host, "root", "ls /etc/ssh/sshd_config.d/").trim(), "");
+    assert!(
+        error.contains("rolled back: a new login works again"),
+        "{error}"
+    );
+    assert_eq!(
+        remote(&host, "root", "ls /etc/ssh/sshd_config.d/").trim(),
+        ""
+    );
 
     // 2. A good drop-in in place: the rollback restores it.
     let report = run(&host, "root", &good, Mode::Apply).await;
     assert_eq!(report.outcome, HostOutcome::Changed, "{:?}", report.error);
-    let good_text = remote(&host, "root", "cat /etc/ssh/sshd_config.d/00-provision.conf");
+    let good_text = remote(
+        &host,
+        "root",
+        "cat /etc/ssh/sshd_config.d/00-provision.conf",
+    );
     let report = run(&host, "root", &broken, Mode::Apply).await;
     assert_eq!(report.outcome, HostOutcome::Failed);
     assert!(report.error.unwrap().contains("rolled back"));
     assert_eq!(
-        remote(&host, "root", "cat /etc/ssh/sshd_config.d/00-provision.conf"),
+        remote(
+            &host,
+            "root",
+            "cat /etc/ssh/sshd_config.d/00-provision.conf"
+        ),
         good_text
     );
     let report = run(&host, "root", &good, Mode::Check).await;
     assert_eq!(report.outcome, HostOutcome::Converged, "{:?}", report.error);
 }
 
-fn provision(inventory: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, serde_json::Value, String) {
+fn provision(
+    inventory: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, serde_json::Value, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-    cmd.arg("--inventory").arg(inventory).args(["--format", "json"]).args(args);
+    cmd.arg("--inventory")
+        .arg(inventory)
+        .args(["--format", "json"])
+        .args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -478,13 +574,22 @@ address = "{address}"
         &["--rollback-window", "15", "harden"],
         &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
     );
-    println!("firewall rollback run took {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "firewall rollback run took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert_eq!(code, 1, "{report:#}\n{stderr}");
     let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("firewall:ufw"), "{error}");
-    assert!(error.contains("rolled back: a new login works again"), "{error}");
+    assert!(
+        error.contains("rolled back: a new login works again"),
+        "{error}"
+    );
     // Reachable, UFW off again (it was off before).
-    assert_eq!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").trim(), "Status: inactive");
+    assert_eq!(
+        remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").trim(),
+        "Status: inactive"
+    );
 
     // Without the hook the same run converges and keeps SSH reachable.
     let (code, report, stderr) = provision(&inventory, &["--rollback-window", "15", "harden"], &[]);

@@ -264,13 +264,11 @@ impl AcmeClient {
             } else if profiles.iter().any(|(name, _)| name == profile) {
                 new_order = new_order.profile(profile);
             } else {
+                let mut offered: Vec<&str> = profiles.iter().map(|(n, _)| n.as_str()).collect();
+                offered.sort_unstable();
                 return Err(AcmeError::UnknownProfile {
                     profile: profile.clone(),
-                    offered: profiles
-                        .iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
+                    offered: offered.join(", "),
                 });
             }
         }

@@ -106,6 +106,8 @@ pub struct PebbleOptions {
     pub default_ipv4: String,
     /// `PEBBLE_AUTHZREUSE` (percent); 0 makes every order validate its challenges.
     pub authz_reuse: u8,
+    /// Require external account binding with this key id and base64url HMAC key.
+    pub eab: Option<(String, String)>,
 }
 
 impl Default for PebbleOptions {
@@ -114,6 +116,7 @@ impl Default for PebbleOptions {
             http_port: free_port(),
             default_ipv4: "127.0.0.1".into(),
             authz_reuse: 0,
+            eab: None,
         }
     }
 }
@@ -172,7 +175,7 @@ impl Pebble {
             free_port(),
             free_port(),
         );
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{acme}"),
                 "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -184,6 +187,10 @@ impl Pebble {
                 "externalAccountBindingRequired": false
             }
         });
+        if let Some((kid, key)) = &options.eab {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ kid: key });
+        }
         write("pebble-config.json", config.to_string().as_bytes())?;
 
         let mut pebble = Pebble {

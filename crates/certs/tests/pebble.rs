@@ -561,3 +561,39 @@ async fn self_signed_needs_no_ca() {
     assert_eq!(reloads(&marker), 1);
     assert!(Path::new(&scratch.path("ssl/privkey.pem")).exists());
 }
+
+#[tokio::test]
+async fn eab_binds_the_account_and_its_absence_is_explained() {
+    let key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let Some(pebble) = pebble(PebbleOptions {
+        eab: Some(("kid-1".into(), key.into())),
+        ..PebbleOptions::default()
+    }) else {
+        return;
+    };
+    let scratch = Scratch::new();
+    let mut d = pebble.declaration("local", &["eab.example.com"], pebble.dns01(), &scratch.path("ssl"), "true");
+    let transport = LocalTransport::new("local");
+    let e = issue(&d, &transport, &scratch.settings()).await.unwrap_err();
+    eprintln!("no EAB: {e}");
+    assert!(e.to_string().contains("creating the ACME account"), "{e}");
+    assert!(e.to_string().to_lowercase().contains("external account"), "{e}");
+
+    d.ca.eab = Some(certs::EabConfig {
+        kid: "kid-1".into(),
+        hmac_key: key.into(),
+    });
+    let outcome = issue(&d, &transport, &scratch.settings()).await.expect("issued with EAB");
+    assert!(outcome.renewed);
+
+    d.ca.eab = Some(certs::EabConfig {
+        kid: "kid-1".into(),
+        hmac_key: "env:PROVISION_TEST_SURELY_UNSET_EAB".into(),
+    });
+    let fresh_state = Scratch::new();
+    let e = issue(&d, &transport, &fresh_state.settings()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("PROVISION_TEST_SURELY_UNSET_EAB is not set"),
+        "{e}"
+    );
+}

@@ -309,7 +309,6 @@ impl Lab {
         sys::FileLock::acquire(&self.run_dir.join("lock"))
     }
 
-    /// Check that the lab can run here: root, and the programs it uses.
     /// Install the Debian packages the lab needs that are missing (root only), then run
     /// [`Lab::preflight`]. Returns the packages it installed.
     pub fn ensure_tools() -> Result<Vec<String>, LabError> {
@@ -343,6 +342,7 @@ impl Lab {
         Ok(packages)
     }
 
+    /// Check that the lab can run here: root, and the programs it uses.
     pub fn preflight() -> Result<(), LabError> {
         let uid = sys::effective_uid().unwrap_or(u32::MAX);
         if uid != 0 {
