@@ -124,6 +124,11 @@ impl Planned {
     fn has_actions(&self) -> bool {
         self.actions().next().is_some()
     }
+
+    /// The resource changes in this run (even if its package install moved elsewhere).
+    fn changes(&self) -> bool {
+        self.plan.is_change() || !self.triggered.is_empty()
+    }
 }
 
 fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planned, FactError>> {
@@ -220,27 +225,27 @@ async fn converge_inner(
     }
 
     // Apply in segments: ordinary steps together; access-guarding resources commit-confirmed.
+    // Resources are reported `Changed` as soon as their segment is applied, so a failure
+    // later in the run still shows what this run did change.
     let mut segment: Vec<(usize, &Planned)> = Vec::new();
+    let mut done = 0;
     for (i, (resource, p)) in resources.iter().zip(&planned).enumerate() {
-        if !p.has_actions() {
+        if !p.changes() {
             continue;
         }
         if resource.guards_access() {
             apply_segment(transport, &segment, options).await?;
+            mark_changed(report, &planned, done..i);
             segment.clear();
             apply_guarded(transport, resource.as_ref(), p, options).await?;
+            mark_changed(report, &planned, i..i + 1);
+            done = i + 1;
         } else {
             segment.push((i, p));
         }
     }
     apply_segment(transport, &segment, options).await?;
-    for (rep, p) in report.resources.iter_mut().zip(&planned) {
-        // A package set whose install moved into the run's one apt transaction has no
-        // actions left of its own, but it changed all the same.
-        if p.plan.is_change() || !p.triggered.is_empty() {
-            rep.status = ResourceStatus::Changed;
-        }
-    }
+    mark_changed(report, &planned, done..planned.len());
 
     // Verify: re-read the facts of what changed and plan again; each must now be a no-op.
     let changed: Vec<&Box<dyn Resource>> = resources
@@ -266,6 +271,16 @@ async fn converge_inner(
         });
     }
     Ok(())
+}
+
+/// A package set whose install moved into the run's one apt transaction has no actions
+/// left of its own, but it changed all the same.
+fn mark_changed(report: &mut HostReport, planned: &[Planned], range: std::ops::Range<usize>) {
+    for i in range {
+        if planned[i].changes() {
+            report.resources[i].status = ResourceStatus::Changed;
+        }
+    }
 }
 
 /// One apt transaction per run: every package install moves into the first one, wherever

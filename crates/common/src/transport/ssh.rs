@@ -93,7 +93,9 @@ pub struct SshTransport {
 /// runs) are removed; live ones, possibly in use by a parallel run, are left alone.
 fn control_directory() -> std::io::Result<PathBuf> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
     let top = PathBuf::from(format!("/tmp/provision-{uid}"));
     std::fs::create_dir_all(&top)?;
     std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o700))?;
