@@ -334,5 +334,33 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     assert!(third.renewed && third.installed_changes());
     assert_eq!(reload_count(&host), 2);
     check_installed(&host, &pebble, &scratch, ssl).await;
+
+    // The renewal timer: declarations, CA root and units installed, the timer enabled and
+    // waiting; a second run changes nothing.
+    let schedule =
+        certs::schedule_resources(std::slice::from_ref(&d), &certs::ScheduleOptions::default())
+            .unwrap();
+    let report = common::engine::converge(&transport, &schedule, &common::Options::default()).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let timer = ssh(
+        &host,
+        "systemctl is-enabled provision-certs-renew.timer; systemctl is-active provision-certs-renew.timer; \
+         systemctl show -p RandomizedDelayUSec --value provision-certs-renew.timer; \
+         stat -c '%a' /etc/provision/certs/wildcard.wild.example.com.json",
+    );
+    assert_eq!(timer, "enabled\nactive\n1h\n600\n");
+    let declared = ssh(
+        &host,
+        "cat /etc/provision/certs/wildcard.wild.example.com.json",
+    );
+    let local: certs::CertificateDeclaration = serde_json::from_str(&declared).unwrap();
+    assert_eq!(
+        local.ca.root_pem.as_deref(),
+        Some(std::path::Path::new(
+            "/etc/provision/certs/wildcard.wild.example.com.root.pem"
+        ))
+    );
+    let again = common::engine::converge(&transport, &schedule, &common::Options::default()).await;
+    assert_eq!(again.outcome, common::HostOutcome::Converged, "{again:?}");
     transport.close().await.ok();
 }

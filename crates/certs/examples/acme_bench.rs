@@ -32,7 +32,10 @@ async fn main() {
         .next()
         .unwrap_or_else(|| "bench/results/acme.json".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
-    assert!(certs::testing::pebble_installed(), "pebble is not installed");
+    assert!(
+        certs::testing::pebble_installed(),
+        "pebble is not installed"
+    );
     let pebble = certs::testing::Pebble::start(certs::testing::PebbleOptions::default())
         .expect("pebble starts");
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -62,7 +65,10 @@ async fn main() {
             .expect("solver")
             .expect("acme");
         let t = Instant::now();
-        client.order(&d, solver.as_ref(), None).await.expect("order");
+        client
+            .order(&d, solver.as_ref(), None)
+            .await
+            .expect("order");
         order_dns.push(t.elapsed());
     }
     eprintln!("DNS-01 order: {}", stats(&order_dns));
@@ -78,7 +84,9 @@ async fn main() {
             "true",
         );
         let t = Instant::now();
-        certs::issue(&d, &transport, &settings).await.expect("issue");
+        certs::issue(&d, &transport, &settings)
+            .await
+            .expect("issue");
         issue_dns.push(t.elapsed());
     }
     eprintln!("DNS-01 issue+install: {}", stats(&issue_dns));
@@ -93,10 +101,15 @@ async fn main() {
             "true",
         );
         let t = Instant::now();
-        certs::issue(&d, &transport, &settings).await.expect("issue");
+        certs::issue(&d, &transport, &settings)
+            .await
+            .expect("issue");
         issue_http.push(t.elapsed());
     }
-    eprintln!("HTTP-01 issue+install (temporary responder): {}", stats(&issue_http));
+    eprintln!(
+        "HTTP-01 issue+install (temporary responder): {}",
+        stats(&issue_http)
+    );
 
     // 100 stored certificates, none due.
     let mut declarations = Vec::new();
@@ -108,7 +121,9 @@ async fn main() {
             &path(&format!("ssl/fleet{i}")),
             "true",
         );
-        certs::issue(&d, &transport, &settings).await.expect("issue");
+        certs::issue(&d, &transport, &settings)
+            .await
+            .expect("issue");
         declarations.push(d);
     }
     let mut check_rounds = Vec::new();
@@ -136,7 +151,11 @@ async fn main() {
     // Pebble 2.4); installing is one local round trip.
     let mut converge_only = Vec::new();
     for d in declarations.iter().take(20) {
-        let stored = settings.state.load_certificate(&d.host, &d.name).unwrap().unwrap();
+        let stored = settings
+            .state
+            .load_certificate(&d.host, &d.name)
+            .unwrap()
+            .unwrap();
         let t = Instant::now();
         let report = common::engine::converge(
             &transport,
@@ -147,11 +166,16 @@ async fn main() {
         assert!(report.error.is_none());
         converge_only.push(t.elapsed());
     }
-    eprintln!("install check (converge, no change): {}", stats(&converge_only));
+    eprintln!(
+        "install check (converge, no change): {}",
+        stats(&converge_only)
+    );
     let mut connects = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();
-        certs::AcmeClient::connect(&pebble.ca(), None, &settings.state).await.unwrap();
+        certs::AcmeClient::connect(&pebble.ca(), None, &settings.state)
+            .await
+            .unwrap();
         connects.push(t.elapsed());
     }
     eprintln!("load account + directory: {}", stats(&connects));
@@ -176,7 +200,10 @@ async fn main() {
     if let Some(dir) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(dir).expect("results directory");
     }
-    std::fs::write(&out, serde_json::to_string_pretty(&result).expect("json") + "\n")
-        .expect("write results");
+    std::fs::write(
+        &out,
+        serde_json::to_string_pretty(&result).expect("json") + "\n",
+    )
+    .expect("write results");
     println!("{}", serde_json::to_string_pretty(&result).expect("json"));
 }

@@ -71,8 +71,12 @@ pub enum AcmeError {
         retry_after: Option<OffsetDateTime>,
         detail: String,
     },
-    #[error("the CA refused to {what}: {problem}")]
-    Refused { what: String, problem: String },
+    #[error("{what} was refused by the CA: {problem}{hint}")]
+    Refused {
+        what: String,
+        problem: String,
+        hint: String,
+    },
     #[error("validation failed for {}:{}", .failures.iter().map(|f| f.identifier.as_str()).collect::<Vec<_>>().join(", "), join_failures(.failures))]
     ChallengeFailed { failures: Vec<ChallengeFailure> },
     #[error("the CA offers no {wanted} challenge for {identifier} (it offers {offered})")]
@@ -425,7 +429,8 @@ impl AcmeClient {
                     .await;
                 if failures.is_empty() {
                     return Err(AcmeError::Refused {
-                        what: "validate the order".into(),
+                        what: "validating the order".into(),
+                        hint: hint(problem.r#type.as_deref()),
                         problem: problem.to_string(),
                     });
                 }
@@ -570,7 +575,8 @@ fn classify(http: &AcmeHttp, what: &str, error: instant_acme::Error) -> AcmeErro
     }
     match error {
         instant_acme::Error::Api(problem) => AcmeError::Refused {
-            what: what.trim_end_matches(" failed").to_string(),
+            what: what.to_string(),
+            hint: hint(problem.r#type.as_deref()),
             problem: problem.to_string(),
         },
         source => AcmeError::Client {
@@ -578,6 +584,27 @@ fn classify(http: &AcmeHttp, what: &str, error: instant_acme::Error) -> AcmeErro
             source: Box::new(source),
         },
     }
+}
+
+/// What to do about the common ACME problem types.
+fn hint(problem_type: Option<&str>) -> String {
+    let kind = problem_type
+        .and_then(|t| t.strip_prefix("urn:ietf:params:acme:error:"))
+        .unwrap_or_default();
+    match kind {
+        "externalAccountRequired" => {
+            "; this CA requires external account binding: set certs.eab_kid and certs.eab_hmac_key (the CA's account page gives both)"
+        }
+        "accountDoesNotExist" => {
+            "; the CA does not know the stored account (was the CA reset?): remove its file under <state>/accounts/ to create a new one"
+        }
+        "rejectedIdentifier" => "; the CA will not issue for one of the names",
+        "caa" => "; a CAA DNS record forbids this CA for one of the names",
+        "unsupportedContact" | "invalidContact" => "; check certs.email",
+        "userActionRequired" => "; the CA needs you to act (e.g. accept new terms); see its message",
+        _ => "",
+    }
+    .to_string()
 }
 
 /// How long until `at`, if it is in the future.

@@ -84,6 +84,12 @@ pub enum CertsError {
     },
     #[error("the private key in {path} does not belong to its certificate; not installing it")]
     KeyMismatch { path: String },
+    #[error("{host}/{name}: would obtain a certificate ({reason}); check mode asks nothing of the CA")]
+    WouldObtain {
+        host: String,
+        name: String,
+        reason: String,
+    },
     #[error("{host}/{name}: there is no certificate to revoke")]
     NoCertificate { host: String, name: String },
     #[error("{name} is self-signed: there is no CA to revoke it at")]

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use common::engine::{self, Options};
+use common::engine::{self, Mode, Options};
 use common::report::{HostOutcome, HostReport};
 use common::transport::Transport;
 use time::OffsetDateTime;
@@ -58,6 +58,8 @@ pub struct Outcome {
     pub renewed: bool,
     /// Why it was (or was not) renewed.
     pub reason: String,
+    /// Check mode: why a new certificate would be obtained (nothing was asked of the CA).
+    pub pending: Option<String>,
     /// The certificate now current.
     pub info: CertInfo,
     pub next_renewal: Option<OffsetDateTime>,
@@ -226,7 +228,11 @@ async fn run(
     let mut client: Option<AcmeClient> = None;
 
     let mut decision = check.decision.clone();
-    if trigger == Trigger::WhenDue && check.needs_ari && !decision.is_due() {
+    if trigger == Trigger::WhenDue
+        && check.needs_ari
+        && !decision.is_due()
+        && settings.engine.mode == Mode::Apply
+    {
         let info = check
             .info
             .as_ref()
@@ -250,7 +256,23 @@ async fn run(
         Trigger::WhenDue => None,
     };
 
+    let checking = settings.engine.mode == Mode::Check;
+    let mut pending = None;
     let (certificate, renewed, reason) = match obtain {
+        Some(reason) if checking => match check.stored.clone() {
+            // Check mode: no CA, no state written; show the current install's drift.
+            Some(c) => {
+                pending = Some(reason.clone());
+                (c, false, format!("would obtain a new certificate: {reason}"))
+            }
+            None => {
+                return Err(CertsError::WouldObtain {
+                    host: host.clone(),
+                    name: name.clone(),
+                    reason,
+                });
+            }
+        },
         Some(reason) => {
             if let Some(until) = record.retry_not_before.filter(|t| *t > now)
                 && trigger != Trigger::Force
@@ -305,8 +327,10 @@ async fn run(
         let e = CertsError::KeyMismatch {
             path: state.cert_dir(host, name).display().to_string(),
         };
-        record.last_error = Some(e.to_string());
-        state.save_record(host, name, &record)?;
+        if !checking {
+            record.last_error = Some(e.to_string());
+            state.save_record(host, name, &record)?;
+        }
         return Err(e);
     }
     let info = CertInfo::from_pem(&certificate.fullchain).map_err(|source| {
@@ -345,14 +369,19 @@ async fn run(
             host: host.clone(),
             details: error.clone(),
         };
-        record.last_error = Some(e.to_string());
-        state.save_record(host, name, &record)?;
+        if !checking {
+            record.last_error = Some(e.to_string());
+            state.save_record(host, name, &record)?;
+        }
         return Err(e);
     }
-    state.save_record(host, name, &record)?;
+    if !checking {
+        state.save_record(host, name, &record)?;
+    }
     Ok(Outcome {
         host: host.clone(),
         name: name.clone(),
+        pending,
         renewed,
         reason,
         info,

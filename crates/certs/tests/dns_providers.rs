@@ -87,7 +87,10 @@ async fn cloudflare_publishes_and_removes_txt_records_for_a_name_and_its_wildcar
     assert_eq!(created["type"], "TXT");
     assert_eq!(created["name"], "_acme-challenge.sub.example.com");
     assert_eq!(created["content"], "value-wildcard");
-    assert_eq!(requests[3].json()["name"], "_acme-challenge.sub.example.com");
+    assert_eq!(
+        requests[3].json()["name"],
+        "_acme-challenge.sub.example.com"
+    );
     assert_eq!(requests[3].json()["content"], "value-apex");
     assert!(
         requests
@@ -142,9 +145,12 @@ async fn cloudflare_errors_say_what_was_refused_and_why() {
     assert!(text.contains("Authentication error (code 10000)"), "{text}");
     assert!(text.contains("Zone:DNS:Edit"), "{text}");
 
-    let ok = CloudflareDns::new(&format!("{}/client/v4", api.url), "test-token".into(), None)
-        .unwrap();
-    let e = ok.set_txt("_acme-challenge.other.org", "v").await.unwrap_err();
+    let ok =
+        CloudflareDns::new(&format!("{}/client/v4", api.url), "test-token".into(), None).unwrap();
+    let e = ok
+        .set_txt("_acme-challenge.other.org", "v")
+        .await
+        .unwrap_err();
     assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
     assert!(e.to_string().contains("certs.dns_zone_id"), "{e}");
 }
@@ -167,10 +173,16 @@ async fn cloudflare_without_a_token_names_the_variable() {
 #[tokio::test]
 async fn unreachable_dns_api_is_a_clear_error() {
     let port = certs::testing::free_port();
-    let provider =
-        CloudflareDns::new(&format!("http://127.0.0.1:{port}"), "t".into(), Some("z".into()))
-            .unwrap();
-    let e = provider.set_txt("_acme-challenge.a.example", "v").await.unwrap_err();
+    let provider = CloudflareDns::new(
+        &format!("http://127.0.0.1:{port}"),
+        "t".into(),
+        Some("z".into()),
+    )
+    .unwrap();
+    let e = provider
+        .set_txt("_acme-challenge.a.example", "v")
+        .await
+        .unwrap_err();
     let text = e.to_string();
     assert!(text.starts_with("cannot reach the DNS API"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");

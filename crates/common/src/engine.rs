@@ -233,7 +233,7 @@ async fn converge_inner(
         if !p.changes() {
             continue;
         }
-        if resource.guards_access() {
+        if resource.guards_access() && p.has_actions() {
             apply_segment(transport, &segment, options).await?;
             mark_changed(report, &planned, done..i);
             segment.clear();
