@@ -27,10 +27,6 @@ fn fresh_host() -> lab::testing::LabGuard {
     lab::testing::fresh_host_in(lab::Lab::with_dirs(state.into(), cache.into()))
 }
 
-/// One test at a time: `SshTransport::connect` removes every control directory beside its
-/// own (openssh's `clean_history_control_directory`), which cuts a concurrent session.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 fn ready() -> bool {
     if !lab::testing::skip_unless_lab() {
         return false;
@@ -161,7 +157,6 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     if !ready() {
         return;
     }
-    let _serial = SERIAL.lock().await;
     let host = fresh_host();
     let pebble = Pebble::start(PebbleOptions {
         http_port: 80,
@@ -294,7 +289,6 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     if !ready() {
         return;
     }
-    let _serial = SERIAL.lock().await;
     let host = fresh_host();
     let pebble = Pebble::start(PebbleOptions {
         default_ipv4: host.address.to_string(),

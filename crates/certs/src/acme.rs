@@ -233,20 +233,6 @@ impl AcmeClient {
         }
     }
 
-    /// Whether the CA offers ARI (and so accepts `replaces` in new orders).
-    pub async fn offers_ari(&self) -> bool {
-        // instant-acme only exposes ARI support through the call itself; an identifier that
-        // cannot exist is answered with an error by an ARI CA, and Unsupported otherwise.
-        let probe = instant_acme::CertificateIdentifier {
-            authority_key_identifier: "AA".into(),
-            serial: "AA".into(),
-        };
-        !matches!(
-            self.account.renewal_info(&probe).await,
-            Err(instant_acme::Error::Unsupported(_))
-        )
-    }
-
     /// Run one order to the end: challenges, finalization, download. The key is new.
     pub async fn order(
         &self,

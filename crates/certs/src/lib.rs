@@ -84,7 +84,9 @@ pub enum CertsError {
     },
     #[error("the private key in {path} does not belong to its certificate; not installing it")]
     KeyMismatch { path: String },
-    #[error("{host}/{name}: would obtain a certificate ({reason}); check mode asks nothing of the CA")]
+    #[error(
+        "{host}/{name}: would obtain a certificate ({reason}); check mode asks nothing of the CA"
+    )]
     WouldObtain {
         host: String,
         name: String,

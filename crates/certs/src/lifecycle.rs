@@ -251,6 +251,9 @@ async fn run(
     let obtain = match trigger {
         Trigger::Force => Some("renewal forced".to_string()),
         Trigger::Issue if check.info.is_none() => Some(decision.reason().to_string()),
+        Trigger::Issue if check.info.as_ref().is_some_and(|i| i.not_after <= now) => {
+            Some(decision.reason().to_string())
+        }
         Trigger::Issue => None,
         Trigger::WhenDue if decision.is_due() => Some(decision.reason().to_string()),
         Trigger::WhenDue => None,
@@ -263,7 +266,11 @@ async fn run(
             // Check mode: no CA, no state written; show the current install's drift.
             Some(c) => {
                 pending = Some(reason.clone());
-                (c, false, format!("would obtain a new certificate: {reason}"))
+                (
+                    c,
+                    false,
+                    format!("would obtain a new certificate: {reason}"),
+                )
             }
             None => {
                 return Err(CertsError::WouldObtain {

@@ -313,6 +313,10 @@ mod tests {
         );
         assert_eq!(r[4].watches(), ids[2..4]);
         assert_eq!(
+            r[4].plan(&Facts::default()).unwrap(),
+            Plan::noop("systemd reloads only when a unit file changes")
+        );
+        assert_eq!(
             r[4].on_watched_change(),
             [Action::run(
                 "systemctl daemon-reload",

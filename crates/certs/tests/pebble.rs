@@ -557,14 +557,20 @@ async fn self_signed_needs_no_ca() {
     checking.engine.mode = common::Mode::Check;
     let e = issue(&d, &transport, &checking).await.unwrap_err();
     assert!(matches!(e, CertsError::WouldObtain { .. }), "{e}");
-    assert!(!Path::new(&scratch.path("ssl")).exists(), "check mode changes nothing");
+    assert!(
+        !Path::new(&scratch.path("ssl")).exists(),
+        "check mode changes nothing"
+    );
 
     let first = issue(&d, &transport, &settings).await.unwrap();
     assert_eq!(first.info.names, ["localhost", "dev.example.com"]);
     checking.now = Some(first.info.not_after);
     let would = renew(&d, &transport, &checking, false).await.unwrap();
     assert!(!would.renewed);
-    assert!(would.pending.as_deref().unwrap().contains("expired"), "{would:?}");
+    assert!(
+        would.pending.as_deref().unwrap().contains("expired"),
+        "{would:?}"
+    );
     assert_eq!(would.info.serial, first.info.serial);
     assert_eq!(first.info.subject, "CN=localhost");
     let again = renew(&d, &transport, &settings, false).await.unwrap();

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Fan-out: no-op `check` of 1, 5, 20 and 50 converged lab hosts in one run (--forks = host
+# count). The job is light (packages already in the lab image, time zone, three files) so
+# the hosts converge without apt; what is measured is the engine and SSH fan-out.
+# Writes bench/results/fanout.json and prints how time grows with the host count.
+source "$(dirname "$0")/lib.sh"
+build
+max=${1:-50}
+"$P" lab down >/dev/null
+t0=$(now_ms)
+"$P" lab up "$max" >/dev/null
+lab_up_ms=$(( $(now_ms) - t0 ))
+inv=$(mktemp --suffix=.toml)
+trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT
+{ cat "$LAB_INVENTORY"; cat <<'TOML'
+
+[vars]
+timezone = "Etc/UTC"
+packages = ["curl", "sudo", "openssh-server"]
+files = [
+  { path = "/etc/provision-bench/a.conf", content = "a = 1\n" },
+  { path = "/etc/provision-bench/b.conf", content = "b = 2\n", mode = "0600" },
+  { path = "/etc/motd", content = "managed by provision\n" },
+]
+[vars.hardening]
+enabled = false
+[vars.docker]
+enabled = false
+TOML
+} > "$inv"
+"$P" -i "$inv" --forks "$max" up >/dev/null
+
+results=()
+for n in 1 5 20 "$max"; do
+  limit=$(seq 1 "$n" | sed 's/^/lab/' | paste -sd, -)
+  runs=()
+  for _ in 1 2 3; do
+    t0=$(now_ms)
+    code=0
+    "$P" -i "$inv" --limit "$limit" --forks "$n" check >/dev/null || code=$?
+    runs+=($(( $(now_ms) - t0 )))
+    [ "$code" -eq 0 ] || { echo "check of $n hosts exited $code (not converged?)" >&2; exit 1; }
+  done
+  results+=("$n:$(printf '%s\n' "${runs[@]}" | median)")
+done
+python3 - "$lab_up_ms" "$RESULTS/fanout.json" "${results[@]}" <<'PY'
+import json, sys
+lab_up, out, rows = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
+pts = [(int(a), float(b)) for a, b in (r.split(":") for r in rows)]
+base = pts[0][1]
+json.dump({"lab_up_ms": lab_up, "noop_check_ms_median": {str(n): ms for n, ms in pts},
+           "goal_ms_for_50": 3000}, open(out, "w"), indent=2)
+print(f"lab up {pts[-1][0]}: {lab_up/1000:.1f} s")
+for n, ms in pts:
+    print(f"no-op check of {n:3d} host(s): {ms:6.0f} ms  ({ms/base:4.1f}x one host, {ms/n:5.0f} ms/host)")
+PY
