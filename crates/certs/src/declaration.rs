@@ -18,7 +18,7 @@ pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.
 /// Directory on the host served at `/.well-known/acme-challenge/` for HTTP-01. The app's
 /// nginx template serves it (`location /.well-known/acme-challenge/ { root ACME_WEBROOT; }`),
 /// and a container nginx mounts it read-only at the same path.
-pub const ACME_WEBROOT: &str = "/var/www/acme";
+pub const ACME_WEBROOT: &str = common::ACME_WEBROOT;
 
 /// The nginx `location` block the app templates include in their port-80 server so that
 /// HTTP-01 works while nginx keeps running.

@@ -14,6 +14,10 @@ pub mod run;
 pub mod shell;
 pub mod transport;
 
+/// Directory on a host served at `/.well-known/acme-challenge/`: the certs crate writes
+/// HTTP-01 tokens there and the app's nginx templates serve it.
+pub const ACME_WEBROOT: &str = "/var/www/acme";
+
 pub use engine::{Mode, Options};
 pub use facts::{Fact, FactError, Facts, Probe, ProbeOutput};
 pub use report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
