@@ -79,6 +79,9 @@ pub enum Command {
     /// Disposable local Debian hosts (systemd-nspawn) for trying an inventory. Needs root.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// TLS certificates: issue, renew when due, status, revoke, and the renewal timer.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -109,4 +112,64 @@ pub enum LabCommand {
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Obtain and install the certificate of every selected host whose vars declare one
+    /// (`[vars.certs]`) when there is none yet, it expired or the declaration changed.
+    /// With --check: exit 2 when something would change.
+    Issue {
+        /// Show what would happen; ask nothing of the CA and change nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Renew the certificates that are due (ARI window, else a third of the lifetime left)
+    /// and make sure the current ones are installed; nothing due means nothing changes.
+    Renew {
+        /// Renew even when not due.
+        #[arg(long)]
+        force: bool,
+        /// Show what would happen; ask nothing of the CA and change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Run on the host itself (the renewal timer): declarations from --config-dir, the
+        /// state in $PROVISION_CERTS_STATE (default /var/lib/provision/certs), no SSH.
+        #[arg(long)]
+        local: bool,
+        /// Directory of the declarations `certs schedule` installed.
+        #[arg(long, value_name = "DIR", requires = "local")]
+        config_dir: Option<PathBuf>,
+    },
+    /// Names, issuer, expiry, days left, next renewal and last error of each certificate,
+    /// from this machine's state directory (no SSH, no CA).
+    Status,
+    /// Revoke the current certificate of each selected host at its CA; the next `renew`
+    /// obtains a new one.
+    Revoke {
+        /// Reason given to the CA.
+        #[arg(long, value_enum)]
+        reason: Option<RevokeReason>,
+    },
+    /// Install the renewal timer on each selected host (systemd; runs
+    /// `provision certs renew --local` twice a day) with the declarations it reads.
+    Schedule {
+        /// Upload this provision binary to /usr/local/bin/provision on the host (skipped
+        /// when the host already has the same build).
+        #[arg(long)]
+        install_binary: bool,
+        /// Show what would change; change nothing. Exit 2 when changes are pending.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+/// Revocation reasons a CA accepts from a subscriber (RFC 5280 codes 0, 1, 3, 4, 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RevokeReason {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
 }

@@ -1,6 +1,7 @@
 //! `provision`: argument parsing and output wiring only. The work happens in the library
 //! crates (`common` engine, `hardening`, `certs`, `app`, `lab`).
 
+mod certs_cmd;
 mod cli;
 mod job;
 mod lab_cmd;
@@ -49,6 +50,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Facts => facts(g).await,
         Command::Lab(cmd) => lab_cmd::run(g, cmd).await,
+        Command::Certs(cmd) => certs_cmd::run(g, cmd).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
@@ -109,14 +111,13 @@ pub(crate) async fn converge_hosts(
     job: job::Job,
 ) -> Vec<HostReport> {
     let progress: Arc<dyn run::Progress> = output::progress(g.format, hosts.len());
-    let reports = run::run_over_ssh(
+    run::run_over_ssh(
         hosts,
         move |spec| job.resources(spec),
         &run_options(g, mode),
         progress,
     )
-    .await;
-    reports
+    .await
 }
 
 /// `facts`: what the job's probes read on each host, as JSON.

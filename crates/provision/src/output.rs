@@ -163,6 +163,12 @@ pub fn print_reports(reports: &[HostReport], mode: Mode, format: Format) {
     print_summary(reports);
 }
 
+/// One host's changed, pending, failed or not-applicable resources (with diffs in check
+/// mode); nothing when everything was already in place.
+pub fn print_host_changes(r: &HostReport, mode: Mode) {
+    print_host(r, mode);
+}
+
 fn print_host(r: &HostReport, mode: Mode) {
     let interesting: Vec<_> = r
         .resources
