@@ -205,7 +205,7 @@ async fn converge_inner(
     let mut first_error = None;
     for (resource, planned) in resources.iter().zip(&planned) {
         report.resources.push(match planned {
-            Ok(p) => ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered, options.mode),
+            Ok(p) => ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered),
             Err(e) => {
                 first_error.get_or_insert_with(|| e.to_string());
                 ResourceReport::failed(&resource.id(), e.to_string())

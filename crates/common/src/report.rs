@@ -34,9 +34,8 @@ pub struct ResourceReport {
 }
 
 impl ResourceReport {
-    pub fn from_plan(id: &str, plan: &Plan, triggered: &[Action], mode: Mode) -> Self {
-        // Pending until applied; the engine marks applied resources `Changed`.
-        let _ = mode;
+    /// `Pending` until applied; the engine marks applied resources `Changed`.
+    pub fn from_plan(id: &str, plan: &Plan, triggered: &[Action]) -> Self {
         let pending = ResourceStatus::Pending;
         let (status, detail, actions): (ResourceStatus, String, Vec<&Action>) = match plan {
             Plan::Noop { reason } if triggered.is_empty() => {
