@@ -15,6 +15,7 @@ pub mod acme;
 pub mod challenge;
 pub mod declaration;
 pub mod domain;
+pub mod host_copy;
 mod http;
 pub mod info;
 pub mod install;
@@ -37,6 +38,9 @@ pub use declaration::{
     LETSENCRYPT_STAGING, NGINX_ACME_LOCATION, declaration_from_vars,
 };
 pub use domain::{DomainError, DomainName};
+pub use host_copy::{
+    FileDigest, FileDigestValue, HostStateCopy, InstalledBinary, StoredCopy, StoredCopyValue,
+};
 pub use http::TlsSetupError;
 pub use info::{CertInfo, CertParseError};
 pub use install::{ReloadHook, install_resources, key_matches};

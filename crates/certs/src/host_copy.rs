@@ -1,0 +1,724 @@
+//! Two small resources `provision certs schedule` converges on a host besides the timer:
+//! the provision binary (compared by sha256, since the file fact reads contents up to
+//! 1 MiB only), and the host's own copy of a certificate's state, so that the timer starts
+//! from the certificate already installed instead of ordering another one.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput};
+use common::resource::{Action, FileWrite, Plan, Resource};
+use common::shell::quote;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::declaration::CertificateDeclaration;
+use crate::info::CertInfo;
+use crate::state::StateDir;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A regular file's sha256, mode and owner, read on the host (any size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileDigestValue {
+    Absent,
+    /// Something other than a regular file is there.
+    NotAFile,
+    File {
+        sha256: String,
+        mode: u32,
+        owner: String,
+        group: String,
+    },
+}
+
+impl Fact for FileDigest {
+    type Value = FileDigestValue;
+
+    fn probe(&self) -> Probe {
+        let p = quote(&self.path);
+        Probe {
+            key: format!("sha256:{}", self.path),
+            script: format!(
+                "if [ -f {p} ]; then sha256sum {p} | cut -d' ' -f1; stat -c '%a %U %G' {p}; \
+                 elif [ -e {p} ] || [ -L {p} ]; then echo not-a-file; else echo absent; fi"
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<FileDigestValue, FactError> {
+        let key = self.probe().key;
+        if output.status != 0 {
+            return Err(FactError::ProbeFailed {
+                key,
+                status: output.status,
+                stderr: output.stderr.clone(),
+            });
+        }
+        let error = |what: &str, line: &str| FactError::Parse {
+            key: key.clone(),
+            what: what.into(),
+            line: line.into(),
+        };
+        let mut lines = output.stdout.lines();
+        let first = lines.next().unwrap_or_default().trim();
+        match first {
+            "absent" => return Ok(FileDigestValue::Absent),
+            "not-a-file" => return Ok(FileDigestValue::NotAFile),
+            _ => {}
+        }
+        if first.len() != 64 || !first.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(error("a sha256 digest", first));
+        }
+        let attrs = lines.next().unwrap_or_default();
+        let mut words = attrs.split_whitespace();
+        let (Some(mode), Some(owner), Some(group), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(error("`mode owner group`", attrs));
+        };
+        let mode = u32::from_str_radix(mode, 8).map_err(|_| error("an octal mode", attrs))?;
+        Ok(FileDigestValue::File {
+            sha256: first.to_ascii_lowercase(),
+            mode,
+            owner: owner.into(),
+            group: group.into(),
+        })
+    }
+}
+
+/// The provision binary at a path on the host (0755 root:root), uploaded only when the
+/// host's file is a different build.
+#[derive(Clone)]
+pub struct InstalledBinary {
+    pub path: String,
+    content: Arc<[u8]>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for InstalledBinary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstalledBinary")
+            .field("path", &self.path)
+            .field("bytes", &self.content.len())
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+impl InstalledBinary {
+    pub fn new(path: impl Into<String>, content: impl Into<Arc<[u8]>>) -> Self {
+        let content = content.into();
+        Self {
+            path: path.into(),
+            sha256: hex(&Sha256::digest(&content)),
+            content,
+        }
+    }
+
+    /// The running executable, read here, to go to `path` on the host.
+    pub fn current_executable(path: &str) -> Result<Self, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the running provision binary: {e}"))?;
+        let content =
+            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+        Ok(Self::new(path, content))
+    }
+
+    fn fact(&self) -> FileDigest {
+        FileDigest {
+            path: self.path.clone(),
+        }
+    }
+
+    fn write(&self) -> Action {
+        Action::WriteFile(FileWrite {
+            path: self.path.clone(),
+            content: self.content.to_vec(),
+            mode: 0o755,
+            owner: "root".into(),
+            group: "root".into(),
+            previous: None,
+            sensitive: false,
+            validate: None,
+        })
+    }
+}
+
+impl Resource for InstalledBinary {
+    fn id(&self) -> String {
+        format!("binary:{}", self.path)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.fact().probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let short = &self.sha256[..12];
+        let mib = self.content.len() as f64 / (1024.0 * 1024.0);
+        match facts.read(&self.fact())? {
+            FileDigestValue::Absent => Ok(Plan::change(
+                format!(
+                    "install provision ({mib:.1} MiB, sha256 {short}…) at {}",
+                    self.path
+                ),
+                vec![self.write()],
+            )),
+            FileDigestValue::NotAFile => Err(FactError::Parse {
+                key: self.fact().probe().key,
+                what: "a regular file".into(),
+                line: format!("{} is not a regular file", self.path),
+            }),
+            FileDigestValue::File { sha256, .. } if sha256 != self.sha256 => Ok(Plan::change(
+                format!(
+                    "replace {} (sha256 {}… → {short}…, {mib:.1} MiB)",
+                    self.path,
+                    &sha256[..12]
+                ),
+                vec![self.write()],
+            )),
+            FileDigestValue::File {
+                mode, owner, group, ..
+            } if mode != 0o755 || owner != "root" || group != "root" => Ok(Plan::change(
+                format!(
+                    "{}: set mode 755 owner root:root (was {mode:o} {owner}:{group})",
+                    self.path
+                ),
+                vec![Action::run(
+                    format!("chmod/chown {}", self.path),
+                    format!("chown root:root {p}\nchmod 755 {p}", p = quote(&self.path)),
+                )],
+            )),
+            FileDigestValue::File { .. } => Ok(Plan::noop(format!(
+                "{} is this build (sha256 {short}…)",
+                self.path
+            ))),
+        }
+    }
+}
+
+/// What the host's copy of a certificate's state holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopyValue {
+    pub fullchain: Option<String>,
+    pub privkey: bool,
+    pub record: bool,
+}
+
+/// The host's copy of one certificate's state directory: which files exist, and the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopy {
+    pub dir: String,
+}
+
+const CHAIN_MARK: &str = "fullchain:";
+
+impl Fact for StoredCopy {
+    type Value = StoredCopyValue;
+
+    fn probe(&self) -> Probe {
+        let d = quote(&self.dir);
+        Probe {
+            key: format!("certs-state:{}", self.dir),
+            script: format!(
+                "for f in privkey.pem state.json; do if [ -f {d}/$f ]; then echo \"present $f\"; else echo \"absent $f\"; fi; done\n\
+                 if [ -f {d}/fullchain.pem ]; then echo {CHAIN_MARK}; cat {d}/fullchain.pem; fi"
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<StoredCopyValue, FactError> {
+        let key = self.probe().key;
+        if output.status != 0 {
+            return Err(FactError::ProbeFailed {
+                key,
+                status: output.status,
+                stderr: output.stderr.clone(),
+            });
+        }
+        let (head, chain) = match output.stdout.split_once(&format!("{CHAIN_MARK}\n")) {
+            Some((head, chain)) => (head, Some(chain.to_string())),
+            None => (output.stdout.as_str(), None),
+        };
+        let mut value = StoredCopyValue {
+            fullchain: chain,
+            privkey: false,
+            record: false,
+        };
+        let mut seen = 0;
+        for line in head.lines() {
+            let present = match line.split_once(' ') {
+                Some(("present", _)) => true,
+                Some(("absent", _)) => false,
+                _ => {
+                    return Err(FactError::Parse {
+                        key,
+                        what: "`present|absent FILE`".into(),
+                        line: line.into(),
+                    });
+                }
+            };
+            match line.rsplit(' ').next() {
+                Some("privkey.pem") => value.privkey = present,
+                Some("state.json") => value.record = present,
+                _ => {
+                    return Err(FactError::Parse {
+                        key,
+                        what: "a state file name".into(),
+                        line: line.into(),
+                    });
+                }
+            }
+            seen += 1;
+        }
+        if seen != 2 {
+            return Err(FactError::Malformed { key });
+        }
+        Ok(value)
+    }
+}
+
+/// The host's own copy of a certificate's state (chain, key, record) in the state directory
+/// `certs renew --local` uses, so that the timer starts from the certificate already
+/// installed instead of ordering a new one. Written when the host has no copy or one that
+/// expires earlier than this machine's; a newer one the host renewed itself is kept.
+#[derive(Clone)]
+pub struct HostStateCopy {
+    /// The host's state directory.
+    pub root: String,
+    /// `<root>/certs/<host>/<name>`.
+    pub dir: String,
+    fullchain: Vec<u8>,
+    privkey: Vec<u8>,
+    record: Vec<u8>,
+    not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for HostStateCopy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostStateCopy")
+            .field("dir", &self.dir)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostStateCopy {
+    /// From this machine's state; `None` when no certificate was issued yet.
+    pub fn from_state(
+        declaration: &CertificateDeclaration,
+        state: &StateDir,
+    ) -> Result<Option<Self>, String> {
+        let (host, name) = (&declaration.host, &declaration.name);
+        let Some(stored) = state
+            .load_certificate(host, name)
+            .map_err(|e| crate::error_chain(&e))?
+        else {
+            return Ok(None);
+        };
+        let info = CertInfo::from_pem(&stored.fullchain).map_err(|e| {
+            format!(
+                "the stored certificate in {} does not parse: {e}",
+                state.cert_dir(host, name).display()
+            )
+        })?;
+        let record = state
+            .load_record(host, name)
+            .map_err(|e| crate::error_chain(&e))?;
+        let mut record = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+        record.push(b'\n');
+        let root = crate::schedule::LOCAL_STATE_DIR;
+        let dir = StateDir::new(root).cert_dir(host, name);
+        Ok(Some(Self {
+            root: root.into(),
+            dir: dir.to_string_lossy().into_owned(),
+            fullchain: stored.fullchain,
+            privkey: stored.privkey,
+            record,
+            not_after: info.not_after,
+        }))
+    }
+
+    fn fact(&self) -> StoredCopy {
+        StoredCopy {
+            dir: self.dir.clone(),
+        }
+    }
+
+    fn write(&self, file: &str, content: &[u8], mode: u32, sensitive: bool) -> Action {
+        Action::WriteFile(FileWrite {
+            path: format!("{}/{file}", self.dir),
+            content: content.to_vec(),
+            mode,
+            owner: "root".into(),
+            group: "root".into(),
+            previous: None,
+            sensitive,
+            validate: None,
+        })
+    }
+
+    fn actions(&self) -> Vec<Action> {
+        // Private directories from the state root down (as the state directory makes them).
+        let mut dirs = vec![quote(&self.root)];
+        let mut path = PathBuf::from(&self.root);
+        if let Ok(rest) = Path::new(&self.dir).strip_prefix(&self.root) {
+            for c in rest.components() {
+                path.push(c);
+                dirs.push(quote(&path.to_string_lossy()));
+            }
+        }
+        vec![
+            Action::run(
+                format!("private directory {}", self.dir),
+                format!(
+                    "mkdir -p {}\nchmod 700 {}",
+                    quote(&self.dir),
+                    dirs.join(" ")
+                ),
+            ),
+            self.write("privkey.pem", &self.privkey, 0o600, true),
+            self.write("fullchain.pem", &self.fullchain, 0o644, false),
+            self.write("state.json", &self.record, 0o600, false),
+        ]
+    }
+}
+
+impl Resource for HostStateCopy {
+    fn id(&self) -> String {
+        format!("certs-state:{}", self.dir)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.fact().probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+        let current = facts.read(&self.fact())?;
+        let expires = crate::state::rfc3339(self.not_after);
+        let copy = |why: String| {
+            Plan::change(
+                format!("copy the certificate state to {} ({why})", self.dir),
+                self.actions(),
+            )
+        };
+        let Some(chain) = current.fullchain else {
+            return Ok(copy("the host has none".into()));
+        };
+        if !current.privkey || !current.record {
+            return Ok(copy("the host's copy is incomplete".into()));
+        }
+        if chain.as_bytes() == self.fullchain.as_slice() {
+            return Ok(Plan::noop(format!(
+                "the host has this certificate's state (expires {expires})"
+            )));
+        }
+        match CertInfo::from_pem(chain.as_bytes()) {
+            Err(_) => Ok(copy("the host's copy does not parse".into())),
+            Ok(theirs) if theirs.not_after < self.not_after => Ok(copy(format!(
+                "the host's copy expires earlier, {}",
+                crate::state::rfc3339(theirs.not_after)
+            ))),
+            Ok(theirs) => Ok(Plan::noop(format!(
+                "the host renewed on its own (expires {}); keeping its copy",
+                crate::state::rfc3339(theirs.not_after)
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ok(stdout: &str) -> ProbeOutput {
+        ProbeOutput {
+            status: 0,
+            stdout: stdout.into(),
+            stderr: String::new(),
+        }
+    }
+
+    fn facts_with(probe: Probe, stdout: &str) -> Facts {
+        Facts::from_outputs(BTreeMap::from([(probe.key, ok(stdout))]))
+    }
+
+    #[test]
+    fn file_digest_parses() {
+        let f = FileDigest {
+            path: "/usr/local/bin/provision".into(),
+        };
+        let sum = "a".repeat(64);
+        assert_eq!(
+            f.parse(&ok(&format!("{sum}\n755 root root\n"))).unwrap(),
+            FileDigestValue::File {
+                sha256: sum.clone(),
+                mode: 0o755,
+                owner: "root".into(),
+                group: "root".into()
+            }
+        );
+        assert_eq!(f.parse(&ok("absent\n")).unwrap(), FileDigestValue::Absent);
+        assert_eq!(
+            f.parse(&ok("not-a-file\n")).unwrap(),
+            FileDigestValue::NotAFile
+        );
+        assert!(f.parse(&ok("sha256sum: missing\n")).is_err());
+        assert!(f.parse(&ok(&format!("{sum}\n755 root\n"))).is_err());
+        assert!(
+            f.parse(&ProbeOutput {
+                status: 1,
+                stdout: String::new(),
+                stderr: "boom".into()
+            })
+            .is_err()
+        );
+    }
+
+    fn binary() -> InstalledBinary {
+        InstalledBinary::new("/usr/local/bin/provision", b"\x7fELF build 1".to_vec())
+    }
+
+    fn plan_binary(stdout: &str) -> Result<Plan, FactError> {
+        let b = binary();
+        b.plan(&facts_with(b.fact().probe(), stdout))
+    }
+
+    #[test]
+    fn binary_is_uploaded_when_absent() {
+        let Plan::Change { actions, summary } = plan_binary("absent\n").unwrap() else {
+            panic!("expected a change");
+        };
+        assert!(summary.starts_with("install provision"), "{summary}");
+        let [Action::WriteFile(w)] = actions.as_slice() else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(
+            (w.path.as_str(), w.mode, w.owner.as_str()),
+            ("/usr/local/bin/provision", 0o755, "root")
+        );
+        assert_eq!(w.content, b"\x7fELF build 1");
+    }
+
+    #[test]
+    fn binary_of_the_same_build_is_kept() {
+        let sum = binary().sha256.clone();
+        assert_eq!(
+            plan_binary(&format!("{sum}\n755 root root\n")).unwrap(),
+            Plan::noop(format!(
+                "/usr/local/bin/provision is this build (sha256 {}…)",
+                &sum[..12]
+            ))
+        );
+    }
+
+    #[test]
+    fn binary_of_another_build_is_replaced() {
+        let other = "0".repeat(64);
+        let Plan::Change { actions, summary } =
+            plan_binary(&format!("{other}\n755 root root\n")).unwrap()
+        else {
+            panic!("expected a change");
+        };
+        assert!(summary.starts_with("replace /usr/local/bin/provision"));
+        assert!(matches!(actions.as_slice(), [Action::WriteFile(_)]));
+    }
+
+    #[test]
+    fn binary_with_wrong_mode_is_fixed_in_place() {
+        let sum = binary().sha256.clone();
+        let plan = plan_binary(&format!("{sum}\n700 deploy deploy\n")).unwrap();
+        assert_eq!(
+            plan,
+            Plan::change(
+                "/usr/local/bin/provision: set mode 755 owner root:root (was 700 deploy:deploy)",
+                vec![Action::run(
+                    "chmod/chown /usr/local/bin/provision",
+                    "chown root:root /usr/local/bin/provision\nchmod 755 /usr/local/bin/provision"
+                )]
+            )
+        );
+    }
+
+    #[test]
+    fn binary_path_taken_by_a_directory_fails() {
+        assert!(plan_binary("not-a-file\n").is_err());
+    }
+
+    #[test]
+    fn stored_copy_parses() {
+        let f = StoredCopy {
+            dir: "/var/lib/provision/certs/certs/web-1/example.com".into(),
+        };
+        assert_eq!(
+            f.parse(&ok("absent privkey.pem\nabsent state.json\n"))
+                .unwrap(),
+            StoredCopyValue {
+                fullchain: None,
+                privkey: false,
+                record: false
+            }
+        );
+        assert_eq!(
+            f.parse(&ok(
+                "present privkey.pem\npresent state.json\nfullchain:\n-----BEGIN CERTIFICATE-----\nx\n"
+            ))
+            .unwrap(),
+            StoredCopyValue {
+                fullchain: Some("-----BEGIN CERTIFICATE-----\nx\n".into()),
+                privkey: true,
+                record: true
+            }
+        );
+        assert!(f.parse(&ok("present privkey.pem\n")).is_err());
+        assert!(
+            f.parse(&ok("maybe privkey.pem\nabsent state.json\n"))
+                .is_err()
+        );
+    }
+
+    fn at(rfc3339: &str) -> OffsetDateTime {
+        OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap()
+    }
+
+    fn test_declaration() -> CertificateDeclaration {
+        crate::testing::declaration(
+            "web-1",
+            &["example.com"],
+            crate::CaConfig::url("https://ca.example/dir"),
+            crate::ChallengeConfig::SelfSigned,
+            "/opt/app/ssl",
+            "true",
+        )
+    }
+
+    /// A certificate for the test declaration issued at `at` (it expires 365 days later).
+    fn certificate_issued_at(at: OffsetDateTime) -> crate::StoredCertificate {
+        crate::self_signed(&test_declaration(), at).unwrap()
+    }
+
+    fn chain(c: &crate::StoredCertificate) -> String {
+        String::from_utf8(c.fullchain.clone()).unwrap()
+    }
+
+    /// A state directory with one certificate issued at 2029-01-01 (expires 2030-01-01).
+    fn issued(tmp: &Path) -> (CertificateDeclaration, StateDir, String) {
+        let state = StateDir::new(tmp);
+        let d = test_declaration();
+        let cert = certificate_issued_at(at("2029-01-01T00:00:00Z"));
+        state.save_certificate("web-1", &d.name, &cert).unwrap();
+        (d, state, chain(&cert))
+    }
+
+    fn plan_copy(copy: &HostStateCopy, stdout: &str) -> Plan {
+        copy.plan(&facts_with(copy.fact().probe(), stdout)).unwrap()
+    }
+
+    #[test]
+    fn state_copy_goes_to_a_host_without_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, state, pem) = issued(tmp.path());
+        let copy = HostStateCopy::from_state(&d, &state).unwrap().unwrap();
+        assert_eq!(copy.dir, "/var/lib/provision/certs/certs/web-1/example.com");
+        let Plan::Change { summary, actions } =
+            plan_copy(&copy, "absent privkey.pem\nabsent state.json\n")
+        else {
+            panic!("expected a change");
+        };
+        assert!(summary.ends_with("(the host has none)"), "{summary}");
+        let Action::Run { script, .. } = &actions[0] else {
+            panic!("{actions:?}");
+        };
+        assert_eq!(
+            script,
+            "mkdir -p /var/lib/provision/certs/certs/web-1/example.com\nchmod 700 /var/lib/provision/certs /var/lib/provision/certs/certs /var/lib/provision/certs/certs/web-1 /var/lib/provision/certs/certs/web-1/example.com"
+        );
+        let writes: Vec<(&str, u32, bool)> = actions[1..]
+            .iter()
+            .map(|a| match a {
+                Action::WriteFile(w) => (w.path.as_str(), w.mode, w.sensitive),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                (
+                    "/var/lib/provision/certs/certs/web-1/example.com/privkey.pem",
+                    0o600,
+                    true
+                ),
+                (
+                    "/var/lib/provision/certs/certs/web-1/example.com/fullchain.pem",
+                    0o644,
+                    false
+                ),
+                (
+                    "/var/lib/provision/certs/certs/web-1/example.com/state.json",
+                    0o600,
+                    false
+                ),
+            ]
+        );
+        let Action::WriteFile(chain) = &actions[2] else {
+            unreachable!()
+        };
+        assert_eq!(chain.content, pem.as_bytes());
+    }
+
+    #[test]
+    fn state_copy_is_kept_when_the_host_has_it_or_a_newer_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (d, state, pem) = issued(tmp.path());
+        let copy = HostStateCopy::from_state(&d, &state).unwrap().unwrap();
+        let host =
+            |chain: &str| format!("present privkey.pem\npresent state.json\nfullchain:\n{chain}");
+        assert_eq!(
+            plan_copy(&copy, &host(&pem)),
+            Plan::noop("the host has this certificate's state (expires 2030-01-01T00:00:00Z)")
+        );
+        let newer = chain(&certificate_issued_at(at("2029-03-01T00:00:00Z")));
+        assert_eq!(
+            plan_copy(&copy, &host(&newer)),
+            Plan::noop(
+                "the host renewed on its own (expires 2030-03-01T00:00:00Z); keeping its copy"
+            )
+        );
+        let older = chain(&certificate_issued_at(at("2028-10-01T00:00:00Z")));
+        let Plan::Change { summary, .. } = plan_copy(&copy, &host(&older)) else {
+            panic!("an older copy is replaced");
+        };
+        assert!(
+            summary.ends_with("expires earlier, 2029-10-01T00:00:00Z)"),
+            "{summary}"
+        );
+        let Plan::Change { summary, .. } = plan_copy(&copy, &host("garbage\n")) else {
+            panic!("a broken copy is replaced");
+        };
+        assert!(summary.ends_with("(the host's copy does not parse)"));
+        let Plan::Change { summary, .. } = plan_copy(
+            &copy,
+            &format!("absent privkey.pem\npresent state.json\nfullchain:\n{pem}"),
+        ) else {
+            panic!("an incomplete copy is replaced");
+        };
+        assert!(summary.ends_with("(the host's copy is incomplete)"));
+    }
+
+    #[test]
+    fn no_state_copy_before_the_first_issue() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        let d = test_declaration();
+        assert!(HostStateCopy::from_state(&d, &state).unwrap().is_none());
+    }
+}
