@@ -80,7 +80,8 @@ where
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
             progress.started(&spec.name);
-            let report = match job(&spec) {
+            let started = std::time::Instant::now();
+            let mut report = match job(&spec) {
                 Err(e) => HostReport::failed(&spec.name, e),
                 Ok(resources) => {
                     progress.phase(&spec.name, "connecting");
@@ -99,6 +100,10 @@ where
                     }
                 }
             };
+            if report.elapsed_ms == 0 {
+                // Failed before converging (job or connection): still say how long it took.
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+            }
             progress.finished(&report);
             report
         }));

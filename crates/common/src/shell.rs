@@ -15,7 +15,8 @@ pub fn quote(s: &str) -> String {
 ///
 /// `__provision_put PATH MODE OWNER[:GROUP] LEN`: temp file beside the target, exact length
 /// check (a cut connection leaves no half-written file), fsync, backup of the old file as
-/// `PATH.provision-bak`, rename over the target.
+/// `PATH.provision-bak`, rename over the target. A backup that cannot be written completely
+/// (disk full) is removed, never left truncated: a rollback copies it over the target.
 pub const PUT_FUNCTION: &str = r#"__provision_put() {
   __p=$1; __d=$(dirname "$__p")
   __t=$(mktemp "$__d/.provision-tmp.XXXXXX") || return 1
@@ -24,7 +25,7 @@ pub const PUT_FUNCTION: &str = r#"__provision_put() {
   if [ "$__n" -ne "$4" ]; then rm -f "$__t"; echo "short write to $__p: $__n of $4 bytes" >&2; return 1; fi
   chmod "$2" "$__t" && chown "$3" "$__t" || { rm -f "$__t"; return 1; }
   sync "$__t" 2>/dev/null || sync
-  if [ -f "$__p" ]; then cp -p "$__p" "$__p.provision-bak" || { rm -f "$__t"; return 1; }; fi
+  if [ -f "$__p" ]; then cp -p "$__p" "$__p.provision-bak" || { rm -f "$__t" "$__p.provision-bak"; return 1; }; fi
   mv -f "$__t" "$__p" || { rm -f "$__t"; return 1; }
 }"#;
 

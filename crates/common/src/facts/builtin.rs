@@ -169,9 +169,13 @@ pub struct PathStateValue {
     pub size: u64,
     /// Content of regular files up to [`MAX_CONTENT`] bytes.
     pub content: Option<Vec<u8>>,
+    /// SHA-256 (lowercase hex) of regular files larger than [`MAX_CONTENT`], whose content
+    /// is not read.
+    pub sha256: Option<String>,
 }
 
-/// Files larger than this are compared by size only (managed files are config-sized).
+/// Files larger than this are compared by size and SHA-256 instead of content (managed files
+/// are config-sized).
 pub const MAX_CONTENT: u64 = 1024 * 1024;
 
 impl Fact for PathState {
@@ -183,7 +187,8 @@ impl Fact for PathState {
             key: format!("path:{}", self.path),
             script: format!(
                 "if [ -L {p} ] || [ -e {p} ]; then stat -c '%F|%a|%U|%G|%s' {p}; \
-                 if [ -f {p} ] && [ ! -L {p} ] && [ $(stat -c %s {p}) -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; fi; \
+                 if [ -f {p} ] && [ ! -L {p} ]; then if [ $(stat -c %s {p}) -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; \
+                 else printf 'sha256:'; sha256sum < {p} | cut -d' ' -f1; fi; fi; \
                  else echo absent; fi"
             ),
         }
@@ -202,6 +207,7 @@ impl Fact for PathState {
                 group: String::new(),
                 size: 0,
                 content: None,
+                sha256: None,
             });
         }
         let f: Vec<&str> = first.split('|').collect();
@@ -216,13 +222,27 @@ impl Fact for PathState {
         };
         let mode = u32::from_str_radix(mode, 8).map_err(|_| parse_error(&key, "mode", first))?;
         let size = size.parse().map_err(|_| parse_error(&key, "size", first))?;
-        let content = match lines.next() {
-            Some(b64) if kind == PathKind::File => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map_err(|_| parse_error(&key, "base64 content", b64))?,
-            ),
-            _ => None,
+        let (content, sha256) = match lines.next() {
+            Some(line) if kind == PathKind::File => match line.trim().strip_prefix("sha256:") {
+                Some(hex)
+                    if hex.len() == 64
+                        && hex
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+                {
+                    (None, Some(hex.to_string()))
+                }
+                Some(_) => return Err(parse_error(&key, "sha256 line", line)),
+                None => (
+                    Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(line.trim())
+                            .map_err(|_| parse_error(&key, "base64 content", line))?,
+                    ),
+                    None,
+                ),
+            },
+            _ => (None, None),
         };
         Ok(PathStateValue {
             kind,
@@ -231,6 +251,7 @@ impl Fact for PathState {
             group: group.to_string(),
             size,
             content,
+            sha256,
         })
     }
 }
@@ -514,6 +535,25 @@ mod tests {
         assert_eq!(v.kind, PathKind::File);
         assert_eq!((v.mode, v.owner.as_str()), (0o644, "root"));
         assert_eq!(v.content.as_deref(), Some(&b"hello\n"[..]));
+    }
+
+    #[test]
+    fn path_state_large_file_has_a_hash_instead_of_content() {
+        let hash = "a".repeat(64);
+        let v = PathState::new("/srv/big")
+            .parse(&ok(&format!(
+                "regular file|644|root|root|2000000\nsha256:{hash}\n"
+            )))
+            .unwrap();
+        assert_eq!(v.kind, PathKind::File);
+        assert_eq!(v.content, None);
+        assert_eq!(v.sha256.as_deref(), Some(hash.as_str()));
+        let p = PathState::new("/srv/big");
+        assert!(
+            p.parse(&ok("regular file|644|root|root|2000000\nsha256:xyz\n"))
+                .is_err()
+        );
+        assert!(p.probe().script.contains("sha256sum"));
     }
 
     #[test]

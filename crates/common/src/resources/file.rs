@@ -78,7 +78,14 @@ pub(crate) fn plan_file(
             });
         }
     }
-    let content_ok = current.content.as_deref() == Some(desired.content.as_slice());
+    let content_ok = match (&current.content, &current.sha256) {
+        (Some(content), _) => *content == desired.content,
+        // Too large to read back: same size and hash.
+        (None, Some(hash)) => {
+            current.size == desired.content.len() as u64 && *hash == sha256_hex(&desired.content)
+        }
+        (None, None) => false,
+    };
     let attrs_ok = current.mode == desired.mode
         && current.owner == desired.owner
         && current.group == desired.group;
@@ -126,6 +133,14 @@ pub(crate) fn plan_file(
             validate: desired.validate.clone(),
         })],
     ))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Edit part of a file in place: its mode and owner are kept (new files get `new_mode`).
@@ -356,5 +371,59 @@ impl Resource for Block {
         plan_edit(facts, &self.path, self.mode, "set block in", |old| {
             self.apply_to(old)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::facts::ProbeOutput;
+
+    fn facts_with(path: &str, stdout: String) -> Facts {
+        Facts::from_outputs(BTreeMap::from([(
+            format!("path:{path}"),
+            ProbeOutput {
+                status: 0,
+                stdout,
+                stderr: String::new(),
+            },
+        )]))
+    }
+
+    /// Files above MAX_CONTENT come back as size and hash: the same content is a no-op
+    /// (it used to be rewritten on every run and never verified as converged).
+    #[test]
+    fn large_file_is_compared_by_size_and_hash() {
+        let content = vec![b'x'; 2 * 1024 * 1024];
+        let file = File::new("/srv/big", content.clone());
+        let same = facts_with(
+            "/srv/big",
+            format!(
+                "regular file|644|root|root|{}\nsha256:{}\n",
+                content.len(),
+                sha256_hex(&content)
+            ),
+        );
+        match file.plan(&same).unwrap() {
+            Plan::Noop { reason } => assert_eq!(reason, "/srv/big is up to date"),
+            other => panic!("{other:?}"),
+        }
+        let other = facts_with(
+            "/srv/big",
+            format!(
+                "regular file|644|root|root|{}\nsha256:{}\n",
+                content.len(),
+                sha256_hex(b"something else")
+            ),
+        );
+        match file.plan(&other).unwrap() {
+            Plan::Change { summary, actions } => {
+                assert_eq!(summary, "update /srv/big");
+                assert!(matches!(&actions[..], [Action::WriteFile(w)] if w.content == content));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
