@@ -171,24 +171,10 @@ pub async fn converge(
         }
         Err(e) => {
             report.outcome = HostOutcome::Failed;
-            report.error = Some(error_text(&e));
+            report.error = Some(crate::report::error_chain(&e));
         }
     }
     report
-}
-
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 async fn converge_inner(
@@ -499,20 +485,24 @@ async fn apply_guarded(
     let actions: Vec<&Action> = planned.actions().collect();
     let unit = format!("provision-rollback-{}", std::process::id());
     let window = options.rollback_window.as_secs().max(10);
-    let restore = rollback_commands(&actions, resource.rollback_script().as_deref());
+    let paths = written_paths(&actions);
+    let restore = rollback_commands(&paths, resource.rollback_script().as_deref());
     let arm = format!(
-        "systemctl stop {unit}.timer {unit}.service >/dev/null 2>&1; systemctl reset-failed {unit}.service >/dev/null 2>&1; \
+        "set -e\n{}systemctl stop {unit}.timer {unit}.service >/dev/null 2>&1 || true\n\
+         systemctl reset-failed {unit}.service >/dev/null 2>&1 || true\n\
          systemd-run --quiet --unit={unit} --on-active={window}s --timer-property=AccuracySec=1s /bin/sh -c {}",
+        snapshot_commands(&paths),
         quote(&restore)
     );
     let apply = build_apply_script(&actions, options);
     let script = format!(
-        "( {arm} ) </dev/null || {{ echo 'could not arm the rollback timer' >&2; exit 1; }}\n{}",
+        // Not in an `||` list: `set -e` inside the subshell must stay in force.
+        "( {arm}\n) </dev/null\nif [ $? -ne 0 ]; then echo 'could not arm the rollback (snapshot or timer)' >&2; exit 1; fi\n{}",
         apply.script
     );
     let out = transport.run(&script, &apply.stdin).await?;
     if let Err(e) = apply.outcome(&host, &out) {
-        // The step failed: the validated files were already restored; disarm and restore now.
+        // A step failed: disarm and restore the snapshots now.
         let _ = transport
             .run(&format!("systemctl stop {unit}.timer; {restore}"), b"")
             .await;
@@ -520,7 +510,11 @@ async fn apply_guarded(
     }
     match transport.verify_fresh_login().await {
         Ok(()) => {
-            let disarm = format!("systemctl stop {unit}.timer >/dev/null 2>&1; true");
+            let discard: String = paths
+                .iter()
+                .map(|p| format!("rm -f {}.provision-rollback; ", quote(p)))
+                .collect();
+            let disarm = format!("systemctl stop {unit}.timer >/dev/null 2>&1; {discard}true");
             transport.run(&disarm, b"").await?;
             Ok(())
         }
@@ -549,19 +543,40 @@ async fn apply_guarded(
     }
 }
 
-/// Shell that restores every file an action list writes, then runs the resource's reload.
-fn rollback_commands(actions: &[&Action], reload: Option<&str>) -> String {
-    let mut s = String::new();
-    for a in actions {
-        if let Action::WriteFile(w) = a {
-            let p = quote(&w.path);
-            if w.previous.is_some() {
-                s.push_str(&format!("cp -p {p}.provision-bak {p}; "));
-            } else {
-                s.push_str(&format!("rm -f {p}; "));
-            }
-        }
-    }
+/// Paths of the files an action list writes.
+fn written_paths<'a>(actions: &[&'a Action]) -> Vec<&'a str> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::WriteFile(w) => Some(w.path.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Shell run when the rollback is armed: a snapshot of every file the guarded change is
+/// about to write (`PATH.provision-rollback`; none for files that do not exist yet). The
+/// rollback restores these snapshots, never an older run's `.provision-bak`.
+fn snapshot_commands(paths: &[&str]) -> String {
+    paths
+        .iter()
+        .map(|p| {
+            let p = quote(p);
+            format!("if [ -e {p} ]; then cp -p {p} {p}.provision-rollback; else rm -f {p}.provision-rollback; fi\n")
+        })
+        .collect()
+}
+
+/// Shell that puts every snapshot back (or removes files that did not exist when the
+/// rollback was armed), then runs the resource's reload.
+fn rollback_commands(paths: &[&str], reload: Option<&str>) -> String {
+    let mut s: String = paths
+        .iter()
+        .map(|p| {
+            let p = quote(p);
+            format!("if [ -e {p}.provision-rollback ]; then mv -f {p}.provision-rollback {p}; else rm -f {p}; fi; ")
+        })
+        .collect();
     if let Some(r) = reload {
         s.push_str(r);
     }

@@ -193,3 +193,19 @@ pub fn exit_code_for(reports: &[HostReport]) -> i32 {
         exit_code::CONVERGED
     }
 }
+
+/// An error and its causes on one line, each cause once (messages that already contain
+/// their source's text are not repeated).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -43,7 +43,9 @@ impl Job {
                     secret_seed: None,
                     base_dir: self.base_dir.clone(),
                 };
-                all.extend(app::resources(vars, &options).map_err(|e| e.to_string())?);
+                all.extend(
+                    app::resources(vars, &options).map_err(|e| common::report::error_chain(&e))?,
+                );
                 Ok(all)
             }
         }

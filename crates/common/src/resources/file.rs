@@ -152,6 +152,14 @@ fn plan_edit(
     edit: impl FnOnce(&str) -> String,
 ) -> Result<Plan, FactError> {
     let current = facts.read(&PathState::new(path))?;
+    if current.kind == PathKind::File && current.content.is_none() {
+        // Larger than the probe reads: editing it blind would drop the rest of the file.
+        return Err(FactError::Parse {
+            key: format!("path:{path}"),
+            what: "a file small enough to edit in place (at most 1 MiB)".into(),
+            line: format!("{} bytes", current.size),
+        });
+    }
     let old = String::from_utf8_lossy(current.content.as_deref().unwrap_or_default());
     let desired = if current.kind == PathKind::Absent {
         File::new(path, edit(&old)).mode(new_mode)
@@ -425,5 +433,51 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A line or block edit of a file too large to read must fail, never replace the file
+    /// with just the managed part.
+    #[test]
+    fn editing_a_file_too_large_to_read_is_an_error() {
+        let big = facts_with(
+            "/var/log/big.conf",
+            format!(
+                "regular file|644|root|root|{}\nsha256:{}\n",
+                3 << 20,
+                "ab".repeat(32)
+            ),
+        );
+        let line = Line::new("/var/log/big.conf", "key", "key = 1");
+        let block = Block::new("/var/log/big.conf", "managed", "a = 1");
+        for plan in [line.plan(&big), block.plan(&big)] {
+            let e = plan.unwrap_err().to_string();
+            assert!(e.contains("small enough to edit in place"), "{e}");
+        }
+    }
+
+    #[test]
+    fn line_replaces_the_first_match_and_drops_later_duplicates() {
+        let line = Line::new("/etc/x.conf", "MaxAuthTries", "MaxAuthTries 3");
+        assert_eq!(
+            line.apply_to("# c\nMaxAuthTries 6\nX yes\n  MaxAuthTries 9\n"),
+            "# c\nMaxAuthTries 3\nX yes\n"
+        );
+        assert_eq!(line.apply_to("X yes"), "X yes\nMaxAuthTries 3\n");
+    }
+
+    #[test]
+    fn block_is_replaced_between_its_markers_and_the_rest_kept() {
+        let block = Block::new("/etc/x.conf", "limits", "a 1\nb 2\n");
+        let once = block.apply_to("head\n");
+        assert_eq!(
+            once,
+            "head\n# BEGIN provision limits\na 1\nb 2\n# END provision limits\n"
+        );
+        let changed = Block::new("/etc/x.conf", "limits", "c 3").apply_to(&format!("{once}tail\n"));
+        assert_eq!(
+            changed,
+            "head\n# BEGIN provision limits\nc 3\n# END provision limits\ntail\n"
+        );
+        assert_eq!(block.apply_to(&once), once, "idempotent");
     }
 }
