@@ -167,6 +167,21 @@ pub fn ensure_nat(run_dir: &Path) -> Result<(), LabError> {
         crate::sys::write_atomic(&run_dir.join("nat-rule-added"), b"1\n", 0o644)?;
         tracing::info!("added iptables MASQUERADE rule for {LAB_NET}");
     }
+    // Addresses of the lab range that belong to no host must go nowhere (without this
+    // route they would follow the default route out of the machine). Each host's /30 is
+    // more specific and still wins.
+    let existing = run(
+        &mut cmd("ip").args(["route", "show", "exact", LAB_NET]),
+        "the lab needs iproute2 on this machine",
+    )?;
+    if existing.stdout.iter().all(u8::is_ascii_whitespace) {
+        run(
+            &mut cmd("ip").args(["route", "add", "unreachable", LAB_NET]),
+            "adding the lab's unreachable route",
+        )?;
+        crate::sys::write_atomic(&run_dir.join("unreachable-route-added"), b"1\n", 0o644)?;
+        tracing::info!("added unreachable route for {LAB_NET}");
+    }
     // A DROP policy on FORWARD (e.g. Docker on the machine) would cut the hosts off.
     let policy = run(
         &mut iptables(&["-S", "FORWARD"]),
@@ -234,6 +249,11 @@ pub fn teardown_nat(run_dir: &Path) -> NatTeardown {
             let _ = succeeds(&mut iptables(&del));
         }
         let _ = std::fs::remove_file(&fwd_marker);
+    }
+    let route_marker = run_dir.join("unreachable-route-added");
+    if route_marker.exists() {
+        let _ = succeeds(cmd("ip").args(["route", "del", "unreachable", LAB_NET]));
+        let _ = std::fs::remove_file(&route_marker);
     }
     let fwd = run_dir.join("ip_forward.orig");
     if let Ok(orig) = std::fs::read_to_string(&fwd) {
