@@ -8,7 +8,7 @@ build
 max=${1:-50}
 "$P" lab down >/dev/null
 t0=$(now_ms)
-"$P" lab up "$max" >/dev/null
+"$P" lab up "$max" >/dev/null || { "$P" lab down >/dev/null; exit 1; }
 lab_up_ms=$(( $(now_ms) - t0 ))
 inv=$(mktemp --suffix=.toml)
 trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT
@@ -32,7 +32,12 @@ TOML
 
 results=()
 for n in 1 5 20 "$max"; do
-  limit=$(seq 1 "$n" | sed 's/^/lab/' | paste -sd, -)
+  limit=$(python3 - "$LAB_INVENTORY" "$n" <<'PY'
+import sys, tomllib
+hosts = tomllib.load(open(sys.argv[1], "rb"))["groups"]["lab"]["hosts"]
+print(",".join(hosts[: int(sys.argv[2])]))
+PY
+)
   runs=()
   for _ in 1 2 3; do
     t0=$(now_ms)

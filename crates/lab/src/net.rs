@@ -130,6 +130,12 @@ pub fn delete_iface(name: &str) -> bool {
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
+/// Kernel limits the lab raises (path, minimum, marker file holding the original value).
+const INOTIFY_LIMITS: [(&str, u64, &str); 2] = [
+    ("/proc/sys/fs/inotify/max_user_instances", 8192, "inotify_instances.orig"),
+    ("/proc/sys/fs/inotify/max_user_watches", 1_048_576, "inotify_watches.orig"),
+];
+
 fn nat_rule() -> [&'static str; 5] {
     ["POSTROUTING", "-s", LAB_NET, "-j", "MASQUERADE"]
 }
@@ -153,6 +159,24 @@ pub fn ensure_nat(run_dir: &Path) -> Result<(), LabError> {
         }
         std::fs::write(IP_FORWARD, "1\n").map_err(|e| LabError::io("writing", IP_FORWARD, e))?;
         tracing::info!("enabled net.ipv4.ip_forward for the lab");
+    }
+    // Every host's systemd takes inotify instances; the kernel default (128 per user)
+    // runs out at a few dozen hosts ("Failed to allocate manager object").
+    for (path, minimum, marker) in INOTIFY_LIMITS {
+        let current: u64 = std::fs::read_to_string(path)
+            .map_err(|e| LabError::io("reading", path, e))?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if current < minimum {
+            let marker = run_dir.join(marker);
+            if !marker.exists() {
+                crate::sys::write_atomic(&marker, current.to_string().as_bytes(), 0o644)?;
+            }
+            std::fs::write(path, format!("{minimum}\n"))
+                .map_err(|e| LabError::io("writing", path, e))?;
+            tracing::info!("raised {path} from {current} to {minimum} for the lab");
+        }
     }
     let rule = nat_rule();
     let mut check = vec!["-t", "nat", "-C"];
@@ -254,6 +278,15 @@ pub fn teardown_nat(run_dir: &Path) -> NatTeardown {
     if route_marker.exists() {
         let _ = succeeds(cmd("ip").args(["route", "del", "unreachable", LAB_NET]));
         let _ = std::fs::remove_file(&route_marker);
+    }
+    for (path, _, marker) in INOTIFY_LIMITS {
+        let marker = run_dir.join(marker);
+        if let Ok(orig) = std::fs::read_to_string(&marker) {
+            if orig.trim().parse::<u64>().is_ok() {
+                let _ = std::fs::write(path, format!("{}\n", orig.trim()));
+            }
+            let _ = std::fs::remove_file(&marker);
+        }
     }
     let fwd = run_dir.join("ip_forward.orig");
     if let Ok(orig) = std::fs::read_to_string(&fwd) {
