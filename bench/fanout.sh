@@ -46,16 +46,34 @@ PY
     runs+=($(( $(now_ms) - t0 )))
     [ "$code" -eq 0 ] || { echo "check of $n hosts exited $code (not converged?)" >&2; exit 1; }
   done
-  results+=("$n:$(printf '%s\n' "${runs[@]}" | median)")
+  # Floor: one plain ssh login running `true` per host, all at once (what any SSH-based
+  # tool pays before doing anything).
+  addresses=$(python3 - "$LAB_INVENTORY" "$limit" <<'PY'
+import sys, tomllib
+inv = tomllib.load(open(sys.argv[1], "rb"))
+print("\n".join(inv["hosts"][h]["address"] for h in sys.argv[2].split(",")))
+PY
+)
+  floors=()
+  for _ in 1 2 3; do
+    t0=$(now_ms)
+    echo "$addresses" | xargs -P "$n" -I{} ssh -o BatchMode=yes -o ControlPath=none \
+      -o UserKnownHostsFile=/var/lib/provision-lab/known_hosts -i /var/lib/provision-lab/id_ed25519 root@{} true
+    floors+=($(( $(now_ms) - t0 )))
+  done
+  results+=("$n:$(printf '%s\n' "${runs[@]}" | median):$(printf '%s\n' "${floors[@]}" | median)")
 done
 python3 - "$lab_up_ms" "$RESULTS/fanout.json" "${results[@]}" <<'PY'
 import json, sys
 lab_up, out, rows = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
-pts = [(int(a), float(b)) for a, b in (r.split(":") for r in rows)]
+pts = [(int(a), float(b), float(c)) for a, b, c in (r.split(":") for r in rows)]
 base = pts[0][1]
-json.dump({"lab_up_ms": lab_up, "noop_check_ms_median": {str(n): ms for n, ms in pts},
+json.dump({"lab_up_ms": lab_up,
+           "noop_check_ms_median": {str(n): ms for n, ms, _ in pts},
+           "floor_ssh_true_ms_median": {str(n): f for n, _, f in pts},
            "goal_ms_for_50": 3000}, open(out, "w"), indent=2)
 print(f"lab up {pts[-1][0]}: {lab_up/1000:.1f} s")
-for n, ms in pts:
-    print(f"no-op check of {n:3d} host(s): {ms:6.0f} ms  ({ms/base:4.1f}x one host, {ms/n:5.0f} ms/host)")
+for n, ms, floor in pts:
+    print(f"no-op check of {n:3d} host(s): {ms:6.0f} ms  ({ms/base:4.1f}x one host, {ms/n:5.0f} ms/host)"
+          f"  floor (ssh true, parallel) {floor:6.0f} ms  ratio {ms/floor:4.2f}x")
 PY
