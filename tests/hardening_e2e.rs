@@ -209,7 +209,8 @@ const CHECKS: &str = r#"PATH="$PATH:/usr/sbin:/sbin"
 echo "== ufw"; ufw status verbose
 echo "== fail2ban"; fail2ban-client status sshd
 echo "== docker"; systemctl is-active docker; systemctl is-enabled docker
-echo "== compose"; (docker compose version || docker-compose version) 2>&1 | head -n1
+echo "== compose"; docker compose version 2>/dev/null || docker-compose version --short 2>&1 | sed 's/^/docker-compose (v1) /'
+echo "== hard-nofile"; awk '/^Max open files/ {print $5}' /proc/1/limits
 echo "== daemon.json"; cat /etc/docker/daemon.json
 echo "== id"; id deploy
 echo "== sshd"; sshd -T
@@ -348,8 +349,15 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
          /etc/sudoers.d/90-provision-deploy 440 root root\n"
     );
     assert_eq!(s["leftovers"], "00-provision.conf\n");
-    // The deploy user's login session gets the nofile limit (pam_limits via sshd).
-    assert_eq!(remote(&host, "deploy", "ulimit -n").trim(), "65536");
+    // The deploy user's login session gets the nofile limit (pam_limits via sshd), up to
+    // the hard limit the container itself got from the machine running it (nspawn drops
+    // CAP_SYS_RESOURCE, so a container cannot raise it; this machine's is 20000).
+    let ceiling: u64 = s["hard-nofile"].trim().parse().unwrap();
+    println!("container nofile ceiling: {ceiling}");
+    assert_eq!(
+        remote(&host, "deploy", "ulimit -n").trim(),
+        65536.min(ceiling).to_string()
+    );
 
     // Second run: zero changes.
     let second = run(&host, "root", &resources, Mode::Apply).await;
@@ -363,7 +371,7 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     remote(
         &host,
         "root",
-        "sed -i 's/^MaxAuthTries 3$/MaxAuthTries 6/' /etc/ssh/sshd_config.d/00-provision.conf && systemctl reload ssh",
+        "sed -i 's/^MaxAuthTries 3$/MaxAuthTries 6/' /etc/ssh/sshd_config.d/00-provision.conf && systemctl restart ssh",
     );
     let drift = hardening::drift_resources(&vars);
     let check = run(&host, "root", &drift, Mode::Check).await;
@@ -404,7 +412,8 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     let lynis = remote(
         &host,
         "deploy",
-        "export DEBIAN_FRONTEND=noninteractive; apt-get -o DPkg::Lock::Timeout=600 -y -q install lynis >/dev/null 2>&1 || apt-get -q update >/dev/null && apt-get -y -q install lynis >/dev/null; \
+        "export DEBIAN_FRONTEND=noninteractive; o='-o DPkg::Lock::Timeout=600 -y -q'; \
+         apt-get $o install lynis >/dev/null 2>&1 || { apt-get -q update >/dev/null && apt-get $o install lynis >/dev/null; }; \
          lynis audit system --quick --no-colors >/tmp/lynis.out 2>&1; \
          grep -E 'Hardening index' /tmp/lynis.out; grep -E '^(suggestion|warning)\\[\\]=' /var/log/lynis-report.dat",
     );
@@ -449,7 +458,10 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         }
         Err(e) => println!("SSH-AUDIT: not run ({e}); apt-get install -y ssh-audit"),
     }
-    assert!(index >= 60, "Lynis index {index}");
+    assert!(
+        index >= 80,
+        "Lynis hardening index {index} is below the issue's target of 80"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,7 +67,10 @@ impl DeployUser {
 
     /// sudo ignores drop-ins whose names contain a dot.
     pub fn sudoers_path(&self) -> String {
-        format!("/etc/sudoers.d/90-provision-{}", self.name.replace('.', "_"))
+        format!(
+            "/etc/sudoers.d/90-provision-{}",
+            self.name.replace('.', "_")
+        )
     }
 }
 
@@ -141,6 +144,14 @@ pub fn resources(vars: &Vars, docker_group: bool) -> Vec<Box<dyn Resource>> {
         out.push(Box::new(NoPasswordExpiry {
             user: user.name.clone(),
         }));
+        // Home directories private to their owner (useradd makes them 0755 before
+        // login.defs' UMASK 027 applies).
+        out.push(Box::new(Directory::new(
+            user.home.clone(),
+            0o750,
+            &user.name,
+            &user.name,
+        )));
         if user.authorized_keys.is_some() {
             out.push(Box::new(Directory::new(
                 format!("{}/.ssh", user.home),
@@ -193,10 +204,7 @@ pub fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
         members.push(Box::new(
             File::new(
                 sudoers.clone(),
-                format!(
-                    "# {MANAGED}\n{} ALL=(ALL:ALL) NOPASSWD:ALL\n",
-                    user.name
-                ),
+                format!("# {MANAGED}\n{} ALL=(ALL:ALL) NOPASSWD:ALL\n", user.name),
             )
             .mode(0o440)
             .validate("visudo -cf %s"),
@@ -225,10 +233,7 @@ pub fn files(files: &[FileVar]) -> Vec<Box<dyn Resource>> {
                 None => {
                     out.push(Box::new(InvalidVar {
                         field: format!("files[{i}].mode"),
-                        expected: format!(
-                            "an octal file mode such as \"0640\" for {}",
-                            f.path
-                        ),
+                        expected: format!("an octal file mode such as \"0640\" for {}", f.path),
                         value: text.to_string(),
                     }));
                     continue;
@@ -236,12 +241,10 @@ pub fn files(files: &[FileVar]) -> Vec<Box<dyn Resource>> {
             },
         };
         out.push(Box::new(
-            File::new(&f.path, f.content.clone())
-                .mode(mode)
-                .owned_by(
-                    f.owner.as_deref().unwrap_or("root"),
-                    f.group.as_deref().unwrap_or("root"),
-                ),
+            File::new(&f.path, f.content.clone()).mode(mode).owned_by(
+                f.owner.as_deref().unwrap_or("root"),
+                f.group.as_deref().unwrap_or("root"),
+            ),
         ));
     }
     out
@@ -404,7 +407,10 @@ impl Resource for UnattendedUpgrades {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        vec![HostInfo.probe(), PathState::new(UNATTENDED_UPGRADES_PATH).probe()]
+        vec![
+            HostInfo.probe(),
+            PathState::new(UNATTENDED_UPGRADES_PATH).probe(),
+        ]
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {

@@ -221,13 +221,22 @@ mod tests {
     #[test]
     fn default_source_per_os() {
         let v = DockerVars::default();
-        assert_eq!(source_for(&v, &host(HOST_DEBIAN12_NSPAWN)), DockerSource::Distribution);
-        assert_eq!(source_for(&v, &host(HOST_UBUNTU2204_KVM)), DockerSource::Docker);
+        assert_eq!(
+            source_for(&v, &host(HOST_DEBIAN12_NSPAWN)),
+            DockerSource::Distribution
+        );
+        assert_eq!(
+            source_for(&v, &host(HOST_UBUNTU2204_KVM)),
+            DockerSource::Docker
+        );
         let forced = DockerVars {
             source: Some(DockerSource::Distribution),
             ..DockerVars::default()
         };
-        assert_eq!(source_for(&forced, &host(HOST_UBUNTU2404_KVM)), DockerSource::Distribution);
+        assert_eq!(
+            source_for(&forced, &host(HOST_UBUNTU2404_KVM)),
+            DockerSource::Distribution
+        );
         assert_eq!(
             packages_for(DockerSource::Distribution, &host(HOST_UBUNTU2404_KVM)),
             ["docker.io", "docker-compose-v2", "apparmor"]
@@ -255,18 +264,31 @@ mod tests {
         );
         let s = scripts(&actions);
         assert!(s[0].contains("curl -fsSL https://download.docker.com/linux/ubuntu/gpg"));
-        assert_eq!(s.last().unwrap(), "apt-get -o DPkg::Lock::Timeout=600 -q update");
+        assert_eq!(
+            s.last().unwrap(),
+            "apt-get -o DPkg::Lock::Timeout=600 -q update"
+        );
         insta::assert_snapshot!("docker-list-ubuntu2404", written(&actions, SOURCES_PATH));
 
         let f = facts(&[
             ("host", ok(HOST_UBUNTU2204_KVM)),
             (
                 "path:/etc/apt/keyrings/docker.asc",
-                file_state("-----BEGIN PGP PUBLIC KEY BLOCK-----", 0o644, "root", "root"),
+                file_state(
+                    "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+                    0o644,
+                    "root",
+                    "root",
+                ),
             ),
             (
                 "path:/etc/apt/sources.list.d/docker.list",
-                file_state(&sources_line(&host(HOST_UBUNTU2204_KVM)), 0o644, "root", "root"),
+                file_state(
+                    &sources_line(&host(HOST_UBUNTU2204_KVM)),
+                    0o644,
+                    "root",
+                    "root",
+                ),
             ),
         ]);
         assert_eq!(
@@ -297,7 +319,10 @@ mod tests {
             ("dpkg", ok("docker.io\tii \t20.10.24+dfsg1-1+deb12u1+b6\n")),
         ]);
         let (summary, actions) = plan_of(&p, &f).expect_change();
-        assert_eq!(summary, "install docker-compose apparmor from the distribution");
+        assert_eq!(
+            summary,
+            "install docker-compose apparmor from the distribution"
+        );
         assert_eq!(
             actions,
             [Action::InstallPackages {
@@ -317,7 +342,10 @@ mod tests {
             ("path:/etc/apt/sources.list.d/docker.list", ok("absent\n")),
         ]);
         let (_, actions) = plan_of(&forced, &f).expect_change();
-        insta::assert_snapshot!("docker-list-debian12-arm64", written(&actions, SOURCES_PATH));
+        insta::assert_snapshot!(
+            "docker-list-debian12-arm64",
+            written(&actions, SOURCES_PATH)
+        );
     }
 
     #[test]

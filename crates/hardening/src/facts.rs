@@ -105,7 +105,10 @@ impl SshdEffectiveValue {
 
     /// The ports sshd listens on.
     pub fn ports(&self) -> Vec<u16> {
-        self.all("port").iter().filter_map(|p| p.parse().ok()).collect()
+        self.all("port")
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect()
     }
 }
 
@@ -117,9 +120,7 @@ impl Fact for SshdEffective {
             key: "sshd-effective".into(),
             // `sshd -T` refuses to run without its privilege-separation directory, which
             // is missing on socket-activated hosts until the first connection.
-            script: format!(
-                "{SBIN_PATH}; [ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd; sshd -T"
-            ),
+            script: format!("{SBIN_PATH}; [ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd; sshd -T"),
         }
     }
 
@@ -135,7 +136,11 @@ impl Fact for SshdEffective {
                 .push(val.trim().to_string());
         }
         if v.first("port").is_none() {
-            return Err(parse_error(key, "sshd -T output with a port", &output.stdout));
+            return Err(parse_error(
+                key,
+                "sshd -T output with a port",
+                &output.stdout,
+            ));
         }
         Ok(v)
     }
@@ -233,7 +238,8 @@ impl Fact for UfwStatus {
             if !in_rules || t.is_empty() {
                 continue;
             }
-            v.rules.push(parse_ufw_rule(t).ok_or_else(|| parse_error(key, "rule", line))?);
+            v.rules
+                .push(parse_ufw_rule(t).ok_or_else(|| parse_error(key, "rule", line))?);
         }
         if !saw_status {
             return Err(parse_error(key, "Status line", &output.stdout));
@@ -293,7 +299,10 @@ pub struct SysctlState {
 pub enum SysctlEntry {
     /// The kernel has no such setting.
     Missing,
-    Present { value: String, writable: bool },
+    Present {
+        value: String,
+        writable: bool,
+    },
 }
 
 impl Fact for SysctlState {
@@ -504,8 +513,14 @@ mod tests {
             v("OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2 15 Mar 2022\n"),
             Version(8, 9)
         );
-        assert_eq!(v("OpenSSH_9.6p1 Ubuntu-3ubuntu13.5, OpenSSL 3.0.13\n"), Version(9, 6));
-        assert_eq!(v("OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f\n"), Version(8, 2));
+        assert_eq!(
+            v("OpenSSH_9.6p1 Ubuntu-3ubuntu13.5, OpenSSL 3.0.13\n"),
+            Version(9, 6)
+        );
+        assert_eq!(
+            v("OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f\n"),
+            Version(8, 2)
+        );
         assert!(OpenSshVersion.parse(&ok("dropbear v2022.83\n")).is_err());
     }
 
@@ -543,7 +558,10 @@ mod tests {
             .parse(&ok(include_str!("../tests/fixtures/ufw-status-active.txt")))
             .unwrap();
         assert!(v.active);
-        assert_eq!((v.default_incoming.as_str(), v.default_outgoing.as_str()), ("deny", "allow"));
+        assert_eq!(
+            (v.default_incoming.as_str(), v.default_outgoing.as_str()),
+            ("deny", "allow")
+        );
         assert_eq!(v.admits(22).unwrap().action, "LIMIT");
         assert_eq!(v.admits(443).unwrap().action, "ALLOW");
         assert!(v.admits(8080).is_none(), "only allowed from one network");
@@ -575,7 +593,10 @@ mod tests {
             }
         );
         assert_eq!(v["kernel.yama.ptrace_scope"], SysctlEntry::Missing);
-        assert!(f.parse(&ok("kernel.kptr_restrict|0|0\n")).is_err(), "keys missing");
+        assert!(
+            f.parse(&ok("kernel.kptr_restrict|0|0\n")).is_err(),
+            "keys missing"
+        );
     }
 
     #[test]
@@ -600,7 +621,9 @@ mod tests {
             .unwrap();
         assert_eq!(p.packages, ["libc6", "openssl"]);
         assert_eq!(p.lists_age_minutes, Some(12));
-        let none = PendingUpgrades.parse(&ok("lists_age_minutes=none\n")).unwrap();
+        let none = PendingUpgrades
+            .parse(&ok("lists_age_minutes=none\n"))
+            .unwrap();
         assert_eq!(none.lists_age_minutes, None);
         assert!(PendingUpgrades.parse(&ok("")).is_err());
     }

@@ -19,6 +19,8 @@ use crate::facts::{SshdEffective, UfwStatus};
 use crate::support::{DesiredFile, MANAGED, render};
 
 pub const BREAK_FIREWALL_ENV: &str = "PROVISION_TEST_BREAK_FIREWALL";
+/// Kernel settings UFW applies whenever it starts.
+pub const UFW_SYSCTL_PATH: &str = "/etc/ufw/sysctl.conf";
 pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/provision.local";
 pub const AUTH_LOG: &str = "/var/log/auth.log";
 /// UFW's state before this run's change, for the rollback.
@@ -52,7 +54,13 @@ pub struct Firewall {
     pub allow_ports: Vec<u16>,
     /// Test hook: leave SSH out (see the module docs).
     pub break_for_test: bool,
+    /// OS hardening logs martian packets; UFW's own sysctl file turns that off again on
+    /// every start unless it is edited too.
+    pub log_martians: bool,
 }
+
+/// The edit of UFW's sysctl file that keeps martian logging on.
+const UFW_LOG_MARTIANS: &str = "if [ -f /etc/ufw/sysctl.conf ]; then sed -i 's|^\\(net/ipv4/conf/[a-z]*/log_martians\\)=0|\\1=1|' /etc/ufw/sysctl.conf; fi";
 
 /// One rule the firewall must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +106,11 @@ impl Resource for Firewall {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        vec![UfwStatus.probe(), SshdEffective.probe()]
+        vec![
+            UfwStatus.probe(),
+            SshdEffective.probe(),
+            PathState::new(UFW_SYSCTL_PATH).probe(),
+        ]
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
@@ -127,9 +139,25 @@ impl Resource for Firewall {
                 }
             }
         }
+        if self.log_martians {
+            let sysctl = facts.read(&PathState::new(UFW_SYSCTL_PATH))?;
+            let text = String::from_utf8_lossy(sysctl.content.as_deref().unwrap_or_default());
+            if text
+                .lines()
+                .any(|l| l.starts_with("net/ipv4/conf/") && l.ends_with("/log_martians=0"))
+            {
+                wrong.push(format!("{UFW_SYSCTL_PATH} turns martian logging off"));
+            }
+        }
         let ports: Vec<String> = rules
             .iter()
-            .map(|r| format!("{}/tcp{}", r.port, if r.verb == "limit" { " (limit)" } else { "" }))
+            .map(|r| {
+                format!(
+                    "{}/tcp{}",
+                    r.port,
+                    if r.verb == "limit" { " (limit)" } else { "" }
+                )
+            })
             .collect();
         if wrong.is_empty() {
             return Ok(Plan::noop(format!(
@@ -137,11 +165,14 @@ impl Resource for Firewall {
                 ports.join(", ")
             )));
         }
-        let mut script = vec![
-            "PATH=\"$PATH:/usr/sbin:/sbin\"".to_string(),
+        let mut script = vec!["PATH=\"$PATH:/usr/sbin:/sbin\"".to_string()];
+        if self.log_martians {
+            script.push(UFW_LOG_MARTIANS.to_string());
+        }
+        script.extend([
             "ufw default deny incoming".to_string(),
             "ufw default allow outgoing".to_string(),
-        ];
+        ]);
         for r in &rules {
             script.push(format!(
                 "ufw {} {}/tcp comment '{}'",
@@ -150,7 +181,11 @@ impl Resource for Firewall {
         }
         script.push("ufw --force enable".to_string());
         Ok(Plan::change(
-            format!("{} → open {} and enable", wrong.join(", "), ports.join(", ")),
+            format!(
+                "{} → open {} and enable",
+                wrong.join(", "),
+                ports.join(", ")
+            ),
             vec![
                 Action::run("save ufw state for the rollback", SAVE_STATE),
                 Action::run("configure and enable ufw", script.join("\n")),
@@ -278,12 +313,29 @@ mod tests {
             ssh_port: None,
             allow_ports: vec![8443],
             break_for_test: false,
+            log_martians: true,
         }
+    }
+
+    const UFW_SYSCTL: &str = "net/ipv4/icmp_echo_ignore_broadcasts=1\nnet/ipv4/conf/all/log_martians=0\nnet/ipv4/conf/default/log_martians=0\n";
+
+    fn ufw_facts(status: &str, sysctl: Option<&str>) -> Facts {
+        facts(&[
+            ("ufw", ok(status)),
+            ("sshd-effective", ok(SSHD_T)),
+            (
+                "path:/etc/ufw/sysctl.conf",
+                match sysctl {
+                    Some(c) => file_state(c, 0o644, "root", "root"),
+                    None => ok("absent\n"),
+                },
+            ),
+        ])
     }
 
     #[test]
     fn fresh_host_without_ufw_gets_ssh_first_then_web_then_inventory_ports() {
-        let f = facts(&[("ufw", ok("ufw: not installed\n")), ("sshd-effective", ok(SSHD_T))]);
+        let f = ufw_facts("ufw: not installed\n", None);
         let r = fw();
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(
@@ -294,7 +346,12 @@ mod tests {
         assert!(s[0].contains("ufw-previous"), "state saved first");
         insta::assert_snapshot!("ufw-script", s[1]);
         let lines: Vec<&str> = s[1].lines().collect();
-        assert_eq!(lines[3], "ufw limit 22/tcp comment 'provision: ssh'", "SSH before anything opens or enables");
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+        assert!(
+            at("ufw limit 22/tcp") < at("ufw allow")
+                && at("ufw limit 22/tcp") < at("ufw --force enable"),
+            "SSH before anything opens or enables"
+        );
         assert_eq!(*lines.last().unwrap(), "ufw --force enable");
         assert!(r.guards_access());
         assert!(r.rollback_script().unwrap().contains("ufw --force disable"));
@@ -309,16 +366,23 @@ mod tests {
         let rules = r.rules(&[22]);
         assert_eq!(
             rules.iter().map(|r| (r.port, r.verb)).collect::<Vec<_>>(),
-            [(22, "limit"), (2222, "limit"), (80, "allow"), (443, "allow"), (8443, "allow")]
+            [
+                (22, "limit"),
+                (2222, "limit"),
+                (80, "allow"),
+                (443, "allow"),
+                (8443, "allow")
+            ]
         );
     }
 
     #[test]
     fn active_with_all_rules_is_a_noop_and_a_deleted_rule_is_drift() {
-        let f = facts(&[
-            ("ufw", ok(include_str!("../tests/fixtures/ufw-status-active.txt"))),
-            ("sshd-effective", ok(SSHD_T)),
-        ]);
+        let fixed = UFW_SYSCTL.replace("=0", "=1");
+        let f = ufw_facts(
+            include_str!("../tests/fixtures/ufw-status-active.txt"),
+            Some(&fixed),
+        );
         let r = Firewall {
             allow_ports: vec![],
             ..fw()
@@ -332,18 +396,68 @@ mod tests {
             summary,
             "8443/tcp not open → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp and enable"
         );
-        let allowed_not_limited = include_str!("../tests/fixtures/ufw-status-active.txt")
-            .replace("22/tcp                     LIMIT IN", "22/tcp                     ALLOW IN");
-        let f = facts(&[("ufw", ok(&allowed_not_limited)), ("sshd-effective", ok(SSHD_T))]);
+        let allowed_not_limited = include_str!("../tests/fixtures/ufw-status-active.txt").replace(
+            "22/tcp                     LIMIT IN",
+            "22/tcp                     ALLOW IN",
+        );
+        let f = ufw_facts(&allowed_not_limited, Some(&fixed));
         let (summary, _) = plan_of(&r, &f).expect_change();
         assert!(summary.starts_with("22/tcp not rate-limited"), "{summary}");
     }
 
+    /// Captured from a lab host after converge.
+    #[test]
+    fn real_lab_host_after_converge_is_a_noop() {
+        let fixed = UFW_SYSCTL.replace("=0", "=1");
+        let f = ufw_facts(
+            include_str!("../tests/fixtures/ufw-status-lab.txt"),
+            Some(&fixed),
+        );
+        let r = Firewall {
+            allow_ports: vec![],
+            ..fw()
+        };
+        assert_eq!(
+            plan_of(&r, &f).expect_noop(),
+            "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp"
+        );
+    }
+
     #[test]
     fn inactive_ufw_is_enabled() {
-        let f = facts(&[("ufw", ok("Status: inactive\n")), ("sshd-effective", ok(SSHD_T))]);
+        let f = ufw_facts("Status: inactive\n", Some(UFW_SYSCTL));
         let (summary, _) = plan_of(&fw(), &f).expect_change();
-        assert!(summary.starts_with("ufw inactive → "), "{summary}");
+        assert!(
+            summary.starts_with("ufw inactive, /etc/ufw/sysctl.conf turns martian logging off → "),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn ufw_would_turn_martian_logging_off_again() {
+        let f = ufw_facts(
+            include_str!("../tests/fixtures/ufw-status-active.txt"),
+            Some(UFW_SYSCTL),
+        );
+        let r = Firewall {
+            allow_ports: vec![],
+            ..fw()
+        };
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert!(
+            summary.starts_with("/etc/ufw/sysctl.conf turns martian logging off → "),
+            "{summary}"
+        );
+        assert!(scripts(&actions)[1].contains("log_martians"));
+        let without_os = Firewall {
+            log_martians: false,
+            ..r
+        };
+        assert!(
+            plan_of(&without_os, &f)
+                .expect_noop()
+                .starts_with("ufw active")
+        );
     }
 
     #[test]
@@ -352,7 +466,7 @@ mod tests {
             break_for_test: true,
             ..fw()
         };
-        let f = facts(&[("ufw", ok("Status: inactive\n")), ("sshd-effective", ok(SSHD_T))]);
+        let f = ufw_facts("Status: inactive\n", None);
         let (_, actions) = plan_of(&r, &f).expect_change();
         assert!(!scripts(&actions)[1].contains("22/tcp"));
     }
@@ -405,8 +519,14 @@ mod tests {
     fn fail2ban_service_restarts_on_jail_change() {
         let s = fail2ban_service();
         assert_eq!(s.watches(), [format!("file:{JAIL_PATH}")]);
-        assert_eq!(scripts(&s.on_watched_change()), ["systemctl restart fail2ban.service"]);
+        assert_eq!(
+            scripts(&s.on_watched_change()),
+            ["systemctl restart fail2ban.service"]
+        );
         assert_eq!(packages(true, true), ["ufw", "fail2ban", "python3-systemd"]);
-        assert_eq!(packages(false, true), ["fail2ban", "python3-systemd", "nftables"]);
+        assert_eq!(
+            packages(false, true),
+            ["fail2ban", "python3-systemd", "nftables"]
+        );
     }
 }

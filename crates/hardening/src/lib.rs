@@ -53,11 +53,7 @@ impl Selection {
             firewall: part(h.firewall),
             fail2ban: part(h.fail2ban),
             os: part(h.os),
-            docker: vars
-                .docker
-                .as_ref()
-                .and_then(|d| d.enabled)
-                .unwrap_or(true),
+            docker: vars.docker.as_ref().and_then(|d| d.enabled).unwrap_or(true),
         }
     }
 }
@@ -82,15 +78,15 @@ pub fn ssh_settings(vars: &Vars) -> ssh::SshSettings {
 }
 
 fn hardening_packages(sel: Selection) -> Option<Box<dyn Resource>> {
-    let p = firewall::packages(sel.firewall, sel.fail2ban);
+    let mut p = firewall::packages(sel.firewall, sel.fail2ban);
+    if sel.os {
+        p.extend(os::PACKAGES);
+    }
     (!p.is_empty()).then(|| Box::new(Packages::new("hardening", p)) as Box<dyn Resource>)
 }
 
 /// OS hardening, fail2ban; `manager_watch` collects systemd manager drop-ins.
-fn hardening_middle(
-    sel: Selection,
-    manager_watch: &mut Vec<String>,
-) -> Vec<Box<dyn Resource>> {
+fn hardening_middle(sel: Selection, manager_watch: &mut Vec<String>) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if sel.os {
         out.extend(os::resources(sel.docker, manager_watch));
@@ -123,6 +119,7 @@ fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
             ssh_port: h.ssh_port,
             allow_ports: h.allow_ports.unwrap_or_default(),
             break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
+            log_martians: sel.os,
         }));
     }
     if sel.ssh {
@@ -229,7 +226,11 @@ mod tests {
     fn drift_set_is_the_hardening_subset() {
         let rs = drift_resources(&full_vars());
         insta::assert_snapshot!("resources-drift", ids(&rs).join("\n"));
-        assert!(!ids(&rs).iter().any(|i| i.contains("docker") || i == "timezone"));
+        assert!(
+            !ids(&rs)
+                .iter()
+                .any(|i| i.contains("docker") || i == "timezone")
+        );
     }
 
     #[test]
@@ -265,7 +266,11 @@ mod tests {
             }),
             ..Vars::default()
         };
-        assert!(!drift_resources(&no_fw).iter().any(|r| r.id() == "firewall:ufw"));
+        assert!(
+            !drift_resources(&no_fw)
+                .iter()
+                .any(|r| r.id() == "firewall:ufw")
+        );
     }
 
     #[test]

@@ -29,6 +29,28 @@ pub const COREDUMP_SYSTEMD_PATH: &str = "/etc/systemd/coredump.conf.d/90-provisi
 pub const COREDUMP_MANAGER_PATH: &str = "/etc/systemd/system.conf.d/90-provision-coredump.conf";
 pub const MODPROBE_PATH: &str = "/etc/modprobe.d/90-provision-blacklist.conf";
 pub const LOGIN_DEFS_PATH: &str = "/etc/login.defs";
+pub const PROFILE_PATH: &str = "/etc/profile.d/90-provision-hardening.sh";
+
+/// Shown before console (`/etc/issue`) and network (`/etc/issue.net`) logins.
+pub const LOGIN_BANNER: &str = "Authorized access only. This is a private system: all connections and \
+activity are monitored, recorded and audited. Unauthorized access is prohibited and evidence of \
+intrusion or misuse may be reported to law enforcement. By continuing you accept these terms.\n";
+
+/// Login shells: no core dumps (matches the limits.d and systemd settings).
+pub const PROFILE: &str = "# Managed by provision; local changes are overwritten.\n\
+# No core dumps from login shells.\n\
+ulimit -c 0\n";
+
+/// Packages of the OS hardening set: password quality checks for `passwd` (pam_pwquality),
+/// private per-user temporary directories for PAM sessions (pam_tmpdir), package file
+/// verification (debsums) and change summaries before upgrades (apt-listchanges). None
+/// runs anything on its own.
+pub const PACKAGES: &[&str] = &[
+    "libpam-pwquality",
+    "libpam-tmpdir",
+    "debsums",
+    "apt-listchanges",
+];
 
 /// Kernel settings, with why each is set. `docker` keeps IPv4 forwarding on (Docker's
 /// bridge networking needs it; devsec#213) and leaves IPv6 forwarding alone.
@@ -115,9 +137,9 @@ impl Sysctl {
         for (k, v) in sysctl_settings(self.docker) {
             match state.get(k) {
                 Some(SysctlEntry::Present { writable: true, .. }) => managed.push((k, v)),
-                Some(SysctlEntry::Present { writable: false, .. }) => {
-                    skipped.push(format!("{k} (read-only here)"))
-                }
+                Some(SysctlEntry::Present {
+                    writable: false, ..
+                }) => skipped.push(format!("{k} (read-only here)")),
                 Some(SysctlEntry::Missing) | None => {
                     skipped.push(format!("{k} (not in this kernel)"))
                 }
@@ -163,7 +185,11 @@ impl Resource for Sysctl {
             return Ok(Plan::NotApplicable {
                 reason: format!(
                     "no kernel setting is writable in this {} (they belong to the machine running it)",
-                    if host.is_container() { "container" } else { "system" }
+                    if host.is_container() {
+                        "container"
+                    } else {
+                        "system"
+                    }
                 ),
             });
         }
@@ -254,6 +280,10 @@ pub const BLACKLISTED_MODULES: &[(&str, &str)] = &[
     ("udf", "filesystem"),
     ("usb-storage", "device"),
     ("firewire-core", "device"),
+    ("dccp", "network protocol"),
+    ("sctp", "network protocol"),
+    ("rds", "network protocol"),
+    ("tipc", "network protocol"),
 ];
 
 #[derive(Serialize)]
@@ -281,6 +311,8 @@ pub fn permissions() -> Vec<PathMode> {
         PathMode::new("/etc/shadow", 0o640, "root", "shadow"),
         PathMode::new("/etc/gshadow", 0o640, "root", "shadow"),
         PathMode::new("/etc/crontab", 0o600, "root", "root"),
+        PathMode::new("/etc/ssh/sshd_config", 0o600, "root", "root"),
+        PathMode::new("/etc/sudoers.d", 0o750, "root", "root"),
     ];
     for d in [
         "/etc/cron.d",
@@ -307,6 +339,9 @@ pub fn resources(docker: bool, manager_watch: &mut Vec<String>) -> Vec<Box<dyn R
         out.push(Box::new(p));
     }
     out.push(Box::new(File::new(MODPROBE_PATH, modprobe_blacklist())));
+    out.push(Box::new(File::new(PROFILE_PATH, PROFILE)));
+    out.push(Box::new(File::new("/etc/issue", LOGIN_BANNER)));
+    out.push(Box::new(File::new("/etc/issue.net", LOGIN_BANNER)));
     out
 }
 
@@ -338,7 +373,13 @@ mod tests {
         }
     }
 
-    fn sysctl_facts(host: &str, docker: bool, container: bool, current: Option<&str>, value: impl Fn(&str) -> String) -> Facts {
+    fn sysctl_facts(
+        host: &str,
+        docker: bool,
+        container: bool,
+        current: Option<&str>,
+        value: impl Fn(&str) -> String,
+    ) -> Facts {
         let key = Sysctl { docker }.fact().probe().key;
         facts(&[
             ("host", ok(host)),
@@ -363,7 +404,10 @@ mod tests {
         assert!(text.contains("\nnet.ipv4.ip_forward = 1\n"));
         assert!(!text.contains("net.ipv6.conf.all.forwarding"));
         insta::assert_snapshot!("sysctl-vm-docker", text);
-        assert_eq!(scripts(&actions), ["sysctl -q -p /etc/sysctl.d/90-provision.conf"]);
+        assert_eq!(
+            scripts(&actions),
+            ["sysctl -q -p /etc/sysctl.d/90-provision.conf"]
+        );
 
         let no_docker = sysctl_settings(false);
         assert!(no_docker.contains(&("net.ipv4.ip_forward", "0")));
@@ -377,7 +421,10 @@ mod tests {
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert!(summary.ends_with("; 15 not applicable here"), "{summary}");
         let text = written(&actions, SYSCTL_PATH);
-        assert!(!text.contains("\nkernel.kptr_restrict = 2"), "read-only in nspawn");
+        assert!(
+            !text.contains("\nkernel.kptr_restrict = 2"),
+            "read-only in nspawn"
+        );
         assert!(text.contains("\nnet.ipv4.conf.all.rp_filter = 1\n"));
         insta::assert_snapshot!("sysctl-nspawn-docker", text);
 
@@ -428,10 +475,17 @@ mod tests {
         let state = probe.read(&r.fact()).unwrap();
         let (text, _, _) = r.render(&state, "kvm");
         let f = sysctl_facts(HOST_DEBIAN12_KVM, false, false, Some(&text), |k| {
-            if k == "kernel.dmesg_restrict" { "0".into() } else { want(k) }
+            if k == "kernel.dmesg_restrict" {
+                "0".into()
+            } else {
+                want(k)
+            }
         });
         let (summary, actions) = plan_of(&r, &f).expect_change();
-        assert_eq!(summary, "running kernel differs: kernel.dmesg_restrict = 0 (want 1)");
+        assert_eq!(
+            summary,
+            "running kernel differs: kernel.dmesg_restrict = 0 (want 1)"
+        );
         assert_eq!(actions.len(), 1);
     }
 
@@ -441,6 +495,8 @@ mod tests {
         insta::assert_snapshot!("coredump-limits", COREDUMP_LIMITS);
         insta::assert_snapshot!("coredump-systemd", COREDUMP_SYSTEMD);
         insta::assert_snapshot!("coredump-manager", COREDUMP_MANAGER);
+        insta::assert_snapshot!("profile", PROFILE);
+        insta::assert_snapshot!("login-banner", LOGIN_BANNER);
         let debian = include_str!("../tests/fixtures/login.defs-debian12");
         insta::assert_snapshot!("login.defs-debian12", login_defs().apply_to(debian));
     }
@@ -449,16 +505,25 @@ mod tests {
     fn login_defs_plan_keeps_mode_and_owner() {
         let debian = include_str!("../tests/fixtures/login.defs-debian12");
         let r = login_defs();
-        let f = facts(&[("path:/etc/login.defs", file_state(debian, 0o644, "root", "root"))]);
+        let f = facts(&[(
+            "path:/etc/login.defs",
+            file_state(debian, 0o644, "root", "root"),
+        )]);
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "update /etc/login.defs");
-        let common::Action::WriteFile(w) = &actions[0] else { panic!() };
+        let common::Action::WriteFile(w) = &actions[0] else {
+            panic!()
+        };
         assert_eq!((w.mode, w.owner.as_str()), (0o644, "root"));
         let f = facts(&[(
             "path:/etc/login.defs",
             file_state(&r.apply_to(debian), 0o644, "root", "root"),
         )]);
-        assert!(plan_of(&r, &f).expect_noop().starts_with("/etc/login.defs sets PASS_MAX_DAYS"));
+        assert!(
+            plan_of(&r, &f)
+                .expect_noop()
+                .starts_with("/etc/login.defs sets PASS_MAX_DAYS")
+        );
     }
 
     #[test]
@@ -466,8 +531,14 @@ mod tests {
         let crontab = PathMode::new("/etc/crontab", 0o600, "root", "root");
         let f = facts(&[("path:/etc/crontab", file_state("x", 0o644, "root", "root"))]);
         let (summary, actions) = plan_of(&crontab, &f).expect_change();
-        assert_eq!(summary, "/etc/crontab: mode 600 root:root (was 644 root:root)");
-        assert_eq!(scripts(&actions), ["chown root:root /etc/crontab\nchmod 600 /etc/crontab"]);
+        assert_eq!(
+            summary,
+            "/etc/crontab: mode 600 root:root (was 644 root:root)"
+        );
+        assert_eq!(
+            scripts(&actions),
+            ["chown root:root /etc/crontab\nchmod 600 /etc/crontab"]
+        );
         let f = facts(&[("path:/etc/crontab", ok("absent\n"))]);
         assert_eq!(
             plan_of(&crontab, &f).expect_noop(),
@@ -475,6 +546,9 @@ mod tests {
         );
         let cron_d = PathMode::new("/etc/cron.d", 0o700, "root", "root");
         let f = facts(&[("path:/etc/cron.d", ok("directory|700|root|root|4096\n"))]);
-        assert_eq!(plan_of(&cron_d, &f).expect_noop(), "/etc/cron.d is 700 root:root");
+        assert_eq!(
+            plan_of(&cron_d, &f).expect_noop(),
+            "/etc/cron.d is 700 root:root"
+        );
     }
 }

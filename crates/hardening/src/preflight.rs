@@ -11,7 +11,10 @@ pub fn shortfalls(minimum: &MinimumHardware, host: &HostInfoValue) -> Vec<String
     if let Some(cpus) = minimum.cpus
         && host.cpus < cpus
     {
-        out.push(format!("{} CPU(s), the inventory asks for at least {cpus}", host.cpus));
+        out.push(format!(
+            "{} CPU(s), the inventory asks for at least {cpus}",
+            host.cpus
+        ));
     }
     if let Some(mib) = minimum.memory_mib
         && host.memory_mib < mib
@@ -42,7 +45,11 @@ pub fn preflight(vars: &Vars, host: &HostInfoValue, strict: bool) -> Result<Vec<
     if strict && !found.is_empty() {
         return Err(format!(
             "{} is below the inventory's minimum hardware: {}",
-            if host.hostname.is_empty() { "the host" } else { &host.hostname },
+            if host.hostname.is_empty() {
+                "the host"
+            } else {
+                &host.hostname
+            },
             found.join("; ")
         ));
     }
@@ -109,7 +116,10 @@ mod tests {
             ]
         );
         let err = preflight(&seeds_minimum(), &host, true).unwrap_err();
-        assert!(err.starts_with("web-2 is below the inventory's minimum hardware: 2 CPU(s)"), "{err}");
+        assert!(
+            err.starts_with("web-2 is below the inventory's minimum hardware: 2 CPU(s)"),
+            "{err}"
+        );
         let big = HostInfo.parse(&ok(HOST_DEBIAN12_KVM)).unwrap();
         assert_eq!(preflight(&seeds_minimum(), &big, true), Ok(vec![]));
         assert_eq!(preflight(&Vars::default(), &host, true), Ok(vec![]));
@@ -126,6 +136,10 @@ mod tests {
             "8 CPU(s), 15948 MiB memory, 185667 MiB free on / meet the minimum"
         );
         let f = facts(&[("host", ok(HOST_UBUNTU2204_KVM))]);
-        assert!(plan_of(&r, &f).expect_noop().starts_with("WARNING: below the minimum hardware: 2 CPU(s)"));
+        assert!(
+            plan_of(&r, &f)
+                .expect_noop()
+                .starts_with("WARNING: below the minimum hardware: 2 CPU(s)")
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! sshd: a drop-in that wins, the main config including it first, the listening port on
-//! socket-activated hosts (Ubuntu 22.10+), validated with `sshd -t`, reloaded, applied
+//! socket-activated hosts (Ubuntu 22.10+), validated with `sshd -t`, restarted, applied
 //! commit-confirmed, and checked against the effective configuration (`sshd -T`).
 //!
 //! sshd keeps the FIRST value it reads for most keywords. `00-provision.conf` sorts
@@ -45,11 +45,18 @@ pub const BREAK_SSH_ENV: &str = "PROVISION_TEST_BREAK_SSH";
 /// User name no host has: with `AllowUsers` set to it, every login fails.
 pub const BREAK_SSH_USER: &str = "nobody-provision-test";
 
-/// Restores access after the engine put back the previous files: reload sshd (and the
+/// How sshd picks up a new configuration: a restart, not a reload. On SIGHUP sshd closes
+/// its listening sockets and re-executes itself, and a new login arriving in that window
+/// is refused (seen in the lab: the commit-confirmed login check raced it). ssh.service is
+/// `Type=notify` on Debian and Ubuntu, so `systemctl restart` returns once sshd listens
+/// again, and `KillMode=process` keeps open sessions (the engine's own) alive.
+pub const RESTART_SSHD: &str = "systemctl try-restart ssh.service";
+
+/// Restores access after the engine put back the previous files: restart sshd (and the
 /// socket, on socket-activated hosts).
 pub const ROLLBACK: &str = "systemctl daemon-reload; \
 if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket; then systemctl restart ssh.socket; fi; \
-systemctl try-reload-or-restart ssh.service";
+systemctl try-restart ssh.service";
 
 /// What the inventory asks of sshd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,10 +179,7 @@ pub const PUBKEY_ALGORITHMS: &[&str] = &[
 
 /// Host keys sshd may use (ed25519 and RSA only), in preference order; the drop-in lists
 /// those that exist (some images have no RSA key; ECDSA keys are left unused).
-pub const HOST_KEYS: &[&str] = &[
-    "/etc/ssh/ssh_host_ed25519_key",
-    "/etc/ssh/ssh_host_rsa_key",
-];
+pub const HOST_KEYS: &[&str] = &["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"];
 
 /// The drop-in's directives for this OpenSSH version, root-login decision and the host
 /// keys present.
@@ -211,7 +215,10 @@ pub fn directives(
         directive("PermitUserEnvironment", "no"),
         directive("X11Forwarding", "no"),
         directive("AllowTcpForwarding", yes_no(settings.allow_tcp_forwarding)),
-        directive("AllowAgentForwarding", yes_no(settings.allow_agent_forwarding)),
+        directive(
+            "AllowAgentForwarding",
+            yes_no(settings.allow_agent_forwarding),
+        ),
         directive("LogLevel", "VERBOSE"),
         directive("DebianBanner", "no"),
         directive("KexAlgorithms", kex_algorithms(version).join(",")),
@@ -243,7 +250,12 @@ struct DropInContext<'a> {
     break_for_test: bool,
 }
 
-pub fn render_drop_in(directives: &[Directive], version: Version, root: &RootLogin, break_for_test: bool) -> String {
+pub fn render_drop_in(
+    directives: &[Directive],
+    version: Version,
+    root: &RootLogin,
+    break_for_test: bool,
+) -> String {
     render(
         "00-provision.conf",
         include_str!("templates/sshd-drop-in.conf.j2"),
@@ -420,13 +432,8 @@ impl Resource for SshdConfig {
         let main = facts.read(&PathState::new(MAIN_CONFIG_PATH))?;
         let main_text = String::from_utf8_lossy(main.content.as_deref().unwrap_or_default());
         if let Some(new_main) = include_first(&main_text) {
-            let mut desired = DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o644);
-            if main.kind != PathKind::Absent {
-                desired.mode = main.mode;
-                desired.owner = main.owner.clone();
-                desired.group = main.group.clone();
-            }
-            changes.add(desired.changes(&main)?);
+            // 0600 like OS hardening's permissions (sshd does not need it readable by all).
+            changes.add(DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o600).changes(&main)?);
         }
 
         let current = facts.read(&PathState::new(DROP_IN_PATH))?;
@@ -436,8 +443,9 @@ impl Resource for SshdConfig {
         let mut socket_changed = false;
         match self.settings.port {
             Some(port) if socket_activated(facts)? => {
-                let change = DesiredFile::new(SOCKET_DROP_IN_PATH, render_socket_drop_in(port), 0o644)
-                    .changes(&socket_file)?;
+                let change =
+                    DesiredFile::new(SOCKET_DROP_IN_PATH, render_socket_drop_in(port), 0o644)
+                        .changes(&socket_file)?;
                 socket_changed = change.is_some();
                 changes.add(change);
             }
@@ -463,8 +471,8 @@ impl Resource for SshdConfig {
             if socket_changed {
                 reload.push_str("systemctl daemon-reload\nsystemctl restart ssh.socket\n");
             }
-            reload.push_str("systemctl try-reload-or-restart ssh.service");
-            changes.then(Action::run("reload sshd", reload));
+            reload.push_str(RESTART_SSHD);
+            changes.then(Action::run("restart sshd", reload));
             return Ok(changes.build(""));
         }
 
@@ -492,7 +500,10 @@ impl Resource for SshdConfig {
             keywords.join("|")
         );
         Ok(Plan::change(
-            format!("effective sshd configuration differs: {}", listed.join("; ")),
+            format!(
+                "effective sshd configuration differs: {}",
+                listed.join("; ")
+            ),
             vec![Action::run("find what overrides the sshd drop-in", script)],
         ))
     }
@@ -527,7 +538,8 @@ mod tests {
     const SSH_V_DEBIAN12: &str = "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n";
     const SSH_V_UBUNTU2204: &str = "OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2 15 Mar 2022\n";
     const SSH_V_UBUNTU2404: &str = "OpenSSH_9.6p1 Ubuntu-3ubuntu13.5, OpenSSL 3.0.13 30 Jan 2024\n";
-    const SSH_V_UBUNTU2004: &str = "OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f  31 Mar 2020\n";
+    const SSH_V_UBUNTU2004: &str =
+        "OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f  31 Mar 2020\n";
 
     const SOCKET_OFF: &str = "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\n";
     const SOCKET_ON: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
@@ -653,8 +665,18 @@ mod tests {
                 ..settings()
             },
         };
-        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
-        insta::assert_snapshot!("sshd-test-hook-port-forwarding", broken.desired(&f).unwrap().1);
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
+        insta::assert_snapshot!(
+            "sshd-test-hook-port-forwarding",
+            broken.desired(&f).unwrap().1
+        );
     }
 
     #[test]
@@ -662,7 +684,14 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
         assert_eq!(actions.len(), 3, "{actions:?}");
@@ -670,12 +699,19 @@ mod tests {
             panic!()
         };
         assert_eq!((w.path.as_str(), w.mode), (DROP_IN_PATH, 0o600));
-        assert_eq!(w.validate, None, "sshd -t -f wants a whole config, not a drop-in");
+        assert_eq!(
+            w.validate, None,
+            "sshd -t -f wants a whole config, not a drop-in"
+        );
         let s = scripts(&actions);
         assert!(s[0].ends_with("sshd -t"), "{}", s[0]);
-        assert_eq!(s[1], "systemctl try-reload-or-restart ssh.service");
+        assert_eq!(s[1], "systemctl try-restart ssh.service");
         assert!(r.guards_access());
-        assert!(r.rollback_script().unwrap().contains("try-reload-or-restart ssh.service"));
+        assert!(
+            r.rollback_script()
+                .unwrap()
+                .contains("try-restart ssh.service")
+        );
     }
 
     #[test]
@@ -683,7 +719,14 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let probe = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (directives, text, _) = r.desired(&probe).unwrap();
         let f = host(
             SSH_V_DEBIAN12,
@@ -699,12 +742,55 @@ mod tests {
         );
     }
 
+    /// Captured from a lab host converged as root (no RSA host key there).
+    #[test]
+    fn real_debian12_lab_host_after_converge_is_a_noop() {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let drop_in = include_str!("../tests/fixtures/sshd-drop-in-debian12-lab.conf");
+        let f = host(
+            "OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.20 7 Apr 2026\n",
+            "root",
+            Some(drop_in),
+            include_str!("../tests/fixtures/sshd_config-debian12"),
+            SOCKET_OFF,
+            include_str!("../tests/fixtures/sshd-T-debian12-hardened.txt"),
+        );
+        let f = with(
+            &with(
+                &f,
+                "path:/etc/ssh/sshd_config",
+                file_state(
+                    include_str!("../tests/fixtures/sshd_config-debian12"),
+                    0o600,
+                    "root",
+                    "root",
+                ),
+            ),
+            "path:/etc/ssh/ssh_host_rsa_key",
+            ok("absent\n"),
+        );
+        assert!(
+            plan_of(&r, &f)
+                .expect_noop()
+                .starts_with("sshd -T matches /etc/ssh/sshd_config.d/00-provision.conf")
+        );
+    }
+
     #[test]
     fn hand_edit_of_the_drop_in_is_drift() {
         let r = SshdConfig {
             settings: settings(),
         };
-        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let probe = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (directives, text, _) = r.desired(&probe).unwrap();
         let edited = text.replace("MaxAuthTries 3", "MaxAuthTries 6");
         let f = host(
@@ -725,7 +811,14 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let probe = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (directives, text, _) = r.desired(&probe).unwrap();
         let f = host(
             SSH_V_DEBIAN12,
@@ -758,7 +851,14 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let f = host(SSH_V_UBUNTU2004, "root", None, old, SOCKET_OFF, &fresh_effective());
+        let f = host(
+            SSH_V_UBUNTU2004,
+            "root",
+            None,
+            old,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(
             summary,
@@ -775,7 +875,14 @@ mod tests {
                 ..settings()
             },
         };
-        let f = host(SSH_V_UBUNTU2404, "root", None, DEBIAN_MAIN, SOCKET_ON, &fresh_effective());
+        let f = host(
+            SSH_V_UBUNTU2404,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_ON,
+            &fresh_effective(),
+        );
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(
             summary,
@@ -786,11 +893,18 @@ mod tests {
         let s = scripts(&actions);
         assert_eq!(
             s.last().unwrap(),
-            "systemctl daemon-reload\nsystemctl restart ssh.socket\nsystemctl try-reload-or-restart ssh.service"
+            "systemctl daemon-reload\nsystemctl restart ssh.socket\nsystemctl try-restart ssh.service"
         );
 
         // Debian 12: ssh.socket exists but is off; the Port line is enough.
-        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
         assert!(written(&actions, DROP_IN_PATH).contains("\nPort 2222\n"));
@@ -808,13 +922,27 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let f = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
         let (directives, text, _) = r.desired(&no_rsa).unwrap();
         assert!(text.contains("\nHostKey /etc/ssh/ssh_host_ed25519_key\n"));
         assert!(!text.contains("ssh_host_rsa_key"));
-        assert_eq!(directives.iter().filter(|d| d.keyword == "HostKey").count(), 1);
-        let none = with(&no_rsa, "path:/etc/ssh/ssh_host_ed25519_key", ok("absent\n"));
+        assert_eq!(
+            directives.iter().filter(|d| d.keyword == "HostKey").count(),
+            1
+        );
+        let none = with(
+            &no_rsa,
+            "path:/etc/ssh/ssh_host_ed25519_key",
+            ok("absent\n"),
+        );
         let err = r.plan(&none).unwrap_err().to_string();
         assert!(err.contains("ssh-keygen -A"), "{err}");
     }
@@ -824,14 +952,31 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let probe = host(SSH_V_DEBIAN12, "root", None, DEBIAN_MAIN, SOCKET_OFF, &fresh_effective());
+        let probe = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
         let (_, text, _) = r.desired(&probe).unwrap();
-        let mut f = host(SSH_V_DEBIAN12, "root", Some(&text), DEBIAN_MAIN, SOCKET_OFF, "");
+        let mut f = host(
+            SSH_V_DEBIAN12,
+            "root",
+            Some(&text),
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            "",
+        );
         let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
             f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         outputs.insert(
             "sshd-effective".into(),
-            failed(255, "/etc/ssh/sshd_config line 3: Bad configuration option: Foo"),
+            failed(
+                255,
+                "/etc/ssh/sshd_config line 3: Bad configuration option: Foo",
+            ),
         );
         f = Facts::from_outputs(outputs);
         assert!(r.plan(&f).is_err());

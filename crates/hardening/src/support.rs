@@ -4,7 +4,7 @@
 
 use common::facts::builtin::{PathKind, PathState, PathStateValue};
 use common::shell::quote;
-use common::{Action, Fact, FactError, FileWrite, Facts, Plan, Probe, Resource};
+use common::{Action, Fact, FactError, Facts, FileWrite, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -70,9 +70,8 @@ impl DesiredFile {
             }
         }
         let content_ok = current.content.as_deref() == Some(self.content.as_slice());
-        let attrs_ok = current.mode == self.mode
-            && current.owner == self.owner
-            && current.group == self.group;
+        let attrs_ok =
+            current.mode == self.mode && current.owner == self.owner && current.group == self.group;
         if content_ok && attrs_ok {
             return Ok(None);
         }
@@ -296,10 +295,12 @@ impl Resource for PathMode {
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
         let current = facts.read(&PathState::new(&self.path))?;
         if current.kind == PathKind::Absent {
-            return Ok(Plan::noop(format!("{} is absent: nothing to restrict", self.path)));
+            return Ok(Plan::noop(format!(
+                "{} is absent: nothing to restrict",
+                self.path
+            )));
         }
-        if current.mode == self.mode && current.owner == self.owner && current.group == self.group
-        {
+        if current.mode == self.mode && current.owner == self.owner && current.group == self.group {
             return Ok(Plan::noop(format!(
                 "{} is {:o} {}:{}",
                 self.path, self.mode, self.owner, self.group
@@ -372,8 +373,8 @@ impl KeyValueFile {
         let mut done = vec![false; self.entries.len()];
         let mut out: Vec<String> = Vec::new();
         for line in old.lines() {
-            let found = key_of(line)
-                .and_then(|k| self.entries.iter().position(|(key, _)| *key == k));
+            let found =
+                key_of(line).and_then(|k| self.entries.iter().position(|(key, _)| *key == k));
             match found {
                 Some(i) if !done[i] => {
                     let (k, v) = &self.entries[i];
@@ -392,7 +393,7 @@ impl KeyValueFile {
             .map(|(e, _)| e)
             .collect();
         if !missing.is_empty() {
-            out.push(format!("# Added by provision (hardening)."));
+            out.push("# Added by provision (hardening).".to_string());
             for (k, v) in missing {
                 out.push(format!("{k}\t{v}"));
             }

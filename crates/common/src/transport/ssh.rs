@@ -84,7 +84,8 @@ impl SshTarget {
 
 pub struct SshTransport {
     target: SshTarget,
-    session: Arc<Session>,
+    /// `None` once closed.
+    session: std::sync::Mutex<Option<Arc<Session>>>,
     channels: Semaphore,
 }
 
@@ -156,7 +157,7 @@ impl SshTransport {
         };
         Ok(Self {
             target,
-            session: Arc::new(session),
+            session: std::sync::Mutex::new(Some(Arc::new(session))),
             channels: Semaphore::new(MAX_CHANNELS),
         })
     }
@@ -258,7 +259,16 @@ impl Transport for SshTransport {
             host: self.target.name.clone(),
             source: Box::new(e),
         };
-        let mut child = Session::to_command(self.session.clone(), "sh")
+        let session = self
+            .session
+            .lock()
+            .expect("not poisoned")
+            .clone()
+            .ok_or_else(|| TransportError::Connect {
+                host: self.target.name.clone(),
+                reason: "the connection was already closed".into(),
+            })?;
+        let mut child = Session::to_command(session, "sh")
             .arg("-c")
             .arg(ELEVATE)
             .arg("provision")
@@ -328,23 +338,22 @@ impl Transport for SshTransport {
     }
 
     async fn close(&self) -> Result<(), TransportError> {
-        // Closing needs ownership; with other clones alive, ask the master to exit instead.
-        let socket: &Path = self.session.control_socket();
-        let status = tokio::process::Command::new("ssh")
-            .args(["-S"])
-            .arg(socket)
-            .args(["-O", "exit", "provision-master"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await;
-        match status {
-            Ok(_) => Ok(()),
-            Err(source) => Err(TransportError::Io {
-                host: self.target.name.clone(),
-                source,
-            }),
+        let Some(session) = self.session.lock().expect("not poisoned").take() else {
+            return Ok(());
+        };
+        // Every command has finished, so this is the last reference: ask the master to exit
+        // over the mux protocol (no extra ssh process).
+        match Arc::try_unwrap(session) {
+            Ok(session) => session
+                .close()
+                .await
+                .map_err(|e| TransportError::Disconnected {
+                    host: self.target.name.clone(),
+                    source: Box::new(e),
+                }),
+            // Still shared (a command in flight elsewhere): dropping our reference is all we
+            // can do; the idle ControlPersist ends the master.
+            Err(_) => Ok(()),
         }
     }
 }
