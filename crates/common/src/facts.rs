@@ -45,6 +45,8 @@ pub enum FactError {
     },
     #[error("the facts script output is truncated or malformed near probe `{key}`")]
     Malformed { key: String },
+    #[error("precondition failed: {what}")]
+    Precondition { what: String },
     #[error(transparent)]
     Transport(#[from] TransportError),
 }

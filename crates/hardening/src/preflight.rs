@@ -75,6 +75,11 @@ impl Resource for MinimumHardwareCheck {
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
         let host = facts.read(&HostInfo)?;
         let found = shortfalls(&self.minimum, &host);
+        if self.minimum.strict == Some(true) && !found.is_empty() {
+            return Err(FactError::Precondition {
+                what: format!("below the minimum hardware (strict): {}", found.join("; ")),
+            });
+        }
         Ok(Plan::noop(if found.is_empty() {
             format!(
                 "{} CPU(s), {} MiB memory, {} MiB free on / meet the minimum",
@@ -98,6 +103,7 @@ mod tests {
                 cpus: Some(4),
                 memory_mib: Some(8192),
                 disk_free_mib: Some(100 * 1024),
+                strict: None,
             }),
             ..Vars::default()
         }
@@ -141,5 +147,22 @@ mod tests {
                 .expect_noop()
                 .starts_with("WARNING: below the minimum hardware: 2 CPU(s)")
         );
+    }
+
+    #[test]
+    fn strict_resource_fails_the_host_below_the_minimum() {
+        let minimum = MinimumHardware {
+            strict: Some(true),
+            ..seeds_minimum().minimum.unwrap()
+        };
+        let r = MinimumHardwareCheck { minimum };
+        let small = facts(&[("host", ok(HOST_UBUNTU2204_KVM))]);
+        let e = r.plan(&small).unwrap_err().to_string();
+        assert!(
+            e.starts_with("precondition failed: below the minimum hardware (strict): 2 CPU(s)"),
+            "{e}"
+        );
+        let big = facts(&[("host", ok(HOST_DEBIAN12_KVM))]);
+        assert!(matches!(r.plan(&big), Ok(Plan::Noop { .. })));
     }
 }

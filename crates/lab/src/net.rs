@@ -132,8 +132,16 @@ const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// Kernel limits the lab raises (path, minimum, marker file holding the original value).
 const INOTIFY_LIMITS: [(&str, u64, &str); 2] = [
-    ("/proc/sys/fs/inotify/max_user_instances", 8192, "inotify_instances.orig"),
-    ("/proc/sys/fs/inotify/max_user_watches", 1_048_576, "inotify_watches.orig"),
+    (
+        "/proc/sys/fs/inotify/max_user_instances",
+        8192,
+        "inotify_instances.orig",
+    ),
+    (
+        "/proc/sys/fs/inotify/max_user_watches",
+        1_048_576,
+        "inotify_watches.orig",
+    ),
 ];
 
 fn nat_rule() -> [&'static str; 5] {
@@ -195,12 +203,12 @@ pub fn ensure_nat(run_dir: &Path) -> Result<(), LabError> {
     // route they would follow the default route out of the machine). Each host's /30 is
     // more specific and still wins.
     let existing = run(
-        &mut cmd("ip").args(["route", "show", "exact", LAB_NET]),
+        cmd("ip").args(["route", "show", "exact", LAB_NET]),
         "the lab needs iproute2 on this machine",
     )?;
     if existing.stdout.iter().all(u8::is_ascii_whitespace) {
         run(
-            &mut cmd("ip").args(["route", "add", "unreachable", LAB_NET]),
+            cmd("ip").args(["route", "add", "unreachable", LAB_NET]),
             "adding the lab's unreachable route",
         )?;
         crate::sys::write_atomic(&run_dir.join("unreachable-route-added"), b"1\n", 0o644)?;

@@ -39,6 +39,9 @@ pub struct Global {
     /// before it restores the previous configuration.
     #[arg(long, global = true, default_value_t = 60)]
     pub rollback_window: u64,
+    /// Fail hosts below the inventory's `minimum` hardware instead of warning.
+    #[arg(long, global = true)]
+    pub strict: bool,
     /// More logs (-v: engine steps and round trips, -vv: everything).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

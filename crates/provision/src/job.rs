@@ -21,6 +21,8 @@ pub struct Job {
     pub rotate: Vec<String>,
     /// The inventory's directory: relative template directories resolve against it.
     pub base_dir: Option<PathBuf>,
+    /// `--strict`: a host below its minimum hardware fails instead of warning.
+    pub strict: bool,
 }
 
 impl Job {
@@ -29,11 +31,18 @@ impl Job {
             set,
             rotate: Vec::new(),
             base_dir: None,
+            strict: false,
         }
     }
 
     pub fn resources(&self, spec: &HostSpec) -> Result<Vec<Box<dyn Resource>>, String> {
-        let vars = &spec.vars;
+        let mut vars = spec.vars.clone();
+        if self.strict
+            && let Some(minimum) = &mut vars.minimum
+        {
+            minimum.strict = Some(true);
+        }
+        let vars = &vars;
         match self.set {
             Set::Hardening => Ok(hardening::drift_resources(vars)),
             Set::All => {

@@ -98,6 +98,7 @@ pub(crate) async fn converge(
     mut job: job::Job,
 ) -> anyhow::Result<i32> {
     let hosts = load_hosts(g)?;
+    job.strict = g.strict;
     job.base_dir = g.inventory_path().parent().map(|p| p.to_path_buf());
     let reports = converge_hosts(g, hosts, mode, job).await;
     output::print_reports(&reports, mode, g.format);

@@ -100,6 +100,9 @@ pub struct MinimumHardware {
     pub memory_mib: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_free_mib: Option<u64>,
+    /// Fail the host instead of warning when it is below the minimum (`--strict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
