@@ -10,9 +10,16 @@ build
 inv=$(mktemp --suffix=.toml)
 trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT
 lab_job_inventory "$inv"
+# Two identical fresh hosts: A gets the floor script, B gets `provision up`.
+read -r A B < <(python3 - "$LAB_INVENTORY" <<'PY'
+import sys, tomllib
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["groups"]["lab"]["hosts"][:2]))
+PY
+)
 
 # The apt work the job will do, read from its own plan on the fresh host.
-packages=$("$P" -i "$inv" --limit lab2 --format json check | python3 -c '
+plan=$("$P" -i "$inv" --limit "$B" --format json check || true)  # exit 2: changes pending
+packages=$(echo "$plan" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
 names = []
@@ -24,17 +31,17 @@ print(" ".join(names))')
 echo "apt work: $packages"
 
 t0=$(now_ms)
-ssh_lab lab1 "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && apt-get -y -q --no-install-recommends install $packages >/dev/null"
+ssh_lab "$A" "export DEBIAN_FRONTEND=noninteractive; apt-get -q update >/dev/null && apt-get -y -q --no-install-recommends install $packages >/dev/null"
 floor=$(( $(now_ms) - t0 ))
 
 t0=$(now_ms)
-"$P" -i "$inv" --limit lab2 up >/dev/null
+"$P" -i "$inv" --limit "$B" up >/dev/null
 converge=$(( $(now_ms) - t0 ))
 
 noop_runs=()
 for _ in 1 2 3 4 5; do
   t0=$(now_ms)
-  json=$("$P" -i "$inv" --limit lab2 --format json check)
+  json=$("$P" -i "$inv" --limit "$B" --format json check)
   noop_runs+=($(( $(now_ms) - t0 )))
 done
 round_trips=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts"][0]["round_trips"])')
@@ -43,7 +50,7 @@ noop=$(printf '%s\n' "${noop_runs[@]}" | median)
 harden_runs=()
 for _ in 1 2 3; do
   t0=$(now_ms)
-  "$P" -i "$inv" --limit lab2 harden --check >/dev/null
+  "$P" -i "$inv" --limit "$B" harden --check >/dev/null
   harden_runs+=($(( $(now_ms) - t0 )))
 done
 harden=$(printf '%s\n' "${harden_runs[@]}" | median)

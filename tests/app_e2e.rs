@@ -22,6 +22,7 @@ use common::inventory::{Inventory, Vars};
 use common::report::{HostOutcome, HostReport, ResourceStatus};
 use common::transport::Transport;
 use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
+use lab::testing::remote;
 
 /// Everything written through `tracing` while the test runs (TRACE level).
 #[derive(Clone, Default)]
@@ -35,18 +36,6 @@ impl Write for LogBuffer {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn remote(host: &lab::LabHost, script: &str) -> String {
-    let out = host.ssh(script).expect("ssh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed on {}:\n{}{}",
-        host.name,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Status, stdout and stderr of `script`, whatever its status.

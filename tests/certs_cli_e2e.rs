@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use certs::testing::{Pebble, PebbleOptions, pebble_installed};
+use lab::testing::remote_output as ssh;
 use sha2::{Digest, Sha256};
 
 /// A fresh host in this test's own lab state directory (the base image cache and the
@@ -41,18 +42,6 @@ fn ready() -> bool {
         return false;
     }
     true
-}
-
-/// Run on the host over an independent login; panic with the output on failure.
-fn ssh(host: &lab::LabHost, script: &str) -> String {
-    let out = host.ssh(script).expect("ssh runs");
-    assert!(
-        out.status.success(),
-        "{script}\n--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn reload_count(host: &lab::LabHost) -> usize {

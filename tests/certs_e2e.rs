@@ -16,6 +16,7 @@ use certs::testing::{Pebble, PebbleOptions, pebble_installed};
 use certs::{CertInfo, Settings, StateDir};
 use common::Transport;
 use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
+use lab::testing::remote_output as ssh;
 
 /// A fresh host in this test's own lab state directory (the base image cache and the
 /// machine-wide address slots are shared).
@@ -55,18 +56,6 @@ async fn connect(host: &lab::LabHost) -> SshTransport {
     })
     .await
     .unwrap_or_else(|e| panic!("connect to {}: {e}", host.name))
-}
-
-/// Run on the host over an independent login; panic with the output on failure.
-fn ssh(host: &lab::LabHost, script: &str) -> String {
-    let out = host.ssh(script).expect("ssh runs");
-    assert!(
-        out.status.success(),
-        "{script}\n--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A scratch directory on this machine, removed on drop.

@@ -2,6 +2,7 @@
 //! the result is checked independently over a separate SSH login, and an immediate
 //! `provision check` reports zero changes within three round trips.
 
+use lab::testing::remote;
 use std::path::Path;
 use std::process::Command;
 
@@ -49,17 +50,6 @@ address = "{address}"
     let path = dir.join("inventory.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn remote(host: &lab::LabHost, script: &str) -> String {
-    let out = host.ssh(script).expect("ssh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed on {}: {}",
-        host.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use lab::testing::remote;
 use sha2::{Digest, Sha256};
 
 // ---------------------------------------------------------------------------------------
@@ -106,18 +107,6 @@ fn host_report<'a>(run: &'a Run, name: &str) -> &'a serde_json::Value {
 
 fn error_of(host: &serde_json::Value) -> String {
     host["error"].as_str().unwrap_or_default().to_string()
-}
-
-/// Run `script` on the host over a fresh, independent SSH login; must succeed.
-fn remote(host: &lab::LabHost, script: &str) -> String {
-    let out = host.ssh(script).expect("ssh");
-    assert!(
-        out.status.success(),
-        "`{script}` failed on {}: {}",
-        host.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A TOML literal multi-line string (content must not contain `'''`).

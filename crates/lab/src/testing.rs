@@ -115,3 +115,22 @@ pub fn fresh_host_in(lab: Lab) -> LabGuard {
         Err(e) => panic!("creating a lab host failed: {e}"),
     }
 }
+
+/// Run `script` on the host over a separate plain login (never the tool's own connection)
+/// and return its stdout; panics with both outputs when it fails. For independent checks.
+pub fn remote_output(host: &LabHost, script: &str) -> String {
+    let out = host.ssh(script).expect("ssh runs");
+    assert!(
+        out.status.success(),
+        "`{script}` failed on {}\n--- stdout\n{}\n--- stderr\n{}",
+        host.name,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// [`remote_output`], trimmed.
+pub fn remote(host: &LabHost, script: &str) -> String {
+    remote_output(host, script).trim().to_string()
+}
