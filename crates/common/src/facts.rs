@@ -120,17 +120,25 @@ pub fn normalize(mut probes: Vec<Probe>) -> Vec<Probe> {
     probes
 }
 
-/// Build the single script that runs every probe, each in its own subshell with stdin
-/// closed and stderr captured separately.
+/// Build the single script that runs every probe. Probes run concurrently on the host (each
+/// in its own subshell, stdin closed, output and status into a temporary directory), so a
+/// gather takes as long as the slowest probe, not the sum; then every section is printed in
+/// order between unique delimiters.
 pub fn batch_script(probes: &[Probe]) -> String {
     let d = delimiter(probes);
     let mut s =
-        String::from("export LC_ALL=C\n__e=$(mktemp) || exit 1\ntrap 'rm -f \"$__e\"' EXIT\n");
-    for p in probes {
+        String::from("export LC_ALL=C\n__d=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$__d\"' EXIT\n");
+    for (i, p) in probes.iter().enumerate() {
+        s.push_str(&format!(
+            "( ( {script}\n) >\"$__d/{i}.out\" 2>\"$__d/{i}.err\" </dev/null; echo $? >\"$__d/{i}.rc\" ) &\n",
+            script = p.script
+        ));
+    }
+    s.push_str("wait\n");
+    for (i, p) in probes.iter().enumerate() {
         let key = crate::shell::quote(&p.key);
         s.push_str(&format!(
-            "printf '%s BEGIN %s\\n' '{d}' {key}\n( {script}\n) </dev/null 2>\"$__e\"\n__rc=$?\nprintf '\\n%s STDERR %s\\n' '{d}' {key}\ncat \"$__e\"\nprintf '\\n%s END %s %d\\n' '{d}' {key} \"$__rc\"\n",
-            script = p.script
+            "printf '%s BEGIN %s\\n' '{d}' {key}\ncat \"$__d/{i}.out\"\nprintf '\\n%s STDERR %s\\n' '{d}' {key}\ncat \"$__d/{i}.err\"\nprintf '\\n%s END %s %s\\n' '{d}' {key} \"$(cat \"$__d/{i}.rc\")\"\n"
         ));
     }
     s
@@ -274,6 +282,38 @@ mod tests {
             parse_batch(&probes, cut),
             Err(FactError::Malformed { key }) if key == "b"
         ));
+    }
+
+    /// Probes run concurrently: `a` (first in order) can only succeed if `b` runs while
+    /// `a` is still waiting. Run one after the other, `a` gives up and fails.
+    #[test]
+    fn probes_run_concurrently_on_the_host() {
+        let dir = std::env::temp_dir().join(format!("provision-facts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("b-ran");
+        let _ = std::fs::remove_file(&flag);
+        let probes = normalize(vec![
+            Probe {
+                key: "a".into(),
+                script: format!(
+                    "i=0; while [ ! -e {f} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; [ -e {f} ] && echo saw-b",
+                    f = flag.display()
+                ),
+            },
+            Probe {
+                key: "b".into(),
+                script: format!("touch {}", flag.display()),
+            },
+        ]);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(batch_script(&probes))
+            .output()
+            .unwrap();
+        let facts = parse_batch(&probes, &String::from_utf8_lossy(&out.stdout)).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(facts.raw("a").unwrap().stdout, "saw-b\n");
+        assert_eq!(facts.raw("a").unwrap().status, 0);
     }
 
     #[test]
