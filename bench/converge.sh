@@ -61,16 +61,28 @@ for _ in 1 2 3; do
 done
 harden=$(printf '%s\n' "${harden_runs[@]}" | median)
 
-python3 - "$floor" "$converge" "$noop" "$round_trips" "$harden" "$RESULTS/converge.json" <<'PY'
+# Floor of a no-op: one bare SSH login (`true`) to the same hardened host.
+login_runs=()
+for _ in 1 2 3; do
+  sleep 6
+  t0=$(now_ms)
+  ssh_lab "$B" true
+  login_runs+=($(( $(now_ms) - t0 )))
+done
+login=$(printf '%s\n' "${login_runs[@]}" | median)
+
+python3 - "$floor" "$converge" "$noop" "$round_trips" "$harden" "$RESULTS/converge.json" "$login" <<'PY'
 import json, sys
 floor, conv, noop, rt, harden = map(float, sys.argv[1:6])
+login = float(sys.argv[7])
 r = {
+  "ssh_login_floor_ms": login, "noop_check_vs_login": round(noop / login, 3),
   "floor_apt_ms": floor, "converge_ms": conv, "converge_vs_floor": round(conv / floor, 3),
   "noop_check_ms_median": noop, "noop_round_trips": int(rt), "harden_check_ms_median": harden,
   "goals": {"converge_vs_floor": 1.15, "noop_check_ms": 500, "noop_round_trips": 3, "harden_check_ms": 1000},
 }
 json.dump(r, open(sys.argv[6], "w"), indent=2)
 print(f"fresh converge  {conv/1000:6.1f} s   floor (plain apt) {floor/1000:6.1f} s   ratio {conv/floor:.2f}x (goal <= 1.15x)")
-print(f"no-op check     {noop:6.0f} ms  round trips {int(rt)} (goals <= 500 ms, <= 3)")
+print(f"no-op check     {noop:6.0f} ms  round trips {int(rt)} (goals <= 500 ms, <= 3); bare ssh login {login:.0f} ms, ratio {noop/login:.2f}x")
 print(f"harden --check  {harden:6.0f} ms  (goal <= 1000 ms)")
 PY

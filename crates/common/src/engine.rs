@@ -210,27 +210,38 @@ async fn converge_inner(
         return Ok(());
     }
 
-    // Apply in segments: ordinary steps together; access-guarding resources commit-confirmed.
-    // Resources are reported `Changed` as soon as their segment is applied, so a failure
-    // later in the run still shows what this run did change.
+    // Apply in segments: ordinary steps together; consecutive access-guarding resources
+    // together, commit-confirmed with one fresh-login proof. Resources are reported `Changed`
+    // as soon as their segment is applied, so a later failure still shows what changed.
     let mut segment: Vec<(usize, &Planned)> = Vec::new();
+    let mut guarded: Vec<(&dyn Resource, &Planned)> = Vec::new();
     let mut done = 0;
     for (i, (resource, p)) in resources.iter().zip(&planned).enumerate() {
         if !p.changes() {
             continue;
         }
         if resource.guards_access() && p.has_actions() {
-            apply_segment(transport, &segment, options).await?;
-            mark_changed(report, &planned, done..i);
-            segment.clear();
-            apply_guarded(transport, resource.as_ref(), p, options).await?;
-            mark_changed(report, &planned, i..i + 1);
-            done = i + 1;
+            if !segment.is_empty() {
+                apply_segment(transport, &segment, options).await?;
+                segment.clear();
+                mark_changed(report, &planned, done..i);
+                done = i;
+            }
+            guarded.push((resource.as_ref(), p));
         } else {
+            if !guarded.is_empty() {
+                apply_guarded(transport, &guarded, options).await?;
+                guarded.clear();
+                mark_changed(report, &planned, done..i);
+                done = i;
+            }
             segment.push((i, p));
         }
     }
     apply_segment(transport, &segment, options).await?;
+    if !guarded.is_empty() {
+        apply_guarded(transport, &guarded, options).await?;
+    }
     mark_changed(report, &planned, done..planned.len());
 
     // Verify: re-read the facts of what changed and plan again; each must now be a no-op.
@@ -474,19 +485,29 @@ async fn apply_segment(
     apply.outcome(transport.host(), &out)
 }
 
-/// Arm a rollback on the host, apply, prove a NEW login works, then disarm.
+/// Arm a rollback on the host, apply a group of access-guarding resources, prove a NEW
+/// login works, then disarm.
 async fn apply_guarded(
     transport: &Counting<'_>,
-    resource: &dyn Resource,
-    planned: &Planned,
+    group: &[(&dyn Resource, &Planned)],
     options: &Options,
 ) -> Result<(), EngineError> {
     let host = transport.host().to_string();
-    let actions: Vec<&Action> = planned.actions().collect();
+    let actions: Vec<&Action> = group.iter().flat_map(|(_, p)| p.actions()).collect();
+    let what = group
+        .iter()
+        .map(|(r, _)| r.id())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reloads: Vec<String> = group
+        .iter()
+        .filter_map(|(r, _)| r.rollback_script())
+        .collect();
+    let reload = (!reloads.is_empty()).then(|| reloads.join("; "));
     let unit = format!("provision-rollback-{}", std::process::id());
     let window = options.rollback_window.as_secs().max(10);
     let paths = written_paths(&actions);
-    let restore = rollback_commands(&paths, resource.rollback_script().as_deref());
+    let restore = rollback_commands(&paths, reload.as_deref());
     let arm = format!(
         "set -e\n{}systemctl stop {unit}.timer {unit}.service >/dev/null 2>&1 || true\n\
          systemctl reset-failed {unit}.service >/dev/null 2>&1 || true\n\
@@ -535,7 +556,7 @@ async fn apply_guarded(
             };
             Err(EngineError::AccessLost {
                 host,
-                what: resource.id(),
+                what,
                 window_secs: window,
                 after,
             })
