@@ -540,7 +540,25 @@ impl Lab {
         let Some(_creating) = lock_host(&dir)? else {
             return Ok(()); // removed meanwhile
         };
-        host::teardown(self, &dir, name).map(|_| ())
+        host::teardown(self, &dir, name)?;
+        self.release_machine_state_if_idle()?;
+        Ok(())
+    }
+
+    /// When no lab host is left anywhere on the machine: undo the NAT rule, route,
+    /// ip_forward and inotify settings the lab made, and its cgroup parents.
+    fn release_machine_state_if_idle(&self) -> Result<Option<net::NatTeardown>, LabError> {
+        if !self.run_dir.exists() {
+            return Ok(None);
+        }
+        let _g = self.global_lock()?;
+        if !host::live_slots(self)?.is_empty() {
+            return Ok(None);
+        }
+        let nat = net::teardown_nat(&self.run_dir);
+        net::remove_cgroup_parents();
+        let _ = std::fs::remove_dir(self.slots_dir());
+        Ok(Some(nat))
     }
 
     fn host_dir_of(&self, name: &str) -> Result<PathBuf, LabError> {
@@ -590,15 +608,9 @@ impl Lab {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(LabError::io("removing", self.inventory_path(), e)),
         }
-        if self.run_dir.exists() {
-            let _g = self.global_lock()?;
-            if host::live_slots(self)?.is_empty() {
-                let nat = net::teardown_nat(&self.run_dir);
-                report.nat_rule_removed = nat.nat_rule_removed;
-                report.ip_forward_restored = nat.ip_forward_restored;
-                net::remove_cgroup_parents();
-                let _ = std::fs::remove_dir(self.slots_dir());
-            }
+        if let Some(nat) = self.release_machine_state_if_idle()? {
+            report.nat_rule_removed = nat.nat_rule_removed;
+            report.ip_forward_restored = nat.ip_forward_restored;
         }
         Ok(report)
     }
