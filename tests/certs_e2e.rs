@@ -21,11 +21,10 @@ use lab::testing::remote_output as ssh;
 /// A fresh host in this test's own lab state directory (the base image cache and the
 /// machine-wide address slots are shared).
 fn fresh_host() -> lab::testing::LabGuard {
-    let state = std::env::var("PROVISION_CERTS_LAB_DIR")
-        .unwrap_or_else(|_| "/var/lib/provision-lab-certs-e2e".into());
-    let cache =
-        std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| lab::DEFAULT_CACHE_DIR.into());
-    lab::testing::fresh_host_in(lab::Lab::with_dirs(state.into(), cache.into()))
+    lab::testing::fresh_host_in_own_dir(
+        "PROVISION_CERTS_LAB_DIR",
+        "/var/lib/provision-lab-certs-e2e",
+    )
 }
 
 fn ready() -> bool {

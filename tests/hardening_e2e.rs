@@ -47,11 +47,10 @@ fn pace(host: &lab::LabHost, weight: usize) {
 /// elsewhere on the machine does not take it away mid-test (the base image cache and the
 /// machine-wide address slots are shared).
 fn fresh_host() -> lab::testing::LabGuard {
-    let state = std::env::var("PROVISION_HARDENING_LAB_DIR")
-        .unwrap_or_else(|_| "/var/lib/provision-lab-hardening-e2e".into());
-    let cache =
-        std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| lab::DEFAULT_CACHE_DIR.into());
-    lab::testing::fresh_host_in(lab::Lab::with_dirs(state.into(), cache.into()))
+    lab::testing::fresh_host_in_own_dir(
+        "PROVISION_HARDENING_LAB_DIR",
+        "/var/lib/provision-lab-hardening-e2e",
+    )
 }
 
 async fn connect(host: &lab::LabHost, user: &str) -> SshTransport {

@@ -134,3 +134,14 @@ pub fn remote_output(host: &LabHost, script: &str) -> String {
 pub fn remote(host: &LabHost, script: &str) -> String {
     remote_output(host, script).trim().to_string()
 }
+
+/// A fresh host in a lab state directory of the test's own (`$state_var`, else
+/// `default_state`), so a `provision lab down` elsewhere on the machine cannot take it away
+/// mid-test. The base image cache (`PROVISION_LAB_CACHE`) and the machine-wide address
+/// slots are shared.
+pub fn fresh_host_in_own_dir(state_var: &str, default_state: &str) -> LabGuard {
+    let state = std::env::var(state_var).unwrap_or_else(|_| default_state.into());
+    let cache =
+        std::env::var("PROVISION_LAB_CACHE").unwrap_or_else(|_| crate::DEFAULT_CACHE_DIR.into());
+    fresh_host_in(Lab::with_dirs(state.into(), cache.into()))
+}
