@@ -198,6 +198,19 @@ fn certs_help_lists_the_subcommands() {
             "{sub} missing from:\n{text}"
         );
     }
+    let help = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args(args)
+            .output()
+            .expect("run provision");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let renew = help(&["certs", "renew", "--help"]);
+    for flag in ["--force", "--check", "--local", "--config-dir"] {
+        assert!(renew.contains(flag), "{flag} missing from:\n{renew}");
+    }
+    assert!(help(&["certs", "schedule", "--help"]).contains("--install-binary"));
 }
 
 #[test]

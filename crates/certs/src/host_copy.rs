@@ -320,7 +320,7 @@ impl HostStateCopy {
         let (host, name) = (&declaration.host, &declaration.name);
         let Some(stored) = state
             .load_certificate(host, name)
-            .map_err(|e| crate::error_chain(&e))?
+            .map_err(|e| common::error::error_chain(&e))?
         else {
             return Ok(None);
         };
@@ -332,7 +332,7 @@ impl HostStateCopy {
         })?;
         let record = state
             .load_record(host, name)
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| common::error::error_chain(&e))?;
         let mut record = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
         record.push(b'\n');
         let root = crate::schedule::LOCAL_STATE_DIR;

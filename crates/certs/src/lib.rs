@@ -107,18 +107,3 @@ pub enum CertsError {
         source: rcgen::Error,
     },
 }
-
-/// An error with its causes, one line (for the state record and logs).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
-}

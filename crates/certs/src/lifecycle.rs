@@ -315,7 +315,7 @@ async fn run(
                     (c, true, reason)
                 }
                 Err(e) => {
-                    record.last_error = Some(crate::error_chain(&e));
+                    record.last_error = Some(common::error::error_chain(&e));
                     if let CertsError::Acme(a) = &e {
                         record.retry_not_before = a.retry_after();
                     }

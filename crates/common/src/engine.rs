@@ -171,7 +171,7 @@ pub async fn converge(
         }
         Err(e) => {
             report.outcome = HostOutcome::Failed;
-            report.error = Some(crate::report::error_chain(&e));
+            report.error = Some(crate::error::error_chain(&e));
         }
     }
     report

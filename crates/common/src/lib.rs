@@ -5,6 +5,7 @@
 //! from facts, [`engine`] is the only place that talks to a [`transport::Transport`].
 
 pub mod engine;
+pub mod error;
 pub mod facts;
 pub mod inventory;
 pub mod report;

@@ -121,6 +121,18 @@ pub enum HostOutcome {
     Failed,
 }
 
+impl HostOutcome {
+    /// How the outcome reads in progress lines and the summary.
+    pub fn word(self) -> &'static str {
+        match self {
+            HostOutcome::Converged => "ok (no changes)",
+            HostOutcome::Changed => "changed",
+            HostOutcome::Pending => "changes pending",
+            HostOutcome::Failed => "FAILED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct HostReport {
     pub host: String,
@@ -194,18 +206,85 @@ pub fn exit_code_for(reports: &[HostReport]) -> i32 {
     }
 }
 
-/// An error and its causes on one line, each cause once (messages that already contain
-/// their source's text are not repeated).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+/// One host's changed, pending, failed or not-applicable resources (with diffs in check
+/// mode), as text; empty when everything was already in place.
+pub fn render_host(r: &HostReport, mode: Mode) -> String {
+    use std::fmt::Write;
+    let interesting: Vec<_> = r
+        .resources
+        .iter()
+        .filter(|x| x.status != ResourceStatus::Ok)
+        .collect();
+    let mut out = String::new();
+    if interesting.is_empty() && r.error.is_none() {
+        return out;
     }
-    text
+    let _ = writeln!(out, "== {}", r.host);
+    for res in interesting {
+        let mark = match res.status {
+            ResourceStatus::Ok => " ",
+            ResourceStatus::NotApplicable => "-",
+            ResourceStatus::Pending => "~",
+            ResourceStatus::Changed => "+",
+            ResourceStatus::Failed => "!",
+        };
+        let _ = writeln!(out, "{mark} {}: {}", res.id, res.detail);
+        if mode == Mode::Check {
+            for d in &res.diffs {
+                for line in d.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "! error: {e}");
+    }
+    out
+}
+
+/// The table closing a run: one row a host, then how many failed.
+pub fn render_summary(reports: &[HostReport]) -> String {
+    use std::fmt::Write;
+    let name_width = reports
+        .iter()
+        .map(|r| r.host.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:<16} {:>4} {:>8} {:>8} {:>4} {:>7} {:>12} {:>8}",
+        "HOST", "OUTCOME", "OK", "CHANGED", "PENDING", "N/A", "FAILED", "ROUND TRIPS", "TIME"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:<16} {:>4} {:>8} {:>8} {:>4} {:>7} {:>12} {:>7.2}s",
+            r.host,
+            r.outcome.word(),
+            r.count(ResourceStatus::Ok),
+            r.count(ResourceStatus::Changed),
+            r.count(ResourceStatus::Pending),
+            r.count(ResourceStatus::NotApplicable),
+            r.count(ResourceStatus::Failed),
+            r.round_trips,
+            r.elapsed_ms as f64 / 1000.0
+        );
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.outcome == HostOutcome::Failed)
+        .count();
+    let _ = writeln!(out, "{} host(s), {} failed", reports.len(), failed);
+    out
+}
+
+/// The name of a mode in JSON output.
+pub fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Check => "check",
+        Mode::Apply => "apply",
+    }
 }

@@ -1,16 +1,22 @@
 //! Many hosts at once: a bounded number in parallel, each independent of the others.
+//!
+//! [`for_each_host`] is the one runner of every multi-host command (`up`, `check`,
+//! `harden`, `facts`, `certs …`): it prepares a host's work without I/O, opens the
+//! connection through a [`Connector`] (the one transport factory), runs the work, closes
+//! the connection and reports progress. What the work is ([`HostWork`]) differs per command.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use crate::engine::{self, Options};
 use crate::inventory::HostSpec;
 use crate::report::HostReport;
 use crate::resource::Resource;
-use crate::transport::Transport;
 use crate::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
+use crate::transport::{Transport, TransportError};
 
 /// Progress callbacks (the CLI draws bars or prints lines from these).
 pub trait Progress: Send + Sync {
@@ -41,6 +47,26 @@ impl Default for RunOptions {
     }
 }
 
+/// Opens the connection to an inventory host: the one place a command gets a transport.
+#[async_trait]
+pub trait Connector: Send + Sync {
+    async fn connect(&self, spec: &HostSpec) -> Result<Box<dyn Transport>, TransportError>;
+}
+
+/// Connects with the system `ssh` ([`SshTransport`]), settings from the inventory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SshConnector {
+    pub host_key_policy: HostKeyPolicy,
+}
+
+#[async_trait]
+impl Connector for SshConnector {
+    async fn connect(&self, spec: &HostSpec) -> Result<Box<dyn Transport>, TransportError> {
+        let transport = SshTransport::connect(ssh_target(spec, self.host_key_policy)).await?;
+        Ok(Box::new(transport))
+    }
+}
+
 pub fn ssh_target(spec: &HostSpec, policy: HostKeyPolicy) -> SshTarget {
     SshTarget {
         name: spec.name.clone(),
@@ -56,66 +82,158 @@ pub fn ssh_target(spec: &HostSpec, policy: HostKeyPolicy) -> SshTarget {
     }
 }
 
-/// Run `job` on every host over SSH; one host failing does not stop the others.
-/// Reports come back in inventory order.
-pub async fn run_over_ssh<J>(
+/// What one command does on one host.
+#[async_trait]
+pub trait HostWork: Send + Sync + 'static {
+    /// What [`HostWork::prepare`] hands to [`HostWork::run`].
+    type Ready: Send;
+    /// The result for one host.
+    type Output: Send + 'static;
+
+    /// The progress phase shown while [`HostWork::run`] works.
+    fn phase(&self) -> &'static str;
+
+    /// Pure preparation, before connecting; an error fails the host without connecting.
+    fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String>;
+
+    /// The work, over an open connection.
+    async fn run(
+        &self,
+        spec: &HostSpec,
+        ready: Self::Ready,
+        transport: &dyn Transport,
+    ) -> Self::Output;
+
+    /// The result of a host that failed before or while connecting.
+    fn failed(&self, spec: &HostSpec, error: String) -> Self::Output;
+
+    /// Record how long the host took; return its report for the progress display.
+    fn finish(&self, output: &mut Self::Output, elapsed: Duration) -> HostReport;
+}
+
+/// Run `work` on every host, at most `forks` at once; one host failing does not stop the
+/// others. Results come back in the order of `hosts`.
+pub async fn for_each_host<W: HostWork>(
+    hosts: Vec<HostSpec>,
+    forks: usize,
+    connector: Arc<dyn Connector>,
+    progress: Arc<dyn Progress>,
+    work: Arc<W>,
+) -> Vec<W::Output> {
+    let limit = Arc::new(Semaphore::new(forks.max(1)));
+    let mut tasks = Vec::new();
+    for spec in hosts {
+        let (work, limit, progress, connector) = (
+            work.clone(),
+            limit.clone(),
+            progress.clone(),
+            connector.clone(),
+        );
+        let name = spec.clone();
+        let task = tokio::spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            progress.started(&spec.name);
+            let started = Instant::now();
+            let mut output = on_host(&*work, &spec, &*connector, &*progress).await;
+            progress.finished(&work.finish(&mut output, started.elapsed()));
+            output
+        });
+        tasks.push((name, task));
+    }
+    let mut outputs = Vec::new();
+    for (spec, task) in tasks {
+        outputs.push(
+            task.await
+                .unwrap_or_else(|e| work.failed(&spec, format!("task panicked: {e}"))),
+        );
+    }
+    outputs
+}
+
+async fn on_host<W: HostWork>(
+    work: &W,
+    spec: &HostSpec,
+    connector: &dyn Connector,
+    progress: &dyn Progress,
+) -> W::Output {
+    let ready = match work.prepare(spec) {
+        Ok(ready) => ready,
+        Err(e) => return work.failed(spec, e),
+    };
+    progress.phase(&spec.name, "connecting");
+    let transport = match connector.connect(spec).await {
+        Ok(t) => t,
+        Err(e) => return work.failed(spec, e.to_string()),
+    };
+    progress.phase(&spec.name, work.phase());
+    let output = work.run(spec, ready, &*transport).await;
+    if let Err(e) = transport.close().await {
+        tracing::warn!(host = %spec.name, error = %e, "closing the connection");
+    }
+    output
+}
+
+/// Converging a list of resources (what `up`, `check`, `harden` and `certs schedule` do):
+/// `resources` composes the list for a host.
+pub struct Converge<J> {
+    pub resources: J,
+    pub engine: Options,
+}
+
+#[async_trait]
+impl<J> HostWork for Converge<J>
+where
+    J: Fn(&HostSpec) -> Result<Vec<Box<dyn Resource>>, String> + Send + Sync + 'static,
+{
+    type Ready = Vec<Box<dyn Resource>>;
+    type Output = HostReport;
+
+    fn phase(&self) -> &'static str {
+        "converging"
+    }
+
+    fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
+        (self.resources)(spec)
+    }
+
+    async fn run(
+        &self,
+        _spec: &HostSpec,
+        resources: Self::Ready,
+        transport: &dyn Transport,
+    ) -> HostReport {
+        engine::converge(transport, &resources, &self.engine).await
+    }
+
+    fn failed(&self, spec: &HostSpec, error: String) -> HostReport {
+        HostReport::failed(&spec.name, error)
+    }
+
+    fn finish(&self, report: &mut HostReport, elapsed: Duration) -> HostReport {
+        if report.elapsed_ms == 0 {
+            // Failed before converging (job or connection): still say how long it took.
+            report.elapsed_ms = elapsed.as_millis() as u64;
+        }
+        report.clone()
+    }
+}
+
+/// Converge the resources `job` composes on every host; reports in inventory order.
+pub async fn converge_all<J>(
     hosts: Vec<HostSpec>,
     job: J,
     options: &RunOptions,
+    connector: Arc<dyn Connector>,
     progress: Arc<dyn Progress>,
 ) -> Vec<HostReport>
 where
     J: Fn(&HostSpec) -> Result<Vec<Box<dyn Resource>>, String> + Send + Sync + 'static,
 {
-    let job = Arc::new(job);
-    let limit = Arc::new(Semaphore::new(options.forks.max(1)));
-    let mut tasks = Vec::new();
-    for spec in hosts {
-        let (job, limit, progress, options) = (
-            job.clone(),
-            limit.clone(),
-            progress.clone(),
-            options.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            progress.started(&spec.name);
-            let started = std::time::Instant::now();
-            let mut report = match job(&spec) {
-                Err(e) => HostReport::failed(&spec.name, e),
-                Ok(resources) => {
-                    progress.phase(&spec.name, "connecting");
-                    match SshTransport::connect(ssh_target(&spec, options.host_key_policy)).await
-                    {
-                        Err(e) => HostReport::failed(&spec.name, e.to_string()),
-                        Ok(transport) => {
-                            progress.phase(&spec.name, "converging");
-                            let report =
-                                engine::converge(&transport, &resources, &options.engine).await;
-                            if let Err(e) = transport.close().await {
-                                tracing::warn!(host = %spec.name, error = %e, "closing the connection");
-                            }
-                            report
-                        }
-                    }
-                }
-            };
-            if report.elapsed_ms == 0 {
-                // Failed before converging (job or connection): still say how long it took.
-                report.elapsed_ms = started.elapsed().as_millis() as u64;
-            }
-            progress.finished(&report);
-            report
-        }));
-    }
-    let mut reports = Vec::new();
-    for t in tasks {
-        reports.push(
-            t.await
-                .unwrap_or_else(|e| HostReport::failed("?", format!("task panicked: {e}"))),
-        );
-    }
-    reports
+    let work = Converge {
+        resources: job,
+        engine: options.engine.clone(),
+    };
+    for_each_host(hosts, options.forks, connector, progress, Arc::new(work)).await
 }
 
 /// Gather facts only (for `provision facts`), over one transport.
@@ -124,4 +242,91 @@ pub async fn gather_facts(
     resources: &[Box<dyn Resource>],
 ) -> Result<crate::facts::Facts, crate::facts::FactError> {
     crate::facts::gather(transport, &engine::probes_of(resources)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fake::{FakeTransport, output};
+
+    /// Connects every host to a fake transport that answers `ok`, except `down`.
+    struct FakeConnector;
+
+    #[async_trait]
+    impl Connector for FakeConnector {
+        async fn connect(&self, spec: &HostSpec) -> Result<Box<dyn Transport>, TransportError> {
+            if spec.name == "down" {
+                return Err(TransportError::Connect {
+                    host: spec.name.clone(),
+                    reason: "no route".into(),
+                });
+            }
+            Ok(Box::new(FakeTransport::responding(&spec.name, |_| {
+                output(0, "ok")
+            })))
+        }
+    }
+
+    struct Echo;
+
+    #[async_trait]
+    impl HostWork for Echo {
+        type Ready = ();
+        type Output = Result<String, String>;
+        fn phase(&self) -> &'static str {
+            "echoing"
+        }
+        fn prepare(&self, spec: &HostSpec) -> Result<(), String> {
+            if spec.name == "bad" {
+                Err("bad job".into())
+            } else {
+                Ok(())
+            }
+        }
+        async fn run(&self, spec: &HostSpec, _: (), t: &dyn Transport) -> Self::Output {
+            let out = t.run("echo", b"").await.map_err(|e| e.to_string())?;
+            Ok(format!("{}: {}", spec.name, out.stdout_lossy()))
+        }
+        fn failed(&self, _spec: &HostSpec, error: String) -> Self::Output {
+            Err(error)
+        }
+        fn finish(&self, output: &mut Self::Output, _: Duration) -> HostReport {
+            match output {
+                Ok(_) => HostReport::new("x"),
+                Err(e) => HostReport::failed("x", e.clone()),
+            }
+        }
+    }
+
+    fn spec(name: &str) -> HostSpec {
+        HostSpec {
+            name: name.into(),
+            address: "10.77.0.1".into(),
+            connection: Default::default(),
+            groups: Vec::new(),
+            vars: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_host_failing_to_prepare_or_connect_leaves_the_others_in_inventory_order() {
+        let hosts = ["a", "bad", "down", "b"].map(spec).to_vec();
+        let out = for_each_host(
+            hosts,
+            2,
+            Arc::new(FakeConnector),
+            Arc::new(Quiet),
+            Arc::new(Echo),
+        )
+        .await;
+        assert_eq!(
+            out,
+            vec![
+                Ok("a: ok".to_string()),
+                Err("bad job".to_string()),
+                Err("could not connect to down: no route".to_string()),
+                Ok("b: ok".to_string()),
+            ]
+        );
+    }
 }

@@ -4,14 +4,10 @@
 use std::time::Instant;
 
 use common::engine::Mode;
-use common::inventory::Inventory;
-use common::report::{HostOutcome, ResourceStatus, exit_code_for};
+use jobs::demo::{DemoOutcome, DemoRun};
 
 use crate::cli::{Global, LabCommand};
-use crate::{job, output};
-
-/// Vars of the demo job (the seeds/002 host), appended to the lab's inventory.
-const DEMO_VARS: &str = include_str!("demo-vars.toml");
+use crate::output;
 
 pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
     let lab = lab::Lab::open_default()?;
@@ -91,7 +87,7 @@ async fn demo(g: &Global, lab: &lab::Lab, keep: bool) -> anyhow::Result<i32> {
         host.address,
         started.elapsed().as_secs_f64()
     );
-    let result = demo_runs(g, lab, &host).await;
+    let result = demo_runs(g, &host).await;
     if !keep {
         tokio::task::block_in_place(|| lab.destroy_host(&host.name))?;
         println!("lab host {} destroyed", host.name);
@@ -99,45 +95,31 @@ async fn demo(g: &Global, lab: &lab::Lab, keep: bool) -> anyhow::Result<i32> {
     result
 }
 
-async fn demo_runs(g: &Global, lab: &lab::Lab, host: &lab::LabHost) -> anyhow::Result<i32> {
-    let _ = lab;
-    let text = format!(
-        "[defaults]\nuser = {:?}\nport = {}\nidentity_file = {:?}\nknown_hosts = {:?}\n\n\
-         [hosts.{}]\naddress = \"{}\"\n\n{DEMO_VARS}",
-        host.user,
-        host.port,
-        host.identity_file.display().to_string(),
-        host.known_hosts.display().to_string(),
-        host.name,
-        host.address
-    );
-    let inventory = Inventory::parse("<demo inventory>", &text, None)
-        .map_err(|e| output::inventory_error(*e))?;
-    let hosts = inventory.hosts.clone();
+async fn demo_runs(g: &Global, host: &lab::LabHost) -> anyhow::Result<i32> {
+    let show = |run, reports: &[_]| {
+        match run {
+            DemoRun::First => println!("\n# first run: provision up"),
+            DemoRun::Second => println!("\n# second run: provision up (must change nothing)"),
+        }
+        output::print_reports(reports, Mode::Apply, g.format);
+    };
+    let session = crate::session(g);
+    let outcome = jobs::demo::demo(&session, host, || progress(g), show).await;
+    match outcome? {
+        DemoOutcome::FirstFailed(code) => Ok(code),
+        DemoOutcome::NotANoop { changes } => {
+            eprintln!("demo: the second run was not a no-op ({changes} change(s))");
+            Ok(1)
+        }
+        DemoOutcome::Converged { round_trips } => {
+            println!("\ndemo: converged; second run made 0 changes in {round_trips} round trip(s)");
+            Ok(0)
+        }
+    }
+}
 
-    println!("\n# first run: provision up");
-    let first =
-        crate::converge_hosts(g, hosts.clone(), Mode::Apply, job::Job::new(job::Set::All)).await;
-    output::print_reports(&first, Mode::Apply, g.format);
-    if exit_code_for(&first) != 0 {
-        return Ok(exit_code_for(&first));
-    }
-    println!("\n# second run: provision up (must change nothing)");
-    let second = crate::converge_hosts(g, hosts, Mode::Apply, job::Job::new(job::Set::All)).await;
-    output::print_reports(&second, Mode::Apply, g.format);
-    let changed: usize = second
-        .iter()
-        .map(|r| r.count(ResourceStatus::Changed))
-        .sum();
-    if second.iter().any(|r| r.outcome != HostOutcome::Converged) || changed > 0 {
-        eprintln!("demo: the second run was not a no-op ({changed} change(s))");
-        return Ok(1);
-    }
-    println!(
-        "\ndemo: converged; second run made 0 changes in {} round trip(s)",
-        second.iter().map(|r| r.round_trips).sum::<u32>()
-    );
-    Ok(0)
+fn progress(g: &Global) -> std::sync::Arc<dyn common::run::Progress> {
+    output::progress(g.format)
 }
 
 /// Install the lab's missing Debian packages (saying so), or explain why not.

@@ -153,7 +153,9 @@ impl SshTransport {
         }
         let session = match builder.connect_mux(&target.destination).await {
             Ok(s) => s,
-            Err(e) => return Err(classify_connect_error(&target, &error_chain(&e)).await),
+            Err(e) => {
+                return Err(classify_connect_error(&target, &crate::error::error_chain(&e)).await);
+            }
         };
         Ok(Self {
             target,
@@ -165,17 +167,6 @@ impl SshTransport {
     pub fn target(&self) -> &SshTarget {
         &self.target
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        cur = s.source();
-    }
-    text
 }
 
 /// Host-key problems get the fingerprint the server presented, so the operator can compare.

@@ -1,4 +1,5 @@
-//! Which resource sets a command applies to a host (wiring only).
+//! Which resources a command applies to a host: the one place hardening, app and the
+//! flags that shape them are composed.
 
 use std::path::PathBuf;
 
@@ -53,7 +54,7 @@ impl Job {
                     base_dir: self.base_dir.clone(),
                 };
                 all.extend(
-                    app::resources(vars, &options).map_err(|e| common::report::error_chain(&e))?,
+                    app::resources(vars, &options).map_err(|e| common::error::error_chain(&e))?,
                 );
                 Ok(all)
             }

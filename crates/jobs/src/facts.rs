@@ -1,0 +1,142 @@
+//! `provision facts`: what the probes of the full job read on each host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::Resource;
+use common::facts::Facts;
+use common::inventory::HostSpec;
+use common::report::HostReport;
+use common::run::{self, HostWork, Quiet};
+use common::transport::Transport;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::{Job, JobError, Session, Set};
+
+/// What the probes read on one host, or why they could not.
+#[derive(Debug)]
+pub struct HostFacts {
+    pub host: String,
+    pub facts: Result<Facts, String>,
+}
+
+impl HostFacts {
+    /// As JSON: each probe's status, stdout and stderr, file contents redacted; or the error.
+    pub fn to_json(&self) -> Value {
+        match &self.facts {
+            Err(e) => json!({ "error": e }),
+            Ok(facts) => Value::Object(
+                facts
+                    .iter()
+                    .map(|(k, v)| {
+                        let probe = json!({
+                            "status": v.status,
+                            "stdout": redact_probe(k, &v.stdout),
+                            "stderr": v.stderr,
+                        });
+                        (k.clone(), probe)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Every host's facts as one JSON object, keyed by host name.
+pub fn facts_json(all: &[HostFacts]) -> Value {
+    Value::Object(all.iter().map(|h| (h.host.clone(), h.to_json())).collect())
+}
+
+/// Probe output safe to show: file contents are replaced by their hash (they may be secrets).
+pub fn redact_probe(key: &str, stdout: &str) -> String {
+    if !key.starts_with("path:") {
+        return stdout.to_string();
+    }
+    let mut lines = stdout.lines();
+    let head = lines.next().unwrap_or_default().to_string();
+    match lines.next() {
+        Some(content) => {
+            let digest = Sha256::digest(content.as_bytes());
+            let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+            format!("{head}\n<content redacted, base64 sha256 {hex}…>\n")
+        }
+        None => format!("{head}\n"),
+    }
+}
+
+struct Gather(Job);
+
+#[async_trait]
+impl HostWork for Gather {
+    type Ready = Vec<Box<dyn Resource>>;
+    type Output = HostFacts;
+
+    fn phase(&self) -> &'static str {
+        "gathering facts"
+    }
+
+    fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
+        self.0.resources(spec)
+    }
+
+    async fn run(&self, spec: &HostSpec, resources: Self::Ready, t: &dyn Transport) -> HostFacts {
+        HostFacts {
+            host: spec.name.clone(),
+            facts: run::gather_facts(t, &resources)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    fn failed(&self, spec: &HostSpec, error: String) -> HostFacts {
+        HostFacts {
+            host: spec.name.clone(),
+            facts: Err(error),
+        }
+    }
+
+    fn finish(&self, output: &mut HostFacts, _: Duration) -> HostReport {
+        match &output.facts {
+            Ok(_) => HostReport::new(&output.host),
+            Err(e) => HostReport::failed(&output.host, e.clone()),
+        }
+    }
+}
+
+/// The facts of every selected host, in inventory order. A host whose job cannot be
+/// composed stops the command before anything connects.
+pub async fn facts(session: &Session) -> Result<Vec<HostFacts>, JobError> {
+    let hosts = session.hosts()?;
+    let job = Job::new(Set::All);
+    for spec in &hosts {
+        job.resources(spec).map_err(JobError::Compose)?;
+    }
+    let options = session.options(common::Mode::Check);
+    Ok(run::for_each_host(
+        hosts,
+        options.forks,
+        session.connector.clone(),
+        Arc::new(Quiet),
+        Arc::new(Gather(job)),
+    )
+    .await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_contents_are_redacted_and_other_probes_are_not() {
+        let file = redact_probe("path:/etc/app/.env", "0600 root root\nU0VDUkVUPXg=\n");
+        assert!(
+            file.starts_with("0600 root root\n<content redacted"),
+            "{file}"
+        );
+        assert!(!file.contains("U0VDUkVUPXg="), "{file}");
+        assert_eq!(redact_probe("path:/missing", "absent\n"), "absent\n");
+        assert_eq!(redact_probe("os-release", "ID=debian\n"), "ID=debian\n");
+    }
+}

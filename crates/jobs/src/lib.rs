@@ -1,0 +1,147 @@
+//! What each `provision` command does, as a library: which resources a job applies to a
+//! host ([`Job`]), and the multi-host runs of `up`/`check`/`harden` ([`converge`]),
+//! `facts` ([`facts`]) and `certs …` ([`certs`]). Every one of them goes through the one
+//! runner, [`common::run::for_each_host`], and gets its connections from the session's
+//! [`Connector`] (SSH in the CLI, anything else in tests).
+//!
+//! The CLI parses arguments into a [`Session`], calls one function here and prints what
+//! comes back.
+
+pub mod certs;
+pub mod demo;
+mod facts;
+mod job;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::engine::Mode;
+use common::inventory::{HostSpec, Inventory, InventoryError};
+use common::report::HostReport;
+use common::run::{self, Connector, Progress, RunOptions, SshConnector};
+use common::transport::ssh::HostKeyPolicy;
+
+pub use facts::{HostFacts, facts, facts_json, redact_probe};
+pub use job::{Job, Set};
+
+/// Why a command could not start (a host failing is a report, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The inventory does not load: `file:line:col: message`, then the source snippet.
+    #[error("{}", render_inventory_error(.0))]
+    Inventory(Box<InventoryError>),
+    #[error("{0}")]
+    Select(String),
+    #[error("no hosts selected in {}", .0.display())]
+    NoHosts(PathBuf),
+    /// A host's resources could not be composed (`facts` stops before connecting).
+    #[error("{0}")]
+    Compose(String),
+    #[error(transparent)]
+    Certs(#[from] certs::CertsJobError),
+}
+
+fn render_inventory_error(e: &InventoryError) -> String {
+    let mut out = String::new();
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    match handler.render_report(&mut out, e) {
+        Ok(()) => out,
+        Err(_) => e.to_string(),
+    }
+}
+
+/// What every command is run with: the inventory, which hosts, and how to reach them.
+#[derive(Clone)]
+pub struct Session {
+    pub inventory: PathBuf,
+    /// `--limit`: hosts or groups, comma-separated.
+    pub limit: Option<String>,
+    /// `--strict`: a host below its minimum hardware fails instead of warning.
+    pub strict: bool,
+    /// Forks, host key policy and engine options (the mode is set per command).
+    pub run: RunOptions,
+    /// The transport factory.
+    pub connector: Arc<dyn Connector>,
+}
+
+impl Session {
+    /// A session that reaches hosts over SSH; `accept_new_host_keys` trusts unknown keys on
+    /// first use (a changed key is still refused).
+    pub fn over_ssh(inventory: PathBuf, accept_new_host_keys: bool) -> Self {
+        let host_key_policy = match accept_new_host_keys {
+            true => HostKeyPolicy::AcceptNew,
+            false => HostKeyPolicy::Strict,
+        };
+        Self {
+            inventory,
+            limit: None,
+            strict: false,
+            run: RunOptions {
+                host_key_policy,
+                ..RunOptions::default()
+            },
+            connector: Arc::new(SshConnector { host_key_policy }),
+        }
+    }
+
+    /// The options of a run in `mode`.
+    pub fn options(&self, mode: Mode) -> RunOptions {
+        let mut options = self.run.clone();
+        options.engine.mode = mode;
+        options
+    }
+
+    /// The inventory's directory: relative paths in it resolve against this.
+    pub fn base_dir(&self) -> Option<PathBuf> {
+        self.inventory.parent().map(Path::to_path_buf)
+    }
+
+    /// The selected hosts of the inventory; none selected is an error.
+    pub fn hosts(&self) -> Result<Vec<HostSpec>, JobError> {
+        let inventory = Inventory::load(&self.inventory).map_err(JobError::Inventory)?;
+        let hosts = inventory
+            .select(self.limit.as_deref())
+            .map_err(JobError::Select)?;
+        if hosts.is_empty() {
+            return Err(JobError::NoHosts(self.inventory.clone()));
+        }
+        Ok(hosts.into_iter().cloned().collect())
+    }
+
+    /// The job as this session's flags shape it (`--strict`, the inventory's directory).
+    fn shape(&self, mut job: Job) -> Job {
+        job.strict = self.strict;
+        job.base_dir = self.base_dir();
+        job
+    }
+}
+
+/// `up`, `check`, `harden`: converge (or check) every selected host.
+pub async fn converge(
+    session: &Session,
+    mode: Mode,
+    job: Job,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<HostReport>, JobError> {
+    let hosts = session.hosts()?;
+    Ok(converge_hosts(session, hosts, mode, session.shape(job), progress).await)
+}
+
+/// Converge `job` on `hosts` (not read from the session's inventory, e.g. the lab demo's).
+pub async fn converge_hosts(
+    session: &Session,
+    hosts: Vec<HostSpec>,
+    mode: Mode,
+    job: Job,
+    progress: Arc<dyn Progress>,
+) -> Vec<HostReport> {
+    run::converge_all(
+        hosts,
+        move |spec| job.resources(spec),
+        &session.options(mode),
+        session.connector.clone(),
+        progress,
+    )
+    .await
+}
