@@ -542,10 +542,10 @@ async fn apply_guarded(
         Err(login_error) => {
             tracing::warn!(%host, error = %login_error, "fresh login failed; waiting for the host to roll back");
             // Poll until the rollback timer has fired and a new login works again.
-            let deadline = Instant::now() + Duration::from_secs(window + 60);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(window + 60);
             let mut last = login_error.to_string();
             let after = loop {
-                if Instant::now() >= deadline {
+                if tokio::time::Instant::now() >= deadline {
                     break format!("; after the window a new login still fails: {last}");
                 }
                 tokio::time::sleep(Duration::from_secs(3)).await;
