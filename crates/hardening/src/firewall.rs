@@ -2,9 +2,16 @@
 //! inventory's ports) applied commit-confirmed, and fail2ban with an sshd jail that
 //! starts on Debian 12 (no /var/log/auth.log there: systemd backend) and on Ubuntu.
 //!
-//! UFW only adds rules: rules it finds besides ours are left alone (they are the
-//! operator's). Docker-published ports bypass UFW (Docker writes its own iptables
-//! chains): bind internal services to 127.0.0.1.
+//! The inventory is the truth: every UFW rule (IPv4 and IPv6) it does not ask for is
+//! drift, named in the plan, and removed (after the wanted rules are in place, so SSH
+//! stays open throughout). `hardening.firewall_exclusive = false` keeps such rules and
+//! only mentions them in the no-op reason. fail2ban's own bans (UFW rules commented
+//! `by Fail2Ban ...`) are its state, never drift. `hardening.ssh_rate_limit = false`
+//! allows SSH instead of `ufw limit` (which refuses the 6th new connection from one
+//! address within 30 s).
+//!
+//! Docker-published ports bypass UFW (Docker writes its own iptables chains): bind
+//! internal services to 127.0.0.1.
 //!
 //! **Test hook** (tests only): with `PROVISION_TEST_BREAK_FIREWALL=1` in the environment
 //! when the resources are built, the SSH allow rule is left out, so enabling UFW locks
@@ -15,7 +22,7 @@ use common::resources::Service;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
-use crate::facts::{SshdEffective, UfwStatus};
+use crate::facts::{SshdEffective, UfwRule, UfwState, UfwValue};
 use crate::support::{DesiredFile, MANAGED, render};
 
 pub const BREAK_FIREWALL_ENV: &str = "PROVISION_TEST_BREAK_FIREWALL";
@@ -27,12 +34,12 @@ pub const AUTH_LOG: &str = "/var/log/auth.log";
 pub const UFW_SAVED_STATE: &str = "/var/lib/provision/ufw-previous";
 
 /// Saves UFW's rules and settings before the change.
-const SAVE_STATE: &str = r#"d=/var/lib/provision/ufw-previous
+const SAVE_STATE: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/ufw-previous
 rm -rf "$d"; mkdir -p "$d"; chmod 700 "$d"
 for f in /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf /etc/default/ufw; do
   if [ -f "$f" ]; then cp -p "$f" "$d/$(echo "$f" | tr / _)"; fi
 done
-if ufw status | grep -q '^Status: active'; then echo active > "$d/state"; else echo inactive > "$d/state"; fi"#;
+if iptables -n -L ufw-user-input >/dev/null 2>&1; then echo active > "$d/state"; else echo inactive > "$d/state"; fi"#;
 
 /// Restores access: back to the saved rules when UFW was active before, else off.
 pub const ROLLBACK: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/ufw-previous
@@ -57,7 +64,17 @@ pub struct Firewall {
     /// OS hardening logs martian packets; UFW's own sysctl file turns that off again on
     /// every start unless it is edited too.
     pub log_martians: bool,
+    /// `hardening.ssh_rate_limit` (default true): `ufw limit` for SSH, else `allow`.
+    pub ssh_rate_limit: bool,
+    /// `hardening.firewall_exclusive` (default true): remove rules the inventory does
+    /// not ask for.
+    pub exclusive: bool,
 }
+
+/// Comment prefix of the rules fail2ban's `ufw` ban action adds.
+const FAIL2BAN_COMMENT: &str = "by Fail2Ban";
+
+const SBIN_PATH: &str = "PATH=\"$PATH:/usr/sbin:/sbin\"";
 
 /// The edit of UFW's sysctl file that keeps martian logging on.
 const UFW_LOG_MARTIANS: &str = "if [ -f /etc/ufw/sysctl.conf ]; then sed -i 's|^\\(net/ipv4/conf/[a-z]*/log_martians\\)=0|\\1=1|' /etc/ufw/sysctl.conf; fi";
@@ -66,9 +83,132 @@ const UFW_LOG_MARTIANS: &str = "if [ -f /etc/ufw/sysctl.conf ]; then sed -i 's|^
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WantedRule {
     pub port: u16,
-    /// `limit` for SSH, `allow` otherwise.
+    /// `limit` for SSH (unless `ssh_rate_limit = false`), `allow` otherwise.
     pub verb: &'static str,
     pub comment: &'static str,
+}
+
+impl WantedRule {
+    /// `rule` is the one UFW keeps for this port (same port, protocol, addresses and
+    /// direction; UFW replaces such a rule when the verb or logging differs).
+    fn same_place(&self, rule: &UfwRule) -> bool {
+        rule.is_plain_incoming() && rule.protocol == "tcp" && rule.dport == self.port.to_string()
+    }
+
+    fn satisfied_by(&self, rule: &UfwRule) -> bool {
+        self.same_place(rule) && rule.action == self.verb && rule.log.is_none()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}/tcp{}",
+            self.port,
+            if self.verb == "limit" { " (limit)" } else { "" }
+        )
+    }
+}
+
+/// What the host's rules are, against the wanted ones.
+#[derive(Debug, Default)]
+struct RuleDiff {
+    /// Wanted rules missing or with the wrong verb, described.
+    wrong: Vec<String>,
+    /// Rules nobody asked for, by command (IPv4 and IPv6 twins together), with the
+    /// families they are in.
+    foreign: Vec<(UfwRule, Vec<&'static str>)>,
+    /// fail2ban's bans (kept).
+    bans: usize,
+}
+
+impl RuleDiff {
+    fn of(ufw: &UfwValue, wanted: &[WantedRule]) -> RuleDiff {
+        let mut diff = RuleDiff::default();
+        let families: &[bool] = if ufw.ipv6 { &[false, true] } else { &[false] };
+        for w in wanted {
+            let mut missing = Vec::new();
+            let mut misverbed: Vec<&UfwRule> = Vec::new();
+            for &v6 in families {
+                let mut rules = ufw.effective_rules().filter(|r| r.v6 == v6);
+                match rules.find(|r| w.same_place(r)) {
+                    None => missing.push(v6),
+                    Some(r) if !w.satisfied_by(r) => misverbed.push(r),
+                    Some(_) => {}
+                }
+            }
+            let family = |v6s: &[bool]| {
+                if v6s.len() == families.len() {
+                    String::new()
+                } else if v6s[0] {
+                    " (IPv6)".to_string()
+                } else {
+                    " (IPv4)".to_string()
+                }
+            };
+            if !missing.is_empty() {
+                diff.wrong
+                    .push(format!("{}/tcp not open{}", w.port, family(&missing)));
+            }
+            if let Some(r) = misverbed.first() {
+                let v6s: Vec<bool> = misverbed.iter().map(|r| r.v6).collect();
+                let what = match (w.verb, r.action.as_str()) {
+                    ("limit", "allow") => "not rate-limited".to_string(),
+                    ("allow", "limit") => {
+                        "rate-limited (hardening.ssh_rate_limit = false)".to_string()
+                    }
+                    _ => format!("is `{}`, not `{}`", r.display(), w.verb),
+                };
+                diff.wrong
+                    .push(format!("{}/tcp {what}{}", w.port, family(&v6s)));
+            }
+        }
+        for r in ufw.effective_rules() {
+            if wanted.iter().any(|w| w.same_place(r)) {
+                continue;
+            }
+            if r.comment.starts_with(FAIL2BAN_COMMENT) {
+                diff.bans += 1;
+                continue;
+            }
+            let family = if r.v6 { "IPv6" } else { "IPv4" };
+            match diff
+                .foreign
+                .iter_mut()
+                .find(|(f, _)| f.command() == r.command())
+            {
+                Some((_, fams)) => {
+                    if !fams.contains(&family) {
+                        fams.push(family)
+                    }
+                }
+                None => diff.foreign.push((r.clone(), vec![family])),
+            }
+        }
+        diff
+    }
+
+    /// e.g. `` `allow 8080/tcp` (IPv4, IPv6) ``.
+    fn foreign_list(&self) -> String {
+        self.foreign
+            .iter()
+            .map(|(r, fams)| format!("`{}` ({})", r.display(), fams.join(", ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The command that deletes `rule` (and its IPv6 twin when both addresses are "any").
+fn delete_command(rule: &UfwRule) -> String {
+    let mut args = rule.command();
+    let route = args.first().is_some_and(|a| a == "route");
+    if route {
+        args.remove(0);
+    }
+    let args: Vec<String> = args.iter().map(|a| common::shell::quote(a)).collect();
+    format!(
+        "ufw --force {}delete {}",
+        if route { "route " } else { "" },
+        args.join(" ")
+    )
 }
 
 impl Firewall {
@@ -87,7 +227,15 @@ impl Firewall {
         };
         if !self.break_for_test {
             for &p in sshd_ports.iter().chain(self.ssh_port.iter()) {
-                add(p, "limit", "provision: ssh");
+                add(
+                    p,
+                    if self.ssh_rate_limit {
+                        "limit"
+                    } else {
+                        "allow"
+                    },
+                    "provision: ssh",
+                );
             }
         }
         for p in [80, 443] {
@@ -107,38 +255,35 @@ impl Resource for Firewall {
 
     fn probes(&self) -> Vec<Probe> {
         vec![
-            UfwStatus.probe(),
+            UfwState.probe(),
             SshdEffective.probe(),
             PathState::new(UFW_SYSCTL_PATH).probe(),
         ]
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
-        let ufw = facts.read(&UfwStatus)?;
+        let ufw = facts.read(&UfwState)?;
         let sshd = facts.read(&SshdEffective)?;
         let rules = self.rules(&sshd.ports());
+        let diff = RuleDiff::of(&ufw, &rules);
         let mut wrong = Vec::new();
         if !ufw.installed {
             wrong.push("ufw not installed yet".to_string());
-        } else if !ufw.active {
+        } else if !ufw.enabled {
             wrong.push("ufw inactive".to_string());
-        } else {
+        } else if !ufw.loaded {
+            wrong.push("ufw enabled but its rules are not loaded".to_string());
+        }
+        if ufw.installed {
             if ufw.default_incoming != "deny" {
                 wrong.push(format!("incoming default {}", ufw.default_incoming));
             }
             if ufw.default_outgoing != "allow" {
                 wrong.push(format!("outgoing default {}", ufw.default_outgoing));
             }
-            for r in &rules {
-                match ufw.admits(r.port) {
-                    None => wrong.push(format!("{}/tcp not open", r.port)),
-                    Some(found) if r.verb == "limit" && found.action != "LIMIT" => {
-                        wrong.push(format!("{}/tcp not rate-limited", r.port))
-                    }
-                    Some(_) => {}
-                }
-            }
+            wrong.extend(diff.wrong.iter().cloned());
         }
+        let mut reload = false;
         if self.log_martians {
             let sysctl = facts.read(&PathState::new(UFW_SYSCTL_PATH))?;
             let text = String::from_utf8_lossy(sysctl.content.as_deref().unwrap_or_default());
@@ -147,49 +292,81 @@ impl Resource for Firewall {
                 .any(|l| l.starts_with("net/ipv4/conf/") && l.ends_with("/log_martians=0"))
             {
                 wrong.push(format!("{UFW_SYSCTL_PATH} turns martian logging off"));
+                // UFW applies its sysctl file when it starts.
+                reload = true;
             }
         }
-        let ports: Vec<String> = rules
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}/tcp{}",
-                    r.port,
-                    if r.verb == "limit" { " (limit)" } else { "" }
-                )
-            })
-            .collect();
-        if wrong.is_empty() {
+        let remove = self.exclusive && !diff.foreign.is_empty();
+        let ports: Vec<String> = rules.iter().map(WantedRule::describe).collect();
+        let mut notes = String::new();
+        if !diff.foreign.is_empty() && !self.exclusive {
+            notes.push_str(&format!(
+                "; kept (hardening.firewall_exclusive = false): {}",
+                diff.foreign_list()
+            ));
+        }
+        if diff.bans > 0 {
+            notes.push_str(&format!("; {} fail2ban ban(s)", diff.bans));
+        }
+        if wrong.is_empty() && !remove {
             return Ok(Plan::noop(format!(
-                "ufw active, deny incoming, open: {}",
+                "ufw active, deny incoming, open: {}{notes}",
                 ports.join(", ")
             )));
         }
-        let mut script = vec!["PATH=\"$PATH:/usr/sbin:/sbin\"".to_string()];
-        if self.log_martians {
-            script.push(UFW_LOG_MARTIANS.to_string());
+        let mut actions = vec![Action::run("save ufw state for the rollback", SAVE_STATE)];
+        let mut causes = wrong.clone();
+        let mut doing = Vec::new();
+        if !wrong.is_empty() {
+            let mut script = vec![SBIN_PATH.to_string()];
+            if self.log_martians {
+                script.push(UFW_LOG_MARTIANS.to_string());
+            }
+            script.extend([
+                "ufw default deny incoming".to_string(),
+                "ufw default allow outgoing".to_string(),
+            ]);
+            for r in &rules {
+                script.push(format!(
+                    "ufw {} {}/tcp comment '{}'",
+                    r.verb, r.port, r.comment
+                ));
+            }
+            actions.push(Action::run("configure ufw", script.join("\n")));
+            doing.push(format!("open {}", ports.join(", ")));
         }
-        script.extend([
-            "ufw default deny incoming".to_string(),
-            "ufw default allow outgoing".to_string(),
-        ]);
-        for r in &rules {
-            script.push(format!(
-                "ufw {} {}/tcp comment '{}'",
-                r.verb, r.port, r.comment
+        if remove {
+            // After the wanted rules are in: a deleted rule never shares a wanted
+            // rule's place, so SSH stays open throughout.
+            for (rule, families) in &diff.foreign {
+                actions.push(Action::run(
+                    format!(
+                        "delete unrequested ufw rule `{}` ({})",
+                        rule.display(),
+                        families.join(", ")
+                    ),
+                    format!("{SBIN_PATH}\n{}", delete_command(rule)),
+                ));
+            }
+            causes.push(format!("unrequested {}", diff.foreign_list()));
+            doing.push("delete what the inventory does not ask for".to_string());
+        }
+        // Rule and default changes apply at once while UFW runs.
+        if !ufw.active() || reload {
+            actions.push(Action::run(
+                "enable ufw",
+                format!("{SBIN_PATH}\nufw --force enable"),
             ));
+            doing.push("enable".to_string());
         }
-        script.push("ufw --force enable".to_string());
+        let doing = match doing.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        };
         Ok(Plan::change(
-            format!(
-                "{} → open {} and enable",
-                wrong.join(", "),
-                ports.join(", ")
-            ),
-            vec![
-                Action::run("save ufw state for the rollback", SAVE_STATE),
-                Action::run("configure and enable ufw", script.join("\n")),
-            ],
+            format!("{} → {doing}{notes}", causes.join(", ")),
+            actions,
         ))
     }
 
@@ -314,14 +491,32 @@ mod tests {
             allow_ports: vec![8443],
             break_for_test: false,
             log_martians: true,
+            ssh_rate_limit: true,
+            exclusive: true,
         }
     }
 
     const UFW_SYSCTL: &str = "net/ipv4/icmp_echo_ignore_broadcasts=1\nnet/ipv4/conf/all/log_martians=0\nnet/ipv4/conf/default/log_martians=0\n";
 
-    fn ufw_facts(status: &str, sysctl: Option<&str>) -> Facts {
+    /// user.rules and user6.rules captured on a lab host converged with `allow_ports =
+    /// [8443]`, after an admin added: `ufw allow 8080/tcp`, `ufw allow from 10.0.0.0/8 to
+    /// any port 5432 proto tcp`, `ufw allow OpenSSH`, `ufw deny out 25`, `ufw allow in on
+    /// eth0 to any port 9000`, `ufw route allow in on eth0 out on eth1` and the IPv6-only
+    /// `ufw allow proto udp from fe80::/10 to any port 546`.
+    const USER_RULES: &str = include_str!("../tests/fixtures/ufw-user.rules-foreign");
+    const USER6_RULES: &str = include_str!("../tests/fixtures/ufw-user6.rules-foreign");
+
+    /// The same files with only the rules provision added (comment `provision: ...`).
+    fn converged(text: &str) -> String {
+        text.lines()
+            .filter(|l| !l.starts_with("### tuple ###") || l.contains("comment=70726f766973696f6e"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    fn ufw_facts(probe_output: &str, sysctl: Option<&str>) -> Facts {
         facts(&[
-            ("ufw", ok(status)),
+            ("ufw", ok(probe_output)),
             ("sshd-effective", ok(SSHD_T)),
             (
                 "path:/etc/ufw/sysctl.conf",
@@ -333,6 +528,21 @@ mod tests {
         ])
     }
 
+    fn fixed_sysctl() -> String {
+        UFW_SYSCTL.replace("=0", "=1")
+    }
+
+    fn converged_facts() -> Facts {
+        ufw_facts(
+            &ufw_probe_output(&converged(USER_RULES), &converged(USER6_RULES)),
+            Some(&fixed_sysctl()),
+        )
+    }
+
+    fn descriptions(actions: &[Action]) -> Vec<String> {
+        actions.iter().map(Action::describe).collect()
+    }
+
     #[test]
     fn fresh_host_without_ufw_gets_ssh_first_then_web_then_inventory_ports() {
         let f = ufw_facts("ufw: not installed\n", None);
@@ -342,17 +552,24 @@ mod tests {
             summary,
             "ufw not installed yet → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp and enable"
         );
+        assert_eq!(
+            descriptions(&actions),
+            [
+                "save ufw state for the rollback",
+                "configure ufw",
+                "enable ufw"
+            ]
+        );
         let s = scripts(&actions);
         assert!(s[0].contains("ufw-previous"), "state saved first");
         insta::assert_snapshot!("ufw-script", s[1]);
         let lines: Vec<&str> = s[1].lines().collect();
         let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
         assert!(
-            at("ufw limit 22/tcp") < at("ufw allow")
-                && at("ufw limit 22/tcp") < at("ufw --force enable"),
-            "SSH before anything opens or enables"
+            at("ufw limit 22/tcp") < at("ufw allow"),
+            "SSH before anything opens"
         );
-        assert_eq!(*lines.last().unwrap(), "ufw --force enable");
+        assert_eq!(s[2].lines().last().unwrap(), "ufw --force enable");
         assert!(r.guards_access());
         assert!(r.rollback_script().unwrap().contains("ufw --force disable"));
     }
@@ -377,81 +594,259 @@ mod tests {
     }
 
     #[test]
-    fn active_with_all_rules_is_a_noop_and_a_deleted_rule_is_drift() {
-        let fixed = UFW_SYSCTL.replace("=0", "=1");
-        let f = ufw_facts(
-            include_str!("../tests/fixtures/ufw-status-active.txt"),
-            Some(&fixed),
+    fn converged_host_is_a_noop_and_a_deleted_rule_is_drift_per_family() {
+        let f = converged_facts();
+        assert_eq!(
+            plan_of(&fw(), &f).expect_noop(),
+            "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp"
         );
+        // The inventory no longer asks for 8443: now it is unrequested.
         let r = Firewall {
             allow_ports: vec![],
             ..fw()
         };
-        assert_eq!(
-            plan_of(&r, &f).expect_noop(),
-            "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp"
-        );
-        let (summary, _) = plan_of(&fw(), &f).expect_change();
+        let (summary, _) = plan_of(&r, &f).expect_change();
         assert_eq!(
             summary,
-            "8443/tcp not open → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp and enable"
+            "unrequested `allow 8443/tcp` (IPv4, IPv6) → delete what the inventory does not ask for"
         );
-        let allowed_not_limited = include_str!("../tests/fixtures/ufw-status-active.txt").replace(
-            "22/tcp                     LIMIT IN",
-            "22/tcp                     ALLOW IN",
+        // 8443 deleted by hand on IPv6 only.
+        let v6_without: String = converged(USER6_RULES)
+            .lines()
+            .filter(|l| !l.contains(" 8443 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = ufw_facts(
+            &ufw_probe_output(&converged(USER_RULES), &v6_without),
+            Some(&fixed_sysctl()),
         );
-        let f = ufw_facts(&allowed_not_limited, Some(&fixed));
-        let (summary, _) = plan_of(&r, &f).expect_change();
-        assert!(summary.starts_with("22/tcp not rate-limited"), "{summary}");
+        let (summary, actions) = plan_of(&fw(), &f).expect_change();
+        assert_eq!(
+            summary,
+            "8443/tcp not open (IPv6) → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp"
+        );
+        assert_eq!(
+            descriptions(&actions),
+            ["save ufw state for the rollback", "configure ufw"],
+            "UFW is running: no re-enable"
+        );
     }
 
-    /// Captured from a lab host after converge.
     #[test]
-    fn real_lab_host_after_converge_is_a_noop() {
-        let fixed = UFW_SYSCTL.replace("=0", "=1");
+    fn ssh_allowed_instead_of_limited_is_drift_both_ways() {
+        let allowed = |t: &str| {
+            converged(t).replace("### tuple ### limit tcp 22", "### tuple ### allow tcp 22")
+        };
         let f = ufw_facts(
-            include_str!("../tests/fixtures/ufw-status-lab.txt"),
-            Some(&fixed),
+            &ufw_probe_output(&allowed(USER_RULES), &allowed(USER6_RULES)),
+            Some(&fixed_sysctl()),
         );
-        let r = Firewall {
-            allow_ports: vec![],
+        let (summary, _) = plan_of(&fw(), &f).expect_change();
+        assert!(
+            summary.starts_with("22/tcp not rate-limited → "),
+            "{summary}"
+        );
+
+        // `ssh_rate_limit = false`: the limit rule is replaced by an allow rule (UFW
+        // updates a rule in place when only its verb differs).
+        let unlimited = Firewall {
+            ssh_rate_limit: false,
             ..fw()
         };
         assert_eq!(
-            plan_of(&r, &f).expect_noop(),
-            "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp"
+            unlimited.rules(&[22])[0],
+            WantedRule {
+                port: 22,
+                verb: "allow",
+                comment: "provision: ssh"
+            }
+        );
+        let (summary, actions) = plan_of(&unlimited, &converged_facts()).expect_change();
+        assert_eq!(
+            summary,
+            "22/tcp rate-limited (hardening.ssh_rate_limit = false) → open 22/tcp, 80/tcp, 443/tcp, 8443/tcp"
+        );
+        let configure = &scripts(&actions)[1];
+        assert!(
+            configure.contains("\nufw allow 22/tcp comment 'provision: ssh'\n"),
+            "{configure}"
+        );
+        assert!(!configure.contains("ufw limit"), "{configure}");
+        assert_eq!(
+            plan_of(&unlimited, &f).expect_noop(),
+            "ufw active, deny incoming, open: 22/tcp, 80/tcp, 443/tcp, 8443/tcp"
+        );
+    }
+
+    #[test]
+    fn every_unrequested_rule_v4_and_v6_is_named_and_deleted_after_ssh_is_secured() {
+        let f = ufw_facts(
+            &ufw_probe_output(USER_RULES, USER6_RULES),
+            Some(&fixed_sysctl()),
+        );
+        let (summary, actions) = plan_of(&fw(), &f).expect_change();
+        assert_eq!(
+            summary,
+            "unrequested `allow 8080/tcp` (IPv4, IPv6), \
+             `allow from 10.0.0.0/8 to any port 5432 proto tcp` (IPv4), \
+             `allow OpenSSH` (IPv4, IPv6), `deny out 25` (IPv4, IPv6), \
+             `allow in on eth0 to any port 9000` (IPv4, IPv6), \
+             `route allow in on eth0 out on eth1` (IPv4, IPv6), \
+             `allow from fe80::/10 to any port 546 proto udp` (IPv6) \
+             → delete what the inventory does not ask for"
+        );
+        assert_eq!(actions.len(), 8, "{actions:?}");
+        assert_eq!(
+            descriptions(&actions)[..3],
+            [
+                "save ufw state for the rollback",
+                "delete unrequested ufw rule `allow 8080/tcp` (IPv4, IPv6)",
+                "delete unrequested ufw rule `allow from 10.0.0.0/8 to any port 5432 proto tcp` (IPv4)",
+            ]
+        );
+        let deletes: Vec<String> = scripts(&actions)[1..]
+            .iter()
+            .map(|s| s.lines().last().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            deletes,
+            [
+                "ufw --force delete allow 8080/tcp",
+                "ufw --force delete allow from 10.0.0.0/8 to any port 5432 proto tcp",
+                "ufw --force delete allow OpenSSH",
+                "ufw --force delete deny out 25",
+                "ufw --force delete allow in on eth0 to any port 9000",
+                "ufw --force route delete allow in on eth0 out on eth1",
+                "ufw --force delete allow from fe80::/10 to any port 546 proto udp",
+            ]
+        );
+        assert!(
+            !deletes.iter().any(|d| d.contains("22/tcp")),
+            "the SSH rule is never deleted"
+        );
+
+        // Drift and foreign rules together: wanted rules in first, then the deletions.
+        let f = ufw_facts(
+            &ufw_probe_output(USER_RULES, USER6_RULES)
+                .replace("ENABLED=yes", "ENABLED=no")
+                .replace("loaded=yes", "loaded=no"),
+            Some(&fixed_sysctl()),
+        );
+        let (summary, actions) = plan_of(&fw(), &f).expect_change();
+        assert!(
+            summary.starts_with("ufw inactive, unrequested `allow 8080/tcp`"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(" → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp, delete what the inventory does not ask for and enable"),
+            "{summary}"
+        );
+        let d = descriptions(&actions);
+        assert_eq!(d[1], "configure ufw");
+        assert!(d[2].starts_with("delete unrequested"));
+        assert_eq!(
+            d.last().unwrap(),
+            "enable ufw",
+            "enabled only once the foreign rules are gone"
+        );
+    }
+
+    #[test]
+    fn non_exclusive_mode_keeps_foreign_rules_and_mentions_them() {
+        let r = Firewall {
+            exclusive: false,
+            ..fw()
+        };
+        let f = ufw_facts(
+            &ufw_probe_output(USER_RULES, USER6_RULES),
+            Some(&fixed_sysctl()),
+        );
+        let reason = plan_of(&r, &f).expect_noop();
+        assert!(
+            reason.starts_with(
+                "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp; \
+                 kept (hardening.firewall_exclusive = false): `allow 8080/tcp` (IPv4, IPv6), "
+            ),
+            "{reason}"
+        );
+        assert!(reason.contains("`allow from fe80::/10 to any port 546 proto udp` (IPv6)"));
+        // A change for another reason still deletes nothing.
+        let inactive =
+            ufw_probe_output(USER_RULES, USER6_RULES).replace("ENABLED=yes", "ENABLED=no");
+        let f = ufw_facts(&inactive, Some(&fixed_sysctl()));
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert!(
+            summary.contains("; kept (hardening.firewall_exclusive = false): "),
+            "{summary}"
+        );
+        assert!(
+            !descriptions(&actions)
+                .iter()
+                .any(|d| d.starts_with("delete"))
+        );
+    }
+
+    #[test]
+    fn without_ipv6_user6_rules_are_not_read_and_fail2ban_bans_are_kept() {
+        let v4 = converged(USER_RULES);
+        let probe = ufw_probe_output(&v4, USER6_RULES).replace("IPV6=yes", "IPV6=no");
+        let f = ufw_facts(&probe, Some(&fixed_sysctl()));
+        assert!(plan_of(&fw(), &f).expect_noop().starts_with("ufw active"));
+
+        let ban = "### tuple ### reject any any 0.0.0.0/0 any 203.0.113.9 in comment=6279204661696c3242616e206166746572203520617474656d70747320616761696e73742073736864\n";
+        let f = ufw_facts(
+            &ufw_probe_output(&format!("{ban}{v4}"), &converged(USER6_RULES)),
+            Some(&fixed_sysctl()),
+        );
+        assert_eq!(
+            plan_of(&fw(), &f).expect_noop(),
+            "ufw active, deny incoming, open: 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp; 1 fail2ban ban(s)"
         );
     }
 
     #[test]
     fn inactive_ufw_is_enabled() {
-        let f = ufw_facts("Status: inactive\n", Some(UFW_SYSCTL));
+        let probe = ufw_probe_output(&converged(USER_RULES), &converged(USER6_RULES))
+            .replace("ENABLED=yes", "ENABLED=no")
+            .replace("loaded=yes", "loaded=no");
+        let f = ufw_facts(&probe, Some(UFW_SYSCTL));
         let (summary, _) = plan_of(&fw(), &f).expect_change();
         assert!(
             summary.starts_with("ufw inactive, /etc/ufw/sysctl.conf turns martian logging off → "),
             "{summary}"
         );
+        // Enabled at boot but not loaded now (e.g. its start failed).
+        let probe = ufw_probe_output(&converged(USER_RULES), &converged(USER6_RULES))
+            .replace("loaded=yes", "loaded=no");
+        let f = ufw_facts(&probe, Some(&fixed_sysctl()));
+        let (summary, actions) = plan_of(&fw(), &f).expect_change();
+        assert!(
+            summary.starts_with("ufw enabled but its rules are not loaded → "),
+            "{summary}"
+        );
+        assert_eq!(descriptions(&actions).last().unwrap(), "enable ufw");
     }
 
     #[test]
     fn ufw_would_turn_martian_logging_off_again() {
         let f = ufw_facts(
-            include_str!("../tests/fixtures/ufw-status-active.txt"),
+            &ufw_probe_output(&converged(USER_RULES), &converged(USER6_RULES)),
             Some(UFW_SYSCTL),
         );
-        let r = Firewall {
-            allow_ports: vec![],
-            ..fw()
-        };
-        let (summary, actions) = plan_of(&r, &f).expect_change();
+        let (summary, actions) = plan_of(&fw(), &f).expect_change();
         assert!(
             summary.starts_with("/etc/ufw/sysctl.conf turns martian logging off → "),
             "{summary}"
         );
         assert!(scripts(&actions)[1].contains("log_martians"));
+        assert_eq!(
+            descriptions(&actions).last().unwrap(),
+            "enable ufw",
+            "UFW applies its sysctl file when it starts"
+        );
         let without_os = Firewall {
             log_martians: false,
-            ..r
+            ..fw()
         };
         assert!(
             plan_of(&without_os, &f)
@@ -466,7 +861,7 @@ mod tests {
             break_for_test: true,
             ..fw()
         };
-        let f = ufw_facts("Status: inactive\n", None);
+        let f = ufw_facts("loaded=no\nENABLED=no\n", None);
         let (_, actions) = plan_of(&r, &f).expect_change();
         assert!(!scripts(&actions)[1].contains("22/tcp"));
     }

@@ -120,6 +120,8 @@ fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
             allow_ports: h.allow_ports.unwrap_or_default(),
             break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
             log_martians: sel.os,
+            ssh_rate_limit: h.ssh_rate_limit.unwrap_or(true),
+            exclusive: h.firewall_exclusive.unwrap_or(true),
         }));
     }
     if sel.ssh {

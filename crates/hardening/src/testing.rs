@@ -109,3 +109,16 @@ pub fn scripts(actions: &[Action]) -> Vec<String> {
         })
         .collect()
 }
+
+/// What the `UfwState` probe prints for an active UFW (IPv6 on, deny incoming, allow
+/// outgoing) with these user.rules and user6.rules.
+pub fn ufw_probe_output(user_rules: &str, user6_rules: &str) -> String {
+    let mut out = String::from("loaded=yes\nENABLED=yes\n");
+    out.push_str("IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n");
+    for (family, text) in [("v4", user_rules), ("v6", user6_rules)] {
+        for l in text.lines().filter(|l| l.starts_with("### tuple ###")) {
+            out.push_str(&format!("{family} {l}\n"));
+        }
+    }
+    out
+}

@@ -122,6 +122,15 @@ pub struct HardeningVars {
     pub allow_tcp_forwarding: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firewall: Option<bool>,
+    /// The inventory is the firewall's truth (default true): UFW rules it does not ask
+    /// for (an admin's `ufw allow 8080/tcp`) are drift and removed. False keeps them and
+    /// only mentions them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firewall_exclusive: Option<bool>,
+    /// Rate-limit new SSH connections with `ufw limit` (default true: the 6th new
+    /// connection from one address within 30 s is refused); false allows SSH plainly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssh_rate_limit: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fail2ban: Option<bool>,
     /// `AllowAgentForwarding` in sshd (default false).
