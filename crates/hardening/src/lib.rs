@@ -109,20 +109,26 @@ fn fail2ban(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
     ]
 }
 
+/// The UFW policy from the inventory (and the test hook from the environment).
+pub fn firewall_settings(vars: &Vars) -> firewall::Firewall {
+    let h = vars.hardening.clone().unwrap_or_default();
+    firewall::Firewall {
+        ssh_port: h.ssh_port,
+        allow_ports: h.allow_ports.unwrap_or_default(),
+        break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
+        log_martians: Selection::from_vars(vars).os,
+        ssh_rate_limit: h.ssh_rate_limit.unwrap_or(true),
+        exclusive: h.firewall_exclusive.unwrap_or(true),
+    }
+}
+
 /// UFW then sshd, both commit-confirmed (UFW first: a new SSH port is open before sshd
 /// moves to it).
 fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
     let h = vars.hardening.clone().unwrap_or_default();
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if sel.firewall {
-        out.push(Box::new(firewall::Firewall {
-            ssh_port: h.ssh_port,
-            allow_ports: h.allow_ports.unwrap_or_default(),
-            break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
-            log_martians: sel.os,
-            ssh_rate_limit: h.ssh_rate_limit.unwrap_or(true),
-            exclusive: h.firewall_exclusive.unwrap_or(true),
-        }));
+        out.push(Box::new(firewall_settings(vars)));
     }
     if sel.ssh {
         out.push(Box::new(ssh::SshdConfig {
@@ -273,6 +279,24 @@ mod tests {
                 .iter()
                 .any(|r| r.id() == "firewall:ufw")
         );
+    }
+
+    #[test]
+    fn firewall_is_exclusive_and_rate_limits_ssh_unless_told_otherwise() {
+        let f = firewall_settings(&Vars::default());
+        assert!(f.exclusive && f.ssh_rate_limit && f.log_martians);
+        let relaxed = Vars {
+            hardening: Some(HardeningVars {
+                firewall_exclusive: Some(false),
+                ssh_rate_limit: Some(false),
+                os: Some(false),
+                ..HardeningVars::default()
+            }),
+            ..Vars::default()
+        };
+        let f = firewall_settings(&relaxed);
+        assert!(!f.exclusive && !f.ssh_rate_limit && !f.log_martians);
+        assert_eq!(f.rules(&[22])[0].verb, "allow");
     }
 
     #[test]
