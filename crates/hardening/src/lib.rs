@@ -125,7 +125,6 @@ pub fn firewall_settings(vars: &Vars) -> firewall::Firewall {
 /// UFW then sshd, both commit-confirmed (UFW first: a new SSH port is open before sshd
 /// moves to it).
 fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
-    let h = vars.hardening.clone().unwrap_or_default();
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if sel.firewall {
         out.push(Box::new(firewall_settings(vars)));
