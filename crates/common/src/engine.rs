@@ -15,6 +15,7 @@ use crate::facts::{self, FactError, Facts, Probe};
 use crate::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
 use crate::resource::{Action, FileWrite, Plan, Resource};
 use crate::shell::{PUT_FUNCTION, quote};
+use crate::transport::retry::{self, Backoff};
 use crate::transport::{ExecOutput, Transport, TransportError};
 
 /// Converge, or only show what would change.
@@ -72,6 +73,12 @@ pub enum EngineError {
         after: String,
     },
 }
+
+/// Time kept between the last retried proof login and the rollback timer firing.
+const PROOF_MARGIN: Duration = Duration::from_secs(5);
+
+/// Pause between logins while waiting for a rollback to restore access.
+const ROLLBACK_POLL: Duration = Duration::from_secs(8);
 
 /// Counts round trips on the way to the real transport.
 struct Counting<'a> {
@@ -521,6 +528,7 @@ async fn apply_guarded(
         "( {arm}\n) </dev/null\nif [ $? -ne 0 ]; then echo 'could not arm the rollback (snapshot or timer)' >&2; exit 1; fi\n{}",
         apply.script
     );
+    let armed_at = tokio::time::Instant::now();
     let out = transport.run(&script, &apply.stdin).await?;
     if let Err(e) = apply.outcome(&host, &out) {
         // A step failed: disarm and restore the snapshots now.
@@ -529,7 +537,19 @@ async fn apply_guarded(
             .await;
         return Err(e);
     }
-    match transport.verify_fresh_login().await {
+    // A refused proof may be the host's SSH rate limit: back off and try again, as long
+    // as the armed rollback leaves time (a proof that succeeds only after the rollback
+    // fired would prove nothing).
+    let budget = Duration::from_secs(window).saturating_sub(armed_at.elapsed() + PROOF_MARGIN);
+    let (proof, attempts) = retry::retry(
+        &Backoff::default(),
+        Some(budget),
+        || transport.verify_fresh_login(),
+        |e: &TransportError| matches!(e, TransportError::Refused { .. }),
+        tokio::time::sleep,
+    )
+    .await;
+    match proof {
         Ok(()) => {
             let discard: String = paths
                 .iter()
@@ -541,19 +561,30 @@ async fn apply_guarded(
         }
         Err(login_error) => {
             tracing::warn!(%host, error = %login_error, "fresh login failed; waiting for the host to roll back");
-            // Poll until the rollback timer has fired and a new login works again.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(window + 60);
-            let mut last = login_error.to_string();
-            let after = loop {
+            // Wait for the rollback timer to fire (a login that works before then proves
+            // nothing: the change is still in place), then poll until a new login works.
+            let fires_at = armed_at + Duration::from_secs(window);
+            let deadline = fires_at + Duration::from_secs(60);
+            tokio::time::sleep_until(fires_at + Duration::from_secs(1)).await;
+            let refused = matches!(login_error, TransportError::Refused { .. });
+            let mut after = loop {
+                let last = match transport.verify_fresh_login().await {
+                    Ok(()) => break "; rolled back: a new login works again".to_string(),
+                    Err(e) => e.to_string(),
+                };
                 if tokio::time::Instant::now() >= deadline {
                     break format!("; after the window a new login still fails: {last}");
                 }
-                tokio::time::sleep(Duration::from_secs(3)).await;
-                match transport.verify_fresh_login().await {
-                    Ok(()) => break "; rolled back: a new login works again".to_string(),
-                    Err(e) => last = e.to_string(),
-                }
+                // Spaced so that these logins alone never trip UFW's `limit` (6 within 30 s).
+                tokio::time::sleep(ROLLBACK_POLL).await;
             };
+            if refused {
+                after.push_str(&format!(
+                    "; the new login was refused{}: {}",
+                    attempts.describe(),
+                    retry::RATE_LIMIT_HINT
+                ));
+            }
             Err(EngineError::AccessLost {
                 host,
                 what,

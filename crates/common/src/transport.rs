@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod local;
+pub mod retry;
 pub mod ssh;
 
 use async_trait::async_trait;
@@ -41,6 +42,14 @@ impl ExecOutput {
 pub enum TransportError {
     #[error("could not connect to {host}: {reason}")]
     Connect { host: String, reason: String },
+    /// Refused or reset at connect time, still after the retries (see [`retry`]).
+    #[error("{host} refused the SSH connection{attempts}: {reason}\n{hint}", hint = retry::RATE_LIMIT_HINT)]
+    Refused {
+        host: String,
+        reason: String,
+        /// e.g. ` (4 attempts over 35 s)`.
+        attempts: String,
+    },
     #[error("host key of {host} is not trusted: {reason}")]
     HostKey { host: String, reason: String },
     #[error("connection to {host} was lost while running a command")]

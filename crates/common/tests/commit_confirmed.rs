@@ -78,12 +78,19 @@ enum Apply {
     CutsAccess,
     /// The connection drops while the script runs (it armed the timer, the output is lost).
     Disconnects,
+    /// Applies; the first this many new logins are refused at connect time (the host's
+    /// SSH rate limit), then they work.
+    RefusesLogins(u32),
+    /// Applies; new logins are refused until the rollback fired.
+    RefusesUntilRolledBack,
 }
 
 struct TimerHost {
     inner: FakeTransport,
     apply: Apply,
     timer: Mutex<Timer>,
+    /// When each new login was tried.
+    logins: Mutex<Vec<Instant>>,
 }
 
 impl TimerHost {
@@ -92,6 +99,7 @@ impl TimerHost {
             inner: simulated_host("web1", motd(false), motd(true)),
             apply,
             timer: Mutex::new(Timer::default()),
+            logins: Mutex::new(Vec::new()),
         }
     }
 
@@ -159,6 +167,23 @@ impl Transport for TimerHost {
     }
 
     async fn verify_fresh_login(&self) -> Result<(), TransportError> {
+        let tried = {
+            let mut logins = self.logins.lock().unwrap();
+            logins.push(Instant::now());
+            logins.len() as u32
+        };
+        let refused = match self.apply {
+            Apply::RefusesLogins(n) => tried <= n,
+            Apply::RefusesUntilRolledBack => !self.fired(),
+            _ => false,
+        };
+        if refused {
+            return Err(TransportError::Refused {
+                host: self.host().into(),
+                reason: "ssh: connect to host web1 port 22: Connection refused".into(),
+                attempts: String::new(),
+            });
+        }
         if self.apply == Apply::CutsAccess && !self.fired() {
             return Err(TransportError::FreshLogin {
                 host: self.host().into(),
@@ -243,4 +268,70 @@ async fn connection_lost_mid_apply_leaves_the_armed_rollback_to_fire() {
     assert!(!host.fired(), "not before its window");
     tokio::time::advance(Options::default().rollback_window).await;
     assert!(host.fired(), "nobody disarmed it: the host rolls back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_proof_is_retried_with_backoff_inside_the_window_then_confirmed() {
+    let host = TimerHost::new(Apply::RefusesLogins(2));
+    let started = Instant::now();
+    let report = engine::converge(&host, &resources(), &Options::default()).await;
+    assert_eq!(report.outcome, HostOutcome::Changed, "{report:#?}");
+    let logins = host.logins.lock().unwrap().clone();
+    assert_eq!(logins.len(), 3, "refused twice, then through");
+    let pauses: Vec<Duration> = logins.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(pauses, [5, 10].map(Duration::from_secs));
+    assert!(started.elapsed() < Options::default().rollback_window);
+    let t = host.timer.lock().unwrap();
+    assert!(
+        t.disarmed && !t.fired,
+        "confirmed before the window ran out"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn logins_refused_throughout_leave_the_rollback_to_fire_and_name_the_rate_limit() {
+    let host = TimerHost::new(Apply::RefusesUntilRolledBack);
+    let report = engine::converge(&host, &resources(), &Options::default()).await;
+    assert_eq!(report.outcome, HostOutcome::Failed, "{report:#?}");
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("rolled back: a new login works again")
+            && error.contains("the new login was refused (4 attempts over 35 s)")
+            && error.contains("SSH rate limit")
+            && error.contains("hardening.ssh_rate_limit = false"),
+        "{error}"
+    );
+    assert!(host.fired());
+    assert!(!host.timer.lock().unwrap().disarmed);
+    // While waiting for the rollback, logins stay spaced below UFW's limit (6 in 30 s).
+    let logins = host.logins.lock().unwrap().clone();
+    for (i, t) in logins.iter().enumerate() {
+        let in_window = logins[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(30))
+            .count();
+        assert!(in_window < 6, "{in_window} logins within 30 s from #{i}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retried_proofs_never_outlast_a_short_rollback_window() {
+    let host = TimerHost::new(Apply::RefusesLogins(2));
+    let options = Options {
+        rollback_window: Duration::from_secs(15),
+        ..Options::default()
+    };
+    let report = engine::converge(&host, &resources(), &options).await;
+    // 15 s window - 5 s margin: one 5 s pause fits, the 10 s one does not; the second
+    // refusal sends the run into the rollback wait, which logs in again only once the
+    // timer has fired.
+    assert_eq!(report.outcome, HostOutcome::Failed, "{report:#?}");
+    assert!(host.fired());
+    let logins = host.logins.lock().unwrap().clone();
+    assert_eq!(logins[1] - logins[0], Duration::from_secs(5));
+    assert_eq!(logins.len(), 3);
+    let armed = host.timer.lock().unwrap().armed.expect("armed").0;
+    assert!(logins[2] > armed + Duration::from_secs(15), "{logins:?}");
+    let error = report.error.unwrap_or_default();
+    assert!(error.contains("refused (2 attempts over 5 s)"), "{error}");
 }

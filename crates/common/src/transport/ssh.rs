@@ -13,6 +13,7 @@ use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
+use super::retry::{self, Backoff, ConnectFailure};
 use super::{ExecOutput, MAX_SCRIPT_BYTES, Transport, TransportError};
 
 /// Channels opened at once on one host's master connection.
@@ -117,7 +118,17 @@ fn control_directory() -> std::io::Result<PathBuf> {
 }
 
 impl SshTransport {
+    /// Open the master connection, retrying a refused or reset connection with the
+    /// default [`Backoff`] (35 s in all, past UFW's 30 s rate-limit window).
     pub async fn connect(target: SshTarget) -> Result<Self, TransportError> {
+        Self::connect_with(target, &Backoff::default()).await
+    }
+
+    /// [`SshTransport::connect`] with another backoff ([`Backoff::none`]: one attempt).
+    pub async fn connect_with(
+        target: SshTarget,
+        backoff: &Backoff,
+    ) -> Result<Self, TransportError> {
         let connect_error = |reason: String| TransportError::Connect {
             host: target.name.clone(),
             reason,
@@ -151,11 +162,31 @@ impl SshTransport {
         if let Some(kh) = &target.known_hosts {
             builder.user_known_hosts_file(kh);
         }
-        let session = match builder.connect_mux(&target.destination).await {
+        // Refused or reset at connect time (the host's SSH rate limit, sshd's
+        // MaxStartups): a bounded backoff, then an error that names the likely cause.
+        let (result, attempts) = retry::retry(
+            backoff,
+            None,
+            || async {
+                builder
+                    .connect_mux(&target.destination)
+                    .await
+                    .map_err(|e| crate::error::error_chain(&e))
+            },
+            |text: &String| ConnectFailure::of(text).is_transient(),
+            tokio::time::sleep,
+        )
+        .await;
+        let session = match result {
             Ok(s) => s,
-            Err(e) => {
-                return Err(classify_connect_error(&target, &crate::error::error_chain(&e)).await);
+            Err(text) if ConnectFailure::of(&text).is_transient() => {
+                return Err(TransportError::Refused {
+                    host: target.name.clone(),
+                    reason: text.trim().to_string(),
+                    attempts: attempts.describe(),
+                });
             }
+            Err(text) => return Err(classify_connect_error(&target, &text).await),
         };
         Ok(Self {
             target,
@@ -314,8 +345,17 @@ impl Transport for SshTransport {
                 host: self.target.name.clone(),
                 source,
             })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
         if out.status.success() && out.stdout.starts_with(b"provision-login-ok") {
             Ok(())
+        } else if out.status.code() == Some(255) && ConnectFailure::of(&stderr).is_transient() {
+            // Refused at connect time: the caller decides whether to try again (it knows
+            // how long the host's rollback timer leaves).
+            Err(TransportError::Refused {
+                host: self.target.name.clone(),
+                reason: stderr.trim_end().to_string(),
+                attempts: String::new(),
+            })
         } else {
             Err(TransportError::FreshLogin {
                 host: self.target.name.clone(),
