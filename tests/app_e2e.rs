@@ -322,20 +322,20 @@ fn ai_meeting_app_converges_on_a_lab_host_and_keeps_its_secrets() {
     );
     assert!(nginx.contains("test is successful"), "{nginx}");
     // The check the engine runs before installing the file, against the real certificate.
-    let check = app::checks::nginx_script("/opt/ai-meeting/ssl");
+    let check = app::checks::nginx_command("/opt/ai-meeting/ssl");
     remote(
         &host,
-        &format!(
-            "sh -c {} nginx-check /opt/ai-meeting/nginx/nginx.conf",
-            common::shell::quote(&check)
-        ),
+        &check
+            .clone()
+            .arg("/opt/ai-meeting/nginx/nginx.conf")
+            .to_string(),
     );
     // ...and it does reject a broken file.
     let (ok, out) = remote_status(
         &host,
         &format!(
-            "sed 's/server_name/server_nam/' /opt/ai-meeting/nginx/nginx.conf > /tmp/broken.conf; sh -c {} nginx-check /tmp/broken.conf",
-            common::shell::quote(&check)
+            "sed 's/server_name/server_nam/' /opt/ai-meeting/nginx/nginx.conf > /tmp/broken.conf; {}",
+            check.clone().arg("/tmp/broken.conf")
         ),
     );
     assert!(!ok && out.contains("unknown directive"), "{out}");

@@ -273,8 +273,8 @@ impl App {
                 .mode(f.mode)
                 .owned_by(&o.to_string(), &g.to_string());
             match f.check {
-                Some(Check::Compose) => file = file.validate(&checks::compose_command()),
-                Some(Check::Nginx) => file = file.validate(&checks::nginx_command(&path_of("ssl"))),
+                Some(Check::Compose) => file = file.validate(checks::compose_command()),
+                Some(Check::Nginx) => file = file.validate(checks::nginx_command(&path_of("ssl"))),
                 None => {}
             }
             files.push(RenderedFile {

@@ -13,13 +13,14 @@
 //!   check. Without nginx on the host the check is skipped: the container checks the file
 //!   when it starts.
 //!
-//! The scripts take the file as `$1` and never use `%s` themselves (the engine substitutes
-//! every `%s` of a validate command with the file's path).
+//! The checks are commands as data: `sh -c SCRIPT NAME [VALUES]`, and the engine passes the
+//! file's path as one more argument. Nothing is substituted into the scripts' text: values
+//! (the ssl directory, the path) reach them as positional parameters.
 
-use common::shell::quote;
+use common::shell::Command;
 
-/// The compose check, as a `File::validate` command.
-pub fn compose_command() -> String {
+/// The compose check, as a `File::validate` command (`$1`: the file).
+pub fn compose_command() -> Command {
     let script = r#"f=$1
 if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
   docker compose -f "$f" config -q
@@ -28,13 +29,11 @@ elif command -v docker-compose >/dev/null 2>&1; then
 else
   echo "docker compose is not installed: $f not checked" >&2
 fi"#;
-    format!("sh -c {} compose-check %s", quote(script))
+    Command::new("sh").args(["-c", script, "compose-check"])
 }
 
-/// The nginx check script; `$1` is the config file, `ssl_dir` the app's certificate dir.
-pub fn nginx_script(ssl_dir: &str) -> String {
-    format!(
-        r#"f=$1; ssl={ssl}
+/// The nginx check script; `$1` is the app's certificate dir, `$2` the config file.
+pub const NGINX_SCRIPT: &str = r#"ssl=$1; f=$2
 if ! command -v nginx >/dev/null 2>&1; then
   echo "nginx is not installed on the host: $f not checked (the container checks it when it starts)" >&2
   exit 0
@@ -52,33 +51,48 @@ else
   exit 0
 fi
 sed "s#/etc/nginx/ssl/#$certs/#g" "$f" > "$t/nginx.conf"
-nginx -t -q -c "$t/nginx.conf""#,
-        ssl = quote(ssl_dir)
-    )
-}
+nginx -t -q -c "$t/nginx.conf""#;
 
 /// The nginx check, as a `File::validate` command.
-pub fn nginx_command(ssl_dir: &str) -> String {
-    format!("sh -c {} nginx-check %s", quote(&nginx_script(ssl_dir)))
+pub fn nginx_command(ssl_dir: &str) -> Command {
+    Command::new("sh").args(["-c", NGINX_SCRIPT, "nginx-check", ssl_dir])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn run(command: &str, file: &std::path::Path) -> std::process::Output {
-        let cmd = command.replace("%s", &quote(&file.display().to_string()));
+    /// Run a check the way the engine renders it: the command, then the file's path.
+    fn run(command: &Command, file: &std::path::Path) -> std::process::Output {
+        let rendered = command.clone().arg(file.display().to_string()).to_string();
         std::process::Command::new("sh")
             .arg("-c")
-            .arg(cmd)
+            .arg(rendered)
             .output()
             .unwrap()
     }
 
+    /// Issue 11: an app path with `%s`, `$(…)` or quotes is data for the checks.
     #[test]
-    fn commands_have_exactly_one_placeholder() {
-        assert_eq!(compose_command().matches("%s").count(), 1);
-        assert_eq!(nginx_command("/opt/a b/ssl").matches("%s").count(), 1);
+    fn hostile_paths_reach_the_checks_as_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let m = marker.display();
+        for name in [
+            format!("a%s'$(touch {m})'"),
+            format!("x'; touch {m}; '"),
+            format!("`touch {m}`"),
+            format!("-o$(touch {m})"),
+        ] {
+            let sub = dir.path().join(&name);
+            std::fs::create_dir_all(&sub).unwrap();
+            let conf = sub.join("nginx.conf");
+            std::fs::write(&conf, "events {}\nhttp {}\n").unwrap();
+            let ssl = sub.join("ssl").display().to_string();
+            let out = run(&nginx_command(&ssl), &conf);
+            let _ = run(&compose_command(), &conf);
+            assert!(!marker.exists(), "{name}: {out:?}");
+        }
     }
 
     #[test]

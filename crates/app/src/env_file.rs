@@ -677,7 +677,6 @@ impl Resource for EnvFile {
         let outcome = self.outcome(existing.as_deref());
         let attrs_ok =
             current.mode == MODE && current.owner == self.owner && current.group == self.group;
-        let p = quote(&self.path);
         if existing.as_deref() == Some(outcome.content.as_str()) {
             if attrs_ok {
                 return Ok(Plan::noop(format!(
@@ -693,10 +692,7 @@ impl Resource for EnvFile {
                 ),
                 vec![Action::run(
                     format!("chmod/chown {}", self.path),
-                    format!(
-                        "chown {} {p}\nchmod {MODE:o} {p}",
-                        quote(&format!("{}:{}", self.owner, self.group))
-                    ),
+                    common::shell::chown_chmod(&self.path, &self.owner, &self.group, MODE),
                 )],
             ));
         }
@@ -720,14 +716,14 @@ impl Resource for EnvFile {
                 }),
                 // The writer keeps the replaced file as a backup with its old mode: it holds
                 // the old secrets, so it gets the same protection.
-                Action::run(
-                    format!("protect the backup of {}", self.path),
+                Action::run(format!("protect the backup of {}", self.path), {
+                    let backup = format!("{}.provision-bak", self.path);
                     format!(
-                        "if [ -f {b} ]; then chown {} {b}; chmod {MODE:o} {b}; fi",
-                        quote(&format!("{}:{}", self.owner, self.group)),
-                        b = quote(&format!("{}.provision-bak", self.path))
-                    ),
-                ),
+                        "if [ -f {} ]; then\n{}\nfi",
+                        quote(&backup),
+                        common::shell::chown_chmod(&backup, &self.owner, &self.group, MODE)
+                    )
+                }),
             ],
         ))
     }
@@ -1066,7 +1062,9 @@ mod tests {
             panic!("{plan:?}")
         };
         assert_eq!(actions.len(), 1);
-        assert!(matches!(&actions[0], Action::Run { script, .. } if script.contains("chmod 600")));
+        assert!(
+            matches!(&actions[0], Action::Run { script, .. } if script.contains("chmod -- 600 /opt/x/.env"))
+        );
     }
 
     #[test]

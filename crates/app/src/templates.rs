@@ -106,6 +106,7 @@ impl Templates {
     }
 
     fn environment(&self) -> Result<Environment<'static>, AppError> {
+        // Values reach scripts and units only through the escaping filters below.
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_auto_escape_callback(|_| AutoEscape::None);
@@ -117,6 +118,7 @@ impl Templates {
                 .build()
                 .expect("default delimiters are valid"),
         );
+        add_escaping_filters(&mut env);
         for (name, source) in &self.sources {
             env.add_template_owned(name.clone(), source.text.clone())
                 .map_err(|e| self.render_error(name, e))?;
@@ -209,6 +211,34 @@ fn describe(e: &minijinja::Error) -> String {
         _ if detail.is_empty() => e.kind().to_string(),
         _ => format!("{}: {detail}", e.kind()),
     }
+}
+
+/// The filters that put a value into a file that is code:
+/// - `shell`: one POSIX sh word ([`common::shell::quote`]), for scripts;
+/// - `systemd`: a unit setting's value, `%` doubled, control characters refused;
+/// - `systemd_word`: one word of a unit's command line (quoted, `%` and `$` doubled);
+/// - `systemd_assignment`: one `NAME=value` of `Environment=` (quoted, `%` doubled);
+/// - `oneline`: text for a comment line (control characters become spaces).
+fn add_escaping_filters(env: &mut Environment<'static>) {
+    fn unit_error(e: common::shell::UnitValueError) -> minijinja::Error {
+        minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string())
+    }
+    env.add_filter("shell", |value: String| common::shell::quote(&value));
+    env.add_filter("systemd", |value: String| {
+        common::shell::systemd_value(&value).map_err(unit_error)
+    });
+    env.add_filter("systemd_word", |value: String| {
+        common::shell::systemd_word(&value).map_err(unit_error)
+    });
+    env.add_filter("systemd_assignment", |value: String| {
+        common::shell::systemd_assignment(&value).map_err(unit_error)
+    });
+    env.add_filter("oneline", |value: String| {
+        value
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+    });
 }
 
 #[cfg(test)]

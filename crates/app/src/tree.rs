@@ -6,7 +6,7 @@
 //! fact that reads names and numbers.
 
 use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
-use common::shell::quote;
+use common::shell::{make_directory, quote};
 use common::{Action, Plan, Resource};
 
 /// A user or group: by name, or by number.
@@ -131,11 +131,11 @@ impl Resource for AppDirectory {
         let owners = format!("{}:{}", self.owner, self.group);
         let fix = Action::run(
             format!("directory {}", self.path),
-            format!(
-                "mkdir -p {p}\nchown {} {p}\nchmod {:o} {p}",
-                quote(&owners),
+            make_directory(
+                &self.path,
+                &self.owner.to_string(),
+                &self.group.to_string(),
                 self.mode,
-                p = quote(&self.path)
             ),
         );
         match current.kind.as_str() {
@@ -234,7 +234,7 @@ mod tests {
             actions,
             [Action::run(
                 "directory /opt/x/data/postgres",
-                "mkdir -p /opt/x/data/postgres\nchown 999:999 /opt/x/data/postgres\nchmod 700 /opt/x/data/postgres"
+                "mkdir -p -- /opt/x/data/postgres\nchown -- 999:999 /opt/x/data/postgres\nchmod -- 700 /opt/x/data/postgres"
             )]
         );
     }

@@ -77,8 +77,10 @@ fn tree_and_resource_order_of_every_seed() {
         for f in &app.files {
             let f = &f.file;
             let check = match &f.validate {
-                Some(v) if v.contains("nginx-check") => " (checked: nginx -t)",
-                Some(v) if v.contains("compose-check") => " (checked: docker compose config)",
+                Some(v) if v.to_string().contains("nginx-check") => " (checked: nginx -t)",
+                Some(v) if v.to_string().contains("compose-check") => {
+                    " (checked: docker compose config)"
+                }
                 Some(_) => " (checked)",
                 None => "",
             };
@@ -359,4 +361,63 @@ fn unknown_set_name_and_bad_rotate_are_errors() {
             .is_none()
     );
     assert!(App::from_vars(&spec.vars, &rotate).is_err());
+}
+
+/// Issue 11: an app path reaches the backup script and the units as data. The inventory
+/// refuses most hostile paths at load; this builds the vars directly so that the templates'
+/// escaping is what is tested (a path with quotes, `$(…)`, `%` specifiers and spaces).
+#[test]
+fn issue_11_hostile_app_path_is_data_in_scripts_and_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("marker");
+    let path = format!(
+        "/opt/a b/%h%s'$(touch {m})`touch {m}`;touch {m}",
+        m = marker.display()
+    );
+    let mut spec = host("vue-node-pm2", "vue-node-1");
+    let app_vars = spec.vars.app.as_mut().unwrap();
+    app_vars.path = Some(path.clone());
+    let options = AppOptions {
+        secret_seed: Some(SEED),
+        ..AppOptions::default()
+    };
+    let app = App::from_vars(&spec.vars, &options).unwrap().unwrap();
+    let rendered = app.rendered();
+    let script = &rendered["/usr/local/sbin/vue-node-backup"];
+    for (var, want) in [
+        ("app_dir", path.clone()),
+        ("backup_dir", format!("{path}/backups")),
+    ] {
+        let line = script
+            .lines()
+            .find(|l| l.starts_with(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("no {var}= in\n{script}"));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{line}\nprintf %s \"${var}\""))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{line}");
+    }
+    assert!(!marker.exists(), "the backup script ran the path");
+    let unit = &rendered["/etc/systemd/system/vue-node-pm2.service"];
+    let escaped = path.replace('%', "%%");
+    assert!(
+        unit.lines()
+            .any(|l| l == format!("WorkingDirectory={escaped}")),
+        "{unit}"
+    );
+    assert!(
+        unit.lines()
+            .any(|l| l == format!("Environment=\"PM2_HOME={escaped}/.pm2\"")),
+        "{unit}"
+    );
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(
+        exec.contains(&format!(
+            "\"{}/ecosystem.config.js\"",
+            escaped.replace('$', "$$")
+        )),
+        "{exec}"
+    );
 }

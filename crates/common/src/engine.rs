@@ -342,7 +342,7 @@ const APT_FUNCTION: &str = r#"__provision_apt_install() {
       sleep 2
     done
   fi
-  apt-get $__o -y -q --no-install-recommends install "$@"
+  apt-get $__o -y -q --no-install-recommends install -- "$@"
 }"#;
 
 /// Build the apply script for `actions`, merging every package install into the first.
@@ -421,20 +421,21 @@ pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript
 
 fn put_command(w: &FileWrite) -> String {
     let mut cmd = format!(
-        "mkdir -p \"$(dirname {p})\"\n__provision_put {p} {:o} {} {}",
+        "mkdir -p -- \"$(dirname -- {p})\"\n__provision_put {p} {:o} {} {}",
         w.mode,
         quote(&format!("{}:{}", w.owner, w.group)),
         w.content.len(),
         p = quote(&w.path),
     );
     if let Some(v) = &w.validate {
-        // Validate the new file in place of the old one; restore the old on failure.
+        // Validate the new file in place of the old one; restore the old on failure. The
+        // path is one more argument of the check, never substituted into its text.
+        let check = v.clone().arg(w.path.clone());
         cmd.push_str(&format!(
-            "\nif ! {check} >&2; then if [ -f {p}.provision-bak ] && [ -n {had} ]; then mv -f {p}.provision-bak {p}; else rm -f {p}; fi; echo 'validation failed: {vq}' >&2; exit 1; fi",
-            check = v.replace("%s", &quote(&w.path)),
+            "\nif ! {check} >&2; then if [ -f {p}.provision-bak ] && [ -n {had} ]; then mv -f -- {p}.provision-bak {p}; else rm -f -- {p}; fi; echo {failed} >&2; exit 1; fi",
             p = quote(&w.path),
             had = if w.previous.is_some() { "yes" } else { "''" },
-            vq = v.replace('\'', ""),
+            failed = quote(&format!("validation of {} failed", w.path)),
         ));
     }
     cmd
@@ -633,4 +634,111 @@ fn rollback_commands(paths: &[&str], reload: Option<&str>) -> String {
         s.push_str(r);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shell::Command;
+
+    /// Run an apply script locally with fake `apt-get`, `visudo` and `chown` that record
+    /// their argv (one word per line) in `$RECORD`.
+    fn run_locally(apply: &ApplyScript, dir: &std::path::Path) -> (std::process::Output, String) {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in ["apt-get", "visudo", "chown"] {
+            let path = bin.join(tool);
+            std::fs::write(
+                &path,
+                format!("#!/bin/sh\n{{ echo {tool}; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; echo; }} >> \"$RECORD\"\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        let record = dir.join("record");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&apply.script)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("RECORD", &record)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(&apply.stdin)?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        (out, std::fs::read_to_string(record).unwrap_or_default())
+    }
+
+    /// Issue 11, path 1: a package name starting with `-o` is an operand of apt-get, after
+    /// `--`, never an option (a `DPkg::Pre-Invoke` hook would run as root).
+    #[test]
+    fn package_names_reach_apt_get_after_the_end_of_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let hostile = format!("-oDPkg::Pre-Invoke::=touch {}", marker.display());
+        let install = Action::InstallPackages {
+            names: vec![hostile.clone(), "curl".into()],
+        };
+        let apply = build_apply_script(&[&install], &Options::default());
+        let (out, record) = run_locally(&apply, dir.path());
+        assert!(out.status.success(), "{out:?}");
+        let install_call = record
+            .split("\n\n")
+            .find(|call| call.lines().any(|l| l == "install"))
+            .unwrap_or_else(|| panic!("no apt-get install in {record}"));
+        let words: Vec<&str> = install_call.lines().collect();
+        let end = words
+            .iter()
+            .position(|w| *w == "--")
+            .expect("`--` before the packages");
+        assert_eq!(&words[end + 1..], [hostile.as_str(), "curl"]);
+        assert!(!marker.exists());
+    }
+
+    /// Issue 11, path 2: the validator gets the file's path as one more argument; nothing
+    /// is substituted into its text, so `%s` and `$(…)` in the path stay data.
+    #[test]
+    fn the_validator_gets_the_path_as_an_argument_not_as_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        let target_dir = dir.path().join(format!(
+            "a b%s'$(touch {m})';touch {m}",
+            m = marker.display()
+        ));
+        std::fs::create_dir_all(&target_dir).unwrap();
+        let path = target_dir.join("sudoers").display().to_string();
+        let owner = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let owner = String::from_utf8_lossy(&owner.stdout).trim().to_string();
+        let write = Action::WriteFile(FileWrite {
+            path: path.clone(),
+            content: b"x\n".to_vec(),
+            mode: 0o440,
+            owner: owner.clone(),
+            group: owner,
+            previous: None,
+            sensitive: false,
+            validate: Some(Command::new("visudo").args(["-c", "-f"])),
+        });
+        let apply = build_apply_script(&[&write], &Options::default());
+        let (out, record) = run_locally(&apply, dir.path());
+        assert!(out.status.success(), "{out:?}\n{}", apply.script);
+        let visudo: Vec<&str> = record
+            .split("\n\n")
+            .find(|c| c.starts_with("visudo"))
+            .unwrap_or_else(|| panic!("{record}"))
+            .lines()
+            .collect();
+        assert_eq!(visudo, ["visudo", "-c", "-f", path.as_str()]);
+        assert!(!marker.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"x\n");
+    }
 }

@@ -77,9 +77,9 @@ pub struct FileWrite {
     pub previous: Option<Vec<u8>>,
     /// Secrets: never shown in diffs, plans or logs.
     pub sensitive: bool,
-    /// Command that must accept the new file before it replaces the old one; `%s` is
-    /// replaced by the temporary file's path (e.g. `sshd -t -f %s`).
-    pub validate: Option<String>,
+    /// Command that must accept the new file before it replaces the old one; the file's
+    /// path is passed as its last argument (e.g. `visudo -c -f` + path).
+    pub validate: Option<crate::shell::Command>,
 }
 
 impl std::fmt::Debug for FileWrite {

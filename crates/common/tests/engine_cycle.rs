@@ -22,6 +22,7 @@ fn job() -> Vec<Box<dyn Resource>> {
         Box::new(Packages::new("base", ["curl", "tzdata"])),
         Box::new(Timezone {
             zone: "Asia/Shanghai".into(),
+            origin: None,
         }),
         Box::new(File::new("/etc/motd", "managed by provision\n")),
         Box::new(Service::running("cron").reload_on(["file:/etc/motd".to_string()])),

@@ -5,7 +5,7 @@
 use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, UpgradePolicy, Vars};
 use common::resources::{Directory, File, Line, Packages, Timezone, User};
-use common::shell::quote;
+use common::shell::{Command, quote};
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -122,7 +122,10 @@ pub fn resources(vars: &Vars, docker_group: bool) -> Vec<Box<dyn Resource>> {
         )));
     }
     if let Some(zone) = &vars.timezone {
-        out.push(Box::new(Timezone { zone: zone.clone() }));
+        out.push(Box::new(Timezone {
+            zone: zone.clone(),
+            origin: None,
+        }));
     }
     let nofile = vars.nofile.unwrap_or(DEFAULT_NOFILE);
     out.push(Box::new(
@@ -183,6 +186,31 @@ pub fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
     })
 }
 
+/// `visudo -c -f` + the file: sudo must accept a sudoers drop-in before it is kept.
+pub fn visudo_check() -> Command {
+    Command::new("visudo").args(["-c", "-f"])
+}
+
+/// A user name as one sudoers word naming exactly that user: every character but
+/// `[A-Za-z0-9_.-]` is backslash-escaped, so a leading `%` (a group), `+` (a netgroup) or
+/// `#` (a uid), and the list and alias syntax (`,` `:` `=` `!` `(` `)` spaces), are
+/// literal characters of the name, never sudoers syntax. `None` for a name with spaces,
+/// control or non-ASCII characters (a backslash-newline would continue the line).
+/// Inventory names are checked against the useradd rule at load; this holds for any string.
+pub fn sudoers_user(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len() * 2);
+    for c in name.chars() {
+        if !c.is_ascii_graphic() {
+            return None;
+        }
+        if !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The deploy user's key and sudo rights: applied commit-confirmed, because a wrong
 /// key list or sudoers file can cut the tool's own access when it logs in as that user.
 pub fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
@@ -201,14 +229,21 @@ pub fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
     }
     let sudoers = user.sudoers_path();
     if user.sudo {
-        members.push(Box::new(
-            File::new(
-                sudoers.clone(),
-                format!("# {MANAGED}\n{} ALL=(ALL:ALL) NOPASSWD:ALL\n", user.name),
-            )
-            .mode(0o440)
-            .validate("visudo -cf %s"),
-        ));
+        match sudoers_user(&user.name) {
+            Some(word) => members.push(Box::new(
+                File::new(
+                    sudoers.clone(),
+                    format!("# {MANAGED}\n{word} ALL=(ALL:ALL) NOPASSWD:ALL\n"),
+                )
+                .mode(0o440)
+                .validate(visudo_check()),
+            )),
+            None => members.push(Box::new(InvalidVar {
+                field: "deploy_user.name".into(),
+                expected: "a user name of printable characters without spaces".into(),
+                value: user.name.escape_debug().to_string(),
+            })),
+        }
     } else {
         members.push(Box::new(AbsentFile { path: sudoers }));
     }
@@ -304,6 +339,10 @@ impl Resource for Hostname {
             return Ok(Plan::noop(format!("host name is {}", self.name)));
         }
         let n = quote(&self.name);
+        let set = Command::new("hostnamectl")
+            .arg("set-hostname")
+            .operand(self.name.clone());
+        let fallback = Command::new("hostname").operand(self.name.clone());
         Ok(Plan::change(
             format!(
                 "host name {} → {} (running: {})",
@@ -311,10 +350,7 @@ impl Resource for Hostname {
             ),
             vec![Action::run(
                 format!("set host name {}", self.name),
-                format!(
-                    "printf '%s\\n' {n} > /etc/hostname\n\
-                     hostnamectl set-hostname {n} 2>/dev/null || hostname {n}"
-                ),
+                format!("printf '%s\\n' {n} > /etc/hostname\n{set} 2>/dev/null || {fallback}"),
             )],
         ))
     }
@@ -348,7 +384,10 @@ impl Resource for NoPasswordExpiry {
         let fix = || {
             vec![Action::run(
                 format!("chage --maxdays -1 {}", self.user),
-                format!("chage --maxdays -1 {}", quote(&self.user)),
+                Command::new("chage")
+                    .args(["--maxdays", "-1"])
+                    .operand(self.user.clone())
+                    .to_string(),
             )]
         };
         match age {
@@ -637,6 +676,43 @@ mod tests {
         );
     }
 
+    /// Issue 11, path 3: a user name is one sudoers word naming that user, whatever it is
+    /// (`%sudo` would otherwise grant the whole group passwordless root).
+    #[test]
+    fn sudoers_names_exactly_the_user() {
+        assert_eq!(sudoers_user("deploy").as_deref(), Some("deploy"));
+        assert_eq!(sudoers_user("%sudo").as_deref(), Some("\\%sudo"));
+        assert_eq!(sudoers_user("#0").as_deref(), Some("\\#0"));
+        assert_eq!(sudoers_user("+admins").as_deref(), Some("\\+admins"));
+        assert_eq!(
+            sudoers_user("a,b:c=d!e(f)").as_deref(),
+            Some("a\\,b\\:c\\=d\\!e\\(f\\)")
+        );
+        assert_eq!(sudoers_user("a\nALL ALL=(ALL) ALL"), None);
+        assert_eq!(sudoers_user("a b"), None);
+        assert_eq!(sudoers_user(""), None);
+        let vars = Vars {
+            deploy_user: Some(DeployUserVars {
+                name: Some("%sudo".into()),
+                ..DeployUserVars::default()
+            }),
+            ..Vars::default()
+        };
+        let r = deploy_access(&vars).unwrap();
+        let f = facts(&[("path:/etc/sudoers.d/90-provision-%sudo", ok("absent\n"))]);
+        let (_, actions) = plan_of(r.as_ref(), &f).expect_change();
+        let [Action::WriteFile(sudoers)] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        let text = String::from_utf8_lossy(&sudoers.content);
+        assert!(
+            text.lines()
+                .any(|l| l == "\\%sudo ALL=(ALL:ALL) NOPASSWD:ALL"),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with('%')), "{text}");
+    }
+
     #[test]
     fn deploy_access_is_guarded_and_validates_sudoers() {
         let vars = Vars {
@@ -667,7 +743,10 @@ mod tests {
         );
         assert_eq!(keys.content, b"ssh-ed25519 AAAAC3Nza deploy@laptop\n");
         assert_eq!(sudoers.mode, 0o440);
-        assert_eq!(sudoers.validate.as_deref(), Some("visudo -cf %s"));
+        assert_eq!(
+            sudoers.validate.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("visudo -c -f")
+        );
         insta::assert_snapshot!("sudoers-deploy", String::from_utf8_lossy(&sudoers.content));
     }
 

@@ -543,11 +543,11 @@ impl Fact for PasswordMaxAge {
     type Value = MaxAge;
 
     fn probe(&self) -> Probe {
-        let u = quote(&self.user);
+        let getent = common::shell::Command::new("getent").operands(["shadow", self.user.as_str()]);
         Probe {
             key: format!("password-max-age:{}", self.user),
             script: format!(
-                "if e=$(getent shadow {u}); then printf '%s\\n' \"$e\" | cut -d: -f5; else echo absent; fi"
+                "if e=$({getent}); then printf '%s\\n' \"$e\" | cut -d: -f5; else echo absent; fi"
             ),
         }
     }

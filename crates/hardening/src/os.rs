@@ -537,7 +537,7 @@ mod tests {
         );
         assert_eq!(
             scripts(&actions),
-            ["chown root:root /etc/crontab\nchmod 600 /etc/crontab"]
+            ["chown -- root:root /etc/crontab\nchmod -- 600 /etc/crontab"]
         );
         let f = facts(&[("path:/etc/crontab", ok("absent\n"))]);
         assert_eq!(

@@ -42,7 +42,7 @@ pub struct DesiredFile {
     pub mode: u32,
     pub owner: String,
     pub group: String,
-    pub validate: Option<String>,
+    pub validate: Option<common::shell::Command>,
 }
 
 impl DesiredFile {
@@ -114,11 +114,7 @@ impl DesiredFile {
 fn chmod_chown(path: &str, mode: u32, owner: &str, group: &str) -> Action {
     Action::run(
         format!("chmod/chown {path}"),
-        format!(
-            "chown {} {p}\nchmod {mode:o} {p}",
-            quote(&format!("{owner}:{group}")),
-            p = quote(path)
-        ),
+        common::shell::chown_chmod(path, owner, group, mode),
     )
 }
 

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::{Fact, FactError, Probe, ProbeOutput, require_success};
-use crate::shell::quote;
+use crate::shell::{Command, quote};
 
 fn parse_error(key: &str, what: &str, line: &str) -> FactError {
     FactError::Parse {
@@ -386,12 +386,11 @@ impl Fact for Account {
     type Value = AccountValue;
 
     fn probe(&self) -> Probe {
-        let n = quote(&self.name);
+        let getent = Command::new("getent").operands(["passwd", self.name.as_str()]);
+        let id = Command::new("id").arg("-nG").operand(self.name.as_str());
         Probe {
             key: format!("account:{}", self.name),
-            script: format!(
-                "if e=$(getent passwd {n}); then echo \"$e\"; id -nG {n}; else echo absent; fi"
-            ),
+            script: format!("if e=$({getent}); then echo \"$e\"; {id}; else echo absent; fi"),
         }
     }
 

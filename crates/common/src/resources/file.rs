@@ -1,7 +1,7 @@
 use crate::facts::builtin::{PathKind, PathState, PathStateValue};
 use crate::facts::{Fact, FactError, Facts, Probe};
 use crate::resource::{Action, FileWrite, Plan, Resource};
-use crate::shell::quote;
+use crate::shell::{chown_chmod, make_directory};
 
 /// A whole file: content, mode and owner.
 #[derive(Clone)]
@@ -13,8 +13,9 @@ pub struct File {
     pub group: String,
     /// Secrets: never shown in diffs or logs.
     pub sensitive: bool,
-    /// Command that must accept the new file before it is kept (`%s` = the file's path).
-    pub validate: Option<String>,
+    /// Command that must accept the new file before it is kept; the file's path is passed
+    /// as its last argument.
+    pub validate: Option<crate::shell::Command>,
 }
 
 impl File {
@@ -46,8 +47,8 @@ impl File {
         self
     }
 
-    pub fn validate(mut self, command: &str) -> Self {
-        self.validate = Some(command.into());
+    pub fn validate(mut self, command: crate::shell::Command) -> Self {
+        self.validate = Some(command);
         self
     }
 }
@@ -106,12 +107,7 @@ pub(crate) fn plan_file(
             ),
             vec![Action::run(
                 format!("chmod/chown {}", desired.path),
-                format!(
-                    "chown {} {p}\nchmod {:o} {p}",
-                    quote(&format!("{}:{}", desired.owner, desired.group)),
-                    desired.mode,
-                    p = quote(&desired.path)
-                ),
+                chown_chmod(&desired.path, &desired.owner, &desired.group, desired.mode),
             )],
         ));
     }
@@ -219,12 +215,7 @@ impl Resource for Directory {
         let current = facts.read(&PathState::new(&self.path))?;
         let fix = Action::run(
             format!("directory {}", self.path),
-            format!(
-                "mkdir -p {p}\nchown {} {p}\nchmod {:o} {p}",
-                quote(&format!("{}:{}", self.owner, self.group)),
-                self.mode,
-                p = quote(&self.path)
-            ),
+            make_directory(&self.path, &self.owner, &self.group, self.mode),
         );
         match current.kind {
             PathKind::Absent => Ok(Plan::change(format!("create {}", self.path), vec![fix])),

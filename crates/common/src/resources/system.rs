@@ -1,12 +1,14 @@
 use crate::facts::builtin::{Account, TimezoneState};
 use crate::facts::{Fact, FactError, Facts, Probe};
 use crate::resource::{Action, Plan, Resource};
-use crate::shell::quote;
+use crate::shell::{Command, quote};
 
 /// The system time zone (`/etc/localtime` and `/etc/timezone`).
 #[derive(Debug, Clone)]
 pub struct Timezone {
     pub zone: String,
+    /// Where the inventory set it (`file:line:column`), named when the host lacks the zone.
+    pub origin: Option<String>,
 }
 
 impl Timezone {
@@ -32,16 +34,28 @@ impl Resource for Timezone {
             return Ok(Plan::noop(format!("time zone is {}", self.zone)));
         }
         // tzdata may be installed by an earlier step of this run; the step checks again.
-        let z = quote(&self.zone);
+        let file = quote(&format!("/usr/share/zoneinfo/{}", self.zone));
+        let unknown = quote(&format!(
+            "unknown time zone {}: no /usr/share/zoneinfo/{} on the host (is tzdata installed?){}",
+            self.zone,
+            self.zone,
+            self.origin
+                .as_ref()
+                .map(|o| format!("; set at {o}"))
+                .unwrap_or_default()
+        ));
+        let link = Command::new("ln").arg("-sfn").operands([
+            format!("/usr/share/zoneinfo/{}", self.zone),
+            "/etc/localtime".into(),
+        ]);
         Ok(Plan::change(
             format!("time zone {} → {}", tz.current, self.zone),
             vec![Action::run(
                 format!("set time zone {}", self.zone),
                 format!(
-                    "[ -f /usr/share/zoneinfo/{z} ] || {{ echo 'unknown time zone {}: no /usr/share/zoneinfo/{} (is tzdata installed?)' >&2; exit 1; }}\n\
-                     ln -sfn /usr/share/zoneinfo/{z} /etc/localtime\necho {z} > /etc/timezone",
-                    self.zone.replace('\'', ""),
-                    self.zone.replace('\'', "")
+                    "[ -f {file} ] || {{ echo {unknown} >&2; exit 1; }}\n\
+                     {link}\nprintf '%s\\n' {z} > /etc/timezone",
+                    z = quote(&self.zone),
                 ),
             )],
         ))
@@ -76,7 +90,6 @@ impl Resource for User {
 
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
         let account = facts.read(&self.fact())?;
-        let n = quote(&self.name);
         let missing_groups: Vec<&String> = self
             .groups
             .iter()
@@ -87,18 +100,27 @@ impl Resource for User {
             groups
                 .iter()
                 .map(|g| {
-                    let g = quote(g);
-                    format!(
-                        "getent group {g} >/dev/null || groupadd --system {g}\nusermod -aG {g} {n}"
-                    )
+                    let getent = Command::new("getent").operands(["group", g.as_str()]);
+                    let groupadd = Command::new("groupadd").arg("--system").operand(g.as_str());
+                    let usermod = Command::new("usermod")
+                        .args(["-a", "-G", g.as_str()])
+                        .operand(self.name.as_str());
+                    format!("{getent} >/dev/null || {groupadd}\n{usermod}")
                 })
                 .collect::<Vec<_>>()
                 .join("\n")
         };
         if !account.exists {
+            let useradd = Command::new("useradd")
+                .args([
+                    "--create-home",
+                    "--user-group",
+                    "--shell",
+                    self.shell.as_str(),
+                ])
+                .operand(self.name.as_str());
             let script = format!(
-                "useradd --create-home --user-group --shell {} {n}\n{}",
-                quote(&self.shell),
+                "{useradd}\n{}",
                 add_groups(&self.groups.iter().collect::<Vec<_>>())
             );
             return Ok(Plan::change(
@@ -110,7 +132,12 @@ impl Resource for User {
         let mut what = Vec::new();
         if account.shell != self.shell {
             what.push(format!("shell {} → {}", account.shell, self.shell));
-            script.push(format!("usermod --shell {} {n}", quote(&self.shell)));
+            script.push(
+                Command::new("usermod")
+                    .args(["--shell", self.shell.as_str()])
+                    .operand(self.name.as_str())
+                    .to_string(),
+            );
         }
         if !missing_groups.is_empty() {
             what.push(format!(
@@ -133,5 +160,42 @@ impl Resource for User {
                 script.join("\n"),
             )],
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::ProbeOutput;
+
+    /// Issue 11, path 3: a user or group name starting with `-` is an operand of useradd,
+    /// usermod and groupadd, after `--`.
+    #[test]
+    fn user_and_group_names_are_operands() {
+        let user = User {
+            name: "-oops".into(),
+            shell: "/bin/bash".into(),
+            groups: vec!["-G0".into()],
+        };
+        let facts = Facts::from_outputs(std::collections::BTreeMap::from([(
+            "account:-oops".to_string(),
+            ProbeOutput {
+                status: 0,
+                stdout: "absent\n".into(),
+                stderr: String::new(),
+            },
+        )]));
+        let Plan::Change { actions, .. } = user.plan(&facts).unwrap() else {
+            panic!()
+        };
+        let [Action::Run { script, .. }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(
+            script,
+            "useradd --create-home --user-group --shell /bin/bash -- '-oops'\n\
+             getent -- group '-G0' >/dev/null || groupadd --system -- '-G0'\n\
+             usermod -a -G -G0 -- '-oops'"
+        );
     }
 }

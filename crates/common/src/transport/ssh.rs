@@ -133,6 +133,16 @@ impl SshTransport {
             host: target.name.clone(),
             reason,
         };
+        // The master connection's ssh gets the destination after its options without `--`
+        // (the openssh crate builds that command line), so a destination that ssh could read
+        // as an option, or that is not one word, is refused before anything runs. Our own ssh
+        // and ssh-keyscan command lines put `--` before it as well.
+        if !destination_is_one_word(&target.destination) {
+            return Err(connect_error(format!(
+                "refusing destination {:?}: it must be a host name, an address or an ssh_config alias, not start with `-` or contain spaces or control characters",
+                target.destination
+            )));
+        }
         let dir =
             control_directory().map_err(|e| connect_error(format!("control directory: {e}")))?;
         let mut builder = SessionBuilder::default();
@@ -233,13 +243,28 @@ async fn classify_connect_error(target: &SshTarget, text: &str) -> TransportErro
     }
 }
 
+/// A destination ssh reads as a destination: non-empty, no leading `-`, no whitespace or
+/// control characters.
+pub fn destination_is_one_word(destination: &str) -> bool {
+    !destination.is_empty()
+        && !destination.starts_with('-')
+        && !destination
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+}
+
 async fn scan_fingerprint(target: &SshTarget) -> Option<String> {
     let mut scan = tokio::process::Command::new("ssh-keyscan");
     scan.args(["-T", "5", "-t", "ed25519,ecdsa,rsa"]);
     if let Some(port) = target.port {
         scan.args(["-p", &port.to_string()]);
     }
-    let out = scan.arg(&target.destination).output().await.ok()?;
+    let out = scan
+        .arg("--")
+        .arg(&target.destination)
+        .output()
+        .await
+        .ok()?;
     let mut keygen = tokio::process::Command::new("ssh-keygen")
         .args(["-l", "-f", "-"])
         .stdin(std::process::Stdio::piped())
@@ -336,6 +361,7 @@ impl Transport for SshTransport {
         let out = tokio::process::Command::new("ssh")
             .args(["-o", "ControlPath=none", "-o", "ControlMaster=no"])
             .args(self.target.ssh_options())
+            .arg("--")
             .arg(&self.target.destination)
             .arg(ELEVATE_PROBE)
             .stdin(std::process::Stdio::null())
@@ -392,3 +418,43 @@ impl Transport for SshTransport {
 /// A fresh login must also be able to become root, or the host is not manageable.
 const ELEVATE_PROBE: &str =
     r#"if [ "$(id -u)" = 0 ] || sudo -n true; then echo provision-login-ok; else exit 1; fi"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11: a destination starting with `-` never reaches ssh as an option.
+    #[tokio::test]
+    async fn a_destination_that_looks_like_an_option_is_refused_before_ssh_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("marker");
+        for destination in [
+            format!("-oProxyCommand=touch {}", marker.display()),
+            format!("-oProxyCommand=touch${{IFS}}{}", marker.display()),
+            "host name".to_string(),
+            "host\nname".to_string(),
+            String::new(),
+        ] {
+            let target = SshTarget {
+                name: "h".into(),
+                destination: destination.clone(),
+                user: None,
+                port: None,
+                identity_file: None,
+                known_hosts: None,
+                host_key_policy: HostKeyPolicy::Strict,
+                connect_timeout: Some(Duration::from_secs(1)),
+            };
+            match SshTransport::connect(target).await {
+                Err(TransportError::Connect { reason, .. }) => {
+                    assert!(reason.contains("refusing destination"), "{reason}")
+                }
+                Err(e) => panic!("{destination:?}: {e}"),
+                Ok(_) => panic!("{destination:?} connected"),
+            }
+            assert!(!marker.exists(), "{destination:?} ran");
+        }
+        assert!(destination_is_one_word("10.77.0.2"));
+        assert!(destination_is_one_word("web-1.example.com"));
+    }
+}
