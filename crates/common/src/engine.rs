@@ -435,7 +435,7 @@ fn put_command(w: &FileWrite) -> String {
             "\nif ! {check} >&2; then if [ -f {p}.provision-bak ] && [ -n {had} ]; then mv -f -- {p}.provision-bak {p}; else rm -f -- {p}; fi; echo {failed} >&2; exit 1; fi",
             p = quote(&w.path),
             had = if w.previous.is_some() { "yes" } else { "''" },
-            failed = quote(&format!("validation of {} failed", w.path)),
+            failed = quote(&format!("validation failed: {} was refused, the old file is kept", w.path)),
         ));
     }
     cmd
