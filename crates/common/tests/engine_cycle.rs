@@ -115,7 +115,7 @@ async fn check_then_up_then_check_converges() {
     assert!(
         apply
             .script
-            .contains("ln -sfn /usr/share/zoneinfo/Asia/Shanghai /etc/localtime")
+            .contains("ln -sfn -- /usr/share/zoneinfo/Asia/Shanghai /etc/localtime")
     );
     assert!(apply.script.contains("systemctl reload-or-restart cron"));
     assert_eq!(
