@@ -7,7 +7,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -541,12 +541,9 @@ fn provision(
     (out.status.code().unwrap_or(-1), json, stderr)
 }
 
-#[test]
-fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
-    if !lab::testing::skip_unless_lab() {
-        return;
-    }
-    let host = fresh_host();
+/// An inventory for `host` whose hardening set is the firewall alone (no sshd, fail2ban,
+/// OS hardening or Docker), with `hardening` lines added to `[vars.hardening]`.
+fn firewall_inventory(host: &lab::LabHost, hardening: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let inventory = dir.path().join("inventory.toml");
     std::fs::write(
@@ -565,6 +562,7 @@ upgrade = "none"
 ssh = false
 fail2ban = false
 os = false
+{hardening}
 
 [vars.docker]
 enabled = false
@@ -579,6 +577,26 @@ address = "{address}"
         ),
     )
     .unwrap();
+    (dir, inventory)
+}
+
+/// The firewall's entry in a JSON host report.
+fn firewall_report(report: &serde_json::Value) -> &serde_json::Value {
+    report["hosts"][0]["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == "firewall:ufw"))
+        .unwrap_or_else(|| panic!("no firewall:ufw in {report:#}"))
+}
+
+const UFW_STATUS: &str = "PATH=$PATH:/usr/sbin; ufw status";
+
+#[test]
+fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let (_dir, inventory) = firewall_inventory(&host, "");
     let started = Instant::now();
     let (code, report, stderr) = provision(
         &inventory,
@@ -606,4 +624,140 @@ address = "{address}"
     let (code, report, stderr) = provision(&inventory, &["--rollback-window", "15", "harden"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").contains("Status: active"));
+}
+
+/// Issue 13: an admin opened a port by hand on a converged host; the inventory is the
+/// truth. `harden --check` names the rule (exit 2), `harden` deletes it (IPv4 and IPv6)
+/// while the SSH port stays open, and `firewall_exclusive = false` keeps such a rule,
+/// only naming it. Every state is checked over plain ssh, not through the tool.
+#[test]
+fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let (_dir, inventory) = firewall_inventory(&host, "allow_ports = [8443]");
+    let harden = |args: &[&str]| {
+        // The master connection and the commit-confirmed proof.
+        pace(&host, 2);
+        let mut all = vec!["--rollback-window", "30"];
+        all.extend_from_slice(args);
+        provision(&inventory, &all, &[])
+    };
+    let (code, report, stderr) = harden(&["harden"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+
+    remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 8080/tcp");
+    let (code, report, stderr) = harden(&["harden", "--check"]);
+    assert_eq!(code, 2, "changes pending: {report:#}\n{stderr}");
+    let fw = firewall_report(&report);
+    assert_eq!(fw["status"], "pending", "{fw:#}");
+    let detail = fw["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("unrequested `allow 8080/tcp` (IPv4, IPv6)"),
+        "{detail}"
+    );
+    let actions = fw["actions"].to_string();
+    assert!(
+        actions.contains("delete unrequested ufw rule `allow 8080/tcp` (IPv4, IPv6)"),
+        "{actions}"
+    );
+    let ufw = remote(&host, "root", UFW_STATUS);
+    assert!(
+        ufw.contains("8080/tcp ") && ufw.contains("8080/tcp (v6)"),
+        "check changed nothing:\n{ufw}"
+    );
+
+    let (code, report, stderr) = harden(&["harden"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(firewall_report(&report)["status"], "changed");
+    // A plain ssh login after the change: the SSH port stayed open.
+    let ufw = remote(&host, "root", UFW_STATUS);
+    assert!(ufw.contains("Status: active"), "{ufw}");
+    assert!(
+        !ufw.contains("8080"),
+        "8080 closed on IPv4 and IPv6:\n{ufw}"
+    );
+    for rule in ["22/tcp ", "22/tcp (v6) ", "8443/tcp ", "8443/tcp (v6) "] {
+        assert!(ufw.contains(rule), "`{rule}` kept:\n{ufw}");
+    }
+    assert!(ufw.contains("LIMIT"), "{ufw}");
+    let (code, report, stderr) = harden(&["harden", "--check"]);
+    assert_eq!(code, 0, "converged: {report:#}\n{stderr}");
+
+    // Not exclusive: a foreign rule is kept and named, not drift.
+    let (_dir, relaxed) =
+        firewall_inventory(&host, "allow_ports = [8443]\nfirewall_exclusive = false");
+    remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 9090/tcp");
+    pace(&host, 2);
+    let (code, report, stderr) = provision(&relaxed, &["harden"], &[]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let fw = firewall_report(&report);
+    assert_eq!(fw["status"], "ok", "{fw:#}");
+    let detail = fw["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail
+            .contains("kept (hardening.firewall_exclusive = false): `allow 9090/tcp` (IPv4, IPv6)"),
+        "{detail}"
+    );
+    assert!(remote(&host, "root", UFW_STATUS).contains("9090/tcp"));
+}
+
+/// Issue 13: `ssh_rate_limit = false` allows the SSH port instead of `ufw limit`: a burst
+/// of new connections (UFW's limit refuses the 6th within 30 s) all get through.
+#[test]
+fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let (_dir, inventory) = firewall_inventory(&host, "ssh_rate_limit = false");
+    pace(&host, 2);
+    let (code, report, stderr) = provision(&inventory, &["harden"], &[]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let ufw = remote(
+        &host,
+        "root",
+        "PATH=$PATH:/usr/sbin; ufw status; echo '== recent'; iptables -S ufw-user-input | grep -c -- '-m recent' || true",
+    );
+    let s = sections(&format!("== status\n{ufw}"));
+    let status = &s["status"];
+    let ssh_rules: Vec<&str> = status.lines().filter(|l| l.starts_with("22/tcp")).collect();
+    assert_eq!(ssh_rules.len(), 2, "IPv4 and IPv6:\n{status}");
+    for rule in &ssh_rules {
+        assert!(
+            rule.contains("ALLOW") && !rule.contains("LIMIT"),
+            "{rule}\n{status}"
+        );
+    }
+    assert_eq!(s["recent"].trim(), "0", "no rate-limit match in the kernel");
+    // Eight new connections at once: UFW's limit would refuse the 6th.
+    for i in 0..8 {
+        let out = Command::new("ssh")
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ControlPath=none",
+                "-o",
+                "IdentitiesOnly=yes",
+            ])
+            .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", host.known_hosts.display()))
+            .arg("-i")
+            .arg(&host.identity_file)
+            .args(["-p", &host.port.to_string()])
+            .arg(format!("root@{}", host.address))
+            .arg("true")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run ssh");
+        assert!(
+            out.status.success(),
+            "connection {} refused: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
