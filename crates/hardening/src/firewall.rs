@@ -19,6 +19,7 @@
 
 use common::facts::builtin::{PathKind, PathState};
 use common::resources::Service;
+use common::shell::Command;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -197,18 +198,18 @@ impl RuleDiff {
 }
 
 /// The command that deletes `rule` (and its IPv6 twin when both addresses are "any").
-fn delete_command(rule: &UfwRule) -> String {
-    let mut args = rule.command();
-    let route = args.first().is_some_and(|a| a == "route");
+/// UFW's rule grammar has no `--`: the words are arguments, quoted when rendered.
+fn delete_command(rule: &UfwRule) -> Command {
+    let mut words = rule.command();
+    let route = words.first().is_some_and(|a| a == "route");
     if route {
-        args.remove(0);
+        words.remove(0);
     }
-    let args: Vec<String> = args.iter().map(|a| common::shell::quote(a)).collect();
-    format!(
-        "ufw --force {}delete {}",
-        if route { "route " } else { "" },
-        args.join(" ")
-    )
+    Command::new("ufw")
+        .arg("--force")
+        .args(route.then_some("route"))
+        .arg("delete")
+        .args(words)
 }
 
 impl Firewall {
@@ -327,10 +328,12 @@ impl Resource for Firewall {
                 "ufw default allow outgoing".to_string(),
             ]);
             for r in &rules {
-                script.push(format!(
-                    "ufw {} {}/tcp comment '{}'",
-                    r.verb, r.port, r.comment
-                ));
+                script.push(
+                    Command::new("ufw")
+                        .args([r.verb.to_string(), format!("{}/tcp", r.port)])
+                        .args(["comment", r.comment])
+                        .to_string(),
+                );
             }
             actions.push(Action::run("configure ufw", script.join("\n")));
             doing.push(format!("open {}", ports.join(", ")));

@@ -272,6 +272,13 @@ const BAD: &[(&str, &str, usize, usize, &[&str])] = &[
         &["99999"],
     ),
     (
+        "ssh_rate_limit not bool",
+        "[vars.hardening]\nssh_rate_limit = \"off\"\n",
+        2,
+        18,
+        &["invalid type", "boolean"],
+    ),
+    (
         "unknown docker key",
         "[vars.docker]\nversion = \"27\"\n",
         2,
