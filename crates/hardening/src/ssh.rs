@@ -430,7 +430,7 @@ impl Resource for SshdConfig {
         let mut changes = PlanBuilder::default();
 
         let main = facts.read(&PathState::new(MAIN_CONFIG_PATH))?;
-        let main_text = String::from_utf8_lossy(main.content.as_deref().unwrap_or_default());
+        let main_text = common::resources::editable_text(MAIN_CONFIG_PATH, &main)?;
         if let Some(new_main) = include_first(&main_text) {
             // 0600 like OS hardening's permissions (sshd does not need it readable by all).
             changes.add(DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o600).changes(&main)?);

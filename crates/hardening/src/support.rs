@@ -2,9 +2,10 @@
 //! content, guarded wrappers, file modes, absent files, key/value config files, triggers
 //! and the template renderer.
 
-use common::facts::builtin::{PathKind, PathState, PathStateValue};
+use common::facts::builtin::{PathKind, PathState};
+use common::resources::{File, plan_edit};
 use common::shell::quote;
-use common::{Action, Fact, FactError, Facts, FileWrite, Plan, Probe, Resource};
+use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -34,80 +35,16 @@ pub fn render(name: &str, source: &str, context: impl Serialize) -> String {
         .unwrap_or_else(|e| panic!("embedded template {name} failed to render (bug): {e:#}"))
 }
 
-/// Desired whole content of a file, planned against its current state.
-#[derive(Debug, Clone)]
-pub struct DesiredFile {
-    pub path: String,
-    pub content: Vec<u8>,
-    pub mode: u32,
-    pub owner: String,
-    pub group: String,
-    pub validate: Option<common::shell::Command>,
-}
+/// Desired whole content of a file, planned by the one file planner
+/// ([`File::changes`]): `DesiredFile::new(path, content, mode).changes(&current)`.
+pub struct DesiredFile;
 
 impl DesiredFile {
-    pub fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> Self {
-        Self {
-            path: path.into(),
-            content: content.into(),
-            mode,
-            owner: "root".into(),
-            group: "root".into(),
-            validate: None,
-        }
-    }
-
-    /// `None` when the file is as desired, else a summary and the actions that fix it.
-    pub fn changes(&self, current: &PathStateValue) -> Result<Option<(String, Action)>, FactError> {
-        match &current.kind {
-            PathKind::Absent | PathKind::File => {}
-            other => {
-                return Err(FactError::Parse {
-                    key: format!("path:{}", self.path),
-                    what: "a regular file".into(),
-                    line: format!("{other:?}"),
-                });
-            }
-        }
-        let content_ok = current.content.as_deref() == Some(self.content.as_slice());
-        let attrs_ok =
-            current.mode == self.mode && current.owner == self.owner && current.group == self.group;
-        if content_ok && attrs_ok {
-            return Ok(None);
-        }
-        if content_ok {
-            return Ok(Some((
-                format!(
-                    "{}: mode {:o} {}:{} (was {:o} {}:{})",
-                    self.path,
-                    self.mode,
-                    self.owner,
-                    self.group,
-                    current.mode,
-                    current.owner,
-                    current.group
-                ),
-                chmod_chown(&self.path, self.mode, &self.owner, &self.group),
-            )));
-        }
-        let summary = if current.kind == PathKind::Absent {
-            format!("create {}", self.path)
-        } else {
-            format!("update {}", self.path)
-        };
-        Ok(Some((
-            summary,
-            Action::WriteFile(FileWrite {
-                path: self.path.clone(),
-                content: self.content.clone(),
-                mode: self.mode,
-                owner: self.owner.clone(),
-                group: self.group.clone(),
-                previous: current.content.clone(),
-                sensitive: false,
-                validate: self.validate.clone(),
-            }),
-        )))
+    /// A root-owned file with this content and mode. (A name kept for the callers in
+    /// ssh.rs and firewall.rs; new code writes `File::new(path, content).mode(mode)`.)
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> File {
+        File::new(path, content).mode(mode)
     }
 }
 
@@ -408,19 +345,13 @@ impl Resource for KeyValueFile {
         vec![PathState::new(&self.path).probe()]
     }
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
-        let current = facts.read(&PathState::new(&self.path))?;
-        let old = String::from_utf8_lossy(current.content.as_deref().unwrap_or_default());
-        let mut desired = DesiredFile::new(&self.path, self.apply_to(&old), 0o644);
-        if current.kind != PathKind::Absent {
-            desired.mode = current.mode;
-            desired.owner = current.owner.clone();
-            desired.group = current.group.clone();
-        }
         let keys: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
-        Ok(match desired.changes(&current)? {
-            None => Plan::noop(format!("{} sets {}", self.path, keys.join(", "))),
-            Some((summary, action)) => Plan::change(summary, vec![action]),
-        })
+        Ok(
+            match plan_edit(facts, &self.path, 0o644, "update", |old| self.apply_to(old))? {
+                Plan::Noop { .. } => Plan::noop(format!("{} sets {}", self.path, keys.join(", "))),
+                other => other,
+            },
+        )
     }
 }
 
@@ -483,5 +414,89 @@ mod tests {
             "# comment PASS_MAX_DAYS\n#PASS_MAX_DAYS 1\nPASS_MAX_DAYS\t365\nUMASK\t027\nOTHER x\n# Added by provision (hardening).\nLOGIN_TIMEOUT\t60\n"
         );
         assert_eq!(kv.apply_to(&new), new, "idempotent");
+    }
+
+    /// Regression: KeyValueFile planned from an empty text when the file was larger than
+    /// the probe reads back (1 MiB), so `harden` would have replaced, say, a large
+    /// /etc/login.defs with only the managed keys. Now it is an error, like Line and Block.
+    #[test]
+    fn key_value_file_edit_of_a_file_larger_than_1_mib_is_an_error_not_a_replacement() {
+        let kv = KeyValueFile {
+            path: "/etc/login.defs".into(),
+            entries: vec![("UMASK".into(), "027".into())],
+        };
+        let big = crate::testing::facts(&[(
+            "path:/etc/login.defs",
+            crate::testing::ok(&format!(
+                "regular file|644|root|root|{}\nsha256:{}\n",
+                2 << 20,
+                "ab".repeat(32)
+            )),
+        )]);
+        let e = kv.plan(&big).unwrap_err().to_string();
+        assert!(e.contains("small enough to edit in place"), "{e}");
+        let small = crate::testing::facts(&[(
+            "path:/etc/login.defs",
+            crate::testing::file_state("UMASK 022\n", 0o640, "root", "shadow"),
+        )]);
+        let (summary, actions) = crate::testing::PlanExt::expect_change(kv.plan(&small).unwrap());
+        assert_eq!(summary, "update /etc/login.defs");
+        match &actions[..] {
+            [Action::WriteFile(w)] => {
+                assert_eq!(w.content, b"UMASK\t027\n");
+                assert_eq!((w.mode, w.group.as_str()), (0o640, "shadow"), "kept");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Regression: the sshd main-config edit (`Include` first) planned from an empty text
+    /// when /etc/ssh/sshd_config was larger than the probe reads back (1 MiB), replacing
+    /// the whole file with the Include line alone. Now the plan fails and names the file.
+    #[test]
+    fn sshd_main_config_edit_of_a_file_larger_than_1_mib_is_an_error_not_a_replacement() {
+        use crate::testing::{facts, file_state, ok};
+        let sshd = crate::ssh::SshdConfig {
+            settings: crate::ssh_settings(&common::inventory::Vars::default()),
+        };
+        let key = file_state("key", 0o600, "root", "root");
+        let host = facts(&[
+            (
+                "openssh-version",
+                ok("OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15\n"),
+            ),
+            ("login-user", ok("root\n")),
+            (
+                "sshd-effective",
+                ok(include_str!("../tests/fixtures/sshd-T-debian12-fresh.txt")),
+            ),
+            (
+                "path:/etc/ssh/sshd_config.d/00-provision.conf",
+                ok("absent\n"),
+            ),
+            (
+                "path:/etc/ssh/sshd_config",
+                ok(&format!(
+                    "regular file|644|root|root|{}\nsha256:{}\n",
+                    3 << 20,
+                    "cd".repeat(32)
+                )),
+            ),
+            (
+                "path:/etc/systemd/system/ssh.socket.d/provision-port.conf",
+                ok("absent\n"),
+            ),
+            (
+                "unit:ssh.socket",
+                ok("LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\n"),
+            ),
+            ("path:/etc/ssh/ssh_host_ed25519_key", key.clone()),
+            ("path:/etc/ssh/ssh_host_rsa_key", key),
+        ]);
+        let e = sshd.plan(&host).unwrap_err().to_string();
+        assert!(
+            e.contains("path:/etc/ssh/sshd_config") && e.contains("small enough to edit in place"),
+            "{e}"
+        );
     }
 }

@@ -63,72 +63,110 @@ impl std::fmt::Debug for File {
     }
 }
 
-/// Plan a full-content file against its current state (shared by File, Line and Block).
+/// Plan a full-content file against its current state (File, Line, Block and every
+/// composite resource that writes whole files).
 pub(crate) fn plan_file(
     desired: &File,
     current: &PathStateValue,
     what: &str,
 ) -> Result<Plan, FactError> {
-    match &current.kind {
-        PathKind::Absent | PathKind::File => {}
-        other => {
-            return Err(FactError::Parse {
-                key: format!("path:{}", desired.path),
-                what: "a regular file".into(),
-                line: format!("{other:?}"),
-            });
+    Ok(match desired.changes_as(current, what)? {
+        None => Plan::noop(format!("{} is up to date", desired.path)),
+        Some((summary, action)) => Plan::change(summary, vec![action]),
+    })
+}
+
+impl File {
+    /// The one file planner: `None` when the file is as desired, else a summary and the
+    /// one action that fixes it (a write, or chmod/chown when only those differ). A file
+    /// too large for the probe to read back is compared by size and SHA-256.
+    pub fn changes(&self, current: &PathStateValue) -> Result<Option<(String, Action)>, FactError> {
+        self.changes_as(current, "update")
+    }
+
+    fn changes_as(
+        &self,
+        current: &PathStateValue,
+        what: &str,
+    ) -> Result<Option<(String, Action)>, FactError> {
+        let desired = self;
+        match &current.kind {
+            PathKind::Absent | PathKind::File => {}
+            other => {
+                return Err(FactError::Parse {
+                    key: format!("path:{}", desired.path),
+                    what: "a regular file".into(),
+                    line: format!("{other:?}"),
+                });
+            }
         }
-    }
-    let content_ok = match (&current.content, &current.sha256) {
-        (Some(content), _) => *content == desired.content,
-        // Too large to read back: same size and hash.
-        (None, Some(hash)) => {
-            current.size == desired.content.len() as u64 && *hash == sha256_hex(&desired.content)
+        let content_ok = match (&current.content, &current.sha256) {
+            (Some(content), _) => *content == desired.content,
+            // Too large to read back: same size and hash.
+            (None, Some(hash)) => {
+                current.size == desired.content.len() as u64
+                    && *hash == sha256_hex(&desired.content)
+            }
+            (None, None) => false,
+        };
+        let attrs_ok = current.mode == desired.mode
+            && current.owner == desired.owner
+            && current.group == desired.group;
+        if content_ok && attrs_ok {
+            return Ok(None);
         }
-        (None, None) => false,
-    };
-    let attrs_ok = current.mode == desired.mode
-        && current.owner == desired.owner
-        && current.group == desired.group;
-    if content_ok && attrs_ok {
-        return Ok(Plan::noop(format!("{} is up to date", desired.path)));
+        if content_ok {
+            return Ok(Some((
+                format!(
+                    "{}: set mode {:o} owner {}:{} (was {:o} {}:{})",
+                    desired.path,
+                    desired.mode,
+                    desired.owner,
+                    desired.group,
+                    current.mode,
+                    current.owner,
+                    current.group
+                ),
+                Action::run(
+                    format!("chmod/chown {}", desired.path),
+                    chown_chmod(&desired.path, &desired.owner, &desired.group, desired.mode),
+                ),
+            )));
+        }
+        let summary = if current.kind == PathKind::Absent {
+            format!("create {}", desired.path)
+        } else {
+            format!("{what} {}", desired.path)
+        };
+        Ok(Some((
+            summary,
+            Action::WriteFile(FileWrite {
+                path: desired.path.clone(),
+                content: desired.content.clone(),
+                mode: desired.mode,
+                owner: desired.owner.clone(),
+                group: desired.group.clone(),
+                previous: current.content.clone(),
+                sensitive: desired.sensitive,
+                validate: desired.validate.clone(),
+            }),
+        )))
     }
-    if content_ok {
-        return Ok(Plan::change(
-            format!(
-                "{}: set mode {:o} owner {}:{} (was {:o} {}:{})",
-                desired.path,
-                desired.mode,
-                desired.owner,
-                desired.group,
-                current.mode,
-                current.owner,
-                current.group
-            ),
-            vec![Action::run(
-                format!("chmod/chown {}", desired.path),
-                chown_chmod(&desired.path, &desired.owner, &desired.group, desired.mode),
-            )],
-        ));
+}
+
+/// The text of a file about to be edited in place (empty when it does not exist). A file
+/// larger than the probe reads back (1 MiB) is an error: editing it blind would replace
+/// the whole file with only the managed lines.
+pub fn editable_text(path: &str, current: &PathStateValue) -> Result<String, FactError> {
+    if current.kind == PathKind::File && current.content.is_none() {
+        return Err(FactError::Parse {
+            key: format!("path:{path}"),
+            what: "a file small enough to edit in place (at most 1 MiB)".into(),
+            line: format!("{} bytes", current.size),
+        });
     }
-    let summary = if current.kind == PathKind::Absent {
-        format!("create {}", desired.path)
-    } else {
-        format!("{what} {}", desired.path)
-    };
-    Ok(Plan::change(
-        summary,
-        vec![Action::WriteFile(FileWrite {
-            path: desired.path.clone(),
-            content: desired.content.clone(),
-            mode: desired.mode,
-            owner: desired.owner.clone(),
-            group: desired.group.clone(),
-            previous: current.content.clone(),
-            sensitive: desired.sensitive,
-            validate: desired.validate.clone(),
-        })],
-    ))
+    let content = current.content.as_deref().unwrap_or_default();
+    Ok(String::from_utf8_lossy(content).into_owned())
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -139,8 +177,9 @@ fn sha256_hex(data: &[u8]) -> String {
         .collect()
 }
 
-/// Edit part of a file in place: its mode and owner are kept (new files get `new_mode`).
-fn plan_edit(
+/// Edit part of a file in place: its mode and owner are kept (new files get `new_mode`);
+/// `what` names the change in the summary (`set line in`).
+pub fn plan_edit(
     facts: &Facts,
     path: &str,
     new_mode: u32,
@@ -148,19 +187,11 @@ fn plan_edit(
     edit: impl FnOnce(&str) -> String,
 ) -> Result<Plan, FactError> {
     let current = facts.read(&PathState::new(path))?;
-    if current.kind == PathKind::File && current.content.is_none() {
-        // Larger than the probe reads: editing it blind would drop the rest of the file.
-        return Err(FactError::Parse {
-            key: format!("path:{path}"),
-            what: "a file small enough to edit in place (at most 1 MiB)".into(),
-            line: format!("{} bytes", current.size),
-        });
-    }
-    let old = String::from_utf8_lossy(current.content.as_deref().unwrap_or_default());
+    let new = edit(&editable_text(path, &current)?);
     let desired = if current.kind == PathKind::Absent {
-        File::new(path, edit(&old)).mode(new_mode)
+        File::new(path, new).mode(new_mode)
     } else {
-        File::new(path, edit(&old))
+        File::new(path, new)
             .mode(current.mode)
             .owned_by(&current.owner, &current.group)
     };
