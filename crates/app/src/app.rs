@@ -104,12 +104,8 @@ impl App {
             name: set.to_string(),
             known: blueprint::names(),
         })?;
-        let dir = a
-            .path
-            .clone()
-            .unwrap_or_else(|| format!("/opt/{name}"))
-            .trim_end_matches('/')
-            .to_string();
+        let layout = crate::AppLayout::of(a).ok_or(AppError::MissingName)?;
+        let dir = layout.dir().to_string();
         if !dir.starts_with('/') || dir.contains(['\n', '\r']) {
             return Err(AppError::Path(dir));
         }
@@ -220,13 +216,7 @@ impl App {
                 }
             })
         };
-        let path_of = |relative: &str| {
-            if relative.is_empty() {
-                dir.clone()
-            } else {
-                format!("{dir}/{relative}")
-            }
-        };
+        let path_of = |relative: &str| layout.path(relative);
 
         let mut directories = Vec::new();
         for d in blueprint.directories {

@@ -42,6 +42,7 @@ pub mod app;
 pub mod blueprint;
 pub mod checks;
 pub mod env_file;
+pub mod layout;
 pub mod systemd;
 pub mod templates;
 pub mod tree;
@@ -53,6 +54,7 @@ use common::inventory::Vars;
 
 pub use app::{ACME_ROOT, App, AppOptions, RenderedFile};
 pub use env_file::{EnvFile, EnvOutcome, SecretKind, SecretSpec};
+pub use layout::AppLayout;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -172,12 +172,12 @@ pub struct DeclarationError {
 
 /// The default reload hook: reload nginx wherever it runs (systemd unit or the app's compose
 /// service), and do nothing when it is not running yet.
-pub fn default_reload(app_dir: Option<&str>) -> String {
+pub fn default_reload(app: Option<&app::AppLayout>) -> String {
     let mut s = String::from(
         "if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx; then systemctl reload nginx; fi",
     );
-    if let Some(dir) = app_dir {
-        let compose = common::shell::quote(&format!("{dir}/docker-compose.yml"));
+    if let Some(app) = app {
+        let compose = common::shell::quote(&app.compose_file());
         s.push_str(&format!(
             "\nif [ -f {compose} ] && command -v docker >/dev/null 2>&1 && [ -n \"$(docker compose -f {compose} ps -q --status running nginx 2>/dev/null)\" ]; then docker compose -f {compose} exec -T nginx nginx -s reload; fi"
         ));
@@ -193,15 +193,15 @@ pub fn declaration_from_vars(
     let Some(certs) = &vars.certs else {
         return Ok(None);
     };
-    let app_name = vars.app.as_ref().and_then(|a| a.name.clone());
+    let app = app::AppLayout::from_vars(vars);
     let app_domain = vars.app.as_ref().and_then(|a| a.domain.clone());
-    parse(host, certs, app_name.as_deref(), app_domain.as_deref()).map(Some)
+    parse(host, certs, app.as_ref(), app_domain.as_deref()).map(Some)
 }
 
 fn parse(
     host: &str,
     v: &CertsVars,
-    app_name: Option<&str>,
+    app: Option<&app::AppLayout>,
     app_domain: Option<&str>,
 ) -> Result<CertificateDeclaration, DeclarationError> {
     let err = |field: &str, problem: String| DeclarationError {
@@ -408,10 +408,9 @@ fn parse(
         }
         None => domains[0].file_stem(),
     };
-    let app_dir = app_name.map(|a| format!("/opt/{a}"));
-    let ssl_dir = match (&v.ssl_dir, &app_dir) {
+    let ssl_dir = match (&v.ssl_dir, app) {
         (Some(d), _) => d.clone(),
-        (None, Some(app)) => format!("{app}/ssl"),
+        (None, Some(app)) => app.ssl_dir(),
         (None, None) => format!("/etc/ssl/provision/{name}"),
     };
     if !ssl_dir.starts_with('/') {
@@ -445,10 +444,7 @@ fn parse(
         email: v.email.clone(),
         profile: v.profile.clone(),
         ssl_dir,
-        reload: v
-            .reload
-            .clone()
-            .unwrap_or_else(|| default_reload(app_dir.as_deref())),
+        reload: v.reload.clone().unwrap_or_else(|| default_reload(app)),
         schedule,
     })
 }
@@ -494,6 +490,33 @@ mod tests {
     #[test]
     fn no_section_means_no_certificate() {
         assert_eq!(declare("timezone = \"Etc/UTC\"").unwrap(), None);
+    }
+
+    /// Regression: the certificate defaults derived the app directory as `/opt/<name>`
+    /// while the app tree honoured `app.path`, so with `path` set the certificate went to a
+    /// directory nginx never reads and the reload looked for the wrong compose file.
+    #[test]
+    fn certs_honour_app_path_for_ssl_dir_and_the_reload() {
+        let d = declare(
+            r#"
+            [app]
+            name = "ai-meeting"
+            path = "/srv/meeting/"
+            domain = "ai-meeting.com"
+            [certs]
+            email = "ops@ai-meeting.com"
+            "#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.ssl_dir, "/srv/meeting/ssl");
+        assert!(
+            d.reload
+                .contains("docker compose -f /srv/meeting/docker-compose.yml exec -T nginx"),
+            "{}",
+            d.reload
+        );
+        assert!(!d.reload.contains("/opt/"), "{}", d.reload);
     }
 
     #[test]
