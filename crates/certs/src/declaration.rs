@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use common::inventory::{CertsVars, Vars};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{DomainError, DomainName};
+use common::values::{DomainError, DomainName};
 
 /// Directory of Let's Encrypt's production CA.
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -375,12 +375,9 @@ fn parse(
         }
     };
     if let Some(email) = &v.email
-        && (!email.contains('@') || email.contains(char::is_whitespace) || email.starts_with('@'))
+        && let Err(rule) = common::values::email(email)
     {
-        return Err(err(
-            "certs.email",
-            format!("{email:?} is not an email address"),
-        ));
+        return Err(err("certs.email", rule));
     }
     if let Some(p) = &v.profile
         && (p.is_empty()

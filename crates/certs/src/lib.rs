@@ -14,7 +14,6 @@
 pub mod acme;
 pub mod challenge;
 pub mod declaration;
-pub mod domain;
 pub mod host_copy;
 mod http;
 pub mod info;
@@ -32,12 +31,12 @@ pub use challenge::{
     ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError,
     DnsProvider, Http01Solver, PendingChallenge,
 };
+pub use common::values::{DomainError, DomainName};
 pub use declaration::{
     ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DEFAULT_SCHEDULE,
     DeclarationError, DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, LETSENCRYPT,
     LETSENCRYPT_STAGING, NGINX_ACME_LOCATION, declaration_from_vars,
 };
-pub use domain::{DomainError, DomainName};
 pub use host_copy::{
     FileDigest, FileDigestValue, HostStateCopy, InstalledBinary, StoredCopy, StoredCopyValue,
 };

@@ -39,8 +39,8 @@ pub fn self_signed(
 pub(crate) mod tests {
     use super::*;
     use crate::declaration::{CaConfig, ChallengeConfig, KeyType};
-    use crate::domain::DomainName;
     use crate::info::CertInfo;
+    use common::values::DomainName;
 
     pub(crate) fn declaration() -> CertificateDeclaration {
         CertificateDeclaration {

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::declaration::{
     CaConfig, CertificateDeclaration, ChallengeConfig, DnsProviderConfig, DnsProviderKind, KeyType,
 };
-use crate::domain::DomainName;
+use common::values::DomainName;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {

@@ -5,13 +5,17 @@
 //! same var to different values is an error (there is no hidden ordering between groups);
 //! set it on the host instead. Tables merge key by key; arrays and scalars replace.
 //!
-//! Unknown keys and wrong types are errors naming file:line:column and the field.
+//! Unknown keys and wrong types are errors naming file:line:column and the field, and so
+//! is every value that breaks its rule ([`crate::values`]): all are checked here, before
+//! any connection.
 
+pub mod check;
 mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::Deserialize;
@@ -103,6 +107,55 @@ pub struct HostSpec {
     pub connection: Connection,
     pub groups: Vec<String>,
     pub vars: Vars,
+    /// Where each of `vars` is written in the inventory.
+    pub origins: Origins,
+}
+
+/// Where a host's vars are written: locates checks made after the load (certificates,
+/// the host's zoneinfo) at the inventory line that set the value.
+#[derive(Clone, Default)]
+pub struct Origins {
+    source: Option<Arc<Source>>,
+    layers: check::Layers,
+}
+
+struct Source {
+    path: String,
+    text: String,
+    spans: check::Spans,
+}
+
+impl std::fmt::Debug for Origins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origins").finish_non_exhaustive()
+    }
+}
+
+impl Origins {
+    /// An error about `field` (a path in the merged vars, e.g. `certs.domains[1]`), located
+    /// where the inventory sets it (else at the start of the file).
+    pub fn error(&self, field: &str, rule: impl Into<String>) -> InventoryError {
+        let path = check::FieldPath::parse(field);
+        let (file, text, span) = match &self.source {
+            Some(s) => (
+                s.path.as_str(),
+                s.text.as_str(),
+                self.layers.locate(&s.spans, &path),
+            ),
+            None => ("<inventory>", "", None),
+        };
+        InventoryError::at(file, text, span, rule.into()).with_field(field)
+    }
+
+    /// `file:line:column` where `field` is set, when it is.
+    pub fn location(&self, field: &str) -> Option<String> {
+        let s = self.source.as_ref()?;
+        let span = self
+            .layers
+            .locate(&s.spans, &check::FieldPath::parse(field))?;
+        let (line, column) = line_column(&s.text, span.start);
+        Some(format!("{}:{line}:{column}", s.path))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -114,11 +167,14 @@ pub struct Inventory {
 
 /// An inventory problem, located in its file.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{file}:{line}:{column}: {message}")]
+#[error("{file}:{line}:{column}: {}{message}", field_prefix(.field))]
 pub struct InventoryError {
     pub file: String,
     pub line: usize,
     pub column: usize,
+    /// The field whose value breaks a rule (`hosts.web-1.vars.packages[0]`), when one does.
+    pub field: Option<String>,
+    /// What is wrong: the rule broken.
     pub message: String,
     #[source_code]
     src: NamedSource<String>,
@@ -138,11 +194,17 @@ impl InventoryError {
             file: path.to_string(),
             line,
             column,
+            field: None,
             message,
             src: NamedSource::new(path, text.to_string()),
             span: span.map(|s| SourceSpan::from(s.start..s.end.max(s.start + 1))),
             help: None,
         }
+    }
+
+    fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
     }
 
     fn help(mut self: Box<Self>, help: impl Into<String>) -> Box<Self> {
@@ -151,12 +213,19 @@ impl InventoryError {
     }
 }
 
+fn field_prefix(field: &Option<String>) -> String {
+    field
+        .as_ref()
+        .map(|f| format!("`{f}`: "))
+        .unwrap_or_default()
+}
+
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |n| before.len() - n - 1)
+    let column = before[before.rfind('\n').map_or(0, |n| n + 1)..]
+        .chars()
+        .count()
         + 1;
     (line, column)
 }
@@ -187,6 +256,59 @@ impl Inventory {
             let message = e.message().trim().replace('\n', " ");
             Box::new(InventoryError::at(path, text, e.span(), message))
         })?;
+
+        // Every value against its rule, layer by layer, before anything is merged or used.
+        let source = Arc::new(Source {
+            path: path.to_string(),
+            text: text.to_string(),
+            spans: check::Spans::of(text),
+        });
+        let root = check::FieldPath::default;
+        let broken = |prefix: check::FieldPath, b: check::Broken| {
+            let field = check::FieldPath(prefix.0.into_iter().chain(b.field.0).collect());
+            Box::new(
+                InventoryError::at(path, text, source.spans.nearest(&field), b.rule)
+                    .with_field(field.to_string()),
+            )
+        };
+        check::connection(&file.defaults).map_err(|b| broken(root().key("defaults"), b))?;
+        if let Some(v) = &file.vars {
+            check::vars(v).map_err(|b| broken(root().key("vars"), b))?;
+        }
+        for (name, group) in &file.groups {
+            if let Some(v) = &group.vars {
+                check::vars(v)
+                    .map_err(|b| broken(root().key("groups").key(name.get_ref()).key("vars"), b))?;
+            }
+        }
+        for (name, def) in &file.hosts {
+            check_name(name).map_err(|m| err(Some(name.span()), m))?;
+            let at = root().key("hosts").key(name.get_ref());
+            check::connection(&def.connection()).map_err(|b| broken(at.clone(), b))?;
+            let address = def.address.as_deref().unwrap_or(name.get_ref());
+            crate::values::address(address).map_err(|rule| {
+                let field = if def.address.is_some() {
+                    check::FieldPath::parse("address")
+                } else {
+                    check::FieldPath::default()
+                };
+                broken(at.clone(), check::Broken { field, rule })
+            })?;
+            if let Some(v) = &def.vars {
+                check::vars(v).map_err(|b| broken(at.clone().key("vars"), b))?;
+            }
+        }
+        let to_table = |v: &Vars, at: check::FieldPath| {
+            v.to_table().map_err(|rule| {
+                broken(
+                    at,
+                    check::Broken {
+                        field: root(),
+                        rule,
+                    },
+                )
+            })
+        };
 
         let mut membership: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let host_names: BTreeSet<&str> = file.hosts.keys().map(|k| k.get_ref().as_str()).collect();
@@ -239,7 +361,11 @@ impl Inventory {
                 groups.insert(g.get_ref().clone());
             }
             // Merge vars: defaults < groups (must agree) < host.
-            let mut merged = file.vars.as_ref().map(Vars::to_table).unwrap_or_default();
+            let mut merged = match &file.vars {
+                Some(v) => to_table(v, root().key("vars"))?,
+                None => toml::Table::new(),
+            };
+            let mut layers = vec![root().key("hosts").key(name.get_ref()).key("vars")];
             let mut from_groups = toml::Table::new();
             let mut owner: BTreeMap<String, String> = BTreeMap::new();
             for g in &groups {
@@ -249,8 +375,10 @@ impl Inventory {
                     .find(|(k, _)| k.get_ref() == g)
                     .map(|(_, d)| d)
                     .expect("validated");
+                layers.push(root().key("groups").key(g).key("vars"));
                 if let Some(v) = &def.vars {
-                    merge_checked(&mut from_groups, &v.to_table(), g, &mut owner, "").map_err(
+                    let table = to_table(v, root().key("groups").key(g).key("vars"))?;
+                    merge_checked(&mut from_groups, &table, g, &mut owner, "").map_err(
                         |(key, other)| {
                             err(
                                 Some(name.span()),
@@ -269,8 +397,10 @@ impl Inventory {
             }
             merge(&mut merged, &from_groups);
             if let Some(v) = &def.vars {
-                merge(&mut merged, &v.to_table());
+                let table = to_table(v, root().key("hosts").key(name.get_ref()).key("vars"))?;
+                merge(&mut merged, &table);
             }
+            layers.push(root().key("vars"));
             let vars = Vars::from_table(merged)
                 .map_err(|m| err(Some(name.span()), format!("host `{}`: {m}", name.get_ref())))?;
             let connection = resolve_paths(def.connection(), base).or(&defaults);
@@ -283,6 +413,10 @@ impl Inventory {
                 connection,
                 groups: groups.into_iter().collect(),
                 vars,
+                origins: Origins {
+                    source: Some(source.clone()),
+                    layers: check::Layers { prefixes: layers },
+                },
             });
         }
         let groups = file

@@ -14,6 +14,7 @@ pub mod resources;
 pub mod run;
 pub mod shell;
 pub mod transport;
+pub mod values;
 
 /// Directory on a host served at `/.well-known/acme-challenge/`: the certs crate writes
 /// HTTP-01 tokens there and the app's nginx templates serve it.

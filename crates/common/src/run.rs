@@ -305,6 +305,7 @@ mod tests {
             connection: Default::default(),
             groups: Vec::new(),
             vars: Default::default(),
+            origins: Default::default(),
         }
     }
 

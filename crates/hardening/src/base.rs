@@ -3,7 +3,7 @@
 //! security upgrades and managed files.
 
 use common::facts::builtin::{HostInfo, PathState};
-use common::inventory::{FileVar, UpgradePolicy, Vars};
+use common::inventory::{FileVar, Origins, UpgradePolicy, Vars};
 use common::resources::{Directory, File, Line, Packages, Timezone, User};
 use common::shell::{Command, quote};
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
@@ -108,7 +108,7 @@ pub fn package_resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
 
 /// Everything of the base set after the packages, except the deploy user's access
 /// files (see [`deploy_access`]), which are applied commit-confirmed at the end.
-pub fn resources(vars: &Vars, docker_group: bool) -> Vec<Box<dyn Resource>> {
+pub fn resources(vars: &Vars, docker_group: bool, origins: &Origins) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if upgrade_policy(vars) == UpgradePolicy::Full {
         out.push(Box::new(SystemUpgrade));
@@ -124,7 +124,7 @@ pub fn resources(vars: &Vars, docker_group: bool) -> Vec<Box<dyn Resource>> {
     if let Some(zone) = &vars.timezone {
         out.push(Box::new(Timezone {
             zone: zone.clone(),
-            origin: None,
+            origin: origins.location("timezone"),
         }));
     }
     let nofile = vars.nofile.unwrap_or(DEFAULT_NOFILE);

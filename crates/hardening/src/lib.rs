@@ -28,7 +28,7 @@ pub mod support;
 mod testing;
 
 use common::Resource;
-use common::inventory::Vars;
+use common::inventory::{Origins, Vars};
 use common::resources::Packages;
 
 pub use preflight::preflight;
@@ -139,6 +139,12 @@ fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
 
 /// Everything `provision up` applies to a host from this crate, in order.
 pub fn resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
+    resources_at(vars, &Origins::default())
+}
+
+/// [`resources`], with where the inventory sets each var: checks made on the host (a
+/// time zone missing from its zoneinfo) name the inventory line.
+pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
     let sel = Selection::from_vars(vars);
     let docker_vars = vars.docker.clone().unwrap_or_default();
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
@@ -159,7 +165,7 @@ pub fn resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
             vars: docker_vars.clone(),
         }));
     }
-    out.extend(base::resources(vars, sel.docker));
+    out.extend(base::resources(vars, sel.docker, origins));
     let mut manager_watch = vec![format!("file:{}", base::NOFILE_SYSTEMD_PATH)];
     out.extend(hardening_middle(sel, &mut manager_watch));
     out.push(base::systemd_reexec(manager_watch));

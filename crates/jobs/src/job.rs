@@ -47,7 +47,7 @@ impl Job {
         match self.set {
             Set::Hardening => Ok(hardening::drift_resources(vars)),
             Set::All => {
-                let mut all = hardening::resources(vars);
+                let mut all = hardening::resources_at(vars, &spec.origins);
                 let options = app::AppOptions {
                     rotate: self.rotate.clone(),
                     secret_seed: None,

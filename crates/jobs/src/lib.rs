@@ -99,7 +99,7 @@ impl Session {
 
     /// The selected hosts of the inventory; none selected is an error.
     pub fn hosts(&self) -> Result<Vec<HostSpec>, JobError> {
-        let inventory = Inventory::load(&self.inventory).map_err(JobError::Inventory)?;
+        let inventory = load(&self.inventory)?;
         let hosts = inventory
             .select(self.limit.as_deref())
             .map_err(JobError::Select)?;
@@ -115,6 +115,22 @@ impl Session {
         job.base_dir = self.base_dir();
         job
     }
+}
+
+/// Load an inventory with every check: the values' rules (in `Inventory::load`) and the
+/// certificate declarations, so that `check` and `up` refuse what `certs …` refuses, at the
+/// line that sets it.
+pub fn load(path: &Path) -> Result<Inventory, JobError> {
+    let inventory = Inventory::load(path).map_err(JobError::Inventory)?;
+    for spec in &inventory.hosts {
+        if let Err(e) = ::certs::declaration_from_vars(&spec.name, &spec.vars) {
+            let problem = format!("host `{}`: {}", spec.name, e.problem);
+            return Err(JobError::Inventory(Box::new(
+                spec.origins.error(&e.field, problem),
+            )));
+        }
+    }
+    Ok(inventory)
 }
 
 /// `up`, `check`, `harden`: converge (or check) every selected host.

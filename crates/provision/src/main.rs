@@ -9,7 +9,8 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::CommandFactory;
+use clap::Parser as _;
 use common::engine::Mode;
 use common::report::exit_code_for;
 use jobs::{Job, Session, Set};
@@ -17,7 +18,19 @@ use jobs::{Job, Session, Set};
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A usage error is bad input like any other: exit 1 (2 means "changes pending").
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                common::report::exit_code::FAILED as u8
+            } else {
+                0
+            });
+        }
+    };
+    let format = cli.global.format;
     output::init_tracing(cli.global.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -26,7 +39,7 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
-            output::error(&e);
+            output::error(&e, format);
             ExitCode::from(common::report::exit_code::FAILED as u8)
         }
     }

@@ -29,8 +29,29 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
-pub fn error(e: &anyhow::Error) {
-    eprintln!("error: {e:#}");
+/// An error that stopped the command: text on stderr, or with `--format json` one JSON
+/// object on stdout (`{"error": {...}}`; inventory errors with file, line, column, field).
+pub fn error(e: &anyhow::Error, format: Format) {
+    if format == Format::Json {
+        print_json(&serde_json::json!({ "error": error_json(e) }));
+    } else {
+        eprintln!("error: {e:#}");
+    }
+}
+
+fn error_json(e: &anyhow::Error) -> serde_json::Value {
+    if let Some(jobs::JobError::Inventory(i)) = e.downcast_ref::<jobs::JobError>() {
+        return serde_json::json!({
+            "kind": "inventory",
+            "file": i.file,
+            "line": i.line,
+            "column": i.column,
+            "field": i.field,
+            "message": i.message,
+            "help": i.help,
+        });
+    }
+    serde_json::json!({ "kind": "error", "message": format!("{e:#}") })
 }
 
 pub fn warning(message: &str) {

@@ -330,18 +330,22 @@ pub struct TimezoneState {
 pub struct TimezoneValue {
     pub current: String,
     pub wanted_exists: bool,
+    /// The host has a zoneinfo database (tzdata): a missing zone is then a wrong name,
+    /// not a package still to install.
+    pub zoneinfo: bool,
 }
 
 impl Fact for TimezoneState {
     type Value = TimezoneValue;
 
     fn probe(&self) -> Probe {
-        let z = quote(&self.wanted);
+        let file = quote(&format!("/usr/share/zoneinfo/{}", self.wanted));
         Probe {
             key: format!("timezone:{}", self.wanted),
             script: format!(
                 "t=$(readlink /etc/localtime 2>/dev/null); echo \"current=${{t#*/zoneinfo/}}\"; \
-                 if [ -f /usr/share/zoneinfo/{z} ]; then echo exists=1; else echo exists=0; fi"
+                 if [ -f {file} ]; then echo exists=1; else echo exists=0; fi; \
+                 if [ -f /usr/share/zoneinfo/Etc/UTC ]; then echo zoneinfo=1; else echo zoneinfo=0; fi"
             ),
         }
     }
@@ -351,10 +355,12 @@ impl Fact for TimezoneState {
         require_success(&key, output)?;
         let mut current = None;
         let mut exists = None;
+        let mut zoneinfo = false;
         for line in output.stdout.lines() {
             match line.split_once('=') {
                 Some(("current", c)) => current = Some(c.to_string()),
                 Some(("exists", e)) => exists = Some(e == "1"),
+                Some(("zoneinfo", z)) => zoneinfo = z == "1",
                 _ => return Err(parse_error(&key, "timezone line", line)),
             }
         }
@@ -362,6 +368,7 @@ impl Fact for TimezoneState {
             (Some(current), Some(wanted_exists)) => Ok(TimezoneValue {
                 current,
                 wanted_exists,
+                zoneinfo,
             }),
             _ => Err(parse_error(&key, "timezone output", &output.stdout)),
         }

@@ -43,8 +43,10 @@ pub struct Vars {
 }
 
 impl Vars {
-    pub(super) fn to_table(&self) -> toml::Table {
-        toml::Table::try_from(self).expect("vars serialize to a table")
+    /// Vars as a TOML table, for merging; a value TOML cannot hold (a number above
+    /// i64::MAX) is an error, never a panic (the checks at load bound every number first).
+    pub(super) fn to_table(&self) -> Result<toml::Table, String> {
+        toml::Table::try_from(self).map_err(|e| format!("the vars cannot be merged: {e}"))
     }
 
     pub(super) fn from_table(table: toml::Table) -> Result<Vars, String> {

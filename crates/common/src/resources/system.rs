@@ -33,6 +33,18 @@ impl Resource for Timezone {
         if tz.current == self.zone {
             return Ok(Plan::noop(format!("time zone is {}", self.zone)));
         }
+        if !tz.wanted_exists && tz.zoneinfo {
+            return Err(FactError::Precondition {
+                what: format!(
+                    "time zone `{}` is not in the host's zoneinfo (/usr/share/zoneinfo){}; use a name `timedatectl list-timezones` shows",
+                    self.zone,
+                    self.origin
+                        .as_ref()
+                        .map(|o| format!(", set at {o}"))
+                        .unwrap_or_default()
+                ),
+            });
+        }
         // tzdata may be installed by an earlier step of this run; the step checks again.
         let file = quote(&format!("/usr/share/zoneinfo/{}", self.zone));
         let unknown = quote(&format!(
