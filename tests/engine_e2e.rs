@@ -1,6 +1,9 @@
 //! End to end on a lab host: `provision up` converges a fresh Debian 12 host over real SSH,
 //! the result is checked independently over a separate SSH login, and an immediate
 //! `provision check` reports zero changes within three round trips.
+//!
+//! Issue 11: hostile inventory values never run (refused at load, before any login), and a
+//! path spelled like shell reaches the host literally.
 
 use lab::testing::remote;
 use std::path::Path;
@@ -176,4 +179,239 @@ fn unknown_host_key_is_refused_with_its_fingerprint() {
             .unwrap()
             .contains("ssh-ed25519")
     );
+}
+
+/// Sessions sshd accepted on the host so far (every login is logged once, by `sshd` or,
+/// from OpenSSH 9.8, `sshd-session`).
+fn accepted_logins(host: &lab::LabHost) -> usize {
+    remote(
+        host,
+        "journalctl -q -o cat -t sshd -t sshd-session 2>/dev/null | grep -c '^Accepted ' || true",
+    )
+    .parse()
+    .unwrap_or_else(|e| panic!("login count: {e}"))
+}
+
+/// What the hostile values would have changed: users, sudo rules, host name, time zone.
+fn host_state(host: &lab::LabHost) -> String {
+    remote(
+        host,
+        "getent passwd | cut -d: -f1; ls -1 /etc/sudoers.d; hostname; readlink /etc/localtime; ls -1 /tmp",
+    )
+}
+
+/// Issue 11: each class of value that used to cross from data into code (`$(…)`,
+/// backticks, `;`, newlines, `%` specifiers, a leading `-`) is refused when the inventory
+/// loads, at its line and field, before any connection: the marker its payload would
+/// create exists neither on the host nor here, sshd saw no login from the tool, and the
+/// host is unchanged. A valid run afterwards does log in (the login count can see it).
+#[test]
+fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("/tmp/provision-issue11-{}", std::process::id());
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA ops@example";
+    let inventory = |user: &str, address: &str, vars: &str| {
+        format!(
+            "[defaults]\nuser = {user:?}\nidentity_file = {:?}\nknown_hosts = {:?}\n\n\
+             [hosts.{}]\naddress = {address:?}\n\n{vars}\n",
+            host.identity_file.display().to_string(),
+            host.known_hosts.display().to_string(),
+            host.name,
+        )
+    };
+    let address = host.address.to_string();
+    let m = |class: &str| format!("{marker}-{class}");
+    // (class, login user, address, vars, the field the error must name)
+    let cases: Vec<(&str, String, String, String, &str)> = vec![
+        (
+            "dollar-paren",
+            "root".into(),
+            address.clone(),
+            format!("[vars]\nhostname = \"h$(touch {})\"", m("dollar-paren")),
+            "vars.hostname",
+        ),
+        (
+            "backticks",
+            "root".into(),
+            address.clone(),
+            format!("[vars.deploy_user]\nname = \"`touch {}`\"", m("backticks")),
+            "vars.deploy_user.name",
+        ),
+        (
+            "semicolon",
+            "root".into(),
+            address.clone(),
+            format!("[vars]\ntimezone = \"UTC;touch {}\"", m("semicolon")),
+            "vars.timezone",
+        ),
+        (
+            "newline",
+            "root".into(),
+            address.clone(),
+            format!(
+                "[vars.deploy_user]\nauthorized_keys = [{:?}]",
+                format!("{key}\ncommand=\"touch {}\" {key}", m("newline"))
+            ),
+            "vars.deploy_user.authorized_keys[0]",
+        ),
+        (
+            "percent-validator",
+            "root".into(),
+            address.clone(),
+            format!(
+                "[vars.app]\nname = \"x\"\ntemplate = \"ai-meeting\"\npath = \"x%s'$(touch {})'\"",
+                m("percent-validator")
+            ),
+            "vars.app.path",
+        ),
+        (
+            "percent-sudoers",
+            "root".into(),
+            address.clone(),
+            "[vars.deploy_user]\nname = \"%sudo\"".into(),
+            "vars.deploy_user.name",
+        ),
+        (
+            "percent-unit",
+            "root".into(),
+            address.clone(),
+            format!(
+                "[vars.app]\nname = \"x\"\ntemplate = \"ai-meeting\"\n[vars.app.backup]\nschedule = {:?}",
+                format!("%h\nExecStartPre=/bin/touch {}", m("percent-unit"))
+            ),
+            "vars.app.backup.schedule",
+        ),
+        (
+            "dash-package",
+            "root".into(),
+            address.clone(),
+            format!(
+                "[vars]\npackages = [\"curl\", \"-oDPkg::Pre-Invoke::=touch {}\"]",
+                m("dash-package")
+            ),
+            "vars.packages[1]",
+        ),
+        (
+            "dash-user",
+            "root".into(),
+            address.clone(),
+            "[vars.deploy_user]\nname = \"-oops\"".into(),
+            "vars.deploy_user.name",
+        ),
+        (
+            "dash-address",
+            "root".into(),
+            format!("-oProxyCommand=touch {}", m("dash-address")),
+            String::new(),
+            "address",
+        ),
+        (
+            "dash-login-user",
+            format!("-oProxyCommand=touch {}", m("dash-login-user")),
+            address.clone(),
+            String::new(),
+            "defaults.user",
+        ),
+    ];
+
+    let before = host_state(&host);
+    let logins_before = accepted_logins(&host);
+    for (class, user, addr, vars, field) in &cases {
+        let path = dir.path().join(format!("{class}.toml"));
+        std::fs::write(&path, inventory(user, addr, vars)).unwrap();
+        for command in ["up", "check"] {
+            let (code, report, stderr) = provision(&path, &[command]);
+            assert_eq!(code, 1, "{class} {command}: {report:#}\n{stderr}");
+            let error = &report["error"];
+            assert_eq!(error["kind"], "inventory", "{class}: {report:#}");
+            assert!(
+                error["field"].as_str().is_some_and(|f| f.ends_with(field)),
+                "{class}: expected field {field}: {report:#}"
+            );
+            assert!(
+                error["line"].as_u64().is_some_and(|l| l > 1),
+                "{class}: {report:#}"
+            );
+            assert!(
+                report.get("hosts").is_none(),
+                "{class} reached the hosts: {report:#}"
+            );
+        }
+    }
+    let logins_after = accepted_logins(&host);
+    assert!(
+        logins_after <= logins_before + 1,
+        "sshd accepted {} logins while only hostile inventories ran (1 is the count's own)",
+        logins_after - logins_before
+    );
+    let markers = remote(&host, &format!("ls -1d {marker}-* 2>/dev/null || true"));
+    assert_eq!(markers, "", "a payload ran on the host");
+    for (class, ..) in &cases {
+        assert!(
+            !Path::new(&m(class)).exists(),
+            "{class}: a payload ran here"
+        );
+    }
+    assert_eq!(host_state(&host), before, "the host changed");
+    assert!(
+        !remote(&host, "ls -1 /etc/sudoers.d").contains("sudo"),
+        "a sudoers rule for a group was written"
+    );
+
+    // The same inventory without the hostile value does log in: the count sees the tool.
+    let valid = dir.path().join("valid.toml");
+    std::fs::write(&valid, inventory("root", &address, "")).unwrap();
+    let counted = accepted_logins(&host);
+    let (code, report, stderr) = provision(&valid, &["facts"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert!(
+        accepted_logins(&host) >= counted + 2,
+        "the valid run's login was not counted"
+    );
+}
+
+/// Issue 11: a path is data even when it is spelled like shell. `$(…)`, backticks, `;`,
+/// quotes and `%s` are allowed in an absolute path (only `..`, doubled `/` and control
+/// characters are not), so this one loads; it must reach the host as exactly that path,
+/// written there, with no payload run, and a second run must see it converged.
+#[test]
+fn issue_11_a_path_spelled_like_shell_is_written_literally() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = format!("/tmp/provision-issue11-literal-{}", std::process::id());
+    let file = format!("/tmp/issue 11/%s'$(touch {marker})'`touch {marker}`;touch {marker}/x.conf");
+    let text = format!(
+        "[defaults]\nuser = \"root\"\nidentity_file = {:?}\nknown_hosts = {:?}\n\n\
+         [vars]\npackages = []\nupgrade = \"none\"\nfiles = [{{ path = {file:?}, content = \"a = 1\\n\", mode = \"0640\" }}]\n\n\
+         [vars.hardening]\nenabled = false\n\n[vars.docker]\nenabled = false\n\n\
+         [hosts.{}]\naddress = \"{}\"\n",
+        host.identity_file.display().to_string(),
+        host.known_hosts.display().to_string(),
+        host.name,
+        host.address,
+    );
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(&inventory, text).unwrap();
+
+    let (code, report, stderr) = provision(&inventory, &["up"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let quoted = common::shell::quote(&file);
+    assert_eq!(
+        remote(&host, &format!("stat -c '%a %U' {quoted} && cat {quoted}")),
+        "640 root\na = 1"
+    );
+    assert_eq!(
+        remote(&host, &format!("ls -1d {marker}* 2>/dev/null || true")),
+        "",
+        "a payload in the path ran"
+    );
+    let (code, report, stderr) = provision(&inventory, &["check"]);
+    assert_eq!(code, 0, "nothing pending after up: {report:#}\n{stderr}");
 }
