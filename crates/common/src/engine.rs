@@ -25,6 +25,13 @@ pub enum Mode {
     Apply,
 }
 
+impl Mode {
+    /// `Check` when `check` (a `--check` flag), else `Apply`.
+    pub fn check_if(check: bool) -> Mode {
+        if check { Mode::Check } else { Mode::Apply }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub mode: Mode,

@@ -281,6 +281,22 @@ pub fn render_summary(reports: &[HostReport]) -> String {
     out
 }
 
+/// A run as text: each host's changes, then the summary table.
+pub fn render_reports(reports: &[HostReport], mode: Mode) -> String {
+    let mut out: String = reports.iter().map(|r| render_host(r, mode)).collect();
+    out.push_str(&render_summary(reports));
+    out
+}
+
+/// A run as JSON: the mode, the exit code and every host's report.
+pub fn reports_json(reports: &[HostReport], mode: Mode) -> serde_json::Value {
+    serde_json::json!({
+        "mode": mode_name(mode),
+        "exit_code": exit_code_for(reports),
+        "hosts": reports,
+    })
+}
+
 /// The name of a mode in JSON output.
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {

@@ -23,7 +23,7 @@ use common::Transport;
 use common::engine::Mode;
 use common::error::error_chain;
 use common::inventory::HostSpec;
-use common::report::{HostOutcome, HostReport, exit_code};
+use common::report::{HostOutcome, HostReport, exit_code, mode_name, render_host};
 use common::resource::Resource;
 use common::run::{self, HostWork, Progress};
 use common::transport::local::LocalTransport;
@@ -283,6 +283,30 @@ pub fn runs_summary(runs: &[CertificateRun]) -> String {
     )
 }
 
+/// `issue`/`renew` as text: a line per certificate, the changes of its install, a summary.
+pub fn runs_text(runs: &[CertificateRun], mode: Mode) -> String {
+    let mut out = String::new();
+    for r in runs {
+        out.push_str(&r.line());
+        out.push('\n');
+        if let Some(install) = &r.install {
+            out.push_str(&render_host(install, mode));
+        }
+    }
+    out.push_str(&runs_summary(runs));
+    out.push('\n');
+    out
+}
+
+/// `issue`/`renew` as JSON.
+pub fn runs_json(runs: &[CertificateRun], mode: Mode) -> serde_json::Value {
+    serde_json::json!({
+        "mode": mode_name(mode),
+        "exit_code": runs_exit_code(runs),
+        "certificates": runs,
+    })
+}
+
 /// `issue` or `renew` of one host's certificate, for the runner.
 struct Obtain {
     trigger: Trigger,
@@ -447,6 +471,15 @@ impl Revocation {
     }
 }
 
+/// Converged when every certificate was revoked, else failed.
+pub fn revocations_exit_code(results: &[Revocation]) -> i32 {
+    if results.iter().all(|r| r.revoked) {
+        exit_code::CONVERGED
+    } else {
+        exit_code::FAILED
+    }
+}
+
 /// `revoke`: at the CA, from this machine's state (no SSH).
 pub async fn revoke(
     session: &Session,
@@ -471,6 +504,18 @@ pub async fn revoke(
 // schedule
 // ---------------------------------------------------------------------------------------
 
+/// `status` as text: the table, or where no certificate was found.
+pub fn status_text(state: &StateDir, rows: &[CertStatus]) -> String {
+    if rows.is_empty() {
+        format!(
+            "no certificates (state directory {})\n",
+            state.root().display()
+        )
+    } else {
+        certs::render_table(rows)
+    }
+}
+
 /// What `schedule` did.
 #[derive(Debug)]
 pub struct Scheduled {
@@ -479,6 +524,16 @@ pub struct Scheduled {
     pub reports: Vec<HostReport>,
     /// The same renewal as a cron entry, for hosts without systemd.
     pub cron_line: String,
+}
+
+impl Scheduled {
+    /// The closing note of the text output: the same renewal for hosts without systemd.
+    pub fn cron_note(&self) -> String {
+        format!(
+            "# Without systemd, the same renewal as a cron entry (e.g. /etc/cron.d/provision-certs):\n# {}\n",
+            self.cron_line
+        )
+    }
 }
 
 /// `schedule`: the renewal timer, what it reads, the host's copy of the certificate state

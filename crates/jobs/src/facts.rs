@@ -49,6 +49,15 @@ pub fn facts_json(all: &[HostFacts]) -> Value {
     Value::Object(all.iter().map(|h| (h.host.clone(), h.to_json())).collect())
 }
 
+/// Failed when any host's facts could not be read.
+pub fn facts_exit_code(all: &[HostFacts]) -> i32 {
+    if all.iter().any(|h| h.facts.is_err()) {
+        common::report::exit_code::FAILED
+    } else {
+        common::report::exit_code::CONVERGED
+    }
+}
+
 /// Probe output safe to show: file contents are replaced by their hash (they may be secrets).
 pub fn redact_probe(key: &str, stdout: &str) -> String {
     if !key.starts_with("path:") {

@@ -36,6 +36,12 @@ impl Job {
         }
     }
 
+    /// With `--rotate-secret` keys.
+    pub fn rotating(mut self, keys: &[String]) -> Self {
+        self.rotate = keys.to_vec();
+        self
+    }
+
     pub fn resources(&self, spec: &HostSpec) -> Result<Vec<Box<dyn Resource>>, String> {
         let mut vars = spec.vars.clone();
         if self.strict

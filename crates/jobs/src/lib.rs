@@ -8,9 +8,9 @@
 //! comes back.
 
 pub mod certs;
-pub mod demo;
 mod facts;
 mod job;
+pub mod lab;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use common::report::HostReport;
 use common::run::{self, Connector, Progress, RunOptions, SshConnector};
 use common::transport::ssh::HostKeyPolicy;
 
-pub use facts::{HostFacts, facts, facts_json, redact_probe};
+pub use facts::{HostFacts, facts, facts_exit_code, facts_json, redact_probe};
 pub use job::{Job, Set};
 
 /// Why a command could not start (a host failing is a report, not an error).

@@ -4,23 +4,22 @@
 use std::path::Path;
 
 use common::engine::Mode;
-use common::report::{exit_code, exit_code_for, mode_name, render_host};
+use common::report::{exit_code, exit_code_for};
 use jobs::certs::{self as job, CertificateRun, Trigger};
 
 use crate::cli::{CertsCommand, Format, Global, RevokeReason};
-use crate::output;
+use crate::output::{self, emit};
 
 pub async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
-    let mode = |check: bool| if check { Mode::Check } else { Mode::Apply };
     let session = crate::session(g);
     match cmd {
-        CertsCommand::Issue { check } => obtain(g, Trigger::Issue, mode(*check)).await,
+        CertsCommand::Issue { check } => obtain(g, Trigger::Issue, Mode::check_if(*check)).await,
         CertsCommand::Renew {
             force,
             check,
             local: false,
             ..
-        } => obtain(g, Trigger::Renew { force: *force }, mode(*check)).await,
+        } => obtain(g, Trigger::Renew { force: *force }, Mode::check_if(*check)).await,
         CertsCommand::Renew {
             force,
             check,
@@ -29,31 +28,39 @@ pub async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
         } => {
             let dir = config_dir.as_deref();
             let dir = dir.unwrap_or(Path::new(certs::schedule::LOCAL_CONFIG_DIR));
-            let runs = job::renew_local(&session, dir, *force, mode(*check)).await?;
+            let runs = job::renew_local(&session, dir, *force, Mode::check_if(*check)).await?;
             if runs.is_empty() && g.format == Format::Text {
                 println!("no certificate declarations in {}", dir.display());
                 return Ok(exit_code::CONVERGED);
             }
-            print_runs(&runs, mode(*check), g.format);
-            Ok(job::runs_exit_code(&runs))
+            Ok(print_runs(&runs, Mode::check_if(*check), g.format))
         }
-        CertsCommand::Status => status(g),
-        CertsCommand::Revoke { reason } => revoke(g, *reason).await,
+        CertsCommand::Status => {
+            let use_inventory = g.inventory.is_some() || g.inventory_path().exists();
+            let (state, rows) = job::status(&session, use_inventory)?;
+            let json = || serde_json::json!({ "state_dir": state.root(), "certificates": rows });
+            emit(g.format, json, || job::status_text(&state, &rows));
+            Ok(exit_code::CONVERGED)
+        }
+        CertsCommand::Revoke { reason } => {
+            let results = job::revoke(&session, reason.map(revocation_reason)).await?;
+            let code = job::revocations_exit_code(&results);
+            let json = || serde_json::json!({ "exit_code": code, "certificates": results });
+            emit(g.format, json, || {
+                results.iter().map(|r| r.line() + "\n").collect()
+            });
+            Ok(code)
+        }
         CertsCommand::Schedule {
             install_binary,
             check,
         } => {
-            let progress = output::progress(g.format);
-            let done = job::schedule(&session, *install_binary, mode(*check), progress).await?;
-            for w in &done.warnings {
-                output::warning(w);
-            }
-            output::print_reports(&done.reports, mode(*check), g.format);
+            let (progress, mode) = (output::progress(g.format), Mode::check_if(*check));
+            let done = job::schedule(&session, *install_binary, mode, progress).await?;
+            done.warnings.iter().for_each(|w| output::warning(w));
+            output::print_reports(&done.reports, mode, g.format);
             if g.format == Format::Text {
-                println!(
-                    "# Without systemd, the same renewal as a cron entry (e.g. /etc/cron.d/provision-certs):\n# {}",
-                    done.cron_line
-                );
+                print!("{}", done.cron_note());
             }
             Ok(exit_code_for(&done.reports))
         }
@@ -64,44 +71,14 @@ pub async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
 async fn obtain(g: &Global, trigger: Trigger, mode: Mode) -> anyhow::Result<i32> {
     let progress = output::progress(g.format);
     let runs = job::obtain(&crate::session(g), trigger, mode, progress).await?;
-    print_runs(&runs, mode, g.format);
-    Ok(job::runs_exit_code(&runs))
+    Ok(print_runs(&runs, mode, g.format))
 }
 
-fn print_runs(runs: &[CertificateRun], mode: Mode, format: Format) {
-    if format == Format::Json {
-        output::print_json(&serde_json::json!({
-            "mode": mode_name(mode),
-            "exit_code": job::runs_exit_code(runs),
-            "certificates": runs,
-        }));
-        return;
-    }
-    for r in runs {
-        println!("{}", r.line());
-        if let Some(install) = &r.install {
-            print!("{}", render_host(install, mode));
-        }
-    }
-    println!("{}", job::runs_summary(runs));
-}
-
-/// `status`: with an inventory, its selected hosts' declarations; without, all stored.
-fn status(g: &Global) -> anyhow::Result<i32> {
-    let use_inventory = g.inventory.is_some() || g.inventory_path().exists();
-    let (state, rows) = job::status(&crate::session(g), use_inventory)?;
-    if g.format == Format::Json {
-        output::print_json(&serde_json::json!({
-            "state_dir": state.root(),
-            "certificates": rows,
-        }));
-    } else if rows.is_empty() {
-        let dir = state.root().display();
-        println!("no certificates (state directory {dir})");
-    } else {
-        print!("{}", certs::render_table(&rows));
-    }
-    Ok(exit_code::CONVERGED)
+/// Print the runs; their exit code.
+fn print_runs(runs: &[CertificateRun], mode: Mode, format: Format) -> i32 {
+    let json = || job::runs_json(runs, mode);
+    emit(format, json, || job::runs_text(runs, mode));
+    job::runs_exit_code(runs)
 }
 
 fn revocation_reason(r: RevokeReason) -> certs::RevocationReason {
@@ -112,25 +89,6 @@ fn revocation_reason(r: RevokeReason) -> certs::RevocationReason {
         RevokeReason::Superseded => certs::RevocationReason::Superseded,
         RevokeReason::CessationOfOperation => certs::RevocationReason::CessationOfOperation,
     }
-}
-
-/// `revoke`: at the CA, from this machine's state (no SSH).
-async fn revoke(g: &Global, reason: Option<RevokeReason>) -> anyhow::Result<i32> {
-    let reason = reason.map(revocation_reason);
-    let results = job::revoke(&crate::session(g), reason).await?;
-    let code = if results.iter().all(|r| r.revoked) {
-        exit_code::CONVERGED
-    } else {
-        exit_code::FAILED
-    };
-    if g.format == Format::Json {
-        output::print_json(&serde_json::json!({ "exit_code": code, "certificates": results }));
-        return Ok(code);
-    }
-    for r in &results {
-        println!("{}", r.line());
-    }
-    Ok(code)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use common::engine::Mode;
-use jobs::demo::{DemoOutcome, DemoRun};
+use jobs::lab::{DemoOutcome, DemoRun, down_text, status_text, up_text};
 
 use crate::cli::{Global, LabCommand};
 use crate::output;
@@ -16,60 +16,23 @@ pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
             ensure_tools()?;
             let started = Instant::now();
             let hosts = tokio::task::block_in_place(|| lab.up(*count))?;
-            for h in &hosts {
-                println!(
-                    "{}  {}  ssh: provision lab ssh {}",
-                    h.name, h.address, h.name
-                );
-            }
-            println!(
-                "{} host(s) ready in {:.1}s; inventory: {}",
-                hosts.len(),
-                started.elapsed().as_secs_f64(),
-                lab.inventory_path().display()
-            );
+            let inventory = lab.inventory_path();
+            print!("{}", up_text(&hosts, started.elapsed(), &inventory));
             Ok(0)
         }
         LabCommand::Down => {
-            let r = tokio::task::block_in_place(|| lab.down())?;
-            if r.is_empty() {
-                println!("nothing to tear down");
-            } else {
-                println!(
-                    "removed hosts: {}; stopped PIDs: {:?}; interfaces: {}; NAT rule removed: {}",
-                    r.hosts_removed.join(" "),
-                    r.processes_stopped,
-                    r.interfaces_removed.join(" "),
-                    r.nat_rule_removed
-                );
-            }
+            print!(
+                "{}",
+                down_text(&tokio::task::block_in_place(|| lab.down())?)
+            );
             Ok(0)
         }
         LabCommand::Status => {
-            let hosts = lab.status()?;
-            if hosts.is_empty() {
-                println!("no lab hosts");
-            }
-            for h in hosts {
-                println!(
-                    "{:<8} {:<12} {:?} ssh:{} nspawn pid {}",
-                    h.name,
-                    h.address
-                        .map(|a| a.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    h.state,
-                    if h.ssh_port_open { "open" } else { "closed" },
-                    h.nspawn_pid
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "-".into())
-                );
-            }
+            print!("{}", status_text(&lab.status()?));
             Ok(0)
         }
         LabCommand::Ssh { host, command } => {
-            let mut ssh = lab.ssh_command(host)?;
-            ssh.args(command);
-            let status = ssh.status()?;
+            let status = lab.ssh_command(host)?.args(command).status()?;
             Ok(status.code().unwrap_or(1))
         }
         LabCommand::Demo { keep } => demo(g, &lab, *keep).await,
@@ -104,7 +67,7 @@ async fn demo_runs(g: &Global, host: &lab::LabHost) -> anyhow::Result<i32> {
         output::print_reports(reports, Mode::Apply, g.format);
     };
     let session = crate::session(g);
-    let outcome = jobs::demo::demo(&session, host, || progress(g), show).await;
+    let outcome = jobs::lab::demo(&session, host, || output::progress(g.format), show).await;
     match outcome? {
         DemoOutcome::FirstFailed(code) => Ok(code),
         DemoOutcome::NotANoop { changes } => {
@@ -116,10 +79,6 @@ async fn demo_runs(g: &Global, host: &lab::LabHost) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
-}
-
-fn progress(g: &Global) -> std::sync::Arc<dyn common::run::Progress> {
-    output::progress(g.format)
 }
 
 /// Install the lab's missing Debian packages (saying so), or explain why not.

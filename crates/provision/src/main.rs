@@ -12,58 +12,48 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 use clap::Parser as _;
 use common::engine::Mode;
+use common::report::exit_code::FAILED;
 use common::report::exit_code_for;
 use jobs::{Job, Session, Set};
 
 use cli::{Cli, Command};
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     // A usage error is bad input like any other: exit 1 (2 means "changes pending").
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                common::report::exit_code::FAILED as u8
-            } else {
-                0
-            });
+            let code = if e.use_stderr() { FAILED } else { 0 };
+            return ExitCode::from(code as u8);
         }
     };
     let format = cli.global.format;
     output::init_tracing(cli.global.verbose);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match runtime.block_on(dispatch(cli)) {
+    match dispatch(cli).await {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             output::error(&e, format);
-            ExitCode::from(common::report::exit_code::FAILED as u8)
+            ExitCode::from(FAILED as u8)
         }
     }
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
-    let mode = |check: bool| if check { Mode::Check } else { Mode::Apply };
     match &cli.command {
         Command::Up { rotate_secret } => {
-            let mut job = Job::new(Set::All);
-            job.rotate = rotate_secret.clone();
-            converge(g, Mode::Apply, job).await
+            converge(g, Mode::Apply, Job::new(Set::All).rotating(rotate_secret)).await
         }
         Command::Check => converge(g, Mode::Check, Job::new(Set::All)).await,
-        Command::Harden { check } => converge(g, mode(*check), Job::new(Set::Hardening)).await,
+        Command::Harden { check } => {
+            converge(g, Mode::check_if(*check), Job::new(Set::Hardening)).await
+        }
         Command::Facts => {
             let all = jobs::facts(&session(g)).await?;
             output::print_json(&jobs::facts_json(&all));
-            Ok(if all.iter().any(|h| h.facts.is_err()) {
-                1
-            } else {
-                0
-            })
+            Ok(jobs::facts_exit_code(&all))
         }
         Command::Lab(cmd) => lab_cmd::run(g, cmd).await,
         Command::Certs(cmd) => certs_cmd::run(g, cmd).await,

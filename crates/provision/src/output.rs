@@ -65,6 +65,18 @@ pub fn print_json(value: &serde_json::Value) {
     );
 }
 
+/// JSON or text, as the format asks (each computed only when printed).
+pub fn emit(
+    format: Format,
+    json: impl FnOnce() -> serde_json::Value,
+    text: impl FnOnce() -> String,
+) {
+    match format {
+        Format::Json => print_json(&json()),
+        Format::Text => print!("{}", text()),
+    }
+}
+
 /// Progress for a run: bars on a TTY, plain lines when piped, nothing for JSON.
 pub fn progress(format: Format) -> Arc<dyn Progress> {
     if format == Format::Json {
@@ -125,16 +137,6 @@ impl Progress for Bars {
 }
 
 pub fn print_reports(reports: &[HostReport], mode: Mode, format: Format) {
-    if format == Format::Json {
-        print_json(&serde_json::json!({
-            "mode": report::mode_name(mode),
-            "exit_code": report::exit_code_for(reports),
-            "hosts": reports,
-        }));
-        return;
-    }
-    for r in reports {
-        print!("{}", report::render_host(r, mode));
-    }
-    print!("{}", report::render_summary(reports));
+    let json = || report::reports_json(reports, mode);
+    emit(format, json, || report::render_reports(reports, mode));
 }

@@ -1,6 +1,7 @@
-//! `provision lab demo`: the full job on one lab host, then a second run that must change
-//! nothing.
+//! `provision lab …`: the demo (the full job on one lab host, then a second run that must
+//! change nothing) and the lab's reports as text.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use common::engine::Mode;
@@ -9,6 +10,61 @@ use common::report::{HostOutcome, HostReport, ResourceStatus, exit_code_for};
 use common::run::Progress;
 
 use crate::{Job, JobError, Session, Set, converge_hosts};
+
+/// `lab up`: one line per host, then how long it took and where the inventory is.
+pub fn up_text(hosts: &[lab::LabHost], elapsed: std::time::Duration, inventory: &Path) -> String {
+    let mut out: String = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{}  {}  ssh: provision lab ssh {}\n",
+                h.name, h.address, h.name
+            )
+        })
+        .collect();
+    out.push_str(&format!(
+        "{} host(s) ready in {:.1}s; inventory: {}\n",
+        hosts.len(),
+        elapsed.as_secs_f64(),
+        inventory.display()
+    ));
+    out
+}
+
+/// `lab down`: what was removed.
+pub fn down_text(r: &lab::DownReport) -> String {
+    if r.is_empty() {
+        return "nothing to tear down\n".into();
+    }
+    format!(
+        "removed hosts: {}; stopped PIDs: {:?}; interfaces: {}; NAT rule removed: {}\n",
+        r.hosts_removed.join(" "),
+        r.processes_stopped,
+        r.interfaces_removed.join(" "),
+        r.nat_rule_removed
+    )
+}
+
+/// `lab status`: one line per host.
+pub fn status_text(hosts: &[lab::HostStatus]) -> String {
+    if hosts.is_empty() {
+        return "no lab hosts\n".into();
+    }
+    let dash = || "-".to_string();
+    hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "{:<8} {:<12} {:?} ssh:{} nspawn pid {}\n",
+                h.name,
+                h.address.map(|a| a.to_string()).unwrap_or_else(dash),
+                h.state,
+                if h.ssh_port_open { "open" } else { "closed" },
+                h.nspawn_pid.map(|p| p.to_string()).unwrap_or_else(dash)
+            )
+        })
+        .collect()
+}
 
 /// Vars of the demo job (the seeds/002 host), appended to the lab's inventory.
 const DEMO_VARS: &str = include_str!("demo-vars.toml");
