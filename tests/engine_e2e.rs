@@ -372,6 +372,70 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
         accepted_logins(&host) >= counted + 2,
         "the valid run's login was not counted"
     );
+
+    // A time zone with a valid name that the host's zoneinfo lacks: refused when the plan
+    // is made on the host, naming the inventory line that set it.
+    assert_eq!(
+        remote(&host, "test -f /usr/share/zoneinfo/Etc/UTC && echo tzdata"),
+        "tzdata"
+    );
+    let mars = dir.path().join("mars.toml");
+    std::fs::write(
+        &mars,
+        inventory("root", &address, "[vars]\ntimezone = \"Mars/Olympus_Mons\""),
+    )
+    .unwrap();
+    let (code, report, stderr) = provision(&mars, &["check"]);
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("`Mars/Olympus_Mons`"), "{error}");
+    assert!(
+        error.contains(&format!("set at {}:", mars.display())),
+        "names the inventory line: {error}"
+    );
+}
+
+/// Usage errors are bad input (exit 1), not "changes pending" (2); `--format json` prints
+/// an inventory error as JSON with its location. Offline: no lab needed.
+#[test]
+fn usage_errors_exit_1_and_inventory_errors_print_as_json() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_provision"))
+            .args(args)
+            .output()
+            .expect("run provision")
+    };
+    for args in [
+        &["--no-such-flag"][..],
+        &["chek"],
+        &["check", "extra"],
+        &["--forks", "x", "check"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+    }
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        "[vars]\npackages = [\"curl\", \"-oDPkg::Pre-Invoke::=id\"]\n\n[hosts.web-1]\n",
+    )
+    .unwrap();
+    let (code, report, _) = provision(&inventory, &["check"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        report["error"],
+        serde_json::json!({
+            "kind": "inventory",
+            "file": inventory.display().to_string(),
+            "line": 2,
+            "column": 21,
+            "field": "vars.packages[1]",
+            "message": "\"-oDPkg::Pre-Invoke::=id\" is not a Debian package name (lowercase letters, digits, `+`, `-` and `.`, at least two characters, starting with a letter or digit; optionally `:arch`)",
+            "help": null,
+        })
+    );
 }
 
 /// Issue 11: a path is data even when it is spelled like shell. `$(…)`, backticks, `;`,

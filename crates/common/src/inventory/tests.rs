@@ -425,5 +425,51 @@ mod fuzz {
             let text = format!("{}{}{}", &GOOD[..a], insert, &GOOD[b..]);
             let _ = parse(&text);
         }
+
+        /// Issue 11: any string in any typed field either loads (and then follows the
+        /// field's rule) or is refused at that field's line; any whole number, however big,
+        /// is a located error or a value, never a panic.
+        #[test]
+        fn any_value_in_any_field_is_checked_never_panics(
+            field in prop::sample::select(vec![
+                ("vars", "timezone"), ("vars", "hostname"), ("vars.deploy_user", "name"),
+                ("vars.app", "path"), ("vars.app", "domain"), ("vars.docker", "log_max_size"),
+                ("vars.app.backup", "schedule"), ("hosts.web-1", "address"), ("defaults", "user"),
+            ]),
+            value in "\\PC{0,40}",
+            number in any::<u64>(),
+            numeric in prop::sample::select(vec![
+                ("vars", "nofile"), ("vars.minimum", "memory_mib"), ("defaults", "connect_timeout"),
+                ("vars.hardening", "ssh_port"), ("vars.certs", "dns_propagation_seconds"),
+            ]),
+        ) {
+            let (table, key) = field;
+            let host = if table == "hosts.web-1" { "" } else { "[hosts.web-1]\n" };
+            let text = format!("[{table}]\n{key} = {}\n{host}", toml::Value::String(value.clone()));
+            let checked = match (table, key) {
+                ("vars", "timezone") => crate::values::timezone(&value),
+                ("vars", "hostname") => crate::values::host_name(&value),
+                ("vars.deploy_user", "name") => crate::values::deploy_user_name(&value),
+                ("vars.app", "path") => crate::values::absolute_path(&value),
+                ("vars.app", "domain") => crate::values::domain_name(&value),
+                ("vars.docker", "log_max_size") => crate::values::size(&value),
+                ("vars.app.backup", "schedule") => crate::values::calendar(&value),
+                ("hosts.web-1", "address") => crate::values::address(&value),
+                _ => crate::values::user_name(&value),
+            };
+            match parse(&text) {
+                Ok(_) => prop_assert!(checked.is_ok(), "{text:?} loaded"),
+                Err(e) => {
+                    prop_assert!(checked.is_err(), "{text:?}: {e}");
+                    prop_assert_eq!(e.line, 2, "{}", e);
+                    prop_assert!(e.field.as_deref().is_some_and(|f| f.ends_with(key)), "{}", e);
+                }
+            }
+            let (table, key) = numeric;
+            let text = format!("[{table}]\n{key} = {number}\n[hosts.web-1]\n");
+            if let Err(e) = parse(&text) {
+                prop_assert_eq!(e.line, 2, "{}", e);
+            }
+        }
     }
 }

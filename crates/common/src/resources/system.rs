@@ -180,6 +180,43 @@ mod tests {
     use super::*;
     use crate::facts::ProbeOutput;
 
+    fn timezone_facts(stdout: &str) -> Facts {
+        Facts::from_outputs(std::collections::BTreeMap::from([(
+            "timezone:Mars/Olympus_Mons".to_string(),
+            ProbeOutput {
+                status: 0,
+                stdout: stdout.into(),
+                stderr: String::new(),
+            },
+        )]))
+    }
+
+    /// Issue 11: a zone the host's zoneinfo lacks is a plan error naming the inventory line;
+    /// without a zoneinfo database yet (tzdata comes in the same run) the step checks again.
+    #[test]
+    fn unknown_time_zone_fails_the_plan_at_its_inventory_line() {
+        let tz = Timezone {
+            zone: "Mars/Olympus_Mons".into(),
+            origin: Some("inventory.toml:4:12".into()),
+        };
+        let err = tz
+            .plan(&timezone_facts("current=Etc/UTC\nexists=0\nzoneinfo=1\n"))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`Mars/Olympus_Mons`"), "{text}");
+        assert!(text.contains("set at inventory.toml:4:12"), "{text}");
+        let Plan::Change { actions, .. } = tz
+            .plan(&timezone_facts("current=Etc/UTC\nexists=0\nzoneinfo=0\n"))
+            .unwrap()
+        else {
+            panic!()
+        };
+        let [Action::Run { script, .. }] = actions.as_slice() else {
+            panic!("{actions:?}")
+        };
+        assert!(script.contains("set at inventory.toml:4:12"), "{script}");
+    }
+
     /// Issue 11, path 3: a user or group name starting with `-` is an operand of useradd,
     /// usermod and groupadd, after `--`.
     #[test]
