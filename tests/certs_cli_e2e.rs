@@ -214,6 +214,17 @@ fn certs_help_lists_the_subcommands() {
 }
 
 #[test]
+fn config_dir_needs_local() {
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["certs", "renew", "--config-dir", "/etc/provision/certs"])
+        .output()
+        .expect("run provision");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a usage error: {stderr}");
+    assert!(stderr.contains("--local"), "{stderr}");
+}
+
+#[test]
 fn issue_status_renew_schedule_then_the_timer_renews_locally() {
     if !ready() {
         return;

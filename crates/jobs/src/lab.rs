@@ -76,6 +76,16 @@ pub enum DemoRun {
     Second,
 }
 
+impl DemoRun {
+    /// The heading printed above the run's reports.
+    pub fn title(self) -> &'static str {
+        match self {
+            DemoRun::First => "first run: provision up",
+            DemoRun::Second => "second run: provision up (must change nothing)",
+        }
+    }
+}
+
 /// How the demo ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DemoOutcome {
@@ -85,6 +95,29 @@ pub enum DemoOutcome {
     NotANoop { changes: usize },
     /// Both converged and the second run changed nothing.
     Converged { round_trips: u32 },
+}
+
+impl DemoOutcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DemoOutcome::FirstFailed(code) => *code,
+            DemoOutcome::NotANoop { .. } => common::report::exit_code::FAILED,
+            DemoOutcome::Converged { .. } => common::report::exit_code::CONVERGED,
+        }
+    }
+
+    /// What the second run showed.
+    pub fn verdict(&self) -> String {
+        match self {
+            DemoOutcome::FirstFailed(code) => format!("the first run failed (exit {code})"),
+            DemoOutcome::NotANoop { changes } => {
+                format!("the second run was not a no-op ({changes} change(s))")
+            }
+            DemoOutcome::Converged { round_trips } => {
+                format!("converged; second run made 0 changes in {round_trips} round trip(s)")
+            }
+        }
+    }
 }
 
 /// The inventory of one lab host with the demo vars.

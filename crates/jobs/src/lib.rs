@@ -41,6 +41,24 @@ pub enum JobError {
     Certs(#[from] certs::CertsJobError),
 }
 
+impl JobError {
+    /// An inventory error as JSON: file, line, column, field, message and help.
+    pub fn inventory_json(&self) -> Option<serde_json::Value> {
+        let JobError::Inventory(i) = self else {
+            return None;
+        };
+        Some(serde_json::json!({
+            "kind": "inventory",
+            "file": i.file,
+            "line": i.line,
+            "column": i.column,
+            "field": i.field,
+            "message": i.message,
+            "help": i.help,
+        }))
+    }
+}
+
 fn render_inventory_error(e: &InventoryError) -> String {
     let mut out = String::new();
     let handler =

@@ -120,17 +120,4 @@ mod tests {
         let cron = certs::cron_line(&certs::ScheduleOptions::default());
         assert!(cron.contains(&exec.to_string()), "{cron}");
     }
-
-    #[test]
-    fn config_dir_needs_local() {
-        let e = crate::cli::Cli::try_parse_from([
-            "provision",
-            "certs",
-            "renew",
-            "--config-dir",
-            "/etc/provision/certs",
-        ])
-        .unwrap_err();
-        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
-    }
 }

@@ -59,26 +59,18 @@ async fn demo(g: &Global, lab: &lab::Lab, keep: bool) -> anyhow::Result<i32> {
 }
 
 async fn demo_runs(g: &Global, host: &lab::LabHost) -> anyhow::Result<i32> {
-    let show = |run, reports: &[_]| {
-        match run {
-            DemoRun::First => println!("\n# first run: provision up"),
-            DemoRun::Second => println!("\n# second run: provision up (must change nothing)"),
-        }
+    let show = |run: DemoRun, reports: &[_]| {
+        println!("\n# {}", run.title());
         output::print_reports(reports, Mode::Apply, g.format);
     };
     let session = crate::session(g);
-    let outcome = jobs::lab::demo(&session, host, || output::progress(g.format), show).await;
-    match outcome? {
-        DemoOutcome::FirstFailed(code) => Ok(code),
-        DemoOutcome::NotANoop { changes } => {
-            eprintln!("demo: the second run was not a no-op ({changes} change(s))");
-            Ok(1)
-        }
-        DemoOutcome::Converged { round_trips } => {
-            println!("\ndemo: converged; second run made 0 changes in {round_trips} round trip(s)");
-            Ok(0)
-        }
+    let outcome = jobs::lab::demo(&session, host, || output::progress(g.format), show).await?;
+    match &outcome {
+        DemoOutcome::FirstFailed(_) => {}
+        DemoOutcome::NotANoop { .. } => eprintln!("demo: {}", outcome.verdict()),
+        DemoOutcome::Converged { .. } => println!("\ndemo: {}", outcome.verdict()),
     }
+    Ok(outcome.exit_code())
 }
 
 /// Install the lab's missing Debian packages (saying so), or explain why not.

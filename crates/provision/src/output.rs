@@ -40,18 +40,10 @@ pub fn error(e: &anyhow::Error, format: Format) {
 }
 
 fn error_json(e: &anyhow::Error) -> serde_json::Value {
-    if let Some(jobs::JobError::Inventory(i)) = e.downcast_ref::<jobs::JobError>() {
-        return serde_json::json!({
-            "kind": "inventory",
-            "file": i.file,
-            "line": i.line,
-            "column": i.column,
-            "field": i.field,
-            "message": i.message,
-            "help": i.help,
-        });
-    }
-    serde_json::json!({ "kind": "error", "message": format!("{e:#}") })
+    let inventory = e
+        .downcast_ref::<jobs::JobError>()
+        .and_then(jobs::JobError::inventory_json);
+    inventory.unwrap_or_else(|| serde_json::json!({ "kind": "error", "message": format!("{e:#}") }))
 }
 
 pub fn warning(message: &str) {
@@ -59,10 +51,8 @@ pub fn warning(message: &str) {
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values serialize")
-    );
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    println!("{text}");
 }
 
 /// JSON or text, as the format asks (each computed only when printed).
@@ -79,16 +69,13 @@ pub fn emit(
 
 /// Progress for a run: bars on a TTY, plain lines when piped, nothing for JSON.
 pub fn progress(format: Format) -> Arc<dyn Progress> {
-    if format == Format::Json {
-        return Arc::new(common::run::Quiet);
-    }
-    if std::io::stderr().is_terminal() {
-        Arc::new(Bars {
+    match format {
+        Format::Json => Arc::new(common::run::Quiet),
+        _ if !std::io::stderr().is_terminal() => Arc::new(Lines),
+        _ => Arc::new(Bars {
             multi: MultiProgress::new(),
             bars: Mutex::new(BTreeMap::new()),
-        })
-    } else {
-        Arc::new(Lines)
+        }),
     }
 }
 
