@@ -169,6 +169,18 @@ pub fn local_path(s: &str) -> Result<(), String> {
     }
 }
 
+/// A controller-side file ssh reads through `-o NAME=PATH` (known_hosts): ssh splits such
+/// a value at whitespace into several files, so none is allowed (nor control characters).
+pub fn ssh_option_path(s: &str) -> Result<(), String> {
+    local_path(s)?;
+    if s.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} contains a space: ssh reads `UserKnownHostsFile` as a list of files separated by spaces; use a path without spaces"
+        ));
+    }
+    Ok(())
+}
+
 /// A port, 1-65535.
 pub fn port(n: u16) -> Result<(), String> {
     if n == 0 {

@@ -190,6 +190,8 @@ case("unknown-field", f"[vars]\n⟪timezon = \"Etc/UTC\"\n\n{HOST}", "-", "unkno
 case("wrong-type", f"[vars]\npackages = ⟪\"curl\"\n\n{HOST}", "-", "", "unknown field / type")
 case("unknown-connection-field", f"[defaults]\n⟪proxy_command = \"id\"\n\n{HOST}", "-", "unknown field", "unknown field / type")
 
+case("known-hosts-space", f'[defaults]\nknown_hosts = ⟪"/root/my hosts"\n\n{HOST}', "defaults.known_hosts", "contains a space", "path")
+
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
     os.remove(os.path.join(out, f))

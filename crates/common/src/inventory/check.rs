@@ -403,13 +403,11 @@ pub fn connection(conn: &Connection) -> Result<(), Broken> {
     let mut c = Checker::default();
     c.opt("user", conn.user.as_deref(), values::user_name);
     c.port("port", conn.port);
-    for (field, p) in [
-        ("identity_file", &conn.identity_file),
-        ("known_hosts", &conn.known_hosts),
-    ] {
-        if let Some(p) = p {
-            c.check(field, values::local_path(&p.to_string_lossy()));
-        }
+    if let Some(p) = &conn.identity_file {
+        c.check("identity_file", values::local_path(&p.to_string_lossy()));
+    }
+    if let Some(p) = &conn.known_hosts {
+        c.check("known_hosts", values::ssh_option_path(&p.to_string_lossy()));
     }
     c.number(
         "connect_timeout",
