@@ -337,10 +337,14 @@ pub struct ApplyScript {
     marker: String,
 }
 
-/// Shell helper: apt with lock waiting, noninteractive, keeping existing config files.
-const APT_FUNCTION: &str = r#"__provision_apt_install() {
-  if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi
-  __o="-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+/// Shell helper: apt with lock waiting, noninteractive, keeping existing config files
+/// (the options of [`crate::apt`]); the package lists are refreshed when older than
+/// `$__provision_lists_age` minutes.
+fn apt_function() -> String {
+    format!(
+        r#"__provision_apt_install() {{
+  {wait}
+  __o="{options}"
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -$__provision_lists_age 2>/dev/null | head -n1)" ]; then
     __i=0
     until apt-get $__o -q update 2>"$__provision_apt_err"; do
@@ -350,7 +354,11 @@ const APT_FUNCTION: &str = r#"__provision_apt_install() {
     done
   fi
   apt-get $__o -y -q --no-install-recommends install -- "$@"
-}"#;
+}}"#,
+        wait = crate::apt::WAIT_FOR_CLOUD_INIT,
+        options = crate::apt::OPTIONS.join(" "),
+    )
+}
 
 /// Build the apply script for `actions`, merging every package install into the first.
 pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
@@ -379,8 +387,9 @@ pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript
     let mut script = format!(
         "export DEBIAN_FRONTEND=noninteractive LC_ALL=C NEEDRESTART_MODE=a\n\
          __provision_lists_age={}\n__log=$(mktemp) || exit 1\n__provision_apt_err=$(mktemp) || exit 1\n\
-         trap 'rm -f \"$__log\" \"$__provision_apt_err\"' EXIT\n{PUT_FUNCTION}\n{APT_FUNCTION}\n",
-        options.apt_lists_max_age_minutes
+         trap 'rm -f \"$__log\" \"$__provision_apt_err\"' EXIT\n{PUT_FUNCTION}\n{apt}\n",
+        options.apt_lists_max_age_minutes,
+        apt = apt_function(),
     );
     let mut stdin = Vec::new();
     let mut steps = Vec::new();

@@ -4,6 +4,7 @@
 //! Pure planning is kept apart from I/O: [`facts`] parse probe output, [`resource`] plans
 //! from facts, [`engine`] is the only place that talks to a [`transport::Transport`].
 
+pub mod apt;
 pub mod engine;
 pub mod error;
 pub mod facts;

@@ -513,10 +513,12 @@ impl Resource for SystemUpgrade {
             summary,
             vec![Action::run(
                 "apt-get update && apt-get upgrade",
-                "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi\n\
-                 o='-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold'\n\
-                 apt-get $o -q update\n\
-                 apt-get $o -y -q upgrade",
+                format!(
+                    "{}\n{}\n{}",
+                    common::apt::WAIT_FOR_CLOUD_INIT,
+                    common::apt::update(),
+                    common::apt::upgrade()
+                ),
             )],
         ))
     }

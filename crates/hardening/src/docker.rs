@@ -114,11 +114,12 @@ impl Resource for DockerRepository {
                     "fetch Docker's apt signing key",
                     format!(
                         "install -d -m 0755 /etc/apt/keyrings\n\
-                         if ! command -v curl >/dev/null 2>&1; then apt-get -o DPkg::Lock::Timeout=600 -y -q --no-install-recommends install curl ca-certificates; fi\n\
+                         if ! command -v curl >/dev/null 2>&1; then {}; fi\n\
                          curl -fsSL {} -o {KEYRING_PATH}.tmp\n\
                          grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {KEYRING_PATH}.tmp\n\
                          chmod 0644 {KEYRING_PATH}.tmp\n\
                          mv -f {KEYRING_PATH}.tmp {KEYRING_PATH}",
+                        common::apt::install(["curl", "ca-certificates"]),
                         quote(&url)
                     ),
                 )],
@@ -134,7 +135,7 @@ impl Resource for DockerRepository {
         }
         changes.then(Action::run(
             "apt-get update (Docker's repository)",
-            "apt-get -o DPkg::Lock::Timeout=600 -q update",
+            common::apt::update().to_string(),
         ));
         Ok(changes.build(""))
     }
@@ -264,10 +265,7 @@ mod tests {
         );
         let s = scripts(&actions);
         assert!(s[0].contains("curl -fsSL https://download.docker.com/linux/ubuntu/gpg"));
-        assert_eq!(
-            s.last().unwrap(),
-            "apt-get -o DPkg::Lock::Timeout=600 -q update"
-        );
+        assert_eq!(s.last().unwrap(), &common::apt::update().to_string());
         insta::assert_snapshot!("docker-list-ubuntu2404", written(&actions, SOURCES_PATH));
 
         let f = facts(&[
