@@ -119,6 +119,28 @@ pub enum AppError {
     },
 }
 
+impl AppError {
+    /// The inventory field the error is about (where the inventory is wrong).
+    pub fn field(&self) -> String {
+        match self {
+            AppError::MissingName | AppError::InvalidName(_) => "app.name".into(),
+            AppError::Path(_) => "app.path".into(),
+            AppError::Schedule(_) => "app.backup.schedule".into(),
+            AppError::UnknownSet { .. } => "app.template".into(),
+            AppError::TemplateDir { .. }
+            | AppError::TemplateFile { .. }
+            | AppError::UnknownTemplateFile { .. }
+            | AppError::EnvTemplate { .. } => "app.template_dir".into(),
+            AppError::Render { .. } => "app.settings".into(),
+            AppError::Setting { key, .. } => format!("app.settings.{key}"),
+            AppError::EnvVar { key, .. } => format!("app.env.{key}"),
+            AppError::Rotate { .. } | AppError::NoApp | AppError::BuiltinSettings { .. } => {
+                "app".into()
+            }
+        }
+    }
+}
+
 /// The resources that set up the app of `vars` (none when the inventory has no app).
 pub fn resources(vars: &Vars, options: &AppOptions) -> Result<Vec<Box<dyn Resource>>, AppError> {
     Ok(App::from_vars(vars, options)?

@@ -218,6 +218,8 @@ fn describe(e: &minijinja::Error) -> String {
 /// - `systemd`: a unit setting's value, `%` doubled, control characters refused;
 /// - `systemd_word`: one word of a unit's command line (quoted, `%` and `$` doubled);
 /// - `systemd_assignment`: one `NAME=value` of `Environment=` (quoted, `%` doubled);
+/// - `token`: one word of an nginx or compose file (letters, digits, `._:/@+-`; anything
+///   else, `;` `{` spaces quotes `$` included, is a render error, never config syntax);
 /// - `oneline`: text for a comment line (control characters become spaces).
 fn add_escaping_filters(env: &mut Environment<'static>) {
     fn unit_error(e: common::shell::UnitValueError) -> minijinja::Error {
@@ -232,6 +234,24 @@ fn add_escaping_filters(env: &mut Environment<'static>) {
     });
     env.add_filter("systemd_assignment", |value: String| {
         common::shell::systemd_assignment(&value).map_err(unit_error)
+    });
+    env.add_filter("token", |value: minijinja::Value| {
+        let text = value.to_string();
+        let ok = !text.is_empty()
+            && !text.starts_with('-')
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:/@+-".contains(c));
+        if ok {
+            Ok(text)
+        } else {
+            Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "{text:?} cannot be written into a config file as one word: use letters, digits and `._:/@+-` (an image, a size, a port, a relative path)"
+                ),
+            ))
+        }
     });
     env.add_filter("oneline", |value: String| {
         value

@@ -192,6 +192,22 @@ case("unknown-connection-field", f"[defaults]\n⟪proxy_command = \"id\"\n\n{HOS
 
 case("known-hosts-space", f'[defaults]\nknown_hosts = ⟪"/root/my hosts"\n\n{HOST}', "defaults.known_hosts", "contains a space", "path")
 
+# 20. App settings reach nginx and compose files only as single words; the app's own
+# fields are checked by the same load.
+APP = '[vars.app]\nname = "x"\ntemplate = "ai-meeting"\n\n'
+for i, (k, v) in enumerate([
+    ("client_max_body_size", "1M; include /etc/passwd"), ("client_max_body_size", "1M}\nserver {"),
+    ("api_image", "x $(id)"), ("api_image", "x\nprivileged: true"), ("nginx_image", "nginx:alpine\"; touch /tmp/x"),
+    ("worker_connections", "1; user root"), ("postgres_image", "-oops"), ("api_memory", "${HOME}"),
+]):
+    if "\n" in v:
+        case(f"app-setting-{i:02}", f"{APP}[vars.app.settings]\n{k} = ⟪{s(v)}\n\n{HOST}",
+             f"vars.app.settings.{k}", "one line", "template setting")
+    else:
+        case(f"app-setting-{i:02}", f"{APP}[vars.app.⟪settings]\n{k} = {s(v)}\n\n{HOST}",
+             "app.settings", "cannot be written into a config file", "template setting")
+case("app-template-unknown", f'[vars.app]\nname = "x"\ntemplate = ⟪"nope"\n\n{HOST}', "app.template", "not a built-in template set", "name")
+
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
     os.remove(os.path.join(out, f))
