@@ -9,6 +9,6 @@
 # temporary responder).
 set -eu
 cd "$(dirname "$0")/.."
-cargo build -q -p provision-certs --example acme_bench
+cargo build -q -p provision-certs --features testing --example acme_bench
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   target/debug/examples/acme_bench bench/results/acme.json "${1:-20}"

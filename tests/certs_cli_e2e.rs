@@ -258,7 +258,7 @@ fn issue_status_renew_schedule_then_the_timer_renews_locally() {
     let chain = ssh(&host, &format!("cat {ssl}/fullchain.pem"));
     let info = certs::CertInfo::from_pem(chain.as_bytes()).unwrap();
     assert_eq!(info.names, ["app.example.com", "www.app.example.com"]);
-    assert_eq!(issued["not_after"], certs::state::rfc3339(info.not_after));
+    assert_eq!(issued["not_after"], certs::info::rfc3339(info.not_after));
     assert_eq!(
         ssh(
             &host,

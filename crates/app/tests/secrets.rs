@@ -11,7 +11,7 @@ use common::engine::{self, Mode, Options};
 use common::facts::ProbeOutput;
 use common::inventory::Inventory;
 use common::report::HostOutcome;
-use common::transport::fake::simulated_host;
+use common::testing::simulated_host;
 use common::{Facts, Plan};
 
 fn ai_meeting(seed: u64, rotate: &[&str]) -> App {

@@ -12,8 +12,9 @@ use time::OffsetDateTime;
 use crate::challenge::{ChallengeError, ChallengeSolver, PendingChallenge};
 use crate::declaration::{CaConfig, CertificateDeclaration, ChallengeConfig, EabConfig};
 use crate::http::{AcmeHttp, Observations, TlsSetupError};
+use crate::info::rfc3339;
 use crate::renewal::RenewalWindow;
-use crate::state::{StateDir, StateError, StoredAccount, StoredCertificate, rfc3339};
+use crate::state::{StateDir, StateError, StoredAccount, StoredCertificate};
 
 /// How often and how long order state is polled.
 const POLL: RetryPolicy = RetryPolicy::new()

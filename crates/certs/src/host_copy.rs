@@ -403,7 +403,7 @@ impl Resource for HostStateCopy {
 
     fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
         let current = facts.read(&self.fact())?;
-        let expires = crate::state::rfc3339(self.not_after);
+        let expires = crate::info::rfc3339(self.not_after);
         let copy = |why: String| {
             Plan::change(
                 format!("copy the certificate state to {} ({why})", self.dir),
@@ -425,11 +425,11 @@ impl Resource for HostStateCopy {
             Err(_) => Ok(copy("the host's copy does not parse".into())),
             Ok(theirs) if theirs.not_after < self.not_after => Ok(copy(format!(
                 "the host's copy expires earlier, {}",
-                crate::state::rfc3339(theirs.not_after)
+                crate::info::rfc3339(theirs.not_after)
             ))),
             Ok(theirs) => Ok(Plan::noop(format!(
                 "the host renewed on its own (expires {}); keeping its copy",
-                crate::state::rfc3339(theirs.not_after)
+                crate::info::rfc3339(theirs.not_after)
             ))),
         }
     }

@@ -5,6 +5,13 @@ use time::OffsetDateTime;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
+/// RFC 3339 text of a time (`2026-01-01T00:00:00Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
 /// The facts about a certificate that renewal and `certs status` need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertInfo {

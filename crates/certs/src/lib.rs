@@ -24,6 +24,7 @@ pub mod schedule;
 pub mod selfsigned;
 pub mod state;
 pub mod status;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use acme::{AcmeClient, AcmeError, ChallengeFailure};
@@ -72,7 +73,7 @@ pub enum CertsError {
     Install { host: String, details: String },
     #[error(
         "{host}/{name}: the CA asked not to retry before {}; the current certificate stays in place (use --force to try anyway)",
-        state::rfc3339(*.until)
+        info::rfc3339(*.until)
     )]
     RetryLater {
         host: String,

@@ -18,9 +18,10 @@ use crate::challenge::{
 };
 use crate::declaration::{CertificateDeclaration, ChallengeConfig, DnsProviderKind};
 use crate::info::CertInfo;
+use crate::info::rfc3339;
 use crate::install::install_resources;
 use crate::renewal::{Decision, RenewalWindow, renewal_due, rng_for};
-use crate::state::{AriRecord, CertRecord, StateDir, StoredCertificate, rfc3339};
+use crate::state::{AriRecord, CertRecord, StateDir, StoredCertificate};
 
 /// How `issue`/`renew` run.
 #[derive(Debug, Clone)]

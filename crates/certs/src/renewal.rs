@@ -66,7 +66,7 @@ pub fn renewal_due(
 ) -> Decision {
     if now >= cert.not_after {
         return Decision::Due {
-            reason: format!("expired at {}", crate::state::rfc3339(cert.not_after)),
+            reason: format!("expired at {}", crate::info::rfc3339(cert.not_after)),
         };
     }
     let (window, source) = match ari {
@@ -89,20 +89,20 @@ pub fn renewal_due(
     let at = window.start + time::Duration::seconds(offset);
     let described = format!(
         "{source} runs from {} to {}",
-        crate::state::rfc3339(window.start),
-        crate::state::rfc3339(window.end)
+        crate::info::rfc3339(window.start),
+        crate::info::rfc3339(window.end)
     );
     if now >= at {
         Decision::Due {
             reason: format!(
                 "{described}; renewal point {} has passed",
-                crate::state::rfc3339(at)
+                crate::info::rfc3339(at)
             ),
         }
     } else {
         Decision::NotDue {
             at,
-            reason: format!("{described}; renewing at {}", crate::state::rfc3339(at)),
+            reason: format!("{described}; renewing at {}", crate::info::rfc3339(at)),
         }
     }
 }

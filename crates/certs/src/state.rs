@@ -50,13 +50,6 @@ pub enum StateError {
     Busy { path: PathBuf },
 }
 
-/// RFC 3339 text of a time (`2026-01-01T00:00:00Z`).
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
 /// An account as stored: the credentials instant-acme restores from, plus what it is for.
 #[derive(Serialize, Deserialize)]
 pub struct StoredAccount {

@@ -18,19 +18,7 @@ use crate::shell::{PUT_FUNCTION, quote};
 use crate::transport::retry::{self, Backoff};
 use crate::transport::{ExecOutput, Transport, TransportError};
 
-/// Converge, or only show what would change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Check,
-    Apply,
-}
-
-impl Mode {
-    /// `Check` when `check` (a `--check` flag), else `Apply`.
-    pub fn check_if(check: bool) -> Mode {
-        if check { Mode::Check } else { Mode::Apply }
-    }
-}
+pub use crate::mode::Mode;
 
 #[derive(Debug, Clone)]
 pub struct Options {

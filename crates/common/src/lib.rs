@@ -9,11 +9,14 @@ pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod inventory;
+pub mod mode;
 pub mod report;
 pub mod resource;
 pub mod resources;
 pub mod run;
 pub mod shell;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport;
 pub mod values;
 

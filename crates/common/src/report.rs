@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::engine::Mode;
+use crate::mode::Mode;
 use crate::resource::{Action, Plan};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -12,7 +12,8 @@ use common::engine::{self, Options};
 use common::facts::{FactError, Facts, Probe, ProbeOutput};
 use common::report::{HostOutcome, ResourceStatus};
 use common::resources::File;
-use common::transport::fake::{Call, FakeTransport, output, simulated_host};
+use common::testing::simulated_host;
+use common::transport::fake::{Call, FakeTransport, output};
 use common::{ExecOutput, Plan, Resource, Transport, TransportError};
 use tokio::time::Instant;
 

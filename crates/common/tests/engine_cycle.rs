@@ -6,7 +6,7 @@ use common::engine::{self, Mode, Options};
 use common::facts::ProbeOutput;
 use common::report::{HostOutcome, ResourceStatus, exit_code_for};
 use common::resources::{File, Packages, Service, Timezone};
-use common::transport::fake::simulated_host;
+use common::testing::simulated_host;
 use common::{Resource, report::exit_code};
 
 fn ok(stdout: &str) -> ProbeOutput {

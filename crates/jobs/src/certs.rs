@@ -199,9 +199,9 @@ impl CertificateRun {
                 Self {
                     reason: Some(o.reason.clone()),
                     names: o.info.names.clone(),
-                    not_after: Some(certs::state::rfc3339(o.info.not_after)),
+                    not_after: Some(certs::info::rfc3339(o.info.not_after)),
                     days_left: Some(o.info.days_left(now)),
-                    next_renewal: o.next_renewal.map(certs::state::rfc3339),
+                    next_renewal: o.next_renewal.map(certs::info::rfc3339),
                     install: Some(o.install),
                     ..Self::new(declaration, status)
                 }

@@ -1,6 +1,8 @@
 //! A transport for unit tests: answers from a script of canned responses (or a closure)
 //! and records every call, so tests can assert what would have been sent to a host.
 //! A [`Cassette`] recorded from a real host replays the same conversation offline.
+//! A host that answers probes from a table is `common::testing::simulated_host` (feature
+//! `testing`).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -151,62 +153,4 @@ impl<T: Transport> Transport for Recorder<T> {
         ));
         Ok(out)
     }
-}
-
-/// A simulated host for engine tests: answers fact scripts from a table of probe outputs
-/// (`before` until an apply script ran, `after` from then on) and acknowledges every step
-/// of an apply script. Calls are recorded like any [`FakeTransport`].
-pub fn simulated_host(
-    name: &str,
-    before: std::collections::BTreeMap<String, crate::facts::ProbeOutput>,
-    after: std::collections::BTreeMap<String, crate::facts::ProbeOutput>,
-) -> FakeTransport {
-    let applied = std::sync::atomic::AtomicBool::new(false);
-    FakeTransport::responding(name, move |call| {
-        if let Some(marker) = find_token(&call.script, "@@provision-step-") {
-            applied.store(true, std::sync::atomic::Ordering::SeqCst);
-            let steps = call.script.matches("printf '%s OK ").count();
-            let stdout: String = (0..steps).map(|i| format!("{marker} OK {i}\n")).collect();
-            return output(0, stdout);
-        }
-        let table = if applied.load(std::sync::atomic::Ordering::SeqCst) {
-            &after
-        } else {
-            &before
-        };
-        let delimiter = find_token(&call.script, "@@provision-").unwrap_or_default();
-        let mut stdout = String::new();
-        for line in call.script.lines() {
-            // printf '%s BEGIN %s\n' 'DELIM' key
-            let Some(rest) = line.strip_prefix("printf '%s BEGIN %s\\n' ") else {
-                continue;
-            };
-            let key = rest
-                .split_once(' ')
-                .map(|(_, k)| k.trim_matches('\''))
-                .unwrap_or_default();
-            let o = table
-                .get(key)
-                .cloned()
-                .unwrap_or(crate::facts::ProbeOutput {
-                    status: 1,
-                    stdout: String::new(),
-                    stderr: format!("simulated host has no output for probe {key}"),
-                });
-            stdout.push_str(&format!(
-                "{delimiter} BEGIN {key}\n{}\n{delimiter} STDERR {key}\n{}\n{delimiter} END {key} {}\n",
-                o.stdout, o.stderr, o.status
-            ));
-        }
-        output(0, stdout)
-    })
-}
-
-fn find_token(text: &str, prefix: &str) -> Option<String> {
-    let start = text.find(prefix)?;
-    let token: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '@')
-        .collect();
-    Some(token)
 }
