@@ -60,6 +60,14 @@ pub fn user_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// An owner or group of a file: a user or group name, or a numeric id.
+pub fn owner(s: &str) -> Result<(), String> {
+    if !s.is_empty() && s.len() <= 10 && s.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(());
+    }
+    user_name(s).map_err(|rule| format!("{rule}; or a numeric id"))
+}
+
 /// The deploy user: a user name, and not `root` (its keys would replace root's).
 pub fn deploy_user_name(s: &str) -> Result<(), String> {
     user_name(s)?;

@@ -247,10 +247,10 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
             c.check(at("mode"), values::file_mode(m));
         }
         if let Some(o) = &f.owner {
-            c.check(at("owner"), values::user_name(o));
+            c.check(at("owner"), values::owner(o));
         }
         if let Some(g) = &f.group {
-            c.check(at("group"), values::user_name(g));
+            c.check(at("group"), values::owner(g));
         }
     }
     if let Some(d) = &v.deploy_user {
@@ -314,8 +314,8 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
         );
         c.opt("app.domain", a.domain.as_deref(), values::domain_name);
         c.opt("app.path", a.path.as_deref(), values::absolute_path);
-        c.opt("app.owner", a.owner.as_deref(), values::user_name);
-        c.opt("app.group", a.group.as_deref(), values::user_name);
+        c.opt("app.owner", a.owner.as_deref(), values::owner);
+        c.opt("app.group", a.group.as_deref(), values::owner);
         c.each("app.aliases", a.aliases.as_deref(), values::domain_name);
         for (k, val) in a.env.iter().flatten() {
             let at = FieldPath::parse("app.env").key(k);
