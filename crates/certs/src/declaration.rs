@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use common::inventory::{CertsVars, Vars};
+use common::inventory::{CertsVars, Challenge, DnsProvider, KeyAlgorithm, Vars};
 use serde::{Deserialize, Serialize};
 
 use common::values::{DomainError, DomainName};
@@ -241,9 +241,8 @@ fn parse(
     }
 
     // Challenge.
-    let challenge_name = v.challenge.as_deref().unwrap_or("http-01");
-    let challenge = match challenge_name {
-        "http-01" | "http" => {
+    let challenge = match v.challenge.unwrap_or(Challenge::Http01) {
+        Challenge::Http01 => {
             if let Some((i, w)) = domains.iter().enumerate().find(|(_, d)| d.is_wildcard()) {
                 return Err(err(
                     &format!("{field}[{i}]"),
@@ -265,18 +264,10 @@ fn parse(
                 webroot,
             }
         }
-        "dns-01" | "dns" => {
-            let provider = match v.dns_provider.as_deref() {
-                Some("cloudflare") => DnsProviderKind::Cloudflare,
-                Some("challtestsrv") | Some("pebble-challtestsrv") => DnsProviderKind::Challtestsrv,
-                Some(other) => {
-                    return Err(err(
-                        "certs.dns_provider",
-                        format!(
-                            "{other:?} is not a known provider; use \"cloudflare\" or \"challtestsrv\""
-                        ),
-                    ));
-                }
+        Challenge::Dns01 => {
+            let provider = match v.dns_provider {
+                Some(DnsProvider::Cloudflare) => DnsProviderKind::Cloudflare,
+                Some(DnsProvider::Challtestsrv) => DnsProviderKind::Challtestsrv,
                 None => {
                     return Err(err(
                         "certs.dns_provider",
@@ -313,30 +304,14 @@ fn parse(
                 }),
             })
         }
-        "self-signed" => ChallengeConfig::SelfSigned,
-        other => {
-            return Err(err(
-                "certs.challenge",
-                format!(
-                    "{other:?} is not a challenge type; use \"http-01\", \"dns-01\" or \"self-signed\""
-                ),
-            ));
-        }
+        Challenge::SelfSigned => ChallengeConfig::SelfSigned,
     };
 
-    let key_type = match v.key_type.as_deref().unwrap_or("ecdsa-p256") {
-        "ecdsa-p256" | "ec-256" | "p256" => KeyType::EcdsaP256,
-        "ecdsa-p384" | "ec-384" | "p384" => KeyType::EcdsaP384,
-        "rsa-2048" | "rsa2048" => KeyType::Rsa2048,
-        "rsa-4096" | "rsa4096" => KeyType::Rsa4096,
-        other => {
-            return Err(err(
-                "certs.key_type",
-                format!(
-                    "{other:?} is not supported; use \"ecdsa-p256\", \"ecdsa-p384\", \"rsa-2048\" or \"rsa-4096\""
-                ),
-            ));
-        }
+    let key_type = match v.key_type.unwrap_or(KeyAlgorithm::EcdsaP256) {
+        KeyAlgorithm::EcdsaP256 => KeyType::EcdsaP256,
+        KeyAlgorithm::EcdsaP384 => KeyType::EcdsaP384,
+        KeyAlgorithm::Rsa2048 => KeyType::Rsa2048,
+        KeyAlgorithm::Rsa4096 => KeyType::Rsa4096,
     };
 
     let directory_url = match v.ca.as_deref().unwrap_or("letsencrypt") {
@@ -632,8 +607,6 @@ mod tests {
     #[test]
     fn other_fields_are_checked() {
         let cases = [
-            ("challenge = \"tls-alpn-01\"", "certs.challenge"),
-            ("key_type = \"dsa\"", "certs.key_type"),
             ("ca = \"zerossl\"", "certs.ca"),
             ("ca = \"http://acme.example.com/dir\"", "certs.ca"),
             ("eab_kid = \"x\"", "certs.eab_hmac_key"),
@@ -642,15 +615,46 @@ mod tests {
             ("ssl_dir = \"relative/ssl\"", "certs.ssl_dir"),
             ("webroot = \"www\"", "certs.webroot"),
             ("profile = \"two words\"", "certs.profile"),
-            (
-                "challenge = \"dns-01\"\ndns_provider = \"route53\"",
-                "certs.dns_provider",
-            ),
         ];
         for (extra, field) in cases {
             let (f, p) = problem(&format!("[certs]\ndomains = [\"a.example\"]\n{extra}"));
             assert_eq!(f, field, "{extra}: {p}");
         }
+    }
+
+    /// Challenge, key type and DNS provider are closed sets: an unknown one does not even
+    /// load (the inventory loader locates it), and the aliases still do.
+    #[test]
+    fn closed_sets_are_enums_checked_when_the_vars_load() {
+        let cases: [(&str, &[&str]); 3] = [
+            (
+                "challenge = \"tls-alpn-01\"",
+                &["`http-01`", "`dns-01`", "`self-signed`"],
+            ),
+            (
+                "key_type = \"dsa\"",
+                &["`ecdsa-p256`", "`ecdsa-p384`", "`rsa-2048`", "`rsa-4096`"],
+            ),
+            (
+                "dns_provider = \"route53\"",
+                &["`cloudflare`", "`challtestsrv`"],
+            ),
+        ];
+        for (extra, allowed) in cases {
+            let text = format!("[certs]\ndomains = [\"a.example\"]\n{extra}");
+            let e = toml::from_str::<Vars>(&text).unwrap_err().to_string();
+            assert!(e.contains("unknown variant"), "{extra}: {e}");
+            assert!(allowed.iter().all(|a| e.contains(a)), "{extra}: {e}");
+        }
+        let d = declare(
+            "[certs]\ndomains = [\"a.example\"]\nchallenge = \"dns\"\ndns_provider = \"pebble-challtestsrv\"\nkey_type = \"p384\"",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(d.key_type, KeyType::EcdsaP384);
+        assert!(
+            matches!(&d.challenge, ChallengeConfig::Dns01(c) if c.provider == DnsProviderKind::Challtestsrv)
+        );
     }
 
     #[test]

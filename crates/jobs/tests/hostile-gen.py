@@ -177,11 +177,12 @@ for i, m in enumerate(["999", "rwx", "0o644", "", "64"]):
 
 # 18. Certificate settings (the same rules as `certs …`).
 for i, (k, v, rule) in enumerate([
-    ("certs.challenge", "http-02", ""), ("certs.key_type", "rsa-1024", ""), ("certs.ca", "ftp://x", ""),
+    # challenge and key_type are closed sets (enums): serde refuses them at the value.
+    ("certs.challenge", "http-02", "unknown variant"), ("certs.key_type", "rsa-1024", "unknown variant"), ("certs.ca", "ftp://x", ""),
     ("certs.dns_api_url", "x", "not an https:// URL"), ("certs.dns_api_token_env", "A-B", "environment variable name"),
     ("certs.profile", "a b", ""),
 ]):
-    var(f"certs-{i:02}", k, v, rule, "certificate settings", field=(f"vars.{k}" if k in ("certs.dns_api_url", "certs.dns_api_token_env") else k))
+    var(f"certs-{i:02}", k, v, rule, "certificate settings", field=(f"vars.{k}" if k in ("certs.dns_api_url", "certs.dns_api_token_env") else "-" if k in ("certs.challenge", "certs.key_type") else k))
 for i, d in enumerate(["*.*.x.com", "10.0.0.1", "localhost", "x.com;id"]):
     arr(f"certs-domain-{i:02}", "certs.domains", ["x.com", d], 1, "", "certificate settings", field="certs.domains[1]")
 

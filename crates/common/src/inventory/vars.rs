@@ -234,6 +234,41 @@ pub struct AppBackupVars {
     pub retention_days: Option<u32>,
 }
 
+/// `certs.challenge`: how the CA validates the names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Challenge {
+    #[serde(rename = "http-01", alias = "http")]
+    Http01,
+    #[serde(rename = "dns-01", alias = "dns")]
+    Dns01,
+    /// No CA: a self-signed certificate, for dev and test.
+    #[serde(rename = "self-signed")]
+    SelfSigned,
+}
+
+/// `certs.key_type`: the certificate key's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    #[serde(rename = "ecdsa-p256", alias = "ec-256", alias = "p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384", alias = "ec-384", alias = "p384")]
+    EcdsaP384,
+    #[serde(rename = "rsa-2048", alias = "rsa2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-4096", alias = "rsa4096")]
+    Rsa4096,
+}
+
+/// `certs.dns_provider`: whose API publishes the DNS-01 TXT records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DnsProvider {
+    #[serde(rename = "cloudflare")]
+    Cloudflare,
+    /// Pebble's test DNS server.
+    #[serde(rename = "challtestsrv", alias = "pebble-challtestsrv")]
+    Challtestsrv,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertsVars {
@@ -248,13 +283,13 @@ pub struct CertsVars {
     pub domains: Option<Vec<String>>,
     /// `http-01`, `dns-01` or `self-signed`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<String>,
+    pub challenge: Option<Challenge>,
     /// Name of the certificate in the state directory (default: the first domain).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `ecdsa-p256` (default), `ecdsa-p384`, `rsa-2048` or `rsa-4096`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_type: Option<String>,
+    pub key_type: Option<KeyAlgorithm>,
     /// ACME profile (e.g. `classic`, `tlsserver`, `shortlived`), used when the CA offers it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
@@ -269,7 +304,7 @@ pub struct CertsVars {
     pub eab_hmac_key: Option<String>,
     /// DNS-01 provider: `cloudflare` or `challtestsrv` (Pebble's test DNS).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_provider: Option<String>,
+    pub dns_provider: Option<DnsProvider>,
     /// Base URL of the DNS provider's API (default: the provider's public API).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_api_url: Option<String>,
