@@ -32,6 +32,7 @@ use common::{Action, Fact, FactError, Facts, FileWrite, Plan, Probe, Resource};
 use rand::CryptoRng;
 
 use crate::AppError;
+use common::PlanError;
 
 /// A value on the host that is only a placeholder, never a real secret.
 pub const PLACEHOLDER: &str = "CHANGE_ME";
@@ -647,7 +648,7 @@ impl Resource for EnvFile {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&self.fact())?;
         let key = self.fact().probe().key;
         let existing = match (&current.kind, &current.content) {
@@ -664,14 +665,16 @@ impl Resource for EnvFile {
                     key,
                     what: "a .env small enough to read (secrets in it must be kept)".into(),
                     line: format!("{} bytes", current.size),
-                });
+                }
+                .into());
             }
             (other, _) => {
                 return Err(FactError::Parse {
                     key,
                     what: "a regular file".into(),
                     line: format!("{other:?}"),
-                });
+                }
+                .into());
             }
         };
         let outcome = self.outcome(existing.as_deref());

@@ -1,7 +1,8 @@
 //! `systemctl daemon-reload` after unit files of this run changed, before their services
 //! are enabled or started.
 
-use common::facts::{FactError, Facts, Probe};
+use common::PlanError;
+use common::facts::{Facts, Probe};
 use common::{Action, Plan, Resource};
 
 /// Reloads systemd's unit files when a watched unit file resource changed; placed after the
@@ -23,7 +24,7 @@ impl Resource for DaemonReload {
         Vec::new()
     }
 
-    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
         Ok(Plan::noop("runs only when a unit file changes"))
     }
 

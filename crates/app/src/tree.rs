@@ -5,6 +5,7 @@
 //! passwd entry prints as `UNKNOWN` there and would never converge, so the tree has its own
 //! fact that reads names and numbers.
 
+use common::PlanError;
 use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
 use common::shell::{make_directory, quote};
 use common::{Action, Plan, Resource};
@@ -126,7 +127,7 @@ impl Resource for AppDirectory {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&self.fact())?;
         let owners = format!("{}:{}", self.owner, self.group);
         let fix = Action::run(
@@ -164,7 +165,8 @@ impl Resource for AppDirectory {
                 key: self.fact().probe().key,
                 what: "a directory".into(),
                 line: other.to_string(),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use crate::declaration::CertificateDeclaration;
 use crate::info::CertInfo;
 use crate::state::StateDir;
+use common::PlanError;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -161,7 +162,7 @@ impl Resource for InstalledBinary {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let short = &self.sha256[..12];
         let mib = self.content.len() as f64 / (1024.0 * 1024.0);
         match facts.read(&self.fact())? {
@@ -176,7 +177,8 @@ impl Resource for InstalledBinary {
                 key: self.fact().probe().key,
                 what: "a regular file".into(),
                 line: format!("{} is not a regular file", self.path),
-            }),
+            }
+            .into()),
             FileDigestValue::File { sha256, .. } if sha256 != self.sha256 => Ok(Plan::change(
                 format!(
                     "replace {} (sha256 {}… → {short}…, {mib:.1} MiB)",
@@ -401,7 +403,7 @@ impl Resource for HostStateCopy {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&self.fact())?;
         let expires = crate::info::rfc3339(self.not_after);
         let copy = |why: String| {
@@ -488,7 +490,7 @@ mod tests {
         InstalledBinary::new("/usr/local/bin/provision", b"\x7fELF build 1".to_vec())
     }
 
-    fn plan_binary(stdout: &str) -> Result<Plan, FactError> {
+    fn plan_binary(stdout: &str) -> Result<Plan, PlanError> {
         let b = binary();
         b.plan(&facts_with(b.fact().probe(), stdout))
     }

@@ -2,13 +2,14 @@
 //! `privkey.pem` (0600, never shown in diffs), written atomically, and the reload hook run
 //! only when one of them changed.
 
-use common::facts::{FactError, Facts, Probe};
+use common::facts::{Facts, Probe};
 use common::resource::{Action, Plan, Resource};
 use common::resources::File;
 
 use crate::declaration::CertificateDeclaration;
 use crate::info::CertParseError;
 use crate::state::StoredCertificate;
+use common::PlanError;
 
 /// Runs the reload hook when the certificate files changed in the same run; nothing else.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ impl Resource for ReloadHook {
         Vec::new()
     }
 
-    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
         Ok(Plan::noop(
             "the reload hook runs only when the certificate files change",
         ))

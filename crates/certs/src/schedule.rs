@@ -6,12 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use common::facts::{FactError, Facts, Probe};
+use common::facts::{Facts, Probe};
 use common::resource::{Action, Plan, Resource};
 use common::resources::{File, Service};
 use minijinja::{Environment, UndefinedBehavior, context};
 
 use crate::declaration::{CertificateDeclaration, ChallengeConfig};
+use common::PlanError;
 
 /// Where the host keeps what the timer needs.
 pub const LOCAL_CONFIG_DIR: &str = "/etc/provision/certs";
@@ -160,7 +161,7 @@ impl Resource for DaemonReload {
         Vec::new()
     }
 
-    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
         Ok(Plan::noop("systemd reloads only when a unit file changes"))
     }
 

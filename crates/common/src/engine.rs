@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::facts::{self, FactError, Facts, Probe};
 use crate::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
-use crate::resource::{Action, FileWrite, Plan, Resource};
+use crate::resource::{Action, FileWrite, Plan, PlanError, Resource};
 use crate::shell::{PUT_FUNCTION, quote};
 use crate::transport::retry::{self, Backoff};
 use crate::transport::{ExecOutput, Transport, TransportError};
@@ -43,6 +43,8 @@ impl Default for Options {
 pub enum EngineError {
     #[error(transparent)]
     Fact(#[from] FactError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("step `{step}` failed on {host} (exit status {status})\n```\n{stderr}\n```")]
@@ -133,7 +135,7 @@ impl Planned {
     }
 }
 
-fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planned, FactError>> {
+fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planned, PlanError>> {
     let mut changed: BTreeSet<String> = BTreeSet::new();
     resources
         .iter()

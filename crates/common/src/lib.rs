@@ -27,5 +27,5 @@ pub const ACME_WEBROOT: &str = "/var/www/acme";
 pub use engine::{Mode, Options};
 pub use facts::{Fact, FactError, Facts, Probe, ProbeOutput};
 pub use report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
-pub use resource::{Action, FileWrite, Plan, Resource};
+pub use resource::{Action, FileWrite, Plan, PlanError, Resource};
 pub use transport::{ExecOutput, Transport, TransportError};

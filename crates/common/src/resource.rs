@@ -5,6 +5,21 @@
 
 use crate::facts::{FactError, Facts, Probe};
 
+/// Why a resource could not plan. A fact that could not be read is a [`FactError`]; a
+/// value of the host's vars that cannot be used is not a fact problem and says so.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Fact(#[from] FactError),
+    /// `vars.<field>` cannot be used: what a valid value looks like, and what was found.
+    #[error("vars.{field}: expected {expected}, found {value:?}")]
+    InvalidVar {
+        field: String,
+        expected: String,
+        value: String,
+    },
+}
+
 /// What a resource wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {
@@ -108,7 +123,7 @@ pub trait Resource: Send + Sync {
     fn probes(&self) -> Vec<Probe>;
 
     /// Decide, from facts alone, what to do. A failed fact is an error, never a no-op.
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError>;
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError>;
 
     /// Ids of resources whose change makes this one run [`Resource::on_watched_change`]
     /// (e.g. a service reloaded when its config file changed).

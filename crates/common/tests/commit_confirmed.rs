@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::PlanError;
 use common::engine::{self, Options};
-use common::facts::{FactError, Facts, Probe, ProbeOutput};
+use common::facts::{Facts, Probe, ProbeOutput};
 use common::report::{HostOutcome, ResourceStatus};
 use common::resources::File;
 use common::testing::simulated_host;
@@ -27,7 +28,7 @@ impl Resource for Guarded {
     fn probes(&self) -> Vec<Probe> {
         self.0.probes()
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         self.0.plan(facts)
     }
     fn guards_access(&self) -> bool {

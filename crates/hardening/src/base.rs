@@ -14,6 +14,7 @@ use crate::support::{
     AbsentFile, DesiredFile, Guarded, InvalidVar, MANAGED, ResourceGroup, Trigger, parse_mode,
     render,
 };
+use common::PlanError;
 
 /// The seeds' tool set (seeds/002 §3.1), used when the inventory sets no `packages`.
 pub const DEFAULT_PACKAGES: &[&str] = &["curl", "wget", "git", "vim", "htop", "net-tools"];
@@ -333,7 +334,7 @@ impl Resource for Hostname {
         vec![HostnameState.probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let h = facts.read(&HostnameState)?;
         if h.configured == self.name && h.running == self.name {
             return Ok(Plan::noop(format!("host name is {}", self.name)));
@@ -377,7 +378,7 @@ impl Resource for NoPasswordExpiry {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let age = facts.read(&PasswordMaxAge {
             user: self.user.clone(),
         })?;
@@ -452,7 +453,7 @@ impl Resource for UnattendedUpgrades {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         let content = unattended_upgrades_config(&host.os_id).ok_or_else(|| FactError::Parse {
             key: "host".into(),
@@ -487,7 +488,7 @@ impl Resource for SystemUpgrade {
         vec![PendingUpgrades.probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let pending = facts.read(&PendingUpgrades)?;
         let stale = match pending.lists_age_minutes {
             None => true,
@@ -614,8 +615,13 @@ mod tests {
         let rs = files(vars.files.as_deref().unwrap());
         assert_eq!(rs[0].id(), "file:/etc/a");
         assert_eq!(rs[1].id(), "vars:files[1].mode");
-        let err = rs[1].plan(&Facts::default()).unwrap_err().to_string();
-        assert!(err.contains("files[1].mode"), "{err}");
+        let err = rs[1].plan(&Facts::default()).unwrap_err();
+        assert!(
+            matches!(&err, common::PlanError::InvalidVar { field, .. } if field == "files[1].mode"),
+            "a bad var is a plan error, not a fact error: {err:?}"
+        );
+        let err = err.to_string();
+        assert!(err.starts_with("vars.files[1].mode: expected"), "{err}");
         assert!(err.contains("rw-r--r--"), "{err}");
         assert!(err.contains("octal"), "{err}");
     }

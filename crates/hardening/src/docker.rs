@@ -19,6 +19,7 @@ use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 
 use crate::support::{DesiredFile, PlanBuilder};
+use common::PlanError;
 
 pub const KEYRING_PATH: &str = "/etc/apt/keyrings/docker.asc";
 pub const SOURCES_PATH: &str = "/etc/apt/sources.list.d/docker.list";
@@ -95,7 +96,7 @@ impl Resource for DockerRepository {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         supported(&host)?;
         if source_for(&self.vars, &host) == DockerSource::Distribution {
@@ -156,7 +157,7 @@ impl Resource for DockerPackages {
         vec![HostInfo.probe(), InstalledPackages.probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         supported(&host)?;
         let source = source_for(&self.vars, &host);

@@ -20,11 +20,12 @@
 use common::facts::builtin::{PathKind, PathState};
 use common::resources::Service;
 use common::shell::Command;
-use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
+use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{SshdEffective, UfwRule, UfwState, UfwValue};
 use crate::support::{DesiredFile, MANAGED, render};
+use common::PlanError;
 
 pub const BREAK_FIREWALL_ENV: &str = "PROVISION_TEST_BREAK_FIREWALL";
 /// Kernel settings UFW applies whenever it starts.
@@ -262,7 +263,7 @@ impl Resource for Firewall {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let ufw = facts.read(&UfwState)?;
         let sshd = facts.read(&SshdEffective)?;
         let rules = self.rules(&sshd.ports());
@@ -442,7 +443,7 @@ impl Resource for Fail2banJail {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let auth_log = facts.read(&PathState::new(AUTH_LOG))?.kind != PathKind::Absent;
         let current = facts.read(&PathState::new(JAIL_PATH))?;
         let backend = if auth_log { "auto" } else { "systemd" };

@@ -17,11 +17,12 @@ use std::collections::BTreeMap;
 
 use common::facts::builtin::{HostInfo, PathState};
 use common::resources::File;
-use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
+use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{SysctlEntry, SysctlState};
 use crate::support::{DesiredFile, KeyValueFile, MANAGED, PathMode, render};
+use common::PlanError;
 
 pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-provision.conf";
 pub const COREDUMP_LIMITS_PATH: &str = "/etc/security/limits.d/90-provision-coredump.conf";
@@ -172,7 +173,7 @@ impl Resource for Sysctl {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         let state = facts.read(&self.fact())?;
         let (text, managed, skipped) = self.render(&state, &host.virtualization);

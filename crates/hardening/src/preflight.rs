@@ -1,6 +1,7 @@
 //! Minimum hardware (seeds/001 and 002 §2.1): CPUs, memory and free disk against the
 //! inventory's `minimum` section. A shortfall is a warning, or an error in strict mode.
 
+use common::PlanError;
 use common::facts::builtin::{HostInfo, HostInfoValue};
 use common::inventory::{MinimumHardware, Vars};
 use common::{Fact, FactError, Facts, Plan, Probe, Resource};
@@ -72,13 +73,14 @@ impl Resource for MinimumHardwareCheck {
         vec![HostInfo.probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         let found = shortfalls(&self.minimum, &host);
         if self.minimum.strict == Some(true) && !found.is_empty() {
             return Err(FactError::Precondition {
                 what: format!("below the minimum hardware (strict): {}", found.join("; ")),
-            });
+            }
+            .into());
         }
         Ok(Plan::noop(if found.is_empty() {
             format!(

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::facts::{LoginUser, OpenSshVersion, SshdEffective, SshdEffectiveValue, Version};
 use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
+use common::PlanError;
 
 pub const DROP_IN_PATH: &str = "/etc/ssh/sshd_config.d/00-provision.conf";
 pub const MAIN_CONFIG_PATH: &str = "/etc/ssh/sshd_config";
@@ -425,7 +426,7 @@ impl Resource for SshdConfig {
         ]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let (directives, text, root) = self.desired(facts)?;
         let mut changes = PlanBuilder::default();
 

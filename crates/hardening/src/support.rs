@@ -2,10 +2,11 @@
 //! content, guarded wrappers, file modes, absent files, key/value config files, triggers
 //! and the template renderer.
 
+use common::PlanError;
 use common::facts::builtin::{PathKind, PathState};
 use common::resources::{File, plan_edit};
 use common::shell::quote;
-use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
+use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -116,7 +117,7 @@ impl<R: Resource> Resource for Guarded<R> {
     fn probes(&self) -> Vec<Probe> {
         self.inner.probes()
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         self.inner.plan(facts)
     }
     fn watches(&self) -> Vec<String> {
@@ -146,7 +147,7 @@ impl Resource for ResourceGroup {
     fn probes(&self) -> Vec<Probe> {
         self.members.iter().flat_map(|m| m.probes()).collect()
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let mut builder = PlanBuilder::default();
         let mut reasons = Vec::new();
         for m in &self.members {
@@ -177,11 +178,11 @@ impl Resource for InvalidVar {
     fn probes(&self) -> Vec<Probe> {
         Vec::new()
     }
-    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
-        Err(FactError::Parse {
-            key: format!("vars.{}", self.field),
-            what: self.expected.clone(),
-            line: self.value.clone(),
+    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
+        Err(PlanError::InvalidVar {
+            field: self.field.clone(),
+            expected: self.expected.clone(),
+            value: self.value.clone(),
         })
     }
 }
@@ -225,7 +226,7 @@ impl Resource for PathMode {
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&PathState::new(&self.path))?;
         if current.kind == PathKind::Absent {
             return Ok(Plan::noop(format!(
@@ -268,7 +269,7 @@ impl Resource for AbsentFile {
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&PathState::new(&self.path))?;
         if current.kind == PathKind::Absent {
             return Ok(Plan::noop(format!("{} is absent", self.path)));
@@ -344,7 +345,7 @@ impl Resource for KeyValueFile {
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]
     }
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let keys: Vec<&str> = self.entries.iter().map(|(k, _)| k.as_str()).collect();
         Ok(
             match plan_edit(facts, &self.path, 0o644, "update", |old| self.apply_to(old))? {
@@ -371,7 +372,7 @@ impl Resource for Trigger {
     fn probes(&self) -> Vec<Probe> {
         Vec::new()
     }
-    fn plan(&self, _facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
         Ok(Plan::noop("runs only when a watched file changes"))
     }
     fn watches(&self) -> Vec<String> {

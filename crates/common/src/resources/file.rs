@@ -1,5 +1,6 @@
 use crate::facts::builtin::{PathKind, PathState, PathStateValue};
 use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::resource::PlanError;
 use crate::resource::{Action, FileWrite, Plan, Resource};
 use crate::shell::{chown_chmod, make_directory};
 
@@ -69,7 +70,7 @@ pub(crate) fn plan_file(
     desired: &File,
     current: &PathStateValue,
     what: &str,
-) -> Result<Plan, FactError> {
+) -> Result<Plan, PlanError> {
     Ok(match desired.changes_as(current, what)? {
         None => Plan::noop(format!("{} is up to date", desired.path)),
         Some((summary, action)) => Plan::change(summary, vec![action]),
@@ -185,7 +186,7 @@ pub fn plan_edit(
     new_mode: u32,
     what: &str,
     edit: impl FnOnce(&str) -> String,
-) -> Result<Plan, FactError> {
+) -> Result<Plan, PlanError> {
     let current = facts.read(&PathState::new(path))?;
     let new = edit(&editable_text(path, &current)?);
     let desired = if current.kind == PathKind::Absent {
@@ -207,7 +208,7 @@ impl Resource for File {
         vec![PathState::new(&self.path).probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&PathState::new(&self.path))?;
         plan_file(self, &current, "update")
     }
@@ -242,7 +243,7 @@ impl Resource for Directory {
         vec![PathState::new(&self.path).probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let current = facts.read(&PathState::new(&self.path))?;
         let fix = Action::run(
             format!("directory {}", self.path),
@@ -274,7 +275,8 @@ impl Resource for Directory {
                 key: format!("path:{}", self.path),
                 what: "a directory".into(),
                 line: format!("{other:?}"),
-            }),
+            }
+            .into()),
         }
     }
 }
@@ -333,7 +335,7 @@ impl Resource for Line {
         vec![PathState::new(&self.path).probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         plan_edit(facts, &self.path, self.mode, "set line in", |old| {
             self.apply_to(old)
         })
@@ -397,7 +399,7 @@ impl Resource for Block {
         vec![PathState::new(&self.path).probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         plan_edit(facts, &self.path, self.mode, "set block in", |old| {
             self.apply_to(old)
         })

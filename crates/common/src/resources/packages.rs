@@ -1,5 +1,6 @@
 use crate::facts::builtin::InstalledPackages;
-use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::facts::{Fact, Facts, Probe};
+use crate::resource::PlanError;
 use crate::resource::{Action, Plan, Resource};
 
 /// Debian packages that must be installed. Every install of a run shares one apt
@@ -29,7 +30,7 @@ impl Resource for Packages {
         vec![InstalledPackages.probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let installed = facts.read(&InstalledPackages)?;
         let missing: Vec<String> = self
             .packages

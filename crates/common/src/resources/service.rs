@@ -1,5 +1,6 @@
 use crate::facts::builtin::UnitState;
-use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::facts::{Fact, Facts, Probe};
+use crate::resource::PlanError;
 use crate::resource::{Action, Plan, Resource};
 use crate::shell::quote;
 
@@ -53,7 +54,7 @@ impl Resource for Service {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let state = facts.read(&self.fact())?;
         let u = quote(&self.unit);
         let mut todo = Vec::new();

@@ -1,5 +1,6 @@
 use crate::facts::builtin::{Account, TimezoneState};
 use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::resource::PlanError;
 use crate::resource::{Action, Plan, Resource};
 use crate::shell::{Command, quote};
 
@@ -28,7 +29,7 @@ impl Resource for Timezone {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let tz = facts.read(&self.fact())?;
         if tz.current == self.zone {
             return Ok(Plan::noop(format!("time zone is {}", self.zone)));
@@ -43,7 +44,7 @@ impl Resource for Timezone {
                         .map(|o| format!(", set at {o}"))
                         .unwrap_or_default()
                 ),
-            });
+            }.into());
         }
         // tzdata may be installed by an earlier step of this run; the step checks again.
         let file = quote(&format!("/usr/share/zoneinfo/{}", self.zone));
@@ -100,7 +101,7 @@ impl Resource for User {
         vec![self.fact().probe()]
     }
 
-    fn plan(&self, facts: &Facts) -> Result<Plan, FactError> {
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let account = facts.read(&self.fact())?;
         let missing_groups: Vec<&String> = self
             .groups
