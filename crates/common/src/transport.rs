@@ -1,4 +1,5 @@
-//! The one seam between the engine and a host: run a script, put a file, get a file.
+//! The one seam between the engine and a host: run a script (files travel on its stdin,
+//! written by the engine's put function; see `engine::build_apply_script`).
 //!
 //! Resources never see which transport is in use. Three implementations live here:
 //! [`ssh::SshTransport`] (OpenSSH native multiplexing), [`local::LocalTransport`] (the tool
@@ -12,8 +13,6 @@ pub mod ssh;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-
-use crate::shell::quote;
 
 /// What a remote script produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,44 +96,6 @@ pub trait Transport: Send + Sync {
     /// Run `script` with `sh -c` as root (through `sudo -n` when the login user is not root),
     /// feeding `stdin` to it. One call is one round trip.
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError>;
-
-    /// Write a file atomically: temp file in the same directory, fsync, rename; the file it
-    /// replaces is kept as `<path>.provision-bak`.
-    async fn put(
-        &self,
-        path: &str,
-        content: &[u8],
-        mode: u32,
-        owner: &str,
-    ) -> Result<(), TransportError> {
-        let script = format!(
-            "{}\n__provision_put {} {:o} {} {}",
-            crate::shell::PUT_FUNCTION,
-            quote(path),
-            mode,
-            quote(owner),
-            content.len()
-        );
-        let out = self.run(&script, content).await?;
-        expect_success(self.host(), &format!("writing {path}"), out).map(|_| ())
-    }
-
-    /// Read a file; `None` when it does not exist.
-    async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, TransportError> {
-        let script = format!(
-            "if [ -e {p} ]; then printf 1; cat {p}; else printf 0; fi",
-            p = quote(path)
-        );
-        let out = expect_success(
-            self.host(),
-            &format!("reading {path}"),
-            self.run(&script, b"").await?,
-        )?;
-        Ok(match out.stdout.split_first() {
-            Some((b'1', rest)) => Some(rest.to_vec()),
-            _ => None,
-        })
-    }
 
     /// Prove that a brand-new login (not the existing multiplexed connection) still works.
     /// Used after changes that can cut access (sshd, firewall). Transports without a login
