@@ -106,7 +106,7 @@ impl Transport for Counting<'_> {
 }
 
 /// Every probe the resources need, deduplicated.
-pub fn probes_of(resources: &[Box<dyn Resource>]) -> Vec<Probe> {
+pub fn probes_of(resources: &[Box<dyn Resource>]) -> Result<Vec<Probe>, FactError> {
     facts::normalize(resources.iter().flat_map(|r| r.probes()).collect())
 }
 
@@ -187,7 +187,7 @@ async fn converge_inner(
     options: &Options,
     report: &mut HostReport,
 ) -> Result<(), EngineError> {
-    let probes = probes_of(resources);
+    let probes = probes_of(resources)?;
     let facts = facts::gather(transport, &probes).await?;
     let planned = plan_all(resources, &facts);
 
@@ -256,7 +256,7 @@ async fn converge_inner(
         .map(|(r, _)| r)
         .collect();
     let verify_probes =
-        facts::normalize(changed.iter().flat_map(|r| r.probes()).collect::<Vec<_>>());
+        facts::normalize(changed.iter().flat_map(|r| r.probes()).collect::<Vec<_>>())?;
     let fresh = facts::gather(transport, &verify_probes).await?;
     let mut not_converged = Vec::new();
     for r in changed {

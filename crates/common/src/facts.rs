@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::transport::{ExecOutput, Transport, TransportError};
 
-/// A probe to run on the host. Probes with the same key are run once.
+/// A probe to run on the host. Probes with the same key must be the same probe; it runs once.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Probe {
     pub key: String,
@@ -43,6 +43,8 @@ pub enum FactError {
         what: String,
         line: String,
     },
+    #[error("two different probes share the key `{key}` (a bug in a resource's probes)")]
+    KeyConflict { key: String },
     #[error("the facts script output is truncated or malformed near probe `{key}`")]
     Malformed { key: String },
     #[error("precondition failed: {what}")]
@@ -113,11 +115,18 @@ fn delimiter(probes: &[Probe]) -> String {
     format!("@@provision-{hex}")
 }
 
-/// Deduplicate and order probes.
-pub fn normalize(mut probes: Vec<Probe>) -> Vec<Probe> {
+/// Deduplicate and order probes. Probes share a key only when they are the same probe:
+/// two different scripts under one key would hand one resource another's output, so that
+/// is an error (a bug in a resource), never deduplicated silently.
+pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
     probes.sort();
-    probes.dedup_by(|a, b| a.key == b.key);
-    probes
+    probes.dedup();
+    if let Some(w) = probes.windows(2).find(|w| w[0].key == w[1].key) {
+        return Err(FactError::KeyConflict {
+            key: w[0].key.clone(),
+        });
+    }
+    Ok(probes)
 }
 
 /// Build the single script that runs every probe. Probes run concurrently on the host (each
@@ -244,6 +253,7 @@ mod tests {
                 script: "echo one".into(),
             },
         ])
+        .unwrap()
     }
 
     #[test]
@@ -286,6 +296,23 @@ mod tests {
 
     /// Probes run concurrently: `a` (first in order) can only succeed if `b` runs while
     /// `a` is still waiting. Run one after the other, `a` gives up and fails.
+    /// Regression: probes were deduplicated by key alone, so two facts whose keys collided
+    /// (`sysctl:{number of keys}`) silently shared one script's output.
+    #[test]
+    fn probes_with_one_key_and_different_scripts_are_an_error_not_deduplicated() {
+        let p = |script: &str| Probe {
+            key: "sysctl:2".into(),
+            script: script.into(),
+        };
+        let same = normalize(vec![p("echo a"), p("echo a")]).unwrap();
+        assert_eq!(same.len(), 1, "the same probe twice runs once");
+        let e = normalize(vec![p("echo a"), p("echo b")]).unwrap_err();
+        assert!(
+            matches!(&e, FactError::KeyConflict { key } if key == "sysctl:2"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn probes_run_concurrently_on_the_host() {
         let dir = std::env::temp_dir().join(format!("provision-facts-{}", std::process::id()));
@@ -304,7 +331,7 @@ mod tests {
                 key: "b".into(),
                 script: format!("touch {}", flag.display()),
             },
-        ]);
+        ]).unwrap();
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(batch_script(&probes))
@@ -331,7 +358,8 @@ mod tests {
                 key: "reads-stdin".into(),
                 script: "cat; echo done".into(),
             },
-        ]);
+        ])
+        .unwrap();
         let script = batch_script(&probes);
         let out = std::process::Command::new("sh")
             .arg("-c")

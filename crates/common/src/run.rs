@@ -241,7 +241,7 @@ pub async fn gather_facts(
     transport: &dyn Transport,
     resources: &[Box<dyn Resource>],
 ) -> Result<crate::facts::Facts, crate::facts::FactError> {
-    crate::facts::gather(transport, &engine::probes_of(resources)).await
+    crate::facts::gather(transport, &engine::probes_of(resources)?).await
 }
 
 #[cfg(test)]

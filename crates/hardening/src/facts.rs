@@ -487,7 +487,8 @@ impl Fact for SysctlState {
     fn probe(&self) -> Probe {
         let keys: Vec<String> = self.keys.iter().map(|k| quote(k)).collect();
         Probe {
-            key: format!("sysctl:{}", self.keys.len()),
+            // Named by the keys it reads: two sets of the same size are different probes.
+            key: format!("sysctl:{}", self.keys.join(",")),
             script: format!(
                 "for k in {}; do p=/proc/sys/$(printf %s \"$k\" | tr . /); \
                  if [ -e \"$p\" ]; then w=0; [ -w \"$p\" ] && w=1; printf '%s|%s|%s\\n' \"$k\" \"$w\" \"$(tr '\\t' ' ' < \"$p\")\"; \
@@ -816,6 +817,21 @@ mod tests {
             UfwRule::parse_tuple("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=zz", false)
                 .is_none()
         );
+    }
+
+    /// Regression: the key was `sysctl:{number of keys}`, so two sysctl facts of the same
+    /// size collided and the engine ran only one of them.
+    #[test]
+    fn sysctl_facts_of_the_same_size_have_different_keys() {
+        let a = SysctlState {
+            keys: vec!["net.ipv4.ip_forward".into()],
+        };
+        let b = SysctlState {
+            keys: vec!["kernel.kptr_restrict".into()],
+        };
+        assert_ne!(a.probe().key, b.probe().key);
+        let both = common::facts::normalize(vec![a.probe(), b.probe()]).unwrap();
+        assert_eq!(both.len(), 2);
     }
 
     #[test]

@@ -67,3 +67,31 @@ impl Job {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every host of every example inventory composes a job whose probes do not collide
+    /// (one key, two scripts would fail the host), for `up` and for `harden`.
+    #[test]
+    fn the_example_inventories_compose_jobs_with_distinct_probe_keys() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../inventories");
+        let mut hosts = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let inventory = crate::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            for spec in &inventory.hosts {
+                for set in [Set::All, Set::Hardening] {
+                    let mut job = Job::new(set);
+                    job.base_dir = path.parent().map(PathBuf::from);
+                    let resources = job.resources(spec).unwrap();
+                    common::engine::probes_of(&resources)
+                        .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), spec.name));
+                }
+                hosts += 1;
+            }
+        }
+        assert!(hosts >= 6, "read {hosts} hosts from {}", dir.display());
+    }
+}
