@@ -4,13 +4,20 @@
 //! costs one round trip to the host (or one API call per record), and takes them away again
 //! afterwards — also when the order failed.
 
+pub mod alidns;
+pub mod credentials;
 pub mod dns;
+pub mod dnspod;
 pub mod http01;
+pub mod signing;
 
 use async_trait::async_trait;
 use instant_acme::ChallengeType;
 
+pub use alidns::{ALIDNS_KEYS, AlidnsDns};
+pub use credentials::{KeyNames, KeyPair};
 pub use dns::{ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError, DnsProvider};
+pub use dnspod::{DNSPOD_KEYS, DnspodDns};
 pub use http01::{Http01Solver, PortListener, PortUse};
 
 /// One challenge to answer.

@@ -80,6 +80,10 @@ pub struct DnsProviderConfig {
     /// Environment variable holding the API token (never the token itself).
     pub token_env: Option<String>,
     pub zone_id: Option<String>,
+    /// File on the controller holding the provider's key pair (`alidns`, `dnspod`); the
+    /// controller's environment when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
     pub propagation_seconds: u64,
 }
 
@@ -88,12 +92,43 @@ pub struct DnsProviderConfig {
 pub enum DnsProviderKind {
     Cloudflare,
     Challtestsrv,
+    Alidns,
+    Dnspod,
+}
+
+impl DnsProviderKind {
+    /// Where the key pair of a provider that signs its requests comes from.
+    pub fn key_names(self) -> Option<crate::challenge::KeyNames> {
+        match self {
+            DnsProviderKind::Alidns => Some(crate::challenge::ALIDNS_KEYS),
+            DnsProviderKind::Dnspod => Some(crate::challenge::DNSPOD_KEYS),
+            DnsProviderKind::Cloudflare | DnsProviderKind::Challtestsrv => None,
+        }
+    }
+}
+
+impl DnsProviderConfig {
+    /// The key pair of `alidns` / `dnspod` (from the credentials file, else the environment).
+    pub fn key_pair(
+        &self,
+    ) -> Result<Option<crate::challenge::KeyPair>, crate::challenge::DnsError> {
+        self.provider
+            .key_names()
+            .map(|names| {
+                crate::challenge::credentials::key_pair(names, self.credentials_file.as_deref())
+            })
+            .transpose()
+    }
 }
 
 /// Default Cloudflare API base.
 pub const CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
 /// Default pebble-challtestsrv management API.
 pub const CHALLTESTSRV_API: &str = "http://127.0.0.1:8055";
+/// Default Alibaba Cloud DNS API endpoint.
+pub const ALIDNS_API: &str = "https://alidns.aliyuncs.com";
+/// Default Tencent Cloud API endpoint of DNSPod.
+pub const DNSPOD_API: &str = "https://dnspod.tencentcloudapi.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -268,10 +303,12 @@ fn parse(
             let provider = match v.dns_provider {
                 Some(DnsProvider::Cloudflare) => DnsProviderKind::Cloudflare,
                 Some(DnsProvider::Challtestsrv) => DnsProviderKind::Challtestsrv,
+                Some(DnsProvider::Alidns) => DnsProviderKind::Alidns,
+                Some(DnsProvider::Dnspod) => DnsProviderKind::Dnspod,
                 None => {
                     return Err(err(
                         "certs.dns_provider",
-                        "dns-01 needs a provider: set certs.dns_provider = \"cloudflare\" (or \"challtestsrv\" for Pebble)".into(),
+                        "dns-01 needs a provider: set certs.dns_provider = \"cloudflare\", \"alidns\" or \"dnspod\" (or \"challtestsrv\" for Pebble)".into(),
                     ));
                 }
             };
@@ -283,6 +320,8 @@ fn parse(
                 None => match provider {
                     DnsProviderKind::Cloudflare => CLOUDFLARE_API.into(),
                     DnsProviderKind::Challtestsrv => CHALLTESTSRV_API.into(),
+                    DnsProviderKind::Alidns => ALIDNS_API.into(),
+                    DnsProviderKind::Dnspod => DNSPOD_API.into(),
                 },
             };
             let token_env = match provider {
@@ -291,18 +330,38 @@ fn parse(
                         .clone()
                         .unwrap_or_else(|| "CLOUDFLARE_API_TOKEN".into()),
                 ),
-                DnsProviderKind::Challtestsrv => None,
+                DnsProviderKind::Challtestsrv
+                | DnsProviderKind::Alidns
+                | DnsProviderKind::Dnspod => None,
             };
-            ChallengeConfig::Dns01(DnsProviderConfig {
+            let config = DnsProviderConfig {
                 provider,
                 api_url,
                 token_env,
                 zone_id: v.dns_zone_id.clone(),
+                credentials_file: v.dns_credentials_file.as_ref().map(PathBuf::from),
                 propagation_seconds: v.dns_propagation_seconds.unwrap_or(match provider {
                     DnsProviderKind::Cloudflare => 10,
+                    DnsProviderKind::Alidns | DnsProviderKind::Dnspod => 30,
                     DnsProviderKind::Challtestsrv => 0,
                 }),
-            })
+            };
+            if v.dns_credentials_file.is_some() && provider.key_names().is_none() {
+                return Err(err(
+                    "certs.dns_credentials_file",
+                    "only the alidns and dnspod providers read a credentials file".into(),
+                ));
+            }
+            // The key pair must be there before anything is sent anywhere (it is read again,
+            // and never kept, when the records are published).
+            if let Err(e) = config.key_pair() {
+                let field = match &config.credentials_file {
+                    Some(_) => "certs.dns_credentials_file",
+                    None => "certs.dns_provider",
+                };
+                return Err(err(field, e.to_string()));
+            }
+            ChallengeConfig::Dns01(config)
         }
         Challenge::SelfSigned => ChallengeConfig::SelfSigned,
     };
@@ -637,7 +696,7 @@ mod tests {
             ),
             (
                 "dns_provider = \"route53\"",
-                &["`cloudflare`", "`challtestsrv`"],
+                &["`cloudflare`", "`challtestsrv`", "`alidns`", "`dnspod`"],
             ),
         ];
         for (extra, allowed) in cases {
@@ -655,6 +714,62 @@ mod tests {
         assert!(
             matches!(&d.challenge, ChallengeConfig::Dns01(c) if c.provider == DnsProviderKind::Challtestsrv)
         );
+    }
+
+    /// `alidns` and `dnspod` sign with a key pair: from a file only its owner can read, or
+    /// the controller's environment; without one the declaration does not load.
+    #[test]
+    fn signing_providers_need_their_key_pair_at_load() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("dns.env");
+        std::fs::write(
+            &file,
+            "TENCENTCLOUD_SECRET_ID=AKIDx\nTENCENTCLOUD_SECRET_KEY=k\nALIBABA_CLOUD_ACCESS_KEY_ID=LTAIx\nALIBABA_CLOUD_ACCESS_KEY_SECRET=s\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (provider, api) in [("alidns", ALIDNS_API), ("dnspod", DNSPOD_API)] {
+            let text = format!(
+                "[certs]\ndomains = [\"*.example.com\"]\nchallenge = \"dns-01\"\ndns_provider = \"{provider}\"\ndns_credentials_file = {:?}",
+                file.display().to_string()
+            );
+            let d = declare(&text).unwrap().unwrap();
+            let ChallengeConfig::Dns01(dns) = &d.challenge else {
+                panic!("{provider}: {d:?}")
+            };
+            assert_eq!(dns.api_url, api);
+            assert_eq!(dns.credentials_file.as_deref(), Some(file.as_path()));
+            assert!(dns.key_pair().unwrap().is_some());
+            // Nothing secret is kept in the declaration (it is stored on the host).
+            let stored = serde_json::to_string(&d).unwrap();
+            assert!(
+                !stored.contains("AKIDx") && !stored.contains("LTAIx"),
+                "{stored}"
+            );
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (f, p) = problem(&format!(
+            "[certs]\ndomains = [\"a.example\"]\nchallenge = \"dns-01\"\ndns_provider = \"alidns\"\ndns_credentials_file = {:?}",
+            file.display().to_string()
+        ));
+        assert_eq!(f, "certs.dns_credentials_file");
+        assert!(p.contains("0644") && p.contains("chmod 600"), "{p}");
+        // Without a file, the environment; the test process does not set these.
+        if std::env::var_os("TENCENTCLOUD_SECRET_ID").is_none() {
+            let (f, p) = problem(
+                "[certs]\ndomains = [\"a.example\"]\nchallenge = \"dns-01\"\ndns_provider = \"tencentcloud\"",
+            );
+            assert_eq!(f, "certs.dns_provider");
+            assert!(
+                p.contains("TENCENTCLOUD_SECRET_ID") && p.contains("TENCENTCLOUD_SECRET_KEY"),
+                "{p}"
+            );
+        }
+        let (f, _) = problem(
+            "[certs]\ndomains = [\"a.example\"]\nchallenge = \"dns-01\"\ndns_provider = \"cloudflare\"\ndns_credentials_file = \"/x\"",
+        );
+        assert_eq!(f, "certs.dns_credentials_file");
     }
 
     #[test]

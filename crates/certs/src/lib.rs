@@ -29,8 +29,9 @@ pub mod testing;
 
 pub use acme::{AcmeClient, AcmeError, ChallengeFailure};
 pub use challenge::{
-    ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError,
-    DnsProvider, Http01Solver, PendingChallenge,
+    ALIDNS_KEYS, AlidnsDns, ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns,
+    DNSPOD_KEYS, Dns01Solver, DnsError, DnsProvider, DnspodDns, Http01Solver, KeyNames, KeyPair,
+    PendingChallenge,
 };
 pub use common::values::{DomainError, DomainName};
 pub use declaration::{

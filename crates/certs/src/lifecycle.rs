@@ -13,8 +13,10 @@ use time::OffsetDateTime;
 
 use crate::CertsError;
 use crate::acme::{AcmeClient, AcmeError};
+use crate::challenge::credentials::key_pair;
 use crate::challenge::{
-    ChallengeSolver, ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsProvider, Http01Solver,
+    ALIDNS_KEYS, AlidnsDns, ChallengeSolver, ChalltestsrvDns, CloudflareDns, DNSPOD_KEYS,
+    Dns01Solver, DnsProvider, DnspodDns, Http01Solver,
 };
 use crate::declaration::{CertificateDeclaration, ChallengeConfig, DnsProviderKind};
 use crate::info::CertInfo;
@@ -505,6 +507,16 @@ pub fn solver_for<'t>(
                     dns.zone_id.clone(),
                 )?),
                 DnsProviderKind::Challtestsrv => Box::new(ChalltestsrvDns::new(&dns.api_url)?),
+                DnsProviderKind::Alidns => Box::new(AlidnsDns::new(
+                    &dns.api_url,
+                    key_pair(ALIDNS_KEYS, dns.credentials_file.as_deref())?,
+                    dns.zone_id.clone(),
+                )?),
+                DnsProviderKind::Dnspod => Box::new(DnspodDns::new(
+                    &dns.api_url,
+                    key_pair(DNSPOD_KEYS, dns.credentials_file.as_deref())?,
+                    dns.zone_id.clone(),
+                )?),
             };
             Ok(Some(Box::new(Dns01Solver::new(
                 provider,

@@ -93,6 +93,7 @@ pub fn challtestsrv_dns01(api_url: &str) -> ChallengeConfig {
         api_url: api_url.to_string(),
         token_env: None,
         zone_id: None,
+        credentials_file: None,
         propagation_seconds: 0,
     })
 }

@@ -187,3 +187,529 @@ async fn unreachable_dns_api_is_a_clear_error() {
     assert!(text.starts_with("cannot reach the DNS API"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Alibaba Cloud DNS and DNSPod (Tencent Cloud): mocks that check the signatures as the real
+// APIs do, written here from the providers' specifications (not with the client's code).
+// ---------------------------------------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use certs::{AlidnsDns, DnspodDns, KeyPair};
+use hmac::{Hmac, Mac};
+use sha2::Digest;
+
+fn keys(id: &str, secret: &str) -> KeyPair {
+    KeyPair {
+        id: id.into(),
+        secret: secret.into(),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// RFC 3986 percent-decoding of a query component.
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// Alibaba's POP encoding: what `java.net.URLEncoder` gives, then `+`→`%20`, `*`→`%2A`,
+/// `%7E`→`~` (as their documentation describes it).
+fn pop_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out.replace('+', "%20")
+        .replace('*', "%2A")
+        .replace("%7E", "~")
+}
+
+/// Check an Alibaba RPC request: the common parameters, a fresh nonce, a recent timestamp
+/// and the HMAC-SHA1 signature. `Err` is the error code the API answers.
+fn alibaba_verify(
+    method: &str,
+    query: &str,
+    secrets: &BTreeMap<String, String>,
+    nonces: &Mutex<Vec<String>>,
+) -> Result<BTreeMap<String, String>, (&'static str, u16)> {
+    let mut params: BTreeMap<String, String> = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        params.insert(unescape(k), unescape(v));
+    }
+    let get = |k: &str| params.get(k).cloned().unwrap_or_default();
+    if get("SignatureMethod") != "HMAC-SHA1" || get("SignatureVersion") != "1.0" {
+        return Err(("InvalidSignatureMethod", 400));
+    }
+    if get("Format") != "JSON" || get("Version") != "2015-01-09" {
+        return Err(("MissingParameter", 400));
+    }
+    let ts = time::OffsetDateTime::parse(
+        &get("Timestamp"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| ("InvalidTimeStamp.Format", 400))?;
+    if !get("Timestamp").ends_with('Z') || (ts.unix_timestamp() - now()).abs() > 900 {
+        return Err(("InvalidTimeStamp.Expired", 400));
+    }
+    let nonce = get("SignatureNonce");
+    if nonce.is_empty() {
+        return Err(("MissingSignatureNonce", 400));
+    }
+    let Some(secret) = secrets.get(&get("AccessKeyId")) else {
+        return Err(("InvalidAccessKeyId.NotFound", 404));
+    };
+    let given = get("Signature");
+    let canonical = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "Signature")
+        .map(|(k, v)| format!("{}={}", pop_encode(k), pop_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let to_sign = format!("{method}&{}&{}", pop_encode("/"), pop_encode(&canonical));
+    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(format!("{secret}&").as_bytes()).unwrap();
+    mac.update(to_sign.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    if given != expected {
+        return Err(("SignatureDoesNotMatch", 400));
+    }
+    let mut seen = nonces.lock().unwrap();
+    if seen.contains(&nonce) {
+        return Err(("SignatureNonceUsed", 400));
+    }
+    seen.push(nonce);
+    Ok(params)
+}
+
+/// Alibaba Cloud DNS with one domain, `example.com`, and one AccessKey `LTAIkey`/`alisecret`.
+/// Its records are kept, so that a test sees what is left.
+struct AliMock {
+    server: MockServer,
+    records: Arc<Mutex<BTreeMap<String, (String, String)>>>,
+}
+
+async fn alidns() -> AliMock {
+    let secrets: BTreeMap<String, String> = [("LTAIkey".to_string(), "alisecret".to_string())]
+        .into_iter()
+        .collect();
+    let nonces: Arc<Mutex<Vec<String>>> = Arc::default();
+    let records: Arc<Mutex<BTreeMap<String, (String, String)>>> = Arc::default();
+    let store = records.clone();
+    let server = MockServer::start(move |req| {
+        let fail = |code: &str, status: u16| {
+            MockResponse::json(
+                status,
+                json!({"RequestId": "r", "Code": code, "Message": format!("mock: {code}")}),
+            )
+        };
+        let Some(query) = req.path.strip_prefix("/?") else {
+            return fail("InvalidAction.NotFound", 404);
+        };
+        let p = match alibaba_verify(&req.method, query, &secrets, &nonces) {
+            Ok(p) => p,
+            Err((code, status)) => return fail(code, status),
+        };
+        let get = |k: &str| p.get(k).cloned().unwrap_or_default();
+        let mut records = store.lock().unwrap();
+        match get("Action").as_str() {
+            "DescribeDomainRecords" => {
+                if get("DomainName") != "example.com" {
+                    return fail("InvalidDomainName.NoExist", 400);
+                }
+                let list: Vec<_> = records
+                    .iter()
+                    .filter(|(_, (rr, _))| rr.contains(&get("RRKeyWord")))
+                    .map(|(id, (rr, v))| json!({"RecordId": id, "RR": rr, "Type": "TXT", "Value": v, "DomainName": "example.com"}))
+                    .collect();
+                MockResponse::json(
+                    200,
+                    json!({"RequestId": "r", "TotalCount": list.len(), "DomainRecords": {"Record": list}}),
+                )
+            }
+            "AddDomainRecord" => {
+                if get("DomainName") != "example.com" || get("Type") != "TXT" {
+                    return fail("InvalidDomainName.NoExist", 400);
+                }
+                let id = format!("{}", 1000 + records.len());
+                records.insert(id.clone(), (get("RR"), get("Value")));
+                MockResponse::json(200, json!({"RequestId": "r", "RecordId": id}))
+            }
+            "DeleteDomainRecord" => match records.remove(&get("RecordId")) {
+                Some(_) => MockResponse::json(200, json!({"RequestId": "r", "RecordId": get("RecordId")})),
+                None => fail("DomainRecordNotBelongToUser", 400),
+            },
+            _ => fail("InvalidAction.NotFound", 404),
+        }
+    })
+    .await;
+    AliMock { server, records }
+}
+
+fn actions(server: &MockServer) -> Vec<String> {
+    server
+        .requests()
+        .iter()
+        .map(|r| {
+            let action = r
+                .header("x-tc-action")
+                .map(String::from)
+                .or_else(|| {
+                    r.path
+                        .split(['?', '&'])
+                        .find_map(|p| p.strip_prefix("Action=").map(String::from))
+                })
+                .unwrap_or_default();
+            let domain = r
+                .path
+                .split(['?', '&'])
+                .find_map(|p| p.strip_prefix("DomainName=").map(String::from))
+                .or_else(|| r.json()["Domain"].as_str().map(String::from))
+                .unwrap_or_default();
+            format!("{action} {domain}")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn alidns_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
+    let api = alidns().await;
+    let provider = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
+    let solver = Dns01Solver::new(Box::new(provider), std::time::Duration::ZERO);
+    let challenges = [
+        challenge("*.sub.example.com", "value wild+card/=="),
+        challenge("sub.example.com", "value-apex"),
+    ];
+    solver.deploy(&challenges).await.expect("published");
+    let published: Vec<(String, String)> = api.records.lock().unwrap().values().cloned().collect();
+    assert_eq!(
+        published,
+        [
+            (
+                "_acme-challenge.sub".to_string(),
+                "value wild+card/==".to_string()
+            ),
+            ("_acme-challenge.sub".to_string(), "value-apex".to_string()),
+        ]
+    );
+    solver.cleanup(&challenges).await.expect("removed");
+    assert!(api.records.lock().unwrap().is_empty());
+    assert_eq!(
+        actions(&api.server),
+        [
+            "DescribeDomainRecords sub.example.com",
+            "DescribeDomainRecords example.com",
+            "AddDomainRecord example.com",
+            "AddDomainRecord example.com",
+            "DeleteDomainRecord ",
+            "DeleteDomainRecord ",
+        ],
+        "the domain is looked up once, then cached"
+    );
+}
+
+#[tokio::test]
+async fn alidns_lists_the_records_to_remove_when_it_did_not_create_them() {
+    let api = alidns().await;
+    api.records.lock().unwrap().extend([
+        (
+            "7".to_string(),
+            ("_acme-challenge".to_string(), "mine".to_string()),
+        ),
+        (
+            "8".to_string(),
+            ("_acme-challenge".to_string(), "someone-else".to_string()),
+        ),
+    ]);
+    let provider = AlidnsDns::new(
+        &api.server.url,
+        keys("LTAIkey", "alisecret"),
+        Some("example.com".into()),
+    )
+    .unwrap();
+    provider
+        .clear_txt("_acme-challenge.example.com", "mine")
+        .await
+        .unwrap();
+    let left: Vec<String> = api.records.lock().unwrap().keys().cloned().collect();
+    assert_eq!(left, ["8"]);
+}
+
+#[tokio::test]
+async fn alidns_refuses_a_bad_secret_and_says_which_keys_to_check() {
+    let api = alidns().await;
+    let provider = AlidnsDns::new(
+        &api.server.url,
+        keys("LTAIkey", "not-the-secret"),
+        Some("example.com".into()),
+    )
+    .unwrap();
+    let e = provider
+        .set_txt("_acme-challenge.example.com", "v")
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DnsError::Refused { status: 400, .. }), "{text}");
+    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(text.contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "{text}");
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert!(api.records.lock().unwrap().is_empty());
+
+    let e = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None)
+        .unwrap()
+        .set_txt("_acme-challenge.other.org", "v")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
+}
+
+/// Check a TC3-HMAC-SHA256 request as Tencent Cloud API 3.0 does. `Err` is the error code.
+fn tc3_verify(
+    req: &certs::testing::RecordedRequest,
+    secrets: &BTreeMap<String, String>,
+) -> Result<(), &'static str> {
+    fn hmac256(key: &[u8], msg: &str) -> Vec<u8> {
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+        m.update(msg.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    }
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let header = |k: &str| req.header(k).unwrap_or_default().to_string();
+    if req.method != "POST" || header("x-tc-version") != "2021-03-23" {
+        return Err("InvalidParameter");
+    }
+    let ts: i64 = header("x-tc-timestamp")
+        .parse()
+        .map_err(|_| "MissingParameter")?;
+    if (ts - now()).abs() > 300 {
+        return Err("AuthFailure.SignatureExpire");
+    }
+    let auth = header("authorization");
+    let rest = auth
+        .strip_prefix("TC3-HMAC-SHA256 ")
+        .ok_or("AuthFailure.InvalidAuthorization")?;
+    let mut parts = BTreeMap::new();
+    for p in rest.split(", ") {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or("AuthFailure.InvalidAuthorization")?;
+        parts.insert(k, v);
+    }
+    let credential = parts
+        .get("Credential")
+        .ok_or("AuthFailure.InvalidAuthorization")?;
+    let (id, scope) = credential
+        .split_once('/')
+        .ok_or("AuthFailure.InvalidAuthorization")?;
+    let secret = secrets.get(id).ok_or("AuthFailure.SecretIdNotFound")?;
+    let date = time::OffsetDateTime::from_unix_timestamp(ts)
+        .unwrap()
+        .date();
+    let date = format!("{date}");
+    if *scope != format!("{date}/dnspod/tc3_request") {
+        return Err("AuthFailure.InvalidAuthorization");
+    }
+    let signed = parts
+        .get("SignedHeaders")
+        .ok_or("AuthFailure.InvalidAuthorization")?;
+    let names: Vec<&str> = signed.split(';').collect();
+    if !names.contains(&"content-type") || !names.contains(&"host") {
+        return Err("AuthFailure.InvalidAuthorization");
+    }
+    let canonical_headers: String = names
+        .iter()
+        .map(|n| format!("{n}:{}\n", header(n).trim().to_lowercase()))
+        .collect();
+    let canonical = format!(
+        "POST\n/\n\n{canonical_headers}\n{signed}\n{}",
+        hex(&sha2::Sha256::digest(&req.body))
+    );
+    let to_sign = format!(
+        "TC3-HMAC-SHA256\n{ts}\n{scope}\n{}",
+        hex(&sha2::Sha256::digest(canonical.as_bytes()))
+    );
+    let k = hmac256(format!("TC3{secret}").as_bytes(), &date);
+    let k = hmac256(&k, "dnspod");
+    let k = hmac256(&k, "tc3_request");
+    if parts.get("Signature").copied() != Some(hex(&hmac256(&k, &to_sign)).as_str()) {
+        return Err("AuthFailure.SignatureFailure");
+    }
+    Ok(())
+}
+
+/// DNSPod through Tencent Cloud API 3.0 with one domain, `example.com`, and one key
+/// `AKIDkey`/`tcsecret`.
+struct PodMock {
+    server: MockServer,
+    records: Arc<Mutex<BTreeMap<u64, (String, String)>>>,
+}
+
+async fn dnspod() -> PodMock {
+    let secrets: BTreeMap<String, String> = [("AKIDkey".to_string(), "tcsecret".to_string())]
+        .into_iter()
+        .collect();
+    let records: Arc<Mutex<BTreeMap<u64, (String, String)>>> = Arc::default();
+    let store = records.clone();
+    let server = MockServer::start(move |req| {
+        let fail = |code: &str| {
+            MockResponse::json(
+                200,
+                json!({"Response": {"Error": {"Code": code, "Message": format!("mock: {code}")}, "RequestId": "r"}}),
+            )
+        };
+        if let Err(code) = tc3_verify(req, &secrets) {
+            return fail(code);
+        }
+        let body = req.json();
+        let s = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+        if s("Domain") != "example.com" {
+            return fail("InvalidParameterValue.DomainNotExists");
+        }
+        let mut records = store.lock().unwrap();
+        match req.header("x-tc-action").unwrap_or_default() {
+            "DescribeRecordList" => {
+                let list: Vec<_> = records
+                    .iter()
+                    .filter(|(_, (sub, _))| *sub == s("Subdomain"))
+                    .map(|(id, (sub, v))| json!({"RecordId": id, "Name": sub, "Type": "TXT", "Value": v}))
+                    .collect();
+                if list.is_empty() {
+                    return fail("ResourceNotFound.NoDataOfRecord");
+                }
+                MockResponse::json(200, json!({"Response": {"RecordList": list, "RequestId": "r"}}))
+            }
+            "CreateRecord" => {
+                if s("RecordType") != "TXT" || s("RecordLine").is_empty() {
+                    return fail("InvalidParameter");
+                }
+                let id = 500 + records.len() as u64;
+                records.insert(id, (s("SubDomain"), s("Value")));
+                MockResponse::json(200, json!({"Response": {"RecordId": id, "RequestId": "r"}}))
+            }
+            "DeleteRecord" => match body["RecordId"].as_u64().and_then(|id| records.remove(&id)) {
+                Some(_) => MockResponse::json(200, json!({"Response": {"RequestId": "r"}})),
+                None => fail("InvalidParameter.RecordIdInvalid"),
+            },
+            _ => fail("InvalidAction"),
+        }
+    })
+    .await;
+    PodMock { server, records }
+}
+
+#[tokio::test]
+async fn dnspod_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
+    let api = dnspod().await;
+    let provider = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None).unwrap();
+    let solver = Dns01Solver::new(Box::new(provider), std::time::Duration::ZERO);
+    let challenges = [
+        challenge("*.sub.example.com", "value-wildcard"),
+        challenge("sub.example.com", "value-apex"),
+    ];
+    solver.deploy(&challenges).await.expect("published");
+    let published: Vec<(String, String)> = api.records.lock().unwrap().values().cloned().collect();
+    assert_eq!(
+        published,
+        [
+            (
+                "_acme-challenge.sub".to_string(),
+                "value-wildcard".to_string()
+            ),
+            ("_acme-challenge.sub".to_string(), "value-apex".to_string()),
+        ]
+    );
+    solver.cleanup(&challenges).await.expect("removed");
+    assert!(api.records.lock().unwrap().is_empty());
+    assert_eq!(
+        actions(&api.server),
+        [
+            "DescribeRecordList sub.example.com",
+            "DescribeRecordList example.com",
+            "CreateRecord example.com",
+            "CreateRecord example.com",
+            "DeleteRecord example.com",
+            "DeleteRecord example.com",
+        ],
+        "the domain is looked up once, then cached"
+    );
+}
+
+#[tokio::test]
+async fn dnspod_lists_the_records_to_remove_when_it_did_not_create_them() {
+    let api = dnspod().await;
+    api.records.lock().unwrap().extend([
+        (7, ("_acme-challenge".to_string(), "mine".to_string())),
+        (
+            8,
+            ("_acme-challenge".to_string(), "someone-else".to_string()),
+        ),
+    ]);
+    let provider = DnspodDns::new(
+        &api.server.url,
+        keys("AKIDkey", "tcsecret"),
+        Some("example.com".into()),
+    )
+    .unwrap();
+    provider
+        .clear_txt("_acme-challenge.example.com", "mine")
+        .await
+        .unwrap();
+    let left: Vec<u64> = api.records.lock().unwrap().keys().copied().collect();
+    assert_eq!(left, [8]);
+}
+
+#[tokio::test]
+async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
+    let api = dnspod().await;
+    let provider = DnspodDns::new(
+        &api.server.url,
+        keys("AKIDkey", "not-the-secret"),
+        Some("example.com".into()),
+    )
+    .unwrap();
+    let e = provider
+        .set_txt("_acme-challenge.example.com", "v")
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, DnsError::Refused { .. }), "{text}");
+    assert!(text.contains("AuthFailure.SignatureFailure"), "{text}");
+    assert!(text.contains("TENCENTCLOUD_SECRET_KEY"), "{text}");
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert!(api.records.lock().unwrap().is_empty());
+
+    let e = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None)
+        .unwrap()
+        .set_txt("_acme-challenge.other.org", "v")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
+}

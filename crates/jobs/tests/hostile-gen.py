@@ -209,6 +209,15 @@ for i, (k, v) in enumerate([
              "app.settings", "cannot be written into a config file", "template setting")
 case("app-template-unknown", f'[vars.app]\nname = "x"\ntemplate = ⟪"nope"\n\n{HOST}', "app.template", "not a built-in template set", "name")
 
+# 20. DNS-01 providers that sign their requests: the provider is a closed set; the key
+# pair's file is absolute, readable, and must exist before anything connects.
+DNS = '[vars.certs]\ndomains = ["*.x.com"]\nchallenge = "dns-01"\n'
+case("dns-provider-unknown", f'{DNS}dns_provider = ⟪"route53"\n\n{HOST}', "-", "unknown variant", "certificate settings")
+case("dns-credentials-file-relative", f'{DNS}dns_provider = "alidns"\ndns_credentials_file = ⟪"keys.env"\n\n{HOST}',
+     "vars.certs.dns_credentials_file", "absolute", "certificate settings")
+case("dns-credentials-file-missing", f'{DNS}dns_provider = "dnspod"\ndns_credentials_file = ⟪"/nonexistent/provision-test/dns.env"\n\n{HOST}',
+     "certs.dns_credentials_file", "cannot read it", "certificate settings")
+
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
     os.remove(os.path.join(out, f))

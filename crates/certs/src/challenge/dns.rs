@@ -15,6 +15,15 @@ use crate::http::{self, Hyper};
 pub enum DnsError {
     #[error("the DNS API token is missing: set the environment variable {env}")]
     MissingToken { env: String },
+    #[error("{provider} needs {id} and {secret} {place}")]
+    MissingCredentials {
+        provider: &'static str,
+        id: &'static str,
+        secret: &'static str,
+        place: String,
+    },
+    #[error("the DNS credentials file {path}: {problem}")]
+    CredentialsFile { path: String, problem: String },
     #[error("cannot reach the DNS API: {0}")]
     Unreachable(String),
     #[error("{provider} refused to {what} (HTTP {status}): {message}")]

@@ -364,6 +364,11 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
             cv.dns_api_token_env.as_deref(),
             values::env_name,
         );
+        c.opt(
+            "certs.dns_credentials_file",
+            cv.dns_credentials_file.as_deref(),
+            values::absolute_path,
+        );
         c.port("certs.http_port", cv.http_port);
         c.number(
             "certs.dns_propagation_seconds",

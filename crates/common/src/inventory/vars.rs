@@ -267,6 +267,12 @@ pub enum DnsProvider {
     /// Pebble's test DNS server.
     #[serde(rename = "challtestsrv", alias = "pebble-challtestsrv")]
     Challtestsrv,
+    /// Alibaba Cloud DNS.
+    #[serde(rename = "alidns", alias = "alibaba", alias = "aliyun")]
+    Alidns,
+    /// DNSPod, through Tencent Cloud API 3.0.
+    #[serde(rename = "dnspod", alias = "tencentcloud", alias = "tencent")]
+    Dnspod,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -302,7 +308,7 @@ pub struct CertsVars {
     /// EAB HMAC key, base64url; `env:NAME` reads it from an environment variable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eab_hmac_key: Option<String>,
-    /// DNS-01 provider: `cloudflare` or `challtestsrv` (Pebble's test DNS).
+    /// DNS-01 provider: `cloudflare`, `alidns`, `dnspod` or `challtestsrv` (Pebble's test DNS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<DnsProvider>,
     /// Base URL of the DNS provider's API (default: the provider's public API).
@@ -311,9 +317,14 @@ pub struct CertsVars {
     /// Environment variable holding the DNS API token (default `CLOUDFLARE_API_TOKEN`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_api_token_env: Option<String>,
-    /// Cloudflare zone id; looked up from the domain when unset.
+    /// Cloudflare zone id (for `alidns` and `dnspod`: the domain holding the records);
+    /// looked up from the domain when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_zone_id: Option<String>,
+    /// File on the controller (absolute path, mode 0600) of `NAME=value` lines holding the
+    /// `alidns` / `dnspod` key pair, instead of the controller's environment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_credentials_file: Option<String>,
     /// Seconds to wait after publishing TXT records before asking the CA to validate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_propagation_seconds: Option<u64>,

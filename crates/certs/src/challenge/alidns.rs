@@ -1,0 +1,240 @@
+//! Alibaba Cloud DNS (the `alidns` RPC API, version 2015-01-09): AddDomainRecord,
+//! DescribeDomainRecords and DeleteDomainRecord, each signed with HMAC-SHA1.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::credentials::{KeyNames, KeyPair};
+use super::{DnsError, DnsProvider, signing};
+use crate::http::{self, Hyper};
+
+const PROVIDER: &str = "Alibaba Cloud DNS";
+const VERSION: &str = "2015-01-09";
+
+/// Where the key pair comes from.
+pub const ALIDNS_KEYS: KeyNames = KeyNames {
+    provider: PROVIDER,
+    id: "ALIBABA_CLOUD_ACCESS_KEY_ID",
+    secret: "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+};
+
+/// Alibaba Cloud DNS, with a RAM AccessKey allowed to manage the zone's records.
+pub struct AlidnsDns {
+    hyper: Hyper,
+    api: String,
+    keys: KeyPair,
+    zone: Option<String>,
+    /// Record name → zone (the domain as Alibaba Cloud DNS knows it).
+    zones: Mutex<BTreeMap<String, String>>,
+    records: Mutex<BTreeMap<(String, String), String>>,
+}
+
+impl AlidnsDns {
+    /// `api` is the API base (the public endpoint, or a mock); `zone` the domain holding the
+    /// records, looked up from the name when `None`.
+    pub fn new(api: &str, keys: KeyPair, zone: Option<String>) -> Result<Self, DnsError> {
+        Ok(Self {
+            hyper: http::client(None).map_err(DnsError::Tls)?,
+            api: api.trim_end_matches('/').to_string(),
+            keys,
+            zone,
+            zones: Mutex::default(),
+            records: Mutex::default(),
+        })
+    }
+
+    async fn call(
+        &self,
+        action: &str,
+        params: &[(&str, String)],
+        what: &str,
+    ) -> Result<Result<Value, ApiError>, DnsError> {
+        let timestamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .unwrap_or_default();
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let query = signing::alibaba_signed_query(
+            action,
+            VERSION,
+            params,
+            &self.keys.id,
+            &self.keys.secret,
+            &timestamp,
+            &nonce,
+        );
+        let url = format!("{}/?{query}", self.api);
+        let rsp = http::send(&self.hyper, ::http::Method::GET, &url, &[], None)
+            .await
+            .map_err(|e| DnsError::Unreachable(e.replace(&query, "…")))?;
+        let parsed: Value = serde_json::from_slice(&rsp.body).unwrap_or(Value::Null);
+        let code = parsed.get("Code").and_then(Value::as_str);
+        if rsp.status.is_success() && code.is_none() {
+            return Ok(Ok(parsed));
+        }
+        let code = code.unwrap_or_default().to_string();
+        let mut message = match parsed.get("Message").and_then(Value::as_str) {
+            Some(m) => format!("{m} (code {code})"),
+            None => String::from_utf8_lossy(&rsp.body)
+                .chars()
+                .take(300)
+                .collect(),
+        };
+        if code.contains("Signature") || code.contains("AccessKey") || code.starts_with("Forbidden")
+        {
+            message.push_str(&format!(
+                "; check {} and {}, and that the RAM user may manage DNS records",
+                ALIDNS_KEYS.id, ALIDNS_KEYS.secret
+            ));
+        }
+        Ok(Err(ApiError {
+            code,
+            refused: DnsError::Refused {
+                provider: PROVIDER,
+                what: what.to_string(),
+                status: rsp.status.as_u16(),
+                message,
+            },
+        }))
+    }
+
+    /// The zone holding `name`: the configured one, else the longest suffix the account has.
+    async fn zone_for(&self, name: &str) -> Result<String, DnsError> {
+        if let Some(z) = &self.zone {
+            return Ok(z.clone());
+        }
+        if let Some(z) = self.zones.lock().expect("not poisoned").get(name) {
+            return Ok(z.clone());
+        }
+        for candidate in zone_candidates(name) {
+            let answer = self
+                .call(
+                    "DescribeDomainRecords",
+                    &[("DomainName", candidate.clone()), ("PageSize", "1".into())],
+                    &format!("look up the domain {candidate}"),
+                )
+                .await?;
+            match answer {
+                Ok(_) => {
+                    self.zones
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(name.to_string(), candidate.clone());
+                    return Ok(candidate);
+                }
+                Err(e)
+                    if e.code.starts_with("InvalidDomainName") || e.code.contains("NotExist") => {}
+                Err(e) => return Err(e.refused),
+            }
+        }
+        Err(DnsError::NoZone {
+            provider: PROVIDER,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A refusal, with the API's error code to tell "not this domain" from the rest.
+struct ApiError {
+    code: String,
+    refused: DnsError,
+}
+
+/// The suffixes of `name` that could be a zone, longest first (not `name`, not the TLD).
+pub(super) fn zone_candidates(name: &str) -> Vec<String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    (1..labels.len().saturating_sub(1))
+        .map(|i| labels[i..].join("."))
+        .collect()
+}
+
+/// `name` relative to `zone` (`_acme-challenge.sub` in `example.com`).
+pub(super) fn relative(name: &str, zone: &str) -> String {
+    name.strip_suffix(zone)
+        .and_then(|r| r.strip_suffix('.'))
+        .filter(|r| !r.is_empty())
+        .unwrap_or("@")
+        .to_string()
+}
+
+#[async_trait]
+impl DnsProvider for AlidnsDns {
+    async fn set_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
+        let zone = self.zone_for(name).await?;
+        let result = self
+            .call(
+                "AddDomainRecord",
+                &[
+                    ("DomainName", zone.clone()),
+                    ("RR", relative(name, &zone)),
+                    ("Type", "TXT".into()),
+                    ("Value", value.to_string()),
+                    ("TTL", "600".into()),
+                ],
+                &format!("create the TXT record {name}"),
+            )
+            .await?
+            .map_err(|e| e.refused)?;
+        if let Some(id) = result.get("RecordId").and_then(Value::as_str) {
+            self.records
+                .lock()
+                .expect("not poisoned")
+                .insert((name.to_string(), value.to_string()), id.to_string());
+        }
+        Ok(())
+    }
+
+    async fn clear_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
+        let zone = self.zone_for(name).await?;
+        let rr = relative(name, &zone);
+        let known = self
+            .records
+            .lock()
+            .expect("not poisoned")
+            .remove(&(name.to_string(), value.to_string()));
+        let ids = match known {
+            Some(id) => vec![id],
+            None => {
+                let result = self
+                    .call(
+                        "DescribeDomainRecords",
+                        &[
+                            ("DomainName", zone.clone()),
+                            ("RRKeyWord", rr.clone()),
+                            ("Type", "TXT".into()),
+                        ],
+                        &format!("list the TXT records {name}"),
+                    )
+                    .await?
+                    .map_err(|e| e.refused)?;
+                result
+                    .pointer("/DomainRecords/Record")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.get("RR").and_then(Value::as_str) == Some(rr.as_str()))
+                    .filter(|r| {
+                        r.get("Value")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.trim_matches('"') == value)
+                    })
+                    .filter_map(|r| r.get("RecordId").and_then(Value::as_str).map(String::from))
+                    .collect()
+            }
+        };
+        for id in ids {
+            self.call(
+                "DeleteDomainRecord",
+                &[("RecordId", id)],
+                &format!("delete the TXT record {name}"),
+            )
+            .await?
+            .map_err(|e| e.refused)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! DNSPod through Tencent Cloud API 3.0 (service `dnspod`, version 2021-03-23): CreateRecord,
+//! DescribeRecordList and DeleteRecord, each signed with TC3-HMAC-SHA256.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::alidns::{relative, zone_candidates};
+use super::credentials::{KeyNames, KeyPair};
+use super::{DnsError, DnsProvider, signing};
+use crate::http::{self, Hyper};
+
+const PROVIDER: &str = "DNSPod (Tencent Cloud)";
+const SERVICE: &str = "dnspod";
+const VERSION: &str = "2021-03-23";
+/// The content type sent and signed (the client adds it to every request with a body).
+const CONTENT_TYPE: &str = "application/json";
+
+/// Where the key pair comes from.
+pub const DNSPOD_KEYS: KeyNames = KeyNames {
+    provider: PROVIDER,
+    id: "TENCENTCLOUD_SECRET_ID",
+    secret: "TENCENTCLOUD_SECRET_KEY",
+};
+
+/// DNSPod, with a Tencent Cloud API key (CAM) allowed to manage the zone's records.
+pub struct DnspodDns {
+    hyper: Hyper,
+    api: String,
+    host: String,
+    keys: KeyPair,
+    zone: Option<String>,
+    zones: Mutex<BTreeMap<String, String>>,
+    records: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl DnspodDns {
+    /// `api` is the API base (the public endpoint, or a mock); `zone` the domain holding the
+    /// records, looked up from the name when `None`.
+    pub fn new(api: &str, keys: KeyPair, zone: Option<String>) -> Result<Self, DnsError> {
+        let api = api.trim_end_matches('/').to_string();
+        let host = api
+            .split_once("://")
+            .map_or(api.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Ok(Self {
+            hyper: http::client(None).map_err(DnsError::Tls)?,
+            api,
+            host,
+            keys,
+            zone,
+            zones: Mutex::default(),
+            records: Mutex::default(),
+        })
+    }
+
+    async fn call(
+        &self,
+        action: &str,
+        body: Value,
+        what: &str,
+    ) -> Result<Result<Value, ApiError>, DnsError> {
+        let payload = body.to_string().into_bytes();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let authorization = signing::tc3_authorization(
+            &signing::Tc3Request {
+                host: &self.host,
+                content_type: CONTENT_TYPE,
+                action,
+                payload: &payload,
+                timestamp,
+                service: SERVICE,
+            },
+            &self.keys.id,
+            &self.keys.secret,
+        );
+        let url = format!("{}/", self.api);
+        let rsp = http::send(
+            &self.hyper,
+            ::http::Method::POST,
+            &url,
+            &[
+                ("host", self.host.clone()),
+                ("x-tc-action", action.to_string()),
+                ("x-tc-timestamp", timestamp.to_string()),
+                ("x-tc-version", VERSION.to_string()),
+                ("authorization", authorization),
+            ],
+            Some(payload),
+        )
+        .await
+        .map_err(DnsError::Unreachable)?;
+        let parsed: Value = serde_json::from_slice(&rsp.body).unwrap_or(Value::Null);
+        let response = parsed.get("Response").cloned().unwrap_or(Value::Null);
+        let error = response.get("Error");
+        if rsp.status.is_success() && error.is_none() && !response.is_null() {
+            return Ok(Ok(response));
+        }
+        let code = error
+            .and_then(|e| e.get("Code"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut message = match error.and_then(|e| e.get("Message")).and_then(Value::as_str) {
+            Some(m) => format!("{m} (code {code})"),
+            None => String::from_utf8_lossy(&rsp.body)
+                .chars()
+                .take(300)
+                .collect(),
+        };
+        if code.starts_with("AuthFailure") || code.starts_with("UnauthorizedOperation") {
+            message.push_str(&format!(
+                "; check {} and {}, and that the key may manage DNSPod records",
+                DNSPOD_KEYS.id, DNSPOD_KEYS.secret
+            ));
+        }
+        Ok(Err(ApiError {
+            code,
+            refused: DnsError::Refused {
+                provider: PROVIDER,
+                what: what.to_string(),
+                status: rsp.status.as_u16(),
+                message,
+            },
+        }))
+    }
+
+    /// The TXT records under `subdomain` of `zone` (none is not an error).
+    async fn txt_records(
+        &self,
+        zone: &str,
+        subdomain: &str,
+        what: &str,
+    ) -> Result<Result<Vec<Value>, ApiError>, DnsError> {
+        let answer = self
+            .call(
+                "DescribeRecordList",
+                json!({ "Domain": zone, "Subdomain": subdomain, "RecordType": "TXT" }),
+                what,
+            )
+            .await?;
+        Ok(match answer {
+            Ok(r) => Ok(r
+                .get("RecordList")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()),
+            Err(e) if e.code == "ResourceNotFound.NoDataOfRecord" => Ok(Vec::new()),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn zone_for(&self, name: &str) -> Result<String, DnsError> {
+        if let Some(z) = &self.zone {
+            return Ok(z.clone());
+        }
+        if let Some(z) = self.zones.lock().expect("not poisoned").get(name) {
+            return Ok(z.clone());
+        }
+        for candidate in zone_candidates(name) {
+            let rr = relative(name, &candidate);
+            match self
+                .txt_records(&candidate, &rr, &format!("look up the domain {candidate}"))
+                .await?
+            {
+                Ok(_) => {
+                    self.zones
+                        .lock()
+                        .expect("not poisoned")
+                        .insert(name.to_string(), candidate.clone());
+                    return Ok(candidate);
+                }
+                Err(e)
+                    if e.code.contains("DomainNotExist") || e.code.contains("NoDataOfDomain") => {}
+                Err(e) => return Err(e.refused),
+            }
+        }
+        Err(DnsError::NoZone {
+            provider: PROVIDER,
+            name: name.to_string(),
+        })
+    }
+}
+
+struct ApiError {
+    code: String,
+    refused: DnsError,
+}
+
+#[async_trait]
+impl DnsProvider for DnspodDns {
+    async fn set_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
+        let zone = self.zone_for(name).await?;
+        let result = self
+            .call(
+                "CreateRecord",
+                json!({
+                    "Domain": zone,
+                    "SubDomain": relative(name, &zone),
+                    "RecordType": "TXT",
+                    "RecordLine": "默认",
+                    "Value": value,
+                    "TTL": 600,
+                    "Remark": "ACME challenge (provision); removed after validation",
+                }),
+                &format!("create the TXT record {name}"),
+            )
+            .await?
+            .map_err(|e| e.refused)?;
+        if let Some(id) = result.get("RecordId").and_then(Value::as_u64) {
+            self.records
+                .lock()
+                .expect("not poisoned")
+                .insert((name.to_string(), value.to_string()), id);
+        }
+        Ok(())
+    }
+
+    async fn clear_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
+        let zone = self.zone_for(name).await?;
+        let known = self
+            .records
+            .lock()
+            .expect("not poisoned")
+            .remove(&(name.to_string(), value.to_string()));
+        let ids = match known {
+            Some(id) => vec![id],
+            None => self
+                .txt_records(
+                    &zone,
+                    &relative(name, &zone),
+                    &format!("list the TXT records {name}"),
+                )
+                .await?
+                .map_err(|e| e.refused)?
+                .iter()
+                .filter(|r| {
+                    r.get("Value")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| v.trim_matches('"') == value)
+                })
+                .filter_map(|r| r.get("RecordId").and_then(Value::as_u64))
+                .collect(),
+        };
+        for id in ids {
+            self.call(
+                "DeleteRecord",
+                json!({ "Domain": zone, "RecordId": id }),
+                &format!("delete the TXT record {name}"),
+            )
+            .await?
+            .map_err(|e| e.refused)?;
+        }
+        Ok(())
+    }
+}
