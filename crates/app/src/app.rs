@@ -32,6 +32,10 @@ pub struct AppOptions {
     /// Directory a relative `app.template_dir` is resolved against (the inventory's
     /// directory); the current directory when unset.
     pub base_dir: Option<PathBuf>,
+    /// Run the vault commands of `app.env_commands` (when building the resources to plan
+    /// and apply). Off, their values are not known: the app still builds (the inventory's
+    /// checks), but the `.env` refuses to plan.
+    pub run_env_commands: bool,
 }
 
 /// A rendered file of the app and where it goes.
@@ -247,14 +251,33 @@ impl App {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
+        let commands = a.env_commands.clone().unwrap_or_default();
+        if let Some(key) = options.rotate.iter().find(|k| commands.contains_key(*k)) {
+            return Err(AppError::Rotate {
+                key: key.clone(),
+                reason: format!(
+                    "its value comes from the vault (app.env_commands.{key}); change it there"
+                ),
+            });
+        }
+        let mut overrides = a.env.clone().unwrap_or_default();
+        let mut pending = Vec::new();
+        for (key, argv) in &commands {
+            if options.run_env_commands {
+                overrides.insert(key.clone(), crate::vault::run(key, argv)?);
+            } else {
+                pending.push(key.clone());
+            }
+        }
         let env = EnvFile::new(
             path_of(".env"),
             templates.render_env("env", &context)?,
-            a.env.clone().unwrap_or_default(),
+            overrides,
             &options.rotate,
             &mut rng,
         )?
-        .owned_by(&owner, &group);
+        .owned_by(&owner, &group)
+        .pending(pending);
 
         let mut files = Vec::new();
         for f in blueprint.files {

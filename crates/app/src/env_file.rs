@@ -444,6 +444,8 @@ pub struct EnvFile {
     rotate: BTreeSet<String>,
     /// One freshly generated candidate per declared secret (see the module docs).
     candidates: BTreeMap<String, String>,
+    /// Keys of `app.env_commands` whose command was not run: the file cannot be planned.
+    pending: Vec<String>,
 }
 
 impl std::fmt::Debug for EnvFile {
@@ -455,6 +457,7 @@ impl std::fmt::Debug for EnvFile {
             .field("secrets", &self.template.secrets.keys().collect::<Vec<_>>())
             .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
             .field("rotate", &self.rotate)
+            .field("pending", &self.pending)
             .finish_non_exhaustive()
     }
 }
@@ -522,12 +525,20 @@ impl EnvFile {
             overrides,
             rotate: rotate.iter().cloned().collect(),
             candidates,
+            pending: Vec::new(),
         })
     }
 
     pub fn owned_by(mut self, owner: &str, group: &str) -> Self {
         self.owner = owner.into();
         self.group = group.into();
+        self
+    }
+
+    /// Keys whose values come from vault commands that were not run (see
+    /// [`crate::AppOptions::run_env_commands`]); planning refuses them.
+    pub fn pending(mut self, keys: Vec<String>) -> Self {
+        self.pending = keys;
         self
     }
 
@@ -649,6 +660,13 @@ impl Resource for EnvFile {
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        if let Some(key) = self.pending.first() {
+            return Err(PlanError::InvalidVar {
+                field: format!("app.env_commands.{key}"),
+                expected: "the output of the command (it was not run for this plan)".into(),
+                value: String::new(),
+            });
+        }
         let current = facts.read(&self.fact())?;
         let key = self.fact().probe().key;
         let existing = match (&current.kind, &current.content) {

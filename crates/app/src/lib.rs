@@ -46,6 +46,7 @@ pub mod layout;
 pub mod systemd;
 pub mod templates;
 pub mod tree;
+pub mod vault;
 
 use std::path::PathBuf;
 
@@ -107,6 +108,9 @@ pub enum AppError {
     Setting { key: String, problem: String },
     #[error("app.env.{key}: {problem}")]
     EnvVar { key: String, problem: String },
+    /// A vault command of `app.env_commands` (the problem never holds its output).
+    #[error("app.env_commands.{key}: {problem}")]
+    EnvCommand { key: String, problem: String },
     #[error("cannot rotate `{key}`: {reason}")]
     Rotate { key: String, reason: String },
     #[error("--rotate-secret needs an app: the inventory has no [vars.app] for this host")]
@@ -134,6 +138,7 @@ impl AppError {
             AppError::Render { .. } => "app.settings".into(),
             AppError::Setting { key, .. } => format!("app.settings.{key}"),
             AppError::EnvVar { key, .. } => format!("app.env.{key}"),
+            AppError::EnvCommand { key, .. } => format!("app.env_commands.{key}"),
             AppError::Rotate { .. } | AppError::NoApp | AppError::BuiltinSettings { .. } => {
                 "app".into()
             }

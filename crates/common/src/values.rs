@@ -371,6 +371,23 @@ pub fn env_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// The program of a command run on the controller (argv[0]): a name looked up in `PATH`
+/// or a path; not empty, no control characters, not an option.
+pub fn program(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("the program name is empty".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!("{s:?} contains the control character {c:?}"));
+    }
+    if s.starts_with('-') {
+        return Err(format!(
+            "{s:?} starts with `-`: the first word is the program"
+        ));
+    }
+    Ok(())
+}
+
 /// A value of one line: no control characters (a newline would start another line of
 /// the file it goes into).
 pub fn one_line(s: &str) -> Result<(), String> {

@@ -58,6 +58,7 @@ impl Job {
                     rotate: self.rotate.clone(),
                     secret_seed: None,
                     base_dir: self.base_dir.clone(),
+                    run_env_commands: true,
                 };
                 all.extend(
                     app::resources(vars, &options).map_err(|e| common::error::error_chain(&e))?,
@@ -93,5 +94,86 @@ mod tests {
             }
         }
         assert!(hosts >= 6, "read {hosts} hosts from {}", dir.display());
+    }
+
+    /// Counts connections (and refuses them): a host that fails before connecting is
+    /// never touched.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    #[async_trait::async_trait]
+    impl common::run::Connector for Counting {
+        async fn connect(
+            &self,
+            spec: &HostSpec,
+        ) -> Result<Box<dyn common::transport::Transport>, common::transport::TransportError>
+        {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(common::transport::TransportError::Connect {
+                host: spec.name.clone(),
+                reason: "not in this test".into(),
+            })
+        }
+    }
+
+    /// `app.env_commands`: loading the inventory runs no command; building the host's
+    /// resources does, and a failing command fails that host before it is connected to,
+    /// naming the key and the exit status, never the output.
+    #[tokio::test]
+    async fn a_failing_vault_command_fails_its_host_before_anything_is_applied() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let vault = tmp.path().join("vault");
+        let ran = tmp.path().join("ran");
+        std::fs::write(
+            &vault,
+            format!(
+                "#!/bin/sh\ntouch {}\necho leaked-secret\nexit 4\n",
+                ran.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let inventory = tmp.path().join("inventory.toml");
+        std::fs::write(
+            &inventory,
+            format!(
+                "[hosts.web-1]\naddress = \"10.77.0.9\"\n[hosts.web-1.vars.app]\nname = \"ai-meeting\"\n[hosts.web-1.vars.app.env_commands]\nSMTP_PASSWORD = [{:?}, \"smtp\"]\n",
+                vault.display().to_string()
+            ),
+        )
+        .unwrap();
+        let loaded = crate::load(&inventory).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!ran.exists(), "loading the inventory ran the vault command");
+
+        let connector = std::sync::Arc::new(Counting::default());
+        let job = Job::new(Set::All);
+        let reports = common::run::converge_all(
+            loaded.hosts,
+            move |spec| job.resources(spec),
+            &common::run::RunOptions::default(),
+            connector.clone(),
+            std::sync::Arc::new(common::run::Quiet),
+        )
+        .await;
+        assert!(
+            ran.exists(),
+            "the vault command ran when the resources were built"
+        );
+        assert_eq!(connector.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let [report] = reports.as_slice() else {
+            panic!("{reports:?}")
+        };
+        assert_eq!(report.outcome, common::report::HostOutcome::Failed);
+        let error = report.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("app.env_commands.SMTP_PASSWORD: `")
+                && error.contains("` failed with exit status 4"),
+            "{error}"
+        );
+        assert!(
+            !format!("{report:?}").contains("leaked-secret"),
+            "{report:?}"
+        );
     }
 }

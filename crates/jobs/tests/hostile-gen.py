@@ -218,6 +218,16 @@ case("dns-credentials-file-relative", f'{DNS}dns_provider = "alidns"\ndns_creden
 case("dns-credentials-file-missing", f'{DNS}dns_provider = "dnspod"\ndns_credentials_file = ⟪"/nonexistent/provision-test/dns.env"\n\n{HOST}',
      "certs.dns_credentials_file", "cannot read it", "certificate settings")
 
+# 21. Vault commands of `.env` values: argv whose program is named.
+case("env-command-empty", f'{APP}[vars.app.env_commands]\nSMTP_PASSWORD = ⟪[]\n\n{HOST}',
+     "vars.app.env_commands.SMTP_PASSWORD", "the command is empty", "vault command")
+case("env-command-program-empty", f'{APP}[vars.app.env_commands]\nSMTP_PASSWORD = [⟪" ", "show", "smtp"]\n\n{HOST}',
+     "vars.app.env_commands.SMTP_PASSWORD[0]", "the program name is empty", "vault command")
+case("env-command-program-option", f'{APP}[vars.app.env_commands]\nSMTP_PASSWORD = [⟪"--help"]\n\n{HOST}',
+     "vars.app.env_commands.SMTP_PASSWORD[0]", "the first word is the program", "vault command")
+case("env-command-and-env", f'{APP}[vars.app.env]\nSMTP_PASSWORD = "x"\n[vars.app.env_commands]\nSMTP_PASSWORD = ⟪["pass", "show", "smtp"]\n\n{HOST}',
+     "vars.app.env_commands.SMTP_PASSWORD", "also set in app.env", "vault command")
+
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
     os.remove(os.path.join(out, f))

@@ -322,6 +322,33 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
             c.check(at.clone(), values::env_name(k));
             c.check(at, values::one_line(val));
         }
+        for (k, argv) in a.env_commands.iter().flatten() {
+            let at = FieldPath::parse("app.env_commands").key(k);
+            c.check(at.clone(), values::env_name(k));
+            if a.env.as_ref().is_some_and(|env| env.contains_key(k)) {
+                c.check(
+                    at.clone(),
+                    Err(format!(
+                        "`{k}` is also set in app.env; take its value from one place"
+                    )),
+                );
+            }
+            match argv.first() {
+                None => c.check(
+                    at.clone(),
+                    Err("the command is empty: give the program and its arguments, e.g. [\"pass\", \"show\", \"smtp\"]".into()),
+                ),
+                Some(program) => c.check(at.clone().index(0), values::program(program)),
+            }
+            for (i, arg) in argv.iter().enumerate().skip(1) {
+                if arg.contains('\0') {
+                    c.check(
+                        at.clone().index(i),
+                        Err("an argument cannot contain a NUL character".into()),
+                    );
+                }
+            }
+        }
         if let Some(settings) = &a.settings {
             settings_one_line(&mut c, &FieldPath::parse("app.settings"), settings);
         }

@@ -211,6 +211,11 @@ pub struct AppVars {
     /// generated secret included) or add a key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<std::collections::BTreeMap<String, String>>,
+    /// `.env` values taken, when the host's resources are built, from the standard output of
+    /// a command on the controller (argv, no shell): `{ SMTP_PASSWORD = ["pass", "show",
+    /// "smtp"] }`. Like a generated secret: never shown, logged, diffed or kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_commands: Option<std::collections::BTreeMap<String, Vec<String>>>,
     /// Enable at boot and start the app's own units (PM2); off by default because the
     /// application code is deployed separately.
     #[serde(skip_serializing_if = "Option::is_none")]
