@@ -10,6 +10,8 @@
 //! compose checks use whichever of `docker compose` / `docker-compose` the host has.
 #![allow(clippy::print_stderr)] // the timings printed at the end are the measurement
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -21,7 +23,6 @@ use common::engine::{self, Options};
 use common::inventory::{Inventory, Vars};
 use common::report::{HostOutcome, HostReport, ResourceStatus};
 use common::transport::Transport;
-use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
 use lab::testing::remote;
 
 /// Everything written through `tracing` while the test runs (TRACE level).
@@ -76,18 +77,7 @@ async fn converge(host: &lab::LabHost, vars: &Vars, options: &AppOptions) -> (Ho
         .unwrap()
         .unwrap()
         .into_resources();
-    let transport = SshTransport::connect(SshTarget {
-        name: host.name.clone(),
-        destination: host.address.to_string(),
-        user: Some(host.user.clone()),
-        port: Some(host.port),
-        identity_file: Some(host.identity_file.clone()),
-        known_hosts: Some(host.known_hosts.clone()),
-        host_key_policy: HostKeyPolicy::Strict,
-        connect_timeout: Some(std::time::Duration::from_secs(10)),
-    })
-    .await
-    .expect("ssh connect");
+    let transport = support::connect(host).await;
     let report = engine::converge(&transport, &resources, &Options::default()).await;
     transport.close().await.expect("close");
     tracing::info!(app = %app_debug, "converged");

@@ -9,14 +9,16 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use certs::testing::{Pebble, PebbleOptions, pebble_installed};
 use certs::{CertInfo, Settings, StateDir};
 use common::Transport;
-use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
 use lab::testing::remote_output as ssh;
+use support::connect;
 
 /// A fresh host in this test's own lab state directory (the base image cache and the
 /// machine-wide address slots are shared).
@@ -40,21 +42,6 @@ fn ready() -> bool {
         return false;
     }
     true
-}
-
-async fn connect(host: &lab::LabHost) -> SshTransport {
-    SshTransport::connect(SshTarget {
-        name: host.name.clone(),
-        destination: host.address.to_string(),
-        user: Some(host.user.clone()),
-        port: Some(host.port),
-        identity_file: Some(host.identity_file.clone()),
-        known_hosts: Some(host.known_hosts.clone()),
-        host_key_policy: HostKeyPolicy::Strict,
-        connect_timeout: Some(Duration::from_secs(10)),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("connect to {}: {e}", host.name))
 }
 
 /// A scratch directory on this machine, removed on drop.

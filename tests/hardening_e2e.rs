@@ -7,6 +7,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::engine::{self, Mode, Options};
 use common::inventory::{DeployUserVars, DockerVars, HardeningVars, Vars};
 use common::transport::Transport;
-use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
+use common::transport::ssh::SshTransport;
 use common::{HostOutcome, HostReport, Resource, ResourceStatus};
 
 /// UFW's `limit` drops the 6th new SSH connection from one address within 30 s. The
@@ -56,18 +58,7 @@ fn fresh_host() -> lab::testing::LabGuard {
 async fn connect(host: &lab::LabHost, user: &str) -> SshTransport {
     // The master connection plus up to two fresh logins (firewall, sshd) of the engine.
     pace(host, 3);
-    SshTransport::connect(SshTarget {
-        name: host.name.clone(),
-        destination: host.address.to_string(),
-        user: Some(user.to_string()),
-        port: Some(host.port),
-        identity_file: Some(host.identity_file.clone()),
-        known_hosts: Some(host.known_hosts.clone()),
-        host_key_policy: HostKeyPolicy::Strict,
-        connect_timeout: Some(Duration::from_secs(10)),
-    })
-    .await
-    .unwrap_or_else(|e| panic!("connect to {} as {user}: {e}", host.name))
+    support::connect_as(host, user).await
 }
 
 fn options(mode: Mode) -> Options {
