@@ -135,20 +135,6 @@ pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTi
         .map(SystemTime::from)
 }
 
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
-}
-
 impl instant_acme::HttpClient for AcmeHttp {
     fn request(
         &self,
@@ -171,7 +157,7 @@ impl instant_acme::HttpClient for AcmeHttp {
                     Err(instant_acme::Error::Other(why.into()))
                 }
                 Ok(Err(e)) => {
-                    record_unreachable(describe(&e));
+                    record_unreachable(common::error::error_chain(&e));
                     Err(instant_acme::Error::Other(Box::new(e)))
                 }
                 Ok(Ok(rsp)) => {
@@ -243,7 +229,7 @@ pub(crate) async fn send(
     let rsp = tokio::time::timeout(REQUEST_TIMEOUT, hyper.request(req))
         .await
         .map_err(|_| format!("{url}: no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("{url}: {}", describe(&e)))?;
+        .map_err(|e| format!("{url}: {}", common::error::error_chain(&e)))?;
     let status = rsp.status();
     let body = rsp
         .into_body()
