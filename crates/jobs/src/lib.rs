@@ -7,6 +7,8 @@
 //! The CLI parses arguments into a [`Session`], calls one function here and prints what
 //! comes back.
 
+#![warn(unreachable_pub)]
+
 pub mod certs;
 mod facts;
 mod job;

@@ -10,7 +10,7 @@ use jobs::certs::{self as job, CertificateRun, Trigger};
 use crate::cli::{CertsCommand, Format, Global, RevokeReason};
 use crate::output::{self, emit};
 
-pub async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
+pub(crate) async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
     let session = crate::session(g);
     match cmd {
         CertsCommand::Issue { check } => obtain(g, Trigger::Issue, Mode::check_if(*check)).await,

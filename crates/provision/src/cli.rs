@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// 2 `check`/`harden --check` found pending changes.
 #[derive(Debug, Parser)]
 #[command(name = "provision", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: Global,
     #[command(subcommand)]
@@ -19,7 +19,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct Global {
+pub(crate) struct Global {
     /// Inventory file (TOML). Default: $PROVISION_INVENTORY, else ./inventory.toml.
     #[arg(short, long, global = true, env = "PROVISION_INVENTORY")]
     pub inventory: Option<PathBuf>,
@@ -48,7 +48,7 @@ pub struct Global {
 }
 
 impl Global {
-    pub fn inventory_path(&self) -> PathBuf {
+    pub(crate) fn inventory_path(&self) -> PathBuf {
         self.inventory
             .clone()
             .unwrap_or_else(|| PathBuf::from("inventory.toml"))
@@ -56,13 +56,13 @@ impl Global {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Converge every selected host (base, hardening, Docker, app).
     Up {
         /// Regenerate this generated secret of the app's .env (repeatable). Secrets are
@@ -93,7 +93,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum LabCommand {
+pub(crate) enum LabCommand {
     /// Create (or reuse) N hosts and write an inventory for them.
     Up {
         #[arg(default_value_t = 1)]
@@ -118,7 +118,7 @@ pub enum LabCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum CertsCommand {
+pub(crate) enum CertsCommand {
     /// Obtain and install the certificate of every selected host whose vars declare one
     /// (`[vars.certs]`) when there is none yet, it expired or the declaration changed.
     /// With --check: exit 2 when something would change.
@@ -169,7 +169,7 @@ pub enum CertsCommand {
 
 /// Revocation reasons a CA accepts from a subscriber (RFC 5280 codes 0, 1, 3, 4, 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RevokeReason {
+pub(crate) enum RevokeReason {
     Unspecified,
     KeyCompromise,
     AffiliationChanged,

@@ -9,7 +9,7 @@ use jobs::lab::{DemoOutcome, DemoRun, down_text, status_text, up_text};
 use crate::cli::{Global, LabCommand};
 use crate::output;
 
-pub async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
+pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
     let lab = lab::Lab::open_default()?;
     match cmd {
         LabCommand::Up { count } => {

@@ -13,7 +13,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::Format;
 
-pub fn init_tracing(verbose: u8) {
+pub(crate) fn init_tracing(verbose: u8) {
     let level = match verbose {
         0 => "warn",
         1 => "info,common=debug,jobs=debug,provision=debug",
@@ -31,7 +31,7 @@ pub fn init_tracing(verbose: u8) {
 
 /// An error that stopped the command: text on stderr, or with `--format json` one JSON
 /// object on stdout (`{"error": {...}}`; inventory errors with file, line, column, field).
-pub fn error(e: &anyhow::Error, format: Format) {
+pub(crate) fn error(e: &anyhow::Error, format: Format) {
     if format == Format::Json {
         print_json(&serde_json::json!({ "error": error_json(e) }));
     } else {
@@ -46,17 +46,17 @@ fn error_json(e: &anyhow::Error) -> serde_json::Value {
     inventory.unwrap_or_else(|| serde_json::json!({ "kind": "error", "message": format!("{e:#}") }))
 }
 
-pub fn warning(message: &str) {
+pub(crate) fn warning(message: &str) {
     eprintln!("warning: {message}");
 }
 
-pub fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &serde_json::Value) {
     let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
     println!("{text}");
 }
 
 /// JSON or text, as the format asks (each computed only when printed).
-pub fn emit(
+pub(crate) fn emit(
     format: Format,
     json: impl FnOnce() -> serde_json::Value,
     text: impl FnOnce() -> String,
@@ -68,7 +68,7 @@ pub fn emit(
 }
 
 /// Progress for a run: bars on a TTY, plain lines when piped, nothing for JSON.
-pub fn progress(format: Format) -> Arc<dyn Progress> {
+pub(crate) fn progress(format: Format) -> Arc<dyn Progress> {
     match format {
         Format::Json => Arc::new(common::run::Quiet),
         _ if !std::io::stderr().is_terminal() => Arc::new(Lines),
@@ -123,7 +123,7 @@ impl Progress for Bars {
     }
 }
 
-pub fn print_reports(reports: &[HostReport], mode: Mode, format: Format) {
+pub(crate) fn print_reports(reports: &[HostReport], mode: Mode, format: Format) {
     let json = || report::reports_json(reports, mode);
     emit(format, json, || report::render_reports(reports, mode));
 }
