@@ -316,7 +316,7 @@ impl App {
             if a.enable_units.unwrap_or(false) {
                 let watched = [
                     unit_id,
-                    format!("file:{}", path_of("ecosystem.config.js")),
+                    common::resources::file_id(&path_of("ecosystem.config.js")),
                     format!("env:{}", path_of(".env")),
                 ];
                 services.push(Service::running(&format!("{name}-pm2.service")).reload_on(watched));

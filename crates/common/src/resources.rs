@@ -7,7 +7,7 @@ mod packages;
 mod service;
 mod system;
 
-pub use file::{Block, Directory, File, Line, editable_text, plan_edit};
+pub use file::{Block, Directory, File, Line, editable_text, file_id, plan_edit};
 pub use packages::Packages;
 pub use service::Service;
 pub use system::{Timezone, User};

@@ -4,7 +4,7 @@
 
 use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, Origins, UpgradePolicy, Vars};
-use common::resources::{Directory, File, Line, Packages, Timezone, User};
+use common::resources::{Directory, File, Line, Packages, Timezone, User, file_id};
 use common::shell::{Command, quote};
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
@@ -443,7 +443,7 @@ pub fn unattended_upgrades_config(os_id: &str) -> Option<String> {
 
 impl Resource for UnattendedUpgrades {
     fn id(&self) -> String {
-        format!("file:{UNATTENDED_UPGRADES_PATH}")
+        file_id(UNATTENDED_UPGRADES_PATH)
     }
 
     fn probes(&self) -> Vec<Probe> {

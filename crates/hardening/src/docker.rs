@@ -14,7 +14,7 @@
 
 use common::facts::builtin::{HostInfo, HostInfoValue, InstalledPackages, PathKind, PathState};
 use common::inventory::{DockerSource, DockerVars};
-use common::resources::{File, Service};
+use common::resources::{File, Service, file_id};
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 
@@ -205,7 +205,7 @@ pub fn resources(vars: &DockerVars) -> Vec<Box<dyn Resource>> {
         Box::new(File::new(DAEMON_JSON_PATH, daemon_json(vars)).mode(0o644)),
         Box::new(
             Service::running("docker.service")
-                .reload_on([format!("file:{DAEMON_JSON_PATH}")])
+                .reload_on([file_id(DAEMON_JSON_PATH)])
                 .restart_on_change(),
         ),
     ]

@@ -29,7 +29,7 @@ mod testing;
 
 use common::Resource;
 use common::inventory::{Origins, Vars};
-use common::resources::Packages;
+use common::resources::{Packages, file_id};
 
 pub use preflight::preflight;
 
@@ -166,7 +166,7 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
         }));
     }
     out.extend(base::resources(vars, sel.docker, origins));
-    let mut manager_watch = vec![format!("file:{}", base::NOFILE_SYSTEMD_PATH)];
+    let mut manager_watch = vec![file_id(base::NOFILE_SYSTEMD_PATH)];
     out.extend(hardening_middle(sel, &mut manager_watch));
     out.push(base::systemd_reexec(manager_watch));
     if sel.docker {

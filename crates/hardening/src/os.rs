@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use common::facts::builtin::{HostInfo, PathState};
-use common::resources::File;
+use common::resources::{File, file_id};
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -334,7 +334,7 @@ pub fn resources(docker: bool, manager_watch: &mut Vec<String>) -> Vec<Box<dyn R
     out.push(Box::new(File::new(COREDUMP_LIMITS_PATH, COREDUMP_LIMITS)));
     out.push(Box::new(File::new(COREDUMP_SYSTEMD_PATH, COREDUMP_SYSTEMD)));
     out.push(Box::new(File::new(COREDUMP_MANAGER_PATH, COREDUMP_MANAGER)));
-    manager_watch.push(format!("file:{COREDUMP_MANAGER_PATH}"));
+    manager_watch.push(file_id(COREDUMP_MANAGER_PATH));
     out.push(Box::new(login_defs()));
     for p in permissions() {
         out.push(Box::new(p));

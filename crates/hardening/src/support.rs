@@ -4,7 +4,7 @@
 
 use common::PlanError;
 use common::facts::builtin::{PathKind, PathState};
-use common::resources::{File, plan_edit};
+use common::resources::{File, file_id, plan_edit};
 use common::shell::quote;
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
@@ -264,7 +264,7 @@ pub struct AbsentFile {
 
 impl Resource for AbsentFile {
     fn id(&self) -> String {
-        format!("file:{}", self.path)
+        file_id(&self.path)
     }
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]

@@ -199,9 +199,15 @@ pub fn plan_edit(
     plan_file(&desired, &current, what)
 }
 
+/// The id of the [`File`] (or absent file) at `path`: what a resource that reloads when the
+/// file changes watches (`Service::reload_on([file_id(path)])`).
+pub fn file_id(path: &str) -> String {
+    format!("file:{path}")
+}
+
 impl Resource for File {
     fn id(&self) -> String {
-        format!("file:{}", self.path)
+        file_id(&self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {
