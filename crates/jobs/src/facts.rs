@@ -1,6 +1,7 @@
 //! `provision facts`: what the probes of the full job read on each host.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -75,7 +76,9 @@ pub fn redact_probe(key: &str, stdout: &str) -> String {
     }
 }
 
-struct Gather(Job);
+/// Each host's resources, composed once before anything connects (composing can run the
+/// app's vault commands, which must not run twice).
+struct Gather(Mutex<BTreeMap<String, Vec<Box<dyn Resource>>>>);
 
 #[async_trait]
 impl HostWork for Gather {
@@ -87,7 +90,10 @@ impl HostWork for Gather {
     }
 
     fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
-        self.0.resources(spec)
+        let mut composed = self.0.lock().expect("not poisoned");
+        composed
+            .remove(&spec.name)
+            .ok_or_else(|| format!("{}: no resources composed", spec.name))
     }
 
     async fn run(&self, spec: &HostSpec, resources: Self::Ready, t: &dyn Transport) -> HostFacts {
@@ -119,23 +125,60 @@ impl HostWork for Gather {
 pub async fn facts(session: &Session) -> Result<Vec<HostFacts>, JobError> {
     let hosts = session.hosts()?;
     let job = Job::new(Set::All);
+    let mut composed = BTreeMap::new();
     for spec in &hosts {
-        job.resources(spec).map_err(JobError::Compose)?;
+        let resources = job.resources(spec).map_err(JobError::Compose)?;
+        composed.insert(spec.name.clone(), resources);
     }
-    let options = session.options(common::Mode::Check);
-    Ok(run::for_each_host(
-        hosts,
-        options.forks,
-        session.connector.clone(),
-        Arc::new(Quiet),
-        Arc::new(Gather(job)),
-    )
-    .await)
+    let gather = Arc::new(Gather(Mutex::new(composed)));
+    let (forks, connector) = (session.run.forks, session.connector.clone());
+    Ok(run::for_each_host(hosts, forks, connector, Arc::new(Quiet), gather).await)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::run::Connector;
+    use common::transport::TransportError;
+
+    /// Every host is a simulated host that knows no probe (each answers exit 1).
+    struct Simulated;
+
+    #[async_trait]
+    impl Connector for Simulated {
+        async fn connect(&self, spec: &HostSpec) -> Result<Box<dyn Transport>, TransportError> {
+            let none = Default::default();
+            Ok(Box::new(common::testing::simulated_host(
+                &spec.name,
+                none,
+                Default::default(),
+            )))
+        }
+    }
+
+    /// `facts` through the library, no SSH: every selected host, in inventory order, each
+    /// with the probes of its full job.
+    #[tokio::test]
+    async fn facts_of_every_host_in_inventory_order_over_the_session_connector() {
+        let dir = std::env::temp_dir().join(format!("jobs-facts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let inventory = dir.join("inventory.toml");
+        let hosts =
+            "[hosts.web-2]\naddress = \"10.77.0.2\"\n[hosts.web-1]\naddress = \"10.77.0.1\"\n";
+        std::fs::write(&inventory, hosts).unwrap();
+        let mut session = Session::over_ssh(inventory, false);
+        session.connector = Arc::new(Simulated);
+        let all = facts(&session).await.unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let names: Vec<&str> = all.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(names, ["web-1", "web-2"], "the inventory's order (by name)");
+        let web2 = all[1].facts.as_ref().unwrap();
+        let probe = web2
+            .raw("path:/etc/ssh/sshd_config")
+            .expect("the sshd probe ran");
+        assert_eq!(probe.status, 1, "the simulated host knows no probe");
+        assert_eq!(facts_exit_code(&all), 0);
+    }
 
     #[test]
     fn file_contents_are_redacted_and_other_probes_are_not() {
