@@ -16,6 +16,7 @@ pub fn target(host: &lab::LabHost, user: &str) -> SshTarget {
         known_hosts: Some(host.known_hosts.clone()),
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout: Some(Duration::from_secs(10)),
+        fallback_port: None,
     }
 }
 

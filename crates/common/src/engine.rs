@@ -103,6 +103,11 @@ impl Transport for Counting<'_> {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.inner.verify_fresh_login().await
     }
+
+    async fn verify_fresh_login_on(&self, port: u16) -> Result<(), TransportError> {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.verify_fresh_login_on(port).await
+    }
 }
 
 /// Every probe the resources need, deduplicated.
@@ -546,12 +551,18 @@ async fn apply_guarded(
     }
     // A refused proof may be the host's SSH rate limit: back off and try again, as long
     // as the armed rollback leaves time (a proof that succeeds only after the rollback
-    // fired would prove nothing).
+    // fired would prove nothing). After an sshd port move the proof logs in on the new
+    // port: the old one may be closed now, and a login there would prove nothing about
+    // the next run.
+    let access_port = group.iter().find_map(|(r, _)| r.access_port());
     let budget = Duration::from_secs(window).saturating_sub(armed_at.elapsed() + PROOF_MARGIN);
     let (proof, attempts) = retry::retry(
         &Backoff::default(),
         Some(budget),
-        || transport.verify_fresh_login(),
+        || match access_port {
+            Some(port) => transport.verify_fresh_login_on(port),
+            None => transport.verify_fresh_login(),
+        },
         |e: &TransportError| matches!(e, TransportError::Refused { .. }),
         tokio::time::sleep,
     )

@@ -146,4 +146,10 @@ pub trait Resource: Send + Sync {
     fn rollback_script(&self) -> Option<String> {
         None
     }
+
+    /// The SSH port logins use once this access-guarding resource is applied (an sshd
+    /// port move): the commit-confirmed proof login goes there. `None`: unchanged.
+    fn access_port(&self) -> Option<u16> {
+        None
+    }
 }

@@ -67,12 +67,27 @@ impl Connector for SshConnector {
     }
 }
 
+/// How to reach a host. When the inventory moves sshd (`hardening.ssh_port` differs from
+/// the connection's port), that port is tried first — where a converged host listens —
+/// and the inventory's port (22 when unset) second, for a host not moved yet.
 pub fn ssh_target(spec: &HostSpec, policy: HostKeyPolicy) -> SshTarget {
+    let moved_to = spec
+        .vars
+        .hardening
+        .as_ref()
+        .filter(|h| h.enabled != Some(false) && h.ssh != Some(false))
+        .and_then(|h| h.ssh_port);
+    let inventory_port = spec.connection.port;
+    let (port, fallback_port) = match moved_to {
+        Some(p) if Some(p) != inventory_port => (Some(p), Some(inventory_port.unwrap_or(22))),
+        _ => (inventory_port, None),
+    };
     SshTarget {
         name: spec.name.clone(),
         destination: spec.address.clone(),
         user: spec.connection.user.clone(),
-        port: spec.connection.port,
+        port,
+        fallback_port,
         identity_file: spec.connection.identity_file.clone(),
         known_hosts: spec.connection.known_hosts.clone(),
         host_key_policy: policy,

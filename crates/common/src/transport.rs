@@ -104,6 +104,13 @@ pub trait Transport: Send + Sync {
         Ok(())
     }
 
+    /// Like [`Transport::verify_fresh_login`], to SSH port `port` (after an sshd port
+    /// move). Once it succeeds, later fresh-login proofs of this connection use that port.
+    async fn verify_fresh_login_on(&self, port: u16) -> Result<(), TransportError> {
+        let _ = port;
+        self.verify_fresh_login().await
+    }
+
     /// Close the connection explicitly.
     async fn close(&self) -> Result<(), TransportError> {
         Ok(())

@@ -5,9 +5,12 @@
 //! * `docker` (default on Ubuntu): Docker's apt repository with a `signed-by` keyring,
 //!   `docker-ce` and the compose v2 plugin (`docker compose`).
 //! * `distribution` (default on Debian): the distribution's `docker.io`. Compose v2
-//!   comes from `docker-compose-v2` on Ubuntu. Debian 12's archive has NO compose v2:
-//!   its `docker-compose` is compose v1 1.29 (Python, command `docker-compose`), which
-//!   is what gets installed there; use `source = "docker"` for `docker compose` v2.
+//!   comes from `docker-compose-v2` on Ubuntu and from `docker-compose` (2.x, a CLI
+//!   plugin) on Debian 13, where the `docker` command itself is in the separate
+//!   `docker-cli` package. Debian 12's archive has NO compose v2: its `docker-compose`
+//!   is compose v1 1.29 (Python, command `docker-compose`, end-of-life), which is what
+//!   gets installed there, and every plan says so; use `source = "docker"` for
+//!   `docker compose` v2.
 //!
 //! `apparmor` is installed alongside: the engine installs without recommends, and
 //! dockerd refuses to start containers on AppArmor kernels without `apparmor_parser`.
@@ -47,6 +50,20 @@ fn supported(host: &HostInfoValue) -> Result<(), FactError> {
     }
 }
 
+/// Debian before 13: the distribution's compose is v1 only.
+fn debian_before_13(host: &HostInfoValue) -> bool {
+    host.os_id == "debian"
+        && host
+            .os_version
+            .split('.')
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .is_some_and(|v| v < 13)
+}
+
+/// What `check` and `up` say where the distribution's compose is v1 only.
+pub const COMPOSE_V1_ONLY: &str = "Debian 12's archive has only compose v1 (docker-compose 1.29, end-of-life; no `docker compose` v2); templates that need compose >= 2.20 will not run: set docker.source = \"docker\" (Docker's repository or a mirror of it)";
+
 /// Packages for a source on a host.
 pub fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static str> {
     match source {
@@ -62,7 +79,11 @@ pub fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static 
             vec!["docker.io", "docker-compose-v2", "apparmor"]
         }
         // Debian 12: compose v1 (see the module docs).
-        DockerSource::Distribution => vec!["docker.io", "docker-compose", "apparmor"],
+        DockerSource::Distribution if debian_before_13(host) => {
+            vec!["docker.io", "docker-compose", "apparmor"]
+        }
+        // Debian 13: the client is split out of docker.io; compose 2.x.
+        DockerSource::Distribution => vec!["docker.io", "docker-cli", "docker-compose", "apparmor"],
     }
 }
 
@@ -172,14 +193,19 @@ impl Resource for DockerPackages {
             DockerSource::Docker => "Docker's repository",
             DockerSource::Distribution => "the distribution",
         };
+        let warning = if source == DockerSource::Distribution && debian_before_13(&host) {
+            format!("; {COMPOSE_V1_ONLY}")
+        } else {
+            String::new()
+        };
         if missing.is_empty() {
             return Ok(Plan::noop(format!(
-                "{} installed from {from}",
+                "{} installed from {from}{warning}",
                 wanted.join(" ")
             )));
         }
         Ok(Plan::change(
-            format!("install {} from {from}", missing.join(" ")),
+            format!("install {} from {from}{warning}", missing.join(" ")),
             vec![Action::InstallPackages { names: missing }],
         ))
     }
@@ -320,7 +346,7 @@ mod tests {
         let (summary, actions) = plan_of(&p, &f).expect_change();
         assert_eq!(
             summary,
-            "install docker-compose apparmor from the distribution"
+            format!("install docker-compose apparmor from the distribution; {COMPOSE_V1_ONLY}")
         );
         assert_eq!(
             actions,
@@ -344,6 +370,32 @@ mod tests {
         insta::assert_snapshot!(
             "docker-list-debian12-arm64",
             written(&actions, SOURCES_PATH)
+        );
+    }
+
+    /// Issue 10: on Debian 13 `docker.io` alone gives a daemon and no `docker` command.
+    #[test]
+    fn debian13_gets_the_split_cli_and_compose_v2() {
+        let trixie = host(&HOST_DEBIAN12_NSPAWN.replace("os_version=12", "os_version=13"));
+        assert_eq!(trixie.os_version, "13");
+        assert_eq!(
+            packages_for(DockerSource::Distribution, &trixie),
+            ["docker.io", "docker-cli", "docker-compose", "apparmor"]
+        );
+        let p = DockerPackages {
+            vars: DockerVars::default(),
+        };
+        let f = facts(&[
+            (
+                "host",
+                ok(&HOST_DEBIAN12_NSPAWN.replace("os_version=12", "os_version=13")),
+            ),
+            ("dpkg", ok("docker.io\tii \t26.1.5+dfsg1-9+deb13u1+b1\n")),
+        ]);
+        let (summary, _) = plan_of(&p, &f).expect_change();
+        assert_eq!(
+            summary,
+            "install docker-cli docker-compose apparmor from the distribution"
         );
     }
 

@@ -80,6 +80,95 @@ impl Fact for OpenSshVersion {
     }
 }
 
+/// sshd drop-ins (other than the tool's own) that set `Port` or `ListenAddress`. Those two
+/// keywords ACCUMULATE across every included file instead of first-match-wins, so a
+/// provider's `Port 2222` keeps sshd on 2222 whatever the tool's drop-in says.
+#[derive(Debug, Clone)]
+pub struct SshdListenDropIns {
+    /// The tool's own drop-in, left out.
+    pub own: &'static str,
+}
+
+/// One drop-in of [`SshdListenDropIns`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenDropIn {
+    pub path: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub content: Vec<u8>,
+}
+
+/// The keywords that accumulate, lower-case.
+pub const ACCUMULATING_KEYWORDS: &[&str] = &["port", "listenaddress"];
+
+/// Whether a config line sets one of [`ACCUMULATING_KEYWORDS`] (sshd keywords are
+/// case-insensitive; `Port=2222` is accepted too).
+pub fn sets_listen_keyword(line: &str) -> bool {
+    let t = line.trim_start();
+    let keyword: String = t
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let rest = &t[keyword.len()..];
+    ACCUMULATING_KEYWORDS.contains(&keyword.as_str())
+        && rest.starts_with(|c: char| c.is_whitespace() || c == '=')
+}
+
+impl Fact for SshdListenDropIns {
+    type Value = Vec<ListenDropIn>;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "sshd-listen-drop-ins".into(),
+            script: format!(
+                "for f in /etc/ssh/sshd_config.d/*.conf; do
+                   [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ \"$f\" != {own} ] || continue
+                   if grep -qiE '^[[:space:]]*(port|listenaddress)([[:space:]]|=)' \"$f\"; then
+                     printf '%s\\n' \"$f\"; stat -c '%a|%U|%G' \"$f\"; base64 -w0 \"$f\"; echo
+                   fi
+done",
+                own = quote(self.own)
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<Vec<ListenDropIn>, FactError> {
+        use base64::Engine as _;
+        let key = "sshd-listen-drop-ins";
+        require_success(key, output)?;
+        let lines: Vec<&str> = output.stdout.lines().collect();
+        let mut out = Vec::new();
+        for chunk in lines.chunks(3) {
+            let [path, stat, content] = chunk else {
+                return Err(parse_error(
+                    key,
+                    "path, stat and content lines",
+                    &output.stdout,
+                ));
+            };
+            if !path.starts_with("/etc/ssh/sshd_config.d/") {
+                return Err(parse_error(key, "a drop-in path", path));
+            }
+            let f: Vec<&str> = stat.split('|').collect();
+            let [mode, owner, group] = f.as_slice() else {
+                return Err(parse_error(key, "mode|owner|group", stat));
+            };
+            out.push(ListenDropIn {
+                path: path.to_string(),
+                mode: u32::from_str_radix(mode, 8).map_err(|_| parse_error(key, "mode", stat))?,
+                owner: owner.to_string(),
+                group: group.to_string(),
+                content: base64::engine::general_purpose::STANDARD
+                    .decode(content.trim())
+                    .map_err(|_| parse_error(key, "base64 content", content))?,
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// The effective sshd configuration: `sshd -T` (global section, all files included).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SshdEffective;

@@ -26,12 +26,15 @@
 //! drop-in also says `AllowUsers nobody-provision-test`: sshd accepts it, every new login
 //! fails, and the commit-confirmed apply must roll it back.
 
-use common::facts::builtin::{PathKind, PathState, UnitState};
+use common::facts::builtin::{PathKind, PathState, PathStateValue, UnitState};
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
-use crate::facts::{LoginUser, OpenSshVersion, SshdEffective, SshdEffectiveValue, Version};
+use crate::facts::{
+    ListenDropIn, LoginUser, OpenSshVersion, SshdEffective, SshdEffectiveValue, SshdListenDropIns,
+    Version, sets_listen_keyword,
+};
 use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
 use common::PlanError;
 
@@ -41,6 +44,9 @@ pub const INCLUDE_LINE: &str = "Include /etc/ssh/sshd_config.d/*.conf";
 /// Sorts after the `addresses.conf` that Ubuntu's sshd socket generator writes, so its
 /// `ListenStream=` reset wins.
 pub const SOCKET_DROP_IN_PATH: &str = "/etc/systemd/system/ssh.socket.d/provision-port.conf";
+/// What replaces a foreign `Port`/`ListenAddress` line (the original follows, commented).
+pub const NEUTRALISED: &str = "# Disabled by provision: Port and ListenAddress add up across all sshd files, and hardening.ssh_port sets the port.";
+
 /// Environment variable of the lockout test hook (tests only).
 pub const BREAK_SSH_ENV: &str = "PROVISION_TEST_BREAK_SSH";
 /// User name no host has: with `AllowUsers` set to it, every login fails.
@@ -371,6 +377,64 @@ pub fn include_first(main: &str) -> Option<String> {
     Some(out)
 }
 
+/// `text` with every `Port`/`ListenAddress` line commented out (see [`NEUTRALISED`]);
+/// `None` when it has none. Lines are kept, so the old value stays readable.
+pub fn neutralise_listen_lines(text: &str) -> Option<String> {
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len() + 128);
+    for line in text.split_inclusive('\n') {
+        if sets_listen_keyword(line) {
+            changed = true;
+            out.push_str(NEUTRALISED);
+            out.push_str("\n# ");
+            out.push_str(line.trim_start());
+            if !line.ends_with('\n') {
+                out.push('\n');
+            }
+        } else {
+            out.push_str(line);
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The drop-in edit that takes a foreign drop-in's listen lines out, as a file change
+/// (backed up, snapshotted for the rollback like every guarded file).
+fn neutralise_drop_in(d: &ListenDropIn) -> Result<Option<(String, Action)>, FactError> {
+    let text = String::from_utf8_lossy(&d.content);
+    let Some(new) = neutralise_listen_lines(&text) else {
+        return Ok(None);
+    };
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| sets_listen_keyword(l))
+        .map(str::trim)
+        .collect();
+    let current = PathStateValue {
+        kind: PathKind::File,
+        mode: d.mode,
+        owner: d.owner.clone(),
+        group: d.group.clone(),
+        size: d.content.len() as u64,
+        content: Some(d.content.clone()),
+        sha256: None,
+    };
+    let mut desired = DesiredFile::new(&d.path, new, d.mode);
+    desired.owner = d.owner.clone();
+    desired.group = d.group.clone();
+    Ok(desired.changes(&current)?.map(|(_, action)| {
+        (
+            format!(
+                "comment out `{}` in {} (Port and ListenAddress add up across files; a backup is kept as {}.provision-bak)",
+                lines.join("`, `"),
+                d.path,
+                d.path
+            ),
+            action,
+        )
+    }))
+}
+
 fn socket_activated(facts: &Facts) -> Result<bool, FactError> {
     let socket = facts.read(&socket_unit())?;
     Ok(socket.exists() && (socket.is_active() || socket.unit_file_state == "enabled"))
@@ -420,6 +484,7 @@ impl Resource for SshdConfig {
             PathState::new(DROP_IN_PATH).probe(),
             PathState::new(MAIN_CONFIG_PATH).probe(),
             PathState::new(SOCKET_DROP_IN_PATH).probe(),
+            SshdListenDropIns { own: DROP_IN_PATH }.probe(),
             socket_unit().probe(),
             PathState::new(HOST_KEYS[0]).probe(),
             PathState::new(HOST_KEYS[1]).probe(),
@@ -432,9 +497,23 @@ impl Resource for SshdConfig {
 
         let main = facts.read(&PathState::new(MAIN_CONFIG_PATH))?;
         let main_text = common::resources::editable_text(MAIN_CONFIG_PATH, &main)?;
-        if let Some(new_main) = include_first(&main_text) {
+        let mut new_main = include_first(&main_text);
+        if self.settings.port.is_some() {
+            // The port is the drop-in's alone: other Port/ListenAddress lines would add
+            // listeners (never converging to the one port asked for).
+            let base = new_main.clone().unwrap_or_else(|| main_text.to_string());
+            if let Some(n) = neutralise_listen_lines(&base) {
+                new_main = Some(n);
+            }
+        }
+        if let Some(new_main) = new_main {
             // 0600 like OS hardening's permissions (sshd does not need it readable by all).
             changes.add(DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o600).changes(&main)?);
+        }
+        if self.settings.port.is_some() {
+            for d in facts.read(&SshdListenDropIns { own: DROP_IN_PATH })? {
+                changes.add(neutralise_drop_in(&d)?);
+            }
         }
 
         let current = facts.read(&PathState::new(DROP_IN_PATH))?;
@@ -516,6 +595,10 @@ impl Resource for SshdConfig {
     fn rollback_script(&self) -> Option<String> {
         Some(ROLLBACK.into())
     }
+
+    fn access_port(&self) -> Option<u16> {
+        self.settings.port
+    }
 }
 
 #[cfg(test)]
@@ -558,6 +641,7 @@ mod tests {
             ("openssh-version", ok(ssh_v)),
             ("login-user", ok(&format!("{login}\n"))),
             ("sshd-effective", ok(effective)),
+            ("sshd-listen-drop-ins", ok("")),
             (
                 "path:/etc/ssh/sshd_config.d/00-provision.conf",
                 match drop_in {
@@ -866,6 +950,96 @@ mod tests {
             "update /etc/ssh/sshd_config; create /etc/ssh/sshd_config.d/00-provision.conf"
         );
         assert_eq!(written(&actions, MAIN_CONFIG_PATH), new);
+    }
+
+    /// Issue 10: a provider drop-in's `Port 2222` kept sshd on 2222 beside the 2200 asked
+    /// for (`Port is 2200 2222, want 2200`), forever. Port and ListenAddress add up across
+    /// files, so a port move comments them out (backed up, rollback-snapshotted).
+    #[test]
+    fn foreign_port_lines_in_other_drop_ins_are_neutralised_when_the_port_moves() {
+        use base64::Engine as _;
+        let r = SshdConfig {
+            settings: SshSettings {
+                port: Some(2200),
+                ..settings()
+            },
+        };
+        let provider = "# provider\nPort 2222\nlistenaddress=0.0.0.0\nPasswordAuthentication yes\n";
+        let listing = format!(
+            "/etc/ssh/sshd_config.d/60-provider.conf\n600|root|root\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode(provider)
+        );
+        let main = format!("{DEBIAN_MAIN}Port 22\n");
+        let f = with(
+            &host(
+                SSH_V_DEBIAN12,
+                "root",
+                None,
+                &main,
+                SOCKET_OFF,
+                &fresh_effective(),
+            ),
+            "sshd-listen-drop-ins",
+            ok(&listing),
+        );
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert!(
+            summary.contains("comment out `Port 2222`, `listenaddress=0.0.0.0` in /etc/ssh/sshd_config.d/60-provider.conf"),
+            "{summary}"
+        );
+        let edited = written(&actions, "/etc/ssh/sshd_config.d/60-provider.conf");
+        assert_eq!(
+            edited,
+            format!(
+                "# provider\n{NEUTRALISED}\n# Port 2222\n{NEUTRALISED}\n# listenaddress=0.0.0.0\nPasswordAuthentication yes\n"
+            )
+        );
+        let main_written = written(&actions, MAIN_CONFIG_PATH);
+        assert!(
+            main_written.contains(&format!("{NEUTRALISED}\n# Port 22\n")),
+            "{main_written}"
+        );
+        assert!(!main_written.lines().any(sets_listen_keyword));
+        assert_eq!(r.access_port(), Some(2200));
+
+        // Without a port to move to, other files' ports are none of the tool's business.
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let (_, actions) = plan_of(&r, &f).expect_change();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a, Action::WriteFile(w) if w.path.ends_with("60-provider.conf")))
+        );
+        assert_eq!(r.access_port(), None);
+    }
+
+    #[test]
+    fn listen_keyword_detection() {
+        for yes in [
+            "Port 22",
+            "  port\t2222",
+            "ListenAddress 0.0.0.0",
+            "PORT=22",
+        ] {
+            assert!(sets_listen_keyword(yes), "{yes}");
+        }
+        for no in [
+            "#Port 22",
+            "# Port 22",
+            "Ports 22",
+            "PermitRootLogin no",
+            "",
+            "Port",
+        ] {
+            assert!(!sets_listen_keyword(no), "{no}");
+        }
+        assert_eq!(neutralise_listen_lines("UseDNS no\n"), None);
+        assert_eq!(
+            neutralise_listen_lines("Port 2222").as_deref(),
+            Some(format!("{NEUTRALISED}\n# Port 2222\n").as_str())
+        );
     }
 
     #[test]

@@ -11,20 +11,29 @@ use common::run::Progress;
 
 use crate::{Job, JobError, Session, Set, converge_hosts};
 
-/// `lab up`: one line per host, then how long it took and where the inventory is.
-pub fn up_text(hosts: &[lab::LabHost], elapsed: std::time::Duration, inventory: &Path) -> String {
-    let mut out: String = hosts
+/// `lab up`: one line per host (OS and login), the running hosts the lab's login no
+/// longer works for (kept), then how long it took and where the inventory is.
+pub fn up_text(report: &lab::UpReport, elapsed: std::time::Duration, inventory: &Path) -> String {
+    let mut out: String = report
+        .hosts
         .iter()
         .map(|h| {
             format!(
-                "{}  {}  ssh: provision lab ssh {}\n",
-                h.name, h.address, h.name
+                "{}  {}  {:<12}  {}@  ssh: provision lab ssh {}\n",
+                h.name, h.address, h.os, h.user, h.name
             )
         })
         .collect();
+    for (name, why) in &report.unreachable {
+        out.push_str(&format!(
+            "{name}  kept: the lab's login is refused (hardened?); it stays in the inventory, \
+             `provision lab down` removes it\n  {}\n",
+            why.lines().next().unwrap_or_default()
+        ));
+    }
     out.push_str(&format!(
         "{} host(s) ready in {:.1}s; inventory: {}\n",
-        hosts.len(),
+        report.hosts.len(),
         elapsed.as_secs_f64(),
         inventory.display()
     ));
@@ -55,9 +64,13 @@ pub fn status_text(hosts: &[lab::HostStatus]) -> String {
         .iter()
         .map(|h| {
             format!(
-                "{:<8} {:<12} {:?} ssh:{} nspawn pid {}\n",
+                "{:<8} {:<12} {:<12} {:<8} {:?} ssh:{} nspawn pid {}\n",
                 h.name,
                 h.address.map(|a| a.to_string()).unwrap_or_else(dash),
+                h.spec.map(|s| s.os.to_string()).unwrap_or_else(dash),
+                h.spec
+                    .map(|s| s.login.user(s.os).to_string())
+                    .unwrap_or_else(dash),
                 h.state,
                 if h.ssh_port_open { "open" } else { "closed" },
                 h.nspawn_pid.map(|p| p.to_string()).unwrap_or_else(dash)

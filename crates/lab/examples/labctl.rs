@@ -1,5 +1,5 @@
 //! Drive the lab by hand: `cargo run -p provision-lab --example labctl -- up 4`.
-//! Commands: image | up N | down | status | create | destroy NAME | ssh NAME [CMD...] | fresh-and-exit
+//! Commands: image [OS] | up N [OS] | down | status | create | destroy NAME | ssh NAME [CMD...] | fresh-and-exit
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::time::Instant;
@@ -9,15 +9,22 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let lab = lab::Lab::open_default().unwrap_or_else(|e| fail(e));
     let started = Instant::now();
+    let os_arg = |i: usize| -> lab::Os {
+        args.get(i)
+            .map(|s| s.parse().unwrap_or_else(|e| fail(e)))
+            .unwrap_or(lab::Os::DEFAULT)
+    };
     match args.first().map(String::as_str) {
         Some("image") => {
-            let img = lab.ensure_base_image().unwrap_or_else(|e| fail(e));
+            let img = lab.ensure_base_image(os_arg(1)).unwrap_or_else(|e| fail(e));
             println!("{img:?}");
         }
         Some("up") => {
             let n = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(1);
-            let hosts = lab.up(n).unwrap_or_else(|e| fail(e));
-            for h in &hosts {
+            let report = lab
+                .up(n, lab::HostSpec::new(os_arg(2)))
+                .unwrap_or_else(|e| fail(e));
+            for h in &report.hosts {
                 println!(
                     "{} {} nspawn={} leader={} iface={}",
                     h.name, h.address, h.nspawn_pid, h.leader_pid, h.iface
@@ -26,7 +33,9 @@ fn main() {
             println!("inventory: {}", lab.inventory_path().display());
         }
         Some("create") => {
-            let h = lab.create_host().unwrap_or_else(|e| fail(e));
+            let h = lab
+                .create_host(lab::HostSpec::new(os_arg(1)))
+                .unwrap_or_else(|e| fail(e));
             println!("{h:?}");
         }
         Some("fresh-and-exit") => {
@@ -49,7 +58,7 @@ fn main() {
             std::process::exit(st.code().unwrap_or(1));
         }
         _ => fail(
-            "usage: labctl image | up N | down | status | create | destroy NAME | ssh NAME [CMD...]",
+            "usage: labctl image [OS] | up N [OS] | down | status | create | destroy NAME | ssh NAME [CMD...]",
         ),
     }
     eprintln!("took {:.2} s", started.elapsed().as_secs_f64());

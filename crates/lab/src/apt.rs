@@ -1,15 +1,37 @@
-//! Finding the Debian mirror this machine's apt is configured for.
+//! Finding the mirrors the lab's images are built from.
 //!
-//! The lab never names a mirror itself: it reads the machine's apt
-//! configuration (deb822 `*.sources` files first, then one-line `*.list`
-//! files and `/etc/apt/sources.list`), unless the caller overrides it.
+//! The lab never names a mirror itself. Debian's comes from the machine's
+//! apt configuration (deb822 `*.sources` files first, then one-line `*.list`
+//! files and `/etc/apt/sources.list`); Ubuntu's from debootstrap's own
+//! `gutsy` script (`default_mirror`); each can be overridden
+//! (`PROVISION_LAB_MIRROR`, `PROVISION_LAB_UBUNTU_MIRROR`).
 
 use std::path::{Path, PathBuf};
 
 use crate::LabError;
+use crate::os::{Family, Os};
 
-/// The Debian release the lab installs.
-pub const SUITE: &str = "bookworm";
+/// Variable overriding the Debian mirror.
+pub const DEBIAN_MIRROR_VAR: &str = "PROVISION_LAB_MIRROR";
+/// Variable overriding the Ubuntu mirror.
+pub const UBUNTU_MIRROR_VAR: &str = "PROVISION_LAB_UBUNTU_MIRROR";
+/// debootstrap's script directory.
+pub const DEBOOTSTRAP_SCRIPTS: &str = "/usr/share/debootstrap/scripts";
+
+/// Debian code names (and aliases) a machine's apt sources may name.
+const DEBIAN_SUITES: &[&str] = &[
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "duke",
+    "sid",
+    "oldoldstable",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+];
 
 /// One enabled `deb` entry of the apt configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,44 +44,76 @@ pub struct AptEntry {
     pub components: Vec<String>,
 }
 
-/// Where the lab's images get their packages from.
+/// Where an image gets its packages from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirrors {
-    /// The mirror for `bookworm` (and its `-updates`).
+    /// The distribution archive (release and `-updates` suites).
     pub main: String,
-    /// Suites to configure for `main` inside the image.
-    pub main_suites: Vec<String>,
-    /// The security archive, when the machine has one configured.
+    /// The security archive, when separate from `main` and known.
     pub security: Option<String>,
+    /// The variable that overrides `main`.
+    pub override_var: &'static str,
 }
 
 impl Mirrors {
-    /// Mirrors from an explicit URL (the override): `bookworm` and
-    /// `bookworm-updates` from it, no separate security archive.
+    /// Mirrors from an explicit Debian URL (the override): no separate
+    /// security archive.
     pub fn from_override(url: &str) -> Mirrors {
         Mirrors {
             main: normalize_uri(url),
-            main_suites: vec![SUITE.to_string(), format!("{SUITE}-updates")],
             security: None,
+            override_var: DEBIAN_MIRROR_VAR,
         }
     }
 
-    /// The deb822 `debian.sources` written into images.
-    pub fn render_sources(&self) -> String {
-        let mut out = String::from(
-            "# Written by provision-lab from the build machine's apt configuration.\n",
-        );
-        out.push_str(&format!(
-            "Types: deb\nURIs: {}\nSuites: {}\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n",
-            self.main,
-            self.main_suites.join(" ")
-        ));
-        if let Some(sec) = &self.security {
-            out.push_str(&format!(
-                "\nTypes: deb\nURIs: {sec}\nSuites: {SUITE}-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
-            ));
+    /// An Ubuntu archive: it carries the `-security` suites itself.
+    pub fn ubuntu(url: &str) -> Mirrors {
+        Mirrors {
+            main: normalize_uri(url),
+            security: None,
+            override_var: UBUNTU_MIRROR_VAR,
         }
-        out
+    }
+
+    /// The apt sources written into an image of `os`, and the file they go
+    /// to (relative to the root): deb822 where the release ships deb822,
+    /// else a one-line `sources.list`.
+    pub fn render_sources(&self, os: Os) -> (&'static str, String) {
+        let suite = os.suite();
+        let keyring = os.keyring_in_image();
+        let components = match os.family() {
+            Family::Ubuntu => "main restricted universe multiverse",
+            Family::Debian => "main",
+        };
+        let security = self.security.as_deref().or(match os.family() {
+            Family::Ubuntu => Some(self.main.as_str()),
+            Family::Debian => None,
+        });
+        let mut out = String::from("# Written by provision-lab.\n");
+        if os.deb822_sources() {
+            out.push_str(&format!(
+                "Types: deb\nURIs: {}\nSuites: {suite} {suite}-updates\nComponents: {components}\nSigned-By: {keyring}\n",
+                self.main
+            ));
+            if let Some(sec) = security {
+                out.push_str(&format!(
+                    "\nTypes: deb\nURIs: {sec}\nSuites: {suite}-security\nComponents: {components}\nSigned-By: {keyring}\n"
+                ));
+            }
+            let file = match os.family() {
+                Family::Ubuntu => "etc/apt/sources.list.d/ubuntu.sources",
+                Family::Debian => "etc/apt/sources.list.d/debian.sources",
+            };
+            (file, out)
+        } else {
+            for s in [suite.to_string(), format!("{suite}-updates")] {
+                out.push_str(&format!("deb {} {s} {components}\n", self.main));
+            }
+            if let Some(sec) = security {
+                out.push_str(&format!("deb {sec} {suite}-security {components}\n"));
+            }
+            ("etc/apt/sources.list", out)
+        }
     }
 }
 
@@ -71,6 +125,11 @@ fn usable_uri(uri: &str) -> bool {
     uri.starts_with("http://") || uri.starts_with("https://") || uri.starts_with("file:/")
 }
 
+/// `bookworm-updates` → `bookworm`; a suite of Debian's release, or None.
+fn debian_release_of(suite: &str) -> Option<(&str, &str)> {
+    let (base, pocket) = suite.split_once('-').unwrap_or((suite, ""));
+    DEBIAN_SUITES.contains(&base).then_some((base, pocket))
+}
 /// Parse deb822 text (`*.sources`). Disabled entries (`Enabled: no`) and
 /// entries without the `deb` type are skipped.
 pub fn parse_deb822(text: &str) -> Vec<AptEntry> {
@@ -159,47 +218,107 @@ pub fn parse_one_line(text: &str) -> Vec<AptEntry> {
     entries
 }
 
-/// Pick the mirrors for `bookworm` from parsed entries: the first usable URI of
-/// the first entry whose suites include `bookworm`; the security archive from
-/// an entry with `bookworm-security`.
+/// Pick Debian's mirrors from parsed entries: the first usable URI of the
+/// first entry carrying a Debian release (or its `-updates`); the security
+/// archive from an entry with a `-security` suite.
 pub fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
-    let security_suite = format!("{SUITE}-security");
-    let mut main: Option<(String, Vec<String>)> = None;
+    let mut main = None;
     let mut security = None;
     for entry in entries {
         let Some(uri) = entry.uris.iter().find(|u| usable_uri(u)) else {
             continue;
         };
-        if main.is_none() && entry.suites.iter().any(|s| s == SUITE) {
-            // Keep the suites of this mirror that belong to the release,
-            // except -security (a separate archive).
-            let mut suites: Vec<String> = entry
-                .suites
-                .iter()
-                .filter(|s| *s == SUITE || *s == &format!("{SUITE}-updates"))
-                .cloned()
-                .collect();
-            // The same URI may carry -updates in another entry.
-            for other in entries {
-                if other.uris.iter().any(|u| u == uri) {
-                    for s in &other.suites {
-                        if s == &format!("{SUITE}-updates") && !suites.contains(s) {
-                            suites.push(s.clone());
-                        }
-                    }
-                }
-            }
-            main = Some((uri.clone(), suites));
+        let pockets: Vec<&str> = entry
+            .suites
+            .iter()
+            .filter_map(|s| debian_release_of(s).map(|(_, pocket)| pocket))
+            .collect();
+        if main.is_none() && pockets.iter().any(|p| p.is_empty() || *p == "updates") {
+            main = Some(uri.clone());
         }
-        if security.is_none() && entry.suites.iter().any(|s| s == &security_suite) {
+        if security.is_none() && pockets.contains(&"security") {
             security = Some(uri.clone());
         }
     }
-    main.map(|(main, main_suites)| Mirrors {
+    main.map(|main| Mirrors {
         main,
-        main_suites,
         security,
+        override_var: DEBIAN_MIRROR_VAR,
     })
+}
+
+/// The Ubuntu mirror debootstrap's own `gutsy` script names for `arch`
+/// (the `default_mirror` of its case, skipping old-releases).
+pub fn ubuntu_mirror_from_script(script: &str, arch: &str) -> Option<String> {
+    let mut current_arch_matches = false;
+    let mut fallback = None;
+    let mut depth = 0usize;
+    for line in script.lines() {
+        let t = line.trim();
+        if t.starts_with("case ") {
+            depth += 1;
+            continue;
+        }
+        if t == "esac" {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        // Arch patterns of the outer case: `amd64|i386)`, `sparc)`, `*)`.
+        if depth == 1 && t.ends_with(')') && !t.contains(' ') {
+            let pat = t.trim_end_matches(')');
+            current_arch_matches = pat.split('|').any(|p| p == arch);
+            if pat == "*" {
+                current_arch_matches = false;
+            }
+            continue;
+        }
+        if let Some(url) = t.strip_prefix("default_mirror ") {
+            let url = url.trim();
+            if url.contains("old-releases") {
+                continue;
+            }
+            if current_arch_matches {
+                return Some(normalize_uri(url));
+            }
+            fallback = Some(normalize_uri(url));
+        }
+    }
+    fallback
+}
+
+/// The Ubuntu mirror: `override_url`, else `PROVISION_LAB_UBUNTU_MIRROR`,
+/// else the one debootstrap's `gutsy` script names for this machine's arch.
+pub fn ubuntu_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
+    if let Some(url) = override_url.filter(|u| !u.trim().is_empty()) {
+        return Ok(Mirrors::ubuntu(url));
+    }
+    if let Ok(url) = std::env::var(UBUNTU_MIRROR_VAR)
+        && !url.trim().is_empty()
+    {
+        return Ok(Mirrors::ubuntu(&url));
+    }
+    let path = Path::new(DEBOOTSTRAP_SCRIPTS).join("gutsy");
+    let script = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
+    let arch = machine_arch();
+    ubuntu_mirror_from_script(&script, &arch)
+        .map(|m| Mirrors::ubuntu(&m))
+        .ok_or_else(|| LabError::NoMirror {
+            what: "Ubuntu",
+            searched: path.display().to_string(),
+            var: UBUNTU_MIRROR_VAR,
+        })
+}
+
+/// dpkg's name for this machine's architecture.
+pub fn machine_arch() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "i386",
+        "arm" => "armhf",
+        other => other,
+    }
+    .to_string()
 }
 
 /// The apt source files of a configuration rooted at `etc_apt`
@@ -240,6 +359,8 @@ pub fn mirrors_from_apt_config(etc_apt: &Path) -> Result<Mirrors, LabError> {
         }
     }
     pick_mirrors(&entries).ok_or_else(|| LabError::NoMirror {
+        what: "Debian",
+        var: DEBIAN_MIRROR_VAR,
         searched: files
             .iter()
             .map(|f| f.display().to_string())
@@ -248,13 +369,13 @@ pub fn mirrors_from_apt_config(etc_apt: &Path) -> Result<Mirrors, LabError> {
     })
 }
 
-/// The mirrors to use: `override_url` if given, else `PROVISION_LAB_MIRROR`,
+/// Debian's mirrors: `override_url` if given, else `PROVISION_LAB_MIRROR`,
 /// else the machine's apt configuration.
-pub fn resolve_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
+pub fn debian_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
     if let Some(url) = override_url.filter(|u| !u.trim().is_empty()) {
         return Ok(Mirrors::from_override(url));
     }
-    if let Ok(url) = std::env::var("PROVISION_LAB_MIRROR")
+    if let Ok(url) = std::env::var(DEBIAN_MIRROR_VAR)
         && !url.trim().is_empty()
     {
         return Ok(Mirrors::from_override(&url));
@@ -287,7 +408,6 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
         assert_eq!(entries.len(), 2);
         let m = pick_mirrors(&entries).unwrap();
         assert_eq!(m.main, "http://mirror.example.org/debian");
-        assert_eq!(m.main_suites, vec!["bookworm", "bookworm-updates"]);
         assert_eq!(
             m.security.as_deref(),
             Some("http://security.example.org/debian-security")
@@ -327,7 +447,6 @@ signed-by:
         assert_eq!(entries.len(), 2, "{entries:?}");
         let m = pick_mirrors(&entries).unwrap();
         assert_eq!(m.main, "http://second.example.org/debian");
-        assert_eq!(m.main_suites, vec!["bookworm"]);
         assert_eq!(m.security, None);
     }
 
@@ -346,7 +465,6 @@ deb cdrom:[Debian GNU/Linux 12]/ bookworm main
         assert_eq!(entries[0].components, vec!["main", "contrib"]);
         let m = pick_mirrors(&entries).unwrap();
         assert_eq!(m.main, "http://mirror.example.net/debian");
-        assert_eq!(m.main_suites, vec!["bookworm", "bookworm-updates"]);
         assert_eq!(
             m.security.as_deref(),
             Some("http://security.example.net/debian-security")
@@ -381,7 +499,6 @@ deb cdrom:[Debian GNU/Linux 12]/ bookworm main
         std::fs::remove_file(dir.join("sources.list.d/debian.sources")).unwrap();
         let m = mirrors_from_apt_config(&dir).unwrap();
         assert_eq!(m.main, "http://from-list.example.org/debian");
-        assert_eq!(m.main_suites, vec!["bookworm"]);
 
         std::fs::remove_file(dir.join("sources.list")).unwrap();
         let err = mirrors_from_apt_config(&dir).unwrap_err();
@@ -393,14 +510,107 @@ deb cdrom:[Debian GNU/Linux 12]/ bookworm main
     fn override_and_rendering() {
         let m = Mirrors::from_override("http://override.example.org/debian/");
         assert_eq!(m.main, "http://override.example.org/debian");
-        let text = m.render_sources();
+        let (file, text) = m.render_sources(Os::Debian12);
+        assert_eq!(file, "etc/apt/sources.list.d/debian.sources");
         assert!(text.contains("URIs: http://override.example.org/debian\n"));
         assert!(text.contains("Suites: bookworm bookworm-updates\n"));
         assert!(!text.contains("security"));
 
         let m = pick_mirrors(&parse_deb822(DEB822)).unwrap();
-        let text = m.render_sources();
-        assert!(text.contains("Suites: bookworm-security\n"), "{text}");
+        let (_, text) = m.render_sources(Os::Debian13);
+        assert!(text.contains("Suites: trixie trixie-updates\n"), "{text}");
+        assert!(text.contains("Suites: trixie-security\n"), "{text}");
         assert_eq!(parse_deb822(&text).len(), 2);
+    }
+
+    #[test]
+    fn ubuntu_sources_per_release() {
+        let m = Mirrors::ubuntu("http://ubuntu.example.org/ubuntu/");
+        let (file, text) = m.render_sources(Os::Ubuntu2404);
+        assert_eq!(file, "etc/apt/sources.list.d/ubuntu.sources");
+        let entries = parse_deb822(&text);
+        assert_eq!(entries.len(), 2, "{text}");
+        assert_eq!(entries[0].suites, vec!["noble", "noble-updates"]);
+        assert_eq!(entries[1].suites, vec!["noble-security"]);
+        assert!(entries[0].components.contains(&"universe".to_string()));
+        assert!(text.contains("Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg"));
+
+        let (file, text) = m.render_sources(Os::Ubuntu2204);
+        assert_eq!(file, "etc/apt/sources.list");
+        let entries = parse_one_line(&text);
+        let suites: Vec<&str> = entries.iter().map(|e| e.suites[0].as_str()).collect();
+        assert_eq!(suites, ["jammy", "jammy-updates", "jammy-security"]);
+        assert!(
+            entries
+                .iter()
+                .all(|e| e.uris == ["http://ubuntu.example.org/ubuntu"])
+        );
+    }
+
+    /// The shape of debootstrap's `gutsy` script (host names replaced).
+    const GUTSY: &str = "\
+case $ARCH in
+  amd64|i386)
+\tcase $SUITE in
+\t  gutsy|hardy|intrepid)
+\tdefault_mirror http://old.example.org/ubuntu
+\t  ;;
+\t  *)
+\tdefault_mirror http://main.example.org/ubuntu
+\t;;
+\tesac
+\t;;
+  sparc)
+\tcase $SUITE in
+\t  gutsy)
+\tdefault_mirror http://old.example.org/ubuntu
+\t;;
+\t  *)
+\tdefault_mirror http://ports.example.org/ubuntu-ports
+\t;;
+\tesac
+\t;;
+  *)
+\tdefault_mirror http://ports.example.org/ubuntu-ports
+\t;;
+esac
+mirror_style release
+";
+
+    #[test]
+    fn ubuntu_mirror_comes_from_debootstraps_script() {
+        assert_eq!(
+            ubuntu_mirror_from_script(GUTSY, "amd64").as_deref(),
+            Some("http://main.example.org/ubuntu")
+        );
+        assert_eq!(
+            ubuntu_mirror_from_script(GUTSY, "i386").as_deref(),
+            Some("http://main.example.org/ubuntu")
+        );
+        assert_eq!(
+            ubuntu_mirror_from_script(GUTSY, "arm64").as_deref(),
+            Some("http://ports.example.org/ubuntu-ports")
+        );
+        assert_eq!(
+            ubuntu_mirror_from_script("mirror_style release\n", "amd64"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_machines_debootstrap_names_an_ubuntu_mirror() {
+        // Where debootstrap is installed (always in CI), its script must parse.
+        let path = Path::new(DEBOOTSTRAP_SCRIPTS).join("gutsy");
+        if let Ok(script) = std::fs::read_to_string(&path) {
+            let m = ubuntu_mirror_from_script(&script, &machine_arch()).unwrap();
+            assert!(m.starts_with("http"), "{m}");
+            assert!(!m.contains("old-releases"), "{m}");
+        } else {
+            assert!(
+                !crate::testing::lab_required(),
+                "{} is missing where lab tests are required",
+                path.display()
+            );
+        }
     }
 }

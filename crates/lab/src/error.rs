@@ -64,13 +64,17 @@ pub enum LabError {
         hint: String,
     },
 
-    /// No Debian mirror could be found in the apt configuration.
+    /// No mirror could be found for an image.
     #[error(
-        "no Debian mirror for bookworm found in {searched}\n  hint: set PROVISION_LAB_MIRROR=<mirror URL> (e.g. the URL in a `deb` line of your apt sources)"
+        "no {what} mirror found in {searched}\n  hint: set {var}=<mirror URL> (e.g. the URL in a `deb` line of your apt sources)"
     )]
     NoMirror {
+        /// Which archive (`Debian`, `Ubuntu`).
+        what: &'static str,
         /// Which files were read.
         searched: String,
+        /// The variable that overrides it.
+        var: &'static str,
     },
 
     /// A host does not exist in this lab.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::net;
+use crate::os::{Login, Os};
 use crate::sys::{self, FileLock, cmd, run, shell_quote, write_atomic, write_file};
 use crate::{BaseImage, Lab, LabError, LabHost};
 
@@ -51,6 +52,20 @@ pub struct HostRecord {
     pub owner_pid: Option<u32>,
     #[serde(default)]
     pub owner_starttime: Option<u64>,
+    /// Its OS (records of earlier versions: Debian 12).
+    #[serde(default = "legacy_os")]
+    pub os: Os,
+    /// How the lab key logs in (records of earlier versions: root).
+    #[serde(default = "legacy_login")]
+    pub login: Login,
+}
+
+fn legacy_os() -> Os {
+    Os::Debian12
+}
+
+fn legacy_login() -> Login {
+    Login::Root
 }
 
 pub const RECORD: &str = "host.json";
@@ -161,11 +176,58 @@ pub fn host0_network(index: u32) -> String {
     )
 }
 
+/// uid and gid of `user` in the passwd file of `rootfs`.
+fn ids_of(rootfs: &Path, user: &str) -> Result<(u32, u32), LabError> {
+    let path = rootfs.join("etc/passwd");
+    let text = std::fs::read_to_string(&path).map_err(|e| LabError::io("reading", &path, e))?;
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[0] == user)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .ok_or_else(|| LabError::BadState {
+            path,
+            detail: format!("no user `{user}` in the image"),
+        })
+}
+
+/// What cloud-init puts in root's authorized_keys when it hands out a
+/// default user: the key authenticates, then the login is refused.
+pub fn cloud_init_root_refusal(user: &str, key: &str) -> String {
+    format!(
+        "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"{user}\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" {}\n",
+        key.trim()
+    )
+}
+
+/// Install `contents` as `~user/.ssh/authorized_keys` in `rootfs`.
+fn write_authorized_keys(rootfs: &Path, user: &str, contents: &str) -> Result<(), LabError> {
+    let (uid, gid) = ids_of(rootfs, user)?;
+    let home = if user == "root" {
+        rootfs.join("root")
+    } else {
+        rootfs.join("home").join(user)
+    };
+    let ssh_dir = home.join(".ssh");
+    std::fs::create_dir_all(&ssh_dir)
+        .map_err(|e| LabError::io("creating directory", &ssh_dir, e))?;
+    set_mode(&ssh_dir, 0o700)?;
+    let keys = ssh_dir.join("authorized_keys");
+    write_file(&keys, contents)?;
+    set_mode(&keys, 0o600)?;
+    for p in [&ssh_dir, &keys] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid))
+            .map_err(|e| LabError::io("changing owner of", p, e))?;
+    }
+    Ok(())
+}
+
 /// Per-host files: identity, network, resolver, ssh keys.
 fn customize(
     rootfs: &Path,
     name: &str,
     index: u32,
+    os: Os,
+    login: Login,
     authorized_key: &str,
 ) -> Result<String, LabError> {
     write_file(&rootfs.join("etc/hostname"), &format!("{name}\n"))?;
@@ -194,13 +256,18 @@ fn customize(
         &rootfs.join("etc/systemd/network/10-provision-lab-host0.network"),
         &host0_network(index),
     )?;
-    let ssh_dir = rootfs.join("root/.ssh");
-    std::fs::create_dir_all(&ssh_dir)
-        .map_err(|e| LabError::io("creating directory", &ssh_dir, e))?;
-    set_mode(&ssh_dir, 0o700)?;
-    let keys = ssh_dir.join("authorized_keys");
-    write_file(&keys, authorized_key)?;
-    set_mode(&keys, 0o600)?;
+    match login {
+        Login::Root => write_authorized_keys(rootfs, "root", authorized_key)?,
+        Login::DefaultUser => {
+            let user = os.default_user();
+            write_authorized_keys(rootfs, user, authorized_key)?;
+            write_authorized_keys(
+                rootfs,
+                "root",
+                &cloud_init_root_refusal(user, authorized_key),
+            )?;
+        }
+    }
 
     // Fresh host keys (ed25519 and ecdsa; RSA would cost a second per host).
     for (kind, file) in [
@@ -239,6 +306,8 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), LabError> {
 }
 
 /// known_hosts text with the line for `address` replaced by `key` (or removed).
+/// The line matches every port of the address (`[addr]:*`), so a host whose
+/// sshd moved to another port is still checked strictly.
 pub fn update_known_hosts(text: &str, address: Ipv4Addr, key: Option<&str>) -> String {
     let addr = address.to_string();
     let mut out: String = text
@@ -247,12 +316,12 @@ pub fn update_known_hosts(text: &str, address: Ipv4Addr, key: Option<&str>) -> S
             let first = l.split_whitespace().next().unwrap_or("");
             !first
                 .split(',')
-                .any(|h| h == addr || h == format!("[{addr}]:22"))
+                .any(|h| h == addr || h == format!("[{addr}]:22") || h == format!("[{addr}]:*"))
         })
         .map(|l| format!("{l}\n"))
         .collect();
     if let Some(key) = key {
-        out.push_str(&format!("{addr} {key}\n"));
+        out.push_str(&format!("{addr},[{addr}]:* {key}\n"));
     }
     out
 }
@@ -349,6 +418,7 @@ pub fn build_and_boot(
     lab: &Lab,
     image: &BaseImage,
     alloc: &Allocation,
+    login: Login,
     owned: bool,
 ) -> Result<LabHost, LabError> {
     let started = Instant::now();
@@ -377,7 +447,7 @@ pub fn build_and_boot(
     let pubkey_path = lab.identity_file().with_extension("pub");
     let authorized = std::fs::read_to_string(&pubkey_path)
         .map_err(|e| LabError::io("reading", &pubkey_path, e))?;
-    let host_key = customize(&rootfs, name, index, &authorized)?;
+    let host_key = customize(&rootfs, name, index, image.os, login, &authorized)?;
     set_known_host(lab, address, Some(&host_key))?;
 
     let iface_guess = net::expected_iface(name);
@@ -410,6 +480,8 @@ pub fn build_and_boot(
         } else {
             None
         },
+        os: image.os,
+        login,
     };
     write_record(dir, &record)?;
 
@@ -733,15 +805,18 @@ mod tests {
         let a = Ipv4Addr::new(10, 77, 1, 2);
         let b = Ipv4Addr::new(10, 77, 2, 2);
         let text = update_known_hosts("", a, Some("ssh-ed25519 AAAA1"));
-        assert_eq!(text, "10.77.1.2 ssh-ed25519 AAAA1\n");
+        assert_eq!(text, "10.77.1.2,[10.77.1.2]:* ssh-ed25519 AAAA1\n");
         let text = update_known_hosts(&text, b, Some("ssh-ed25519 BBBB"));
         let text = update_known_hosts(&text, a, Some("ssh-ed25519 AAAA2"));
         assert_eq!(
             text,
-            "10.77.2.2 ssh-ed25519 BBBB\n10.77.1.2 ssh-ed25519 AAAA2\n"
+            "10.77.2.2,[10.77.2.2]:* ssh-ed25519 BBBB\n10.77.1.2,[10.77.1.2]:* ssh-ed25519 AAAA2\n"
         );
         let text = update_known_hosts(&text, b, None);
-        assert_eq!(text, "10.77.1.2 ssh-ed25519 AAAA2\n");
+        assert_eq!(text, "10.77.1.2,[10.77.1.2]:* ssh-ed25519 AAAA2\n");
+        // Lines of earlier versions (address only) are replaced too.
+        let text = update_known_hosts("10.77.1.2 ssh-ed25519 OLD\n", a, Some("ssh-ed25519 NEW"));
+        assert_eq!(text, "10.77.1.2,[10.77.1.2]:* ssh-ed25519 NEW\n");
         // 10.77.1.22 is not 10.77.1.2
         let text = update_known_hosts("10.77.1.22 ssh-ed25519 X\n", a, None);
         assert_eq!(text, "10.77.1.22 ssh-ed25519 X\n");
@@ -758,6 +833,15 @@ mod tests {
         assert!(
             r.contains("nameserver 192.0.2.1\n") && !r.contains("127.0.0.53"),
             "{r}"
+        );
+    }
+
+    #[test]
+    fn root_refusal_is_cloud_inits() {
+        let line = cloud_init_root_refusal("ubuntu", "ssh-ed25519 AAAA provision-lab\n");
+        assert_eq!(
+            line,
+            "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"ubuntu\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" ssh-ed25519 AAAA provision-lab\n"
         );
     }
 
@@ -781,12 +865,27 @@ mod tests {
             iface: "ve-lab1".into(),
             owner_pid: None,
             owner_starttime: None,
+            os: Os::Debian12,
+            login: Login::Root,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<HostRecord>(&text).unwrap(), r);
-        // Records without owner fields still read.
-        let old = text.replace(",\"owner_pid\":null,\"owner_starttime\":null", "");
-        assert!(!old.contains("owner"), "{old}");
+        // Records of earlier versions (no owner, os or login) still read,
+        // as the root-login Debian 12 hosts they were.
+        let old = text
+            .replace(",\"owner_pid\":null,\"owner_starttime\":null", "")
+            .replace(",\"os\":\"debian-12\",\"login\":\"root\"", "");
+        assert!(!old.contains("owner") && !old.contains("login"), "{old}");
         assert_eq!(serde_json::from_str::<HostRecord>(&old).unwrap(), r);
+        let ubuntu = HostRecord {
+            os: Os::Ubuntu2404,
+            login: Login::DefaultUser,
+            ..r
+        };
+        let text = serde_json::to_string(&ubuntu).unwrap();
+        assert!(
+            text.contains("\"os\":\"ubuntu-24.04\",\"login\":\"default-user\""),
+            "{text}"
+        );
     }
 }

@@ -1,10 +1,17 @@
-//! The lab: disposable Debian 12 hosts on this machine, booted with
+//! The lab: disposable Ubuntu and Debian hosts on this machine, booted with
 //! `systemd-nspawn`, reachable over SSH at 10.77.N.2 (root needed).
 //!
-//! * A base image is built once with `debootstrap --variant=minbase` from
-//!   the Debian mirror of the machine's own apt configuration (or
-//!   `PROVISION_LAB_MIRROR`) and cached as a sparse ext4 disk image file
-//!   (`mke2fs -d` of the tree). The build works on temporary names and
+//! * One image per [`Os`] (Ubuntu 24.04/22.04, Debian 13/12) is built once
+//!   per recipe with `debootstrap --variant=minbase`, signatures verified:
+//!   Debian's from the mirror of the machine's own apt configuration (or
+//!   `PROVISION_LAB_MIRROR`) with its `debian-archive-keyring`; Ubuntu's
+//!   from the mirror debootstrap's `gutsy` script names (or
+//!   `PROVISION_LAB_UBUNTU_MIRROR`) with the archive key shipped in
+//!   `keys/`. Each is a faithful fresh server of its OS (cloud-init's sshd
+//!   drop-in, a sudo login user with root refused, Ubuntu's needrestart,
+//!   inactive ufw, unattended-upgrades and socket-activated ssh on 24.04),
+//!   cached as a sparse ext4 disk image file (`mke2fs -d` of the tree)
+//!   named after a hash of its recipe. The build works on temporary names and
 //!   renames the image file into place as its last step, so a crashed build
 //!   is never taken for a good image (and is cleaned up by the next one).
 //! * Each host gets a sparse copy of that file, loop-mounted (a real ext4:
@@ -38,6 +45,7 @@ mod host;
 mod image;
 mod inventory;
 mod net;
+mod os;
 mod sys;
 pub mod testing;
 
@@ -46,12 +54,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-pub use apt::{AptEntry, Mirrors, parse_deb822, parse_one_line, pick_mirrors};
+pub use apt::{
+    AptEntry, DEBIAN_MIRROR_VAR, Mirrors, UBUNTU_MIRROR_VAR, parse_deb822, parse_one_line,
+    pick_mirrors, ubuntu_mirror_from_script,
+};
 pub use error::LabError;
 pub use host::{NSPAWN_ENV, NSPAWN_FLAGS};
-pub use image::{BaseImage, DISK_SIZE, IMAGE_NAME, INCLUDE, MASKED_UNITS};
-pub use inventory::render as render_inventory;
+pub use image::{
+    BaseImage, CLOUD_INIT_SSHD_DROP_IN, DISK_SIZE, MASKED_UNITS, UBUNTU_ARCHIVE_KEY,
+    UBUNTU_ARCHIVE_KEY_FINGERPRINT, image_name,
+};
+pub use inventory::{Entry as InventoryEntry, render as render_inventory};
 pub use net::{gateway_address, host_address, host_name};
+pub use os::{Family, HostSpec, Login, Os, UnknownOs};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/provision-lab";
@@ -83,8 +98,10 @@ pub struct LabHost {
     pub address: Ipv4Addr,
     /// SSH port (22).
     pub port: u16,
-    /// SSH user (`root`).
+    /// SSH user: `root`, or the image's sudo user (`ubuntu`, `debian`).
     pub user: String,
+    /// Its OS.
+    pub os: Os,
     /// The lab's private key.
     pub identity_file: PathBuf,
     /// The lab's known_hosts file (has this host's key).
@@ -114,10 +131,22 @@ impl LabHost {
     /// `ssh` with the lab key and known_hosts, targeting this host; add a
     /// remote command or exec it for a shell.
     pub fn ssh_command(&self) -> Command {
+        self.ssh_command_as(&self.user)
+    }
+
+    /// [`LabHost::ssh_command`] logging in as `user` (e.g. the deploy user
+    /// a run created, or root to see that it is refused).
+    pub fn ssh_command_as(&self, user: &str) -> Command {
+        self.ssh_command_to(user, self.port)
+    }
+
+    /// [`LabHost::ssh_command`] as `user` on `port` (after a port move).
+    pub fn ssh_command_to(&self, user: &str, port: u16) -> Command {
         let mut c = host::ssh_base(&self.identity_file, &self.known_hosts, 10);
         c.arg("-p")
-            .arg(self.port.to_string())
-            .arg(format!("{}@{}", self.user, self.address));
+            .arg(port.to_string())
+            .arg("--")
+            .arg(format!("{user}@{}", self.address));
         c
     }
 }
@@ -148,6 +177,8 @@ pub struct HostStatus {
     pub address: Option<Ipv4Addr>,
     /// Running, creating or stale.
     pub state: HostState,
+    /// Its OS and login, when recorded.
+    pub spec: Option<HostSpec>,
     /// PID of its nspawn, when recorded.
     pub nspawn_pid: Option<u32>,
     /// PID of its init, when recorded.
@@ -158,6 +189,27 @@ pub struct HostStatus {
     pub owner_pid: Option<u32>,
     /// Its directory on this machine.
     pub dir: PathBuf,
+}
+
+/// What `up` found and did.
+#[derive(Debug, Clone, Default)]
+pub struct UpReport {
+    /// Reachable hosts of this lab (reused or created), by index.
+    pub hosts: Vec<LabHost>,
+    /// Names of the hosts this call created.
+    pub created: Vec<String>,
+    /// Running hosts that did not answer the lab's login (kept, listed in
+    /// the inventory), with why.
+    pub unreachable: Vec<(String, String)>,
+    /// The hosts of `unreachable`, as recorded.
+    pub kept: Vec<LabHost>,
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }
 
 /// What `down` removed.
@@ -373,9 +425,30 @@ impl Lab {
         Ok(())
     }
 
-    /// The cached base image, built first if needed (minutes, once).
-    pub fn ensure_base_image(&self) -> Result<BaseImage, LabError> {
-        image::ensure(&self.cache_dir, self.mirror.as_deref())
+    /// The cached image of `os`, built first if needed (a minute or two,
+    /// once per recipe).
+    pub fn ensure_base_image(&self, os: Os) -> Result<BaseImage, LabError> {
+        image::ensure(&self.cache_dir, os, self.mirror.as_deref())
+    }
+
+    /// The images of `oses`, built in parallel where missing.
+    pub fn ensure_images(&self, oses: &[Os]) -> Result<Vec<BaseImage>, LabError> {
+        let mut wanted = oses.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = wanted
+                .iter()
+                .map(|os| s.spawn(move || self.ensure_base_image(*os)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|p| Err(LabError::Panicked(panic_text(&p))))
+                })
+                .collect()
+        })
     }
 
     /// Generate the lab's ssh key pair if there is none.
@@ -412,7 +485,8 @@ impl Lab {
             index: r.index,
             address: r.address,
             port: 22,
-            user: "root".into(),
+            user: r.login.user(r.os).into(),
+            os: r.os,
             identity_file: self.identity_file(),
             known_hosts: self.known_hosts_path(),
             leader_pid: r.leader_pid,
@@ -423,17 +497,21 @@ impl Lab {
     }
 
     /// Create, boot and wait for one new host with a fresh index.
-    pub fn create_host(&self) -> Result<LabHost, LabError> {
-        self.create_host_with(false)
+    pub fn create_host(&self, spec: HostSpec) -> Result<LabHost, LabError> {
+        self.create_host_with(spec, false)
     }
 
     /// `owned`: the host belongs to this process (test hosts): `up` does not
     /// count it, and it is reaped once this process is gone.
-    pub(crate) fn create_host_with(&self, owned: bool) -> Result<LabHost, LabError> {
-        let image = self.ensure_base_image()?;
+    pub(crate) fn create_host_with(
+        &self,
+        spec: HostSpec,
+        owned: bool,
+    ) -> Result<LabHost, LabError> {
+        let image = self.ensure_base_image(spec.os)?;
         self.ensure_key()?;
         let alloc = host::allocate(self)?;
-        match host::build_and_boot(self, &image, &alloc, owned) {
+        match host::build_and_boot(self, &image, &alloc, spec.login, owned) {
             Ok(h) => Ok(h),
             Err(e) => {
                 tracing::warn!(host = %alloc.name, error = %e, "host creation failed; cleaning up");
@@ -445,14 +523,20 @@ impl Lab {
         }
     }
 
-    /// Ensure `count` hosts are running and reachable: running ones are
-    /// reused, stale ones removed, missing ones created in parallel. Writes
-    /// the inventory (all running hosts of this lab) and returns them.
-    pub fn up(&self, count: usize) -> Result<Vec<LabHost>, LabError> {
+    /// Ensure `count` hosts of `spec` are running and reachable. Running
+    /// hosts are never destroyed: reachable ones (through the login recorded
+    /// for them) are reused, hosts of another spec are kept and listed, and
+    /// one that does not answer is reported and left alone (`lab down` or
+    /// [`Lab::destroy_host`] remove it). Stale and orphaned ones (their
+    /// nspawn or owning test is gone) are removed; missing ones created in
+    /// parallel. Writes the inventory (every running host of this lab) and
+    /// returns the hosts it lists.
+    pub fn up(&self, count: usize, spec: HostSpec) -> Result<UpReport, LabError> {
         Lab::preflight()?;
-        self.ensure_base_image()?;
+        self.ensure_base_image(spec.os)?;
         self.ensure_key()?;
-        let mut hosts = Vec::new();
+        let mut report = UpReport::default();
+        let mut matching = 0usize;
         for st in self.status()? {
             match st.state {
                 HostState::Creating => {
@@ -471,65 +555,84 @@ impl Lab {
                 }
                 HostState::Running => {
                     let dir = self.hosts_dir().join(&st.name);
-                    let record = host::read_record(&dir);
-                    let reachable = record.as_ref().and_then(|r| {
-                        let h = self.host_from_record(r);
-                        host::wait_ready(&h, r, &dir.join(host::LOG), Duration::from_secs(10))
-                            .map(|()| h)
-                            .map_err(|e| tracing::warn!(host = %st.name, error = %e, "running but unreachable; replacing it"))
-                            .ok()
-                    });
-                    match reachable {
-                        Some(h) => hosts.push(h),
-                        None => self.destroy_host(&st.name)?,
+                    let Some(record) = host::read_record(&dir) else {
+                        report
+                            .unreachable
+                            .push((st.name.clone(), "no host record".into()));
+                        continue;
+                    };
+                    let h = self.host_from_record(&record);
+                    match host::wait_ready(
+                        &h,
+                        &record,
+                        &dir.join(host::LOG),
+                        Duration::from_secs(10),
+                    ) {
+                        Ok(()) => {
+                            if st.spec == Some(spec) {
+                                matching += 1;
+                            }
+                            report.hosts.push(h);
+                        }
+                        Err(e) => {
+                            // Most likely hardened by a run (root login off,
+                            // port moved): a lab never destroys such a host.
+                            tracing::warn!(host = %st.name, error = %e, "running but not answering the lab's login; kept");
+                            report.unreachable.push((st.name.clone(), e.to_string()));
+                            report.kept.push(h);
+                        }
                     }
                 }
             }
         }
-        let need = count.saturating_sub(hosts.len());
+        let need = count.saturating_sub(matching);
         let mut first_error = None;
         if need > 0 {
             let results: Vec<Result<LabHost, LabError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..need).map(|_| s.spawn(|| self.create_host())).collect();
+                let handles: Vec<_> = (0..need)
+                    .map(|_| s.spawn(move || self.create_host(spec)))
+                    .collect();
                 handles
                     .into_iter()
                     .map(|h| {
-                        h.join().unwrap_or_else(|p| {
-                            let msg = p
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| p.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            Err(LabError::Panicked(msg))
-                        })
+                        h.join()
+                            .unwrap_or_else(|p| Err(LabError::Panicked(panic_text(&p))))
                     })
                     .collect()
             });
             for r in results {
                 match r {
-                    Ok(h) => hosts.push(h),
+                    Ok(h) => {
+                        report.created.push(h.name.clone());
+                        report.hosts.push(h);
+                    }
                     Err(e) if first_error.is_none() => first_error = Some(e),
                     Err(e) => tracing::error!(error = %e, "another host failed too"),
                 }
             }
         }
-        hosts.sort_by_key(|h| h.index);
-        self.write_inventory(&hosts)?;
+        report.hosts.sort_by_key(|h| h.index);
+        let mut listed = report.hosts.clone();
+        listed.extend(report.kept.iter().cloned());
+        listed.sort_by_key(|h| h.index);
+        self.write_inventory(&listed)?;
         match first_error {
             Some(e) => Err(e),
-            None => Ok(hosts),
+            None => Ok(report),
         }
     }
 
     fn write_inventory(&self, hosts: &[LabHost]) -> Result<(), LabError> {
-        let list: Vec<(String, Ipv4Addr)> =
-            hosts.iter().map(|h| (h.name.clone(), h.address)).collect();
-        let text = inventory::render(
-            "root",
-            &self.identity_file(),
-            &self.known_hosts_path(),
-            &list,
-        );
+        let list: Vec<inventory::Entry> = hosts
+            .iter()
+            .map(|h| inventory::Entry {
+                name: h.name.clone(),
+                address: h.address,
+                user: h.user.clone(),
+                os: h.os,
+            })
+            .collect();
+        let text = inventory::render(&self.identity_file(), &self.known_hosts_path(), &list);
         sys::write_atomic(&self.inventory_path(), text.as_bytes(), 0o644)
     }
 
@@ -653,6 +756,10 @@ impl Lab {
                 index,
                 address,
                 state,
+                spec: record.as_ref().map(|r| HostSpec {
+                    os: r.os,
+                    login: r.login,
+                }),
                 nspawn_pid: record.as_ref().map(|r| r.nspawn_pid),
                 leader_pid: record.as_ref().map(|r| r.leader_pid).filter(|p| *p != 0),
                 ssh_port_open,
@@ -744,6 +851,7 @@ mod tests {
             address: host_address(3),
             port: 22,
             user: "root".into(),
+            os: Os::Debian12,
             identity_file: "/s/id_ed25519".into(),
             known_hosts: "/s/known_hosts".into(),
             leader_pid: 0,
@@ -762,6 +870,6 @@ mod tests {
         assert!(line.contains("StrictHostKeyChecking=yes"), "{line}");
         assert!(line.contains("BatchMode=yes"), "{line}");
         assert!(line.contains("ControlMaster=no"), "{line}");
-        assert!(line.ends_with("-p 22 root@10.77.3.2"), "{line}");
+        assert!(line.ends_with("-p 22 -- root@10.77.3.2"), "{line}");
     }
 }

@@ -15,7 +15,26 @@
 
 use std::ops::Deref;
 
-use crate::{Lab, LabHost};
+use crate::{HostSpec, Lab, LabHost, Os};
+
+/// Variable choosing the OS of test hosts.
+pub const OS_VAR: &str = "PROVISION_LAB_OS";
+
+/// The OS test hosts run: `PROVISION_LAB_OS` (e.g. `ubuntu-24.04`), else
+/// the lab's default. Panics on an unknown value, listing the choices.
+pub fn test_os() -> Os {
+    match std::env::var(OS_VAR) {
+        Ok(v) if !v.trim().is_empty() => v.parse().unwrap_or_else(|e| panic!("{OS_VAR}: {e}")),
+        _ => Os::DEFAULT,
+    }
+}
+
+/// The host most tests want: [`test_os`], logged in as root (what many VPS
+/// providers hand out). Tests of the sudo-user path ask for
+/// [`HostSpec::new`] explicitly.
+pub fn default_spec() -> HostSpec {
+    HostSpec::root(test_os())
+}
 
 /// Whether lab tests must run (CI, or `PROVISION_LAB_REQUIRED=1`): then a
 /// missing prerequisite is a failure, not a skip.
@@ -91,23 +110,33 @@ impl Drop for LabGuard {
 /// runs (e.g. killed by a timeout) the next `fresh_host`, `up` or `down`
 /// removes it.
 pub fn fresh_host() -> LabGuard {
+    fresh_host_of(default_spec())
+}
+
+/// Like [`fresh_host`], of the given OS and login.
+pub fn fresh_host_of(spec: HostSpec) -> LabGuard {
     let lab = Lab::open_default().unwrap_or_else(|e| panic!("lab: {e}"));
-    fresh_host_in(lab)
+    fresh_host_in_with(lab, spec)
 }
 
 /// Like [`fresh_host`], in the given lab.
 pub fn fresh_host_in(lab: Lab) -> LabGuard {
+    fresh_host_in_with(lab, default_spec())
+}
+
+/// Like [`fresh_host_of`], in the given lab.
+pub fn fresh_host_in_with(lab: Lab, spec: HostSpec) -> LabGuard {
     if let Err(e) = Lab::preflight() {
         panic!("lab preflight failed: {e}");
     }
-    if let Err(e) = lab.ensure_base_image() {
-        panic!("lab base image: {e}");
+    if let Err(e) = lab.ensure_base_image(spec.os) {
+        panic!("lab image of {}: {e}", spec.os);
     }
     // Hosts of earlier test processes that were killed before cleaning up.
     if let Err(e) = lab.reap_orphans() {
         eprintln!("could not remove orphaned lab test hosts: {e}");
     }
-    match lab.create_host_with(true) {
+    match lab.create_host_with(spec, true) {
         Ok(host) => LabGuard {
             lab,
             host: Some(host),

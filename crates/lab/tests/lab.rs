@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use lab::testing::{fresh_host, skip_unless_lab};
-use lab::{HostState, Lab};
+use lab::testing::{default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab};
+use lab::{HostSpec, HostState, Lab, Os};
 
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -93,11 +93,18 @@ fn up_two_then_down_leaves_nothing() {
     let state = scratch_state_dir();
     let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
 
-    let hosts = lab.up(2).expect("lab up 2");
+    let spec = default_spec();
+    let hosts = lab.up(2, spec).expect("lab up 2").hosts;
     assert_eq!(hosts.len(), 2);
     let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
     for h in &hosts {
-        assert!(inventory.contains(&format!("[hosts.{}]\naddress = \"{}\"", h.name, h.address)));
+        assert!(
+            inventory.contains(&format!(
+                "[hosts.{}]  # {}\naddress = \"{}\"\nuser = \"root\"",
+                h.name, spec.os, h.address
+            )),
+            "{inventory}"
+        );
         let o = h.ssh("true").expect("ssh");
         assert!(o.status.success(), "{}: {}", h.name, out(&o));
     }
@@ -110,9 +117,10 @@ fn up_two_then_down_leaves_nothing() {
     );
 
     // A second `up` reuses the running hosts.
-    let again = lab.up(2).expect("lab up 2 again");
+    let again = lab.up(2, spec).expect("lab up 2 again");
+    assert!(again.created.is_empty(), "{:?}", again.created);
     assert_eq!(
-        again.iter().map(|h| &h.name).collect::<Vec<_>>(),
+        again.hosts.iter().map(|h| &h.name).collect::<Vec<_>>(),
         hosts.iter().map(|h| &h.name).collect::<Vec<_>>()
     );
 
@@ -142,4 +150,117 @@ fn up_two_then_down_leaves_nothing() {
     assert!(lab.status().expect("status").is_empty());
     assert!(lab.down().expect("second down").hosts_removed.is_empty());
     std::fs::remove_dir_all(&state).expect("remove scratch state dir");
+}
+
+#[test]
+fn up_keeps_a_running_host_it_cannot_log_in_to() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let default = Lab::open_default().expect("lab");
+    let state = std::env::temp_dir().join(format!("provision-lab-keep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    let spec = default_spec();
+    let first = lab.up(1, spec).expect("lab up 1").hosts;
+    let hardened = first[0].clone();
+    // What a hardening run does to the lab's login (root login off).
+    remote(&hardened, "rm /root/.ssh/authorized_keys");
+    assert!(!hardened.ssh("true").expect("ssh").status.success());
+
+    let again = lab.up(1, spec).expect("lab up 1 again");
+    assert_eq!(
+        again
+            .unreachable
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        [hardened.name.as_str()]
+    );
+    assert!(
+        alive(hardened.nspawn_pid),
+        "the hardened host was destroyed"
+    );
+    assert!(hardened.root_dir.exists());
+    assert_eq!(
+        again.created.len(),
+        1,
+        "a reachable host is created beside it"
+    );
+    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
+    assert!(
+        inventory.contains(&format!("[hosts.{}]", hardened.name)),
+        "{inventory}"
+    );
+
+    let report = lab.down().expect("lab down");
+    assert_eq!(report.hosts_removed.len(), 2);
+    assert!(!alive(hardened.nspawn_pid));
+    std::fs::remove_dir_all(&state).expect("remove scratch state dir");
+}
+
+/// Each image is what a provider hands out: the sudo user holds the key,
+/// root is refused the way cloud-init refuses it, cloud-init's sshd drop-in
+/// turns passwords on, and each OS has the traits tools trip over.
+#[test]
+fn every_image_is_a_faithful_fresh_server() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let lab = Lab::open_default().expect("lab");
+    lab.ensure_images(&Os::ALL).expect("images");
+    for os in Os::ALL {
+        let host = fresh_host_of(HostSpec::new(os));
+        assert_eq!(host.user, os.default_user());
+        assert_eq!(remote(&host, "id -un"), os.default_user());
+        assert_eq!(
+            remote(&host, "sudo -n id -u"),
+            "0",
+            "{os}: passwordless sudo"
+        );
+        let release = remote(&host, ". /etc/os-release; echo $ID $VERSION_CODENAME");
+        assert_eq!(
+            release,
+            format!("{} {}", os.name().split('-').next().unwrap(), os.suite())
+        );
+
+        // root: the key authenticates, then cloud-init's command refuses.
+        let o = host
+            .ssh_command_as("root")
+            .arg("id -u")
+            .output()
+            .expect("ssh");
+        assert_eq!(o.status.code(), Some(142), "{os} root login: {}", out(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains(&format!(
+            "Please login as the user \"{}\" rather than the user \"root\"",
+            os.default_user()
+        )));
+
+        let effective = remote(&host, "sudo -n sshd -T | grep -i '^passwordauthentication'");
+        assert_eq!(effective, "passwordauthentication yes", "{os}");
+        let ssh_unit = remote(&host, "systemctl is-active ssh.socket || true");
+        if os.socket_activated_ssh() {
+            assert_eq!(ssh_unit, "active", "{os}: socket-activated sshd");
+        } else {
+            assert_ne!(ssh_unit, "active", "{os}: classic sshd");
+        }
+        match os {
+            Os::Ubuntu2404 | Os::Ubuntu2204 => {
+                remote(&host, "dpkg-query -W needrestart unattended-upgrades ufw");
+                let ufw = remote(&host, "grep ^ENABLED= /etc/ufw/ufw.conf");
+                assert_eq!(ufw, "ENABLED=no", "{os}: ufw installed, inactive");
+                let timers = remote(
+                    &host,
+                    "systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer",
+                );
+                assert_eq!(timers, "enabled\nenabled", "{os}");
+            }
+            Os::Debian13 => {
+                remote(&host, "test -x /usr/lib/openssh/sshd-session");
+                let v = remote(&host, "sudo -n iptables -V");
+                assert!(v.contains("nf_tables"), "{os}: {v}");
+            }
+            Os::Debian12 => {}
+        }
+    }
 }

@@ -79,7 +79,7 @@ pub(crate) enum Command {
     },
     /// Print what the job's probes read on each host, as JSON.
     Facts,
-    /// Disposable local Debian hosts (systemd-nspawn) for trying an inventory. Needs root.
+    /// Disposable local Ubuntu and Debian hosts (systemd-nspawn) for trying an inventory. Needs root.
     #[command(subcommand)]
     Lab(LabCommand),
     /// TLS certificates: issue, renew when due, status, revoke, and the renewal timer.
@@ -94,10 +94,13 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum LabCommand {
-    /// Create (or reuse) N hosts and write an inventory for them.
+    /// Create (or reuse) N hosts of an OS and write an inventory for them (and every
+    /// other running host of the lab). Never destroys a running host.
     Up {
         #[arg(default_value_t = 1)]
         count: usize,
+        #[command(flatten)]
+        spec: LabSpec,
     },
     /// Destroy every lab host and what the lab set up.
     Down,
@@ -114,7 +117,30 @@ pub(crate) enum LabCommand {
         /// Keep the host afterwards (default: destroy it).
         #[arg(long)]
         keep: bool,
+        #[command(flatten)]
+        spec: LabSpec,
     },
+}
+
+/// What kind of lab host.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LabSpec {
+    /// OS of the hosts: ubuntu-24.04, ubuntu-22.04, debian-13 or debian-12.
+    #[arg(long, default_value_t = lab::Os::DEFAULT, value_parser = |s: &str| s.parse::<lab::Os>().map_err(|e| e.to_string()))]
+    pub(crate) os: lab::Os,
+    /// Login the lab key works for: `default` (the image's sudo user, `ubuntu` or
+    /// `debian`, root refused as cloud images do) or `root` (as many VPS providers).
+    #[arg(long, default_value = "default", value_parser = |s: &str| s.parse::<lab::Login>())]
+    pub(crate) login: lab::Login,
+}
+
+impl LabSpec {
+    pub(crate) fn host_spec(&self) -> lab::HostSpec {
+        lab::HostSpec {
+            os: self.os,
+            login: self.login,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,12 +12,12 @@ use crate::output;
 pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
     let lab = lab::Lab::open_default()?;
     match cmd {
-        LabCommand::Up { count } => {
+        LabCommand::Up { count, spec } => {
             ensure_tools()?;
             let started = Instant::now();
-            let hosts = tokio::task::block_in_place(|| lab.up(*count))?;
+            let report = tokio::task::block_in_place(|| lab.up(*count, spec.host_spec()))?;
             let inventory = lab.inventory_path();
-            print!("{}", up_text(&hosts, started.elapsed(), &inventory));
+            print!("{}", up_text(&report, started.elapsed(), &inventory));
             Ok(0)
         }
         LabCommand::Down => {
@@ -35,18 +35,20 @@ pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
             let status = lab.ssh_command(host)?.args(command).status()?;
             Ok(status.code().unwrap_or(1))
         }
-        LabCommand::Demo { keep } => demo(g, &lab, *keep).await,
+        LabCommand::Demo { keep, spec } => demo(g, &lab, *keep, spec.host_spec()).await,
     }
 }
 
 /// One host, the full job, then a second run that must change nothing.
-async fn demo(g: &Global, lab: &lab::Lab, keep: bool) -> anyhow::Result<i32> {
+async fn demo(g: &Global, lab: &lab::Lab, keep: bool, spec: lab::HostSpec) -> anyhow::Result<i32> {
     ensure_tools()?;
     let started = Instant::now();
-    let host = tokio::task::block_in_place(|| lab.create_host())?;
+    let host = tokio::task::block_in_place(|| lab.create_host(spec))?;
     println!(
-        "lab host {} at {} ready in {:.1}s",
+        "lab host {} ({}, login {}) at {} ready in {:.1}s",
         host.name,
+        host.os,
+        host.user,
         host.address,
         started.elapsed().as_secs_f64()
     );

@@ -48,11 +48,16 @@ pub struct SshTarget {
     pub known_hosts: Option<PathBuf>,
     pub host_key_policy: HostKeyPolicy,
     pub connect_timeout: Option<Duration>,
+    /// Tried when `port` does not answer: the inventory's port while `port` is the one
+    /// the inventory moves sshd to (`hardening.ssh_port`), which a fresh host does not
+    /// listen on yet.
+    pub fallback_port: Option<u16>,
 }
 
 impl SshTarget {
-    /// Options shared by the master connection and a fresh login probe.
-    fn ssh_options(&self) -> Vec<String> {
+    /// Options of a fresh login probe (the master takes the same through the builder),
+    /// on `port`.
+    fn ssh_options_on(&self, port: Option<u16>) -> Vec<String> {
         let mut args = vec!["-o".into(), "BatchMode=yes".into()];
         args.push("-o".into());
         args.push(match self.host_key_policy {
@@ -63,7 +68,7 @@ impl SshTarget {
             args.push("-o".into());
             args.push(format!("ConnectTimeout={}", t.as_secs().max(1)));
         }
-        if let Some(port) = self.port {
+        if let Some(port) = port {
             args.push("-p".into());
             args.push(port.to_string());
         }
@@ -84,7 +89,10 @@ impl SshTarget {
 }
 
 pub struct SshTransport {
+    /// Its `port` is the one that answered.
     target: SshTarget,
+    /// Set once a fresh login on a moved port succeeded: later proofs go there.
+    proven_port: std::sync::Mutex<Option<u16>>,
     /// `None` once closed.
     session: std::sync::Mutex<Option<Arc<Session>>>,
     channels: Semaphore,
@@ -125,10 +133,58 @@ impl SshTransport {
     }
 
     /// [`SshTransport::connect`] with another backoff ([`Backoff::none`]: one attempt).
+    ///
+    /// With a `fallback_port` (the inventory moves sshd): one attempt on `target.port`,
+    /// where a converged host listens, then the fallback with the backoff, saying which
+    /// answered. A fresh host refuses the first port at once, so it costs no backoff.
     pub async fn connect_with(
         target: SshTarget,
         backoff: &Backoff,
     ) -> Result<Self, TransportError> {
+        let Some(fallback) = target.fallback_port.filter(|p| Some(*p) != target.port) else {
+            return Self::connect_once(target, backoff).await;
+        };
+        let reason = match Self::connect_once(target.clone(), &Backoff::none()).await {
+            Err(
+                TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
+            ) => reason,
+            other => return other,
+        };
+        let first = target.port.map(|p| p.to_string()).unwrap_or_default();
+        let retry = SshTarget {
+            port: Some(fallback),
+            ..target
+        };
+        match Self::connect_once(retry, backoff).await {
+            Ok(t) => {
+                tracing::info!(
+                    host = %t.target.name,
+                    "reached on port {fallback} (the inventory's); port {first} (hardening.ssh_port) did not answer: {}",
+                    reason.lines().next().unwrap_or_default()
+                );
+                Ok(t)
+            }
+            Err(TransportError::Connect {
+                host,
+                reason: second,
+            }) => Err(TransportError::Connect {
+                host,
+                reason: format!(
+                    "neither port {first} (hardening.ssh_port) nor port {fallback} (the inventory's) answered:\n  port {first}: {}\n  port {fallback}: {}",
+                    reason.trim(),
+                    second.trim()
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The port this connection reached (`None`: ssh's default or `~/.ssh/config`).
+    pub fn port(&self) -> Option<u16> {
+        self.target.port
+    }
+
+    async fn connect_once(target: SshTarget, backoff: &Backoff) -> Result<Self, TransportError> {
         let connect_error = |reason: String| TransportError::Connect {
             host: target.name.clone(),
             reason,
@@ -200,6 +256,7 @@ impl SshTransport {
         };
         Ok(Self {
             target,
+            proven_port: std::sync::Mutex::new(None),
             session: std::sync::Mutex::new(Some(Arc::new(session))),
             channels: Semaphore::new(MAX_CHANNELS),
         })
@@ -358,9 +415,43 @@ impl Transport for SshTransport {
     }
 
     async fn verify_fresh_login(&self) -> Result<(), TransportError> {
+        let port = (*self.proven_port.lock().expect("not poisoned")).or(self.target.port);
+        self.fresh_login(port).await
+    }
+
+    async fn verify_fresh_login_on(&self, port: u16) -> Result<(), TransportError> {
+        self.fresh_login(Some(port)).await?;
+        *self.proven_port.lock().expect("not poisoned") = Some(port);
+        Ok(())
+    }
+
+    async fn close(&self) -> Result<(), TransportError> {
+        let Some(session) = self.session.lock().expect("not poisoned").take() else {
+            return Ok(());
+        };
+        // Every command has finished, so this is the last reference: ask the master to exit
+        // over the mux protocol (no extra ssh process).
+        match Arc::try_unwrap(session) {
+            Ok(session) => session
+                .close()
+                .await
+                .map_err(|e| TransportError::Disconnected {
+                    host: self.target.name.clone(),
+                    source: Box::new(e),
+                }),
+            // Still shared (a command in flight elsewhere): dropping our reference is all we
+            // can do; the idle ControlPersist ends the master.
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+impl SshTransport {
+    /// A brand-new login (no control master) on `port` that must be able to become root.
+    async fn fresh_login(&self, port: Option<u16>) -> Result<(), TransportError> {
         let out = tokio::process::Command::new("ssh")
             .args(["-o", "ControlPath=none", "-o", "ControlMaster=no"])
-            .args(self.target.ssh_options())
+            .args(self.target.ssh_options_on(port))
             .arg("--")
             .arg(&self.target.destination)
             .arg(ELEVATE_PROBE)
@@ -391,26 +482,6 @@ impl Transport for SshTransport {
                     String::from_utf8_lossy(&out.stderr).trim_end()
                 ),
             })
-        }
-    }
-
-    async fn close(&self) -> Result<(), TransportError> {
-        let Some(session) = self.session.lock().expect("not poisoned").take() else {
-            return Ok(());
-        };
-        // Every command has finished, so this is the last reference: ask the master to exit
-        // over the mux protocol (no extra ssh process).
-        match Arc::try_unwrap(session) {
-            Ok(session) => session
-                .close()
-                .await
-                .map_err(|e| TransportError::Disconnected {
-                    host: self.target.name.clone(),
-                    source: Box::new(e),
-                }),
-            // Still shared (a command in flight elsewhere): dropping our reference is all we
-            // can do; the idle ControlPersist ends the master.
-            Err(_) => Ok(()),
         }
     }
 }
@@ -444,6 +515,7 @@ mod tests {
                 known_hosts: None,
                 host_key_policy: HostKeyPolicy::Strict,
                 connect_timeout: Some(Duration::from_secs(1)),
+                fallback_port: None,
             };
             match SshTransport::connect(target).await {
                 Err(TransportError::Connect { reason, .. }) => {
