@@ -115,13 +115,21 @@ fn ai_meeting_app_converges_on_a_lab_host_and_keeps_its_secrets() {
     // on the host (for `nginx -t`), Docker with compose.
     // apt runs detached and is polled: upgrading libssl3 restarts sshd, which can cut the
     // session that started it.
+    // Compose from the distribution as the Docker resource installs it on each OS.
+    let compose = match host.os {
+        lab::Os::Ubuntu2404 | lab::Os::Ubuntu2204 => "docker-compose-v2",
+        lab::Os::Debian13 => "docker-cli docker-compose",
+        lab::Os::Debian12 => "docker-compose",
+    };
     remote(
         &host,
-        "id deploy >/dev/null 2>&1 || useradd --create-home --shell /bin/bash deploy\n\
+        &format!(
+            "id deploy >/dev/null 2>&1 || useradd --create-home --shell /bin/bash deploy\n\
          rm -f /root/setup.rc\n\
          nohup sh -c 'export DEBIAN_FRONTEND=noninteractive; apt-get -q update && \
-         apt-get -q -y --no-install-recommends install nginx openssl docker.io docker-compose; \
-         echo $? > /root/setup.rc' >/root/setup.log 2>&1 </dev/null &",
+         apt-get -q -y --no-install-recommends install nginx openssl docker.io {compose}; \
+         echo $? > /root/setup.rc' >/root/setup.log 2>&1 </dev/null &"
+        ),
     );
     let rc = loop {
         let (ok, rc) = remote_status(&host, "cat /root/setup.rc 2>/dev/null");

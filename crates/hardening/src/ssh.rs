@@ -59,11 +59,19 @@ pub const BREAK_SSH_USER: &str = "nobody-provision-test";
 /// again, and `KillMode=process` keeps open sessions (the engine's own) alive.
 pub const RESTART_SSHD: &str = "systemctl try-restart ssh.service";
 
-/// Restores access after the engine put back the previous files: restart sshd (and the
-/// socket, on socket-activated hosts).
+/// Socket-activated sshd (Ubuntu 24.04) after its socket's port changed: the running
+/// sshd holds the listening socket systemd passed it, so restarting the socket while it
+/// runs fails to bind (`Job failed`) whenever the port stays the same. Stop the listener
+/// first (`KillMode=process`: open sessions, the engine's own, stay), then restart the
+/// socket; the next connection starts sshd with the new configuration.
+pub const RESTART_SOCKET: &str =
+    "systemctl daemon-reload\nsystemctl stop ssh.service\nsystemctl restart ssh.socket";
+
+/// Restores access after the engine put back the previous files: restart sshd (through
+/// its socket, on socket-activated hosts, as [`RESTART_SOCKET`]).
 pub const ROLLBACK: &str = "systemctl daemon-reload; \
-if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket; then systemctl restart ssh.socket; fi; \
-systemctl try-restart ssh.service";
+if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket; then systemctl stop ssh.service; systemctl restart ssh.socket; \
+else systemctl try-restart ssh.service; fi";
 
 /// What the inventory asks of sshd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -547,11 +555,11 @@ impl Resource for SshdConfig {
                 "sshd -t (whole configuration)",
                 "PATH=\"$PATH:/usr/sbin:/sbin\"\n[ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd\nsshd -t",
             ));
-            let mut reload = String::new();
-            if socket_changed {
-                reload.push_str("systemctl daemon-reload\nsystemctl restart ssh.socket\n");
-            }
-            reload.push_str(RESTART_SSHD);
+            let reload = if socket_changed {
+                RESTART_SOCKET
+            } else {
+                RESTART_SSHD
+            };
             changes.then(Action::run("restart sshd", reload));
             return Ok(changes.build(""));
         }
@@ -1068,7 +1076,7 @@ mod tests {
         let s = scripts(&actions);
         assert_eq!(
             s.last().unwrap(),
-            "systemctl daemon-reload\nsystemctl restart ssh.socket\nsystemctl try-restart ssh.service"
+            "systemctl daemon-reload\nsystemctl stop ssh.service\nsystemctl restart ssh.socket"
         );
 
         // Debian 12: ssh.socket exists but is off; the Port line is enough.
