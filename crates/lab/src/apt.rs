@@ -553,7 +553,7 @@ case $ARCH in
   amd64|i386)
 \tcase $SUITE in
 \t  gutsy|hardy|intrepid)
-\tdefault_mirror http://old.example.org/ubuntu
+\tdefault_mirror http://old-releases.example.org/ubuntu
 \t  ;;
 \t  *)
 \tdefault_mirror http://main.example.org/ubuntu
@@ -563,7 +563,7 @@ case $ARCH in
   sparc)
 \tcase $SUITE in
 \t  gutsy)
-\tdefault_mirror http://old.example.org/ubuntu
+\tdefault_mirror http://old-releases.example.org/ubuntu
 \t;;
 \t  *)
 \tdefault_mirror http://ports.example.org/ubuntu-ports
