@@ -197,7 +197,11 @@ fn the_matrix(os: Os) {
     let up = ws.provision(&host, &["up"], &[]);
     let converge = started.elapsed();
     assert_eq!(up.code, 0, "{os}: first up\n{}", up.text);
-    assert!(changes(&up) > 10, "{os}: a fresh host needs work\n{}", up.text);
+    assert!(
+        changes(&up) > 10,
+        "{os}: a fresh host needs work\n{}",
+        up.text
+    );
     let facts = on_host(
         &host,
         "deploy",
@@ -206,14 +210,23 @@ fn the_matrix(os: Os) {
          readlink /etc/localtime; systemctl is-active docker fail2ban; test -d /opt/ai-meeting/data && echo app-tree",
     );
     assert!(facts.contains("Status: active"), "{os}: {facts}");
-    assert!(facts.contains("passwordauthentication no"), "{os}: cloud-init's drop-in lost: {facts}");
+    assert!(
+        facts.contains("passwordauthentication no"),
+        "{os}: cloud-init's drop-in lost: {facts}"
+    );
     // Keys only until a run logs in as the deploy user (the root-login rule of sshd).
     assert!(
         facts.contains("permitrootlogin without-password") || facts.contains("permitrootlogin no"),
         "{os}: {facts}"
     );
-    assert!(facts.contains("/usr/share/zoneinfo/Asia/Shanghai"), "{os}: {facts}");
-    assert!(facts.contains("active\nactive"), "{os}: docker, fail2ban: {facts}");
+    assert!(
+        facts.contains("/usr/share/zoneinfo/Asia/Shanghai"),
+        "{os}: {facts}"
+    );
+    assert!(
+        facts.contains("active\nactive"),
+        "{os}: docker, fail2ban: {facts}"
+    );
     assert!(facts.contains("app-tree"), "{os}: {facts}");
     let compose = on_host(
         &host,
@@ -237,7 +250,12 @@ fn the_matrix(os: Os) {
     let again = ws.provision(&host, &["up"], &[]);
     let noop = started.elapsed();
     assert_eq!(again.code, 0, "{os}: second up\n{}", again.text);
-    assert_eq!(changes(&again), 0, "{os}: second up changed something\n{}", again.text);
+    assert_eq!(
+        changes(&again),
+        0,
+        "{os}: second up changed something\n{}",
+        again.text
+    );
 
     // 3. A provider drop-in with its own `Port 22` (Port lines add up across files), and
     //    sshd moved to 2200: the proof login goes to 2200, and only 2200 is left.
@@ -258,7 +276,10 @@ fn the_matrix(os: Os) {
         2200,
         "cat /etc/ssh/sshd_config.d/60-provider.conf; echo ---; cat /etc/ssh/sshd_config.d/60-provider.conf.provision-bak",
     );
-    assert!(provider.contains("# Port 22") && provider.ends_with("Port 22\nUseDNS no"), "{os}: {provider}");
+    assert!(
+        provider.contains("# Port 22") && provider.ends_with("Port 22\nUseDNS no"),
+        "{os}: {provider}"
+    );
     // A later run with the same inventory (port 22) finds the host on 2200.
     let check = ws.provision(&host, &["check"], &[]);
     assert_eq!(check.code, 0, "{os}: check after the move\n{}", check.text);
@@ -278,9 +299,19 @@ fn the_matrix(os: Os) {
         &[("PROVISION_TEST_BREAK_SSH", "1")],
     );
     assert_eq!(broken.code, 1, "{os}: broken sshd change\n{}", broken.text);
-    let error = broken.json["hosts"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("rolled back: a new login works again"), "{os}: {error}");
-    let drop_in = on_host(&host, "deploy", 22, "cat /etc/ssh/sshd_config.d/00-provision.conf");
+    let error = broken.json["hosts"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("rolled back: a new login works again"),
+        "{os}: {error}"
+    );
+    let drop_in = on_host(
+        &host,
+        "deploy",
+        22,
+        "cat /etc/ssh/sshd_config.d/00-provision.conf",
+    );
     assert!(!drop_in.contains("AllowUsers"), "{os}: {drop_in}");
 
     // 6. One certificate from Pebble over HTTP-01 on the host's port 80.
@@ -302,8 +333,18 @@ fn the_matrix(os: Os) {
             ),
         );
         let issue = ws.provision(&host, &["certs", "issue"], &[]);
-        assert_eq!(issue.code, 0, "{os}: certs issue\n{}\npebble:\n{}", issue.text, pebble.log());
-        assert_eq!(issue.json["certificates"][0]["status"], "obtained", "{os}\n{}", issue.text);
+        assert_eq!(
+            issue.code,
+            0,
+            "{os}: certs issue\n{}\npebble:\n{}",
+            issue.text,
+            pebble.log()
+        );
+        assert_eq!(
+            issue.json["certificates"][0]["status"], "obtained",
+            "{os}\n{}",
+            issue.text
+        );
         let chain = on_host(&host, "deploy", 22, "cat /opt/ai-meeting/ssl/fullchain.pem");
         let info = certs::CertInfo::from_pem(chain.as_bytes()).expect("a certificate chain");
         assert_eq!(info.names, ["ai-meeting.test"], "{os}");
@@ -317,21 +358,21 @@ fn the_matrix(os: Os) {
 }
 
 #[test]
-fn ubuntu_24_04() {
+fn matrix_ubuntu_24_04() {
     the_matrix(Os::Ubuntu2404);
 }
 
 #[test]
-fn ubuntu_22_04() {
+fn matrix_ubuntu_22_04() {
     the_matrix(Os::Ubuntu2204);
 }
 
 #[test]
-fn debian_13() {
+fn matrix_debian_13() {
     the_matrix(Os::Debian13);
 }
 
 #[test]
-fn debian_12() {
+fn matrix_debian_12() {
     the_matrix(Os::Debian12);
 }

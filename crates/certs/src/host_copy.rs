@@ -102,6 +102,76 @@ pub struct InstalledBinary {
     pub path: String,
     content: Arc<[u8]>,
     sha256: String,
+    /// The newest `GLIBC_2.N` symbol version the binary links against, if dynamic.
+    needs_glibc: Option<GlibcVersion>,
+}
+
+/// A glibc version, `(2, 36)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GlibcVersion(pub u32, pub u32);
+
+impl std::fmt::Display for GlibcVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+/// The newest `GLIBC_x.y` version string in an ELF binary's bytes (its symbol version
+/// needs); `None` for a binary without any (static, musl).
+pub fn glibc_needed(binary: &[u8]) -> Option<GlibcVersion> {
+    const TAG: &[u8] = b"GLIBC_";
+    let mut best = None;
+    let mut i = 0;
+    while let Some(pos) = binary[i..].windows(TAG.len()).position(|w| w == TAG) {
+        let start = i + pos + TAG.len();
+        let rest = &binary[start..binary.len().min(start + 12)];
+        let text: String = rest
+            .iter()
+            .take_while(|b| b.is_ascii_digit() || **b == b'.')
+            .map(|b| *b as char)
+            .collect();
+        let mut parts = text.split('.').map(|p| p.parse::<u32>());
+        if let (Some(Ok(major)), Some(Ok(minor))) = (parts.next(), parts.next()) {
+            let v = GlibcVersion(major, minor);
+            if best.is_none_or(|b| v > b) {
+                best = Some(v);
+            }
+        }
+        i = start;
+    }
+    best
+}
+
+/// The host's glibc (`getconf GNU_LIBC_VERSION`: `glibc 2.31`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostGlibc;
+
+impl Fact for HostGlibc {
+    type Value = Option<GlibcVersion>;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "glibc-version".into(),
+            script: "getconf GNU_LIBC_VERSION 2>/dev/null || true".into(),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<Option<GlibcVersion>, FactError> {
+        let text = output.stdout.trim();
+        if text.is_empty() {
+            return Ok(None); // not glibc (e.g. musl): nothing to compare
+        }
+        let version = text.strip_prefix("glibc ").unwrap_or(text);
+        let mut parts = version.split('.').map(|p| p.trim().parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => Ok(Some(GlibcVersion(major, minor))),
+            _ => Err(FactError::Parse {
+                key: "glibc-version".into(),
+                what: "`glibc <major>.<minor>`".into(),
+                line: text.to_string(),
+            }),
+        }
+    }
 }
 
 impl std::fmt::Debug for InstalledBinary {
@@ -116,10 +186,11 @@ impl std::fmt::Debug for InstalledBinary {
 
 impl InstalledBinary {
     pub fn new(path: impl Into<String>, content: impl Into<Arc<[u8]>>) -> Self {
-        let content = content.into();
+        let content: Arc<[u8]> = content.into();
         Self {
             path: path.into(),
             sha256: hex(&Sha256::digest(&content)),
+            needs_glibc: glibc_needed(&content),
             content,
         }
     }
@@ -159,10 +230,24 @@ impl Resource for InstalledBinary {
     }
 
     fn probes(&self) -> Vec<Probe> {
-        vec![self.fact().probe()]
+        vec![self.fact().probe(), HostGlibc.probe()]
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        // A binary linked against a newer glibc than the host's does not start there
+        // (built on Debian 12, glibc 2.36; Ubuntu 20.04 has 2.31): refuse before copying.
+        if let Some(need) = self.needs_glibc
+            && let Some(have) = facts.read(&HostGlibc)?
+            && have < need
+        {
+            return Err(PlanError::Fact(FactError::Parse {
+                key: "glibc-version".into(),
+                what: format!(
+                    "glibc {need} or newer: this provision binary needs it and would not start on the host (install a build made on the host's release, or a static one, with --install-binary)"
+                ),
+                line: format!("the host has glibc {have}"),
+            }));
+        }
         let short = &self.sha256[..12];
         let mib = self.content.len() as f64 / (1024.0 * 1024.0);
         match facts.read(&self.fact())? {
@@ -493,6 +578,33 @@ mod tests {
     fn plan_binary(stdout: &str) -> Result<Plan, PlanError> {
         let b = binary();
         b.plan(&facts_with(b.fact().probe(), stdout))
+    }
+
+    /// Issue 10: the binary built on Debian 12 (glibc 2.36) was copied to Ubuntu 20.04
+    /// (glibc 2.31), where it cannot start.
+    #[test]
+    fn a_binary_needing_a_newer_glibc_than_the_hosts_is_refused_before_copying() {
+        let elf = b"\x7fELF\0GLIBC_2.2.5\0GLIBC_2.34\0GLIBC_2.17\0GLIBC_PRIVATE\0".to_vec();
+        assert_eq!(glibc_needed(&elf), Some(GlibcVersion(2, 34)));
+        assert_eq!(glibc_needed(b"static musl binary"), None);
+        let b = InstalledBinary::new("/usr/local/bin/provision", elf);
+        let facts = |glibc: &str| {
+            Facts::from_outputs(BTreeMap::from([
+                (b.fact().probe().key, ok("absent\n")),
+                (HostGlibc.probe().key, ok(glibc)),
+            ]))
+        };
+        let e = b.plan(&facts("glibc 2.31\n")).unwrap_err().to_string();
+        assert!(
+            e.contains("glibc 2.34 or newer") && e.contains("the host has glibc 2.31"),
+            "{e}"
+        );
+        assert!(b.plan(&facts("glibc 2.35\n")).unwrap().is_change());
+        // Not glibc at all (no getconf answer): nothing to compare.
+        assert!(b.plan(&facts("")).unwrap().is_change());
+        // The running test binary itself is a glibc binary on this machine.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(glibc_needed(&me).is_some_and(|v| v >= GlibcVersion(2, 2)));
     }
 
     #[test]

@@ -57,8 +57,14 @@ fi"#;
 /// The UFW policy the inventory asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firewall {
-    /// `hardening.ssh_port`: allowed besides the port(s) sshd listens on now.
+    /// `hardening.ssh_port`: allowed besides the port(s) sshd listens on now — or alone,
+    /// when `sshd_managed`.
     pub ssh_port: Option<u16>,
+    /// This run manages sshd too (`hardening.ssh`): with `ssh_port` set, sshd ends on that
+    /// port alone, so it is the only SSH port to allow. The old one closes in the same
+    /// commit-confirmed change (the proof logs in on the new port; the tool's open
+    /// connection survives as ESTABLISHED), and a later run finds the rules as wanted.
+    pub sshd_managed: bool,
     /// Opened besides SSH, 80 and 443.
     pub allow_ports: Vec<u16>,
     /// Test hook: leave SSH out (see the module docs).
@@ -214,8 +220,9 @@ fn delete_command(rule: &UfwRule) -> Command {
 }
 
 impl Firewall {
-    /// SSH first (the ports sshd listens on now, from `sshd -T`, and the inventory's),
-    /// then 80, 443 and the inventory's ports.
+    /// SSH first (the ports sshd listens on now, from `sshd -T`, and the inventory's; only
+    /// the inventory's when this run moves sshd there), then 80, 443 and the inventory's
+    /// ports.
     pub fn rules(&self, sshd_ports: &[u16]) -> Vec<WantedRule> {
         let mut rules: Vec<WantedRule> = Vec::new();
         let mut add = |port: u16, verb: &'static str, comment: &'static str| {
@@ -228,7 +235,11 @@ impl Firewall {
             }
         };
         if !self.break_for_test {
-            for &p in sshd_ports.iter().chain(self.ssh_port.iter()) {
+            let ssh_ports: Vec<u16> = match self.ssh_port {
+                Some(port) if self.sshd_managed => vec![port],
+                _ => sshd_ports.iter().copied().chain(self.ssh_port).collect(),
+            };
+            for p in ssh_ports {
                 add(
                     p,
                     if self.ssh_rate_limit {
@@ -492,6 +503,7 @@ mod tests {
     fn fw() -> Firewall {
         Firewall {
             ssh_port: None,
+            sshd_managed: false,
             allow_ports: vec![8443],
             break_for_test: false,
             log_martians: true,
@@ -594,6 +606,21 @@ mod tests {
                 (443, "allow"),
                 (8443, "allow")
             ]
+        );
+        // Issue 10: when this run moves sshd there, the new port is the only SSH port;
+        // keeping the old one made the run's own verification fail (sshd had left 22, so
+        // `limit 22/tcp` became unrequested right after the move).
+        let moving = Firewall {
+            sshd_managed: true,
+            ..r
+        };
+        assert_eq!(
+            moving
+                .rules(&[22])
+                .iter()
+                .map(|r| r.port)
+                .collect::<Vec<_>>(),
+            [2222, 80, 443, 8443]
         );
     }
 

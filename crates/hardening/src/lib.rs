@@ -114,6 +114,7 @@ pub fn firewall_settings(vars: &Vars) -> firewall::Firewall {
     let h = vars.hardening.clone().unwrap_or_default();
     firewall::Firewall {
         ssh_port: h.ssh_port,
+        sshd_managed: Selection::from_vars(vars).ssh,
         allow_ports: h.allow_ports.unwrap_or_default(),
         break_for_test: test_hook(firewall::BREAK_FIREWALL_ENV),
         log_martians: Selection::from_vars(vars).os,

@@ -40,6 +40,20 @@ pub fn up_text(report: &lab::UpReport, elapsed: std::time::Duration, inventory: 
     out
 }
 
+/// `lab images`: each image, built now (and how long it took) or cached.
+pub fn images_text(images: &[lab::BaseImage]) -> String {
+    images
+        .iter()
+        .map(|i| {
+            let how = match i.build_time {
+                Some(t) if i.freshly_built => format!("built in {:.0}s", t.as_secs_f64()),
+                _ => "cached".to_string(),
+            };
+            format!("{:<12}  {how}  {}\n", i.os.name(), i.path.display())
+        })
+        .collect()
+}
+
 /// `lab down`: what was removed.
 pub fn down_text(r: &lab::DownReport) -> String {
     if r.is_empty() {

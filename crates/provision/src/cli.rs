@@ -102,6 +102,11 @@ pub(crate) enum LabCommand {
         #[command(flatten)]
         spec: LabSpec,
     },
+    /// Build (or find cached) the images of these OSes, in parallel (default: all four).
+    Images {
+        #[arg(value_parser = |s: &str| s.parse::<lab::Os>().map_err(|e| e.to_string()))]
+        os: Vec<lab::Os>,
+    },
     /// Destroy every lab host and what the lab set up.
     Down,
     /// List lab hosts.

@@ -20,6 +20,17 @@ pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
             print!("{}", up_text(&report, started.elapsed(), &inventory));
             Ok(0)
         }
+        LabCommand::Images { os } => {
+            ensure_tools()?;
+            let wanted = if os.is_empty() {
+                lab::Os::ALL.to_vec()
+            } else {
+                os.clone()
+            };
+            let images = tokio::task::block_in_place(|| lab.ensure_images(&wanted))?;
+            print!("{}", jobs::lab::images_text(&images));
+            Ok(0)
+        }
         LabCommand::Down => {
             print!(
                 "{}",
