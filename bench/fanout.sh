@@ -8,7 +8,7 @@ build
 max=${1:-50}
 "$P" lab down >/dev/null
 t0=$(now_ms)
-"$P" lab up "$max" >/dev/null || { "$P" lab down >/dev/null; exit 1; }
+"$P" lab up "$max" --login root >/dev/null || { "$P" lab down >/dev/null; exit 1; }
 lab_up_ms=$(( $(now_ms) - t0 ))
 inv=$(mktemp --suffix=.toml)
 trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT

@@ -13,7 +13,7 @@ now_ms() { date +%s%3N; }
 # lab_vars FILE: the lab's inventory plus the seeds/002 job vars, written to FILE.
 lab_job_inventory() {
   local out=$1
-  { cat "$LAB_INVENTORY"; echo; cat "$ROOT/crates/provision/src/demo-vars.toml"; } > "$out"
+  { cat "$LAB_INVENTORY"; echo; cat "$ROOT/crates/jobs/src/demo-vars.toml"; } > "$out"
 }
 
 # ssh_lab HOST CMD...: plain ssh to a lab host (no multiplexing).

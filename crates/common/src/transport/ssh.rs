@@ -19,6 +19,9 @@ use super::{ExecOutput, MAX_SCRIPT_BYTES, Transport, TransportError};
 /// Channels opened at once on one host's master connection.
 pub const MAX_CHANNELS: usize = 8;
 
+/// How long the first of two ports (the one the inventory moves sshd to) may take to answer.
+const FIRST_PORT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Seconds an idle master connection survives if the tool dies without closing it.
 const CONTROL_PERSIST_IDLE_SECS: usize = 60;
 
@@ -144,7 +147,18 @@ impl SshTransport {
         let Some(fallback) = target.fallback_port.filter(|p| Some(*p) != target.port) else {
             return Self::connect_once(target, backoff).await;
         };
-        let reason = match Self::connect_once(target.clone(), &Backoff::none()).await {
+        // A firewall drops (does not refuse) connections to a port it does not open, so
+        // the first try gets a short timeout: a host that listens there answers at once.
+        let first_try = SshTarget {
+            connect_timeout: Some(
+                target
+                    .connect_timeout
+                    .unwrap_or(FIRST_PORT_TIMEOUT)
+                    .min(FIRST_PORT_TIMEOUT),
+            ),
+            ..target.clone()
+        };
+        let reason = match Self::connect_once(first_try, &Backoff::none()).await {
             Err(
                 TransportError::Connect { reason, .. } | TransportError::Refused { reason, .. },
             ) => reason,
