@@ -287,6 +287,8 @@ fn build(
             ));
         }
         crate::sys::unmount_all_under(tmp)?;
+        // Its last lines are in the error; nothing of a failed build stays in the cache.
+        let _ = std::fs::remove_file(&log);
         return Err(LabError::Command {
             command,
             status: status.to_string(),

@@ -264,3 +264,27 @@ fn every_image_is_a_faithful_fresh_server() {
         }
     }
 }
+
+/// A build that fails names the failing command, its last lines and the variable to set,
+/// and leaves nothing in the cache (the mirror is a closed port on this machine: nothing
+/// leaves it).
+#[test]
+fn a_failed_image_build_says_why_and_leaves_no_image() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = dir.path().join("cache");
+    let lab = Lab::with_dirs(dir.path().join("state"), cache.clone())
+        .with_mirror("http://127.0.0.1:9/debian");
+    let err = lab.ensure_base_image(Os::Debian12).unwrap_err().to_string();
+    assert!(err.contains("debootstrap --variant=minbase"), "{err}");
+    assert!(err.contains("http://127.0.0.1:9/debian"), "{err}");
+    assert!(err.contains("PROVISION_LAB_MIRROR=<mirror URL>"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
+}
