@@ -161,9 +161,18 @@ impl CertificateRun {
         Self {
             host: declaration.host.clone(),
             name: declaration.name.clone(),
+            names: declaration.domains.iter().map(|d| d.to_string()).collect(),
+            ..Self::empty(status)
+        }
+    }
+
+    fn empty(status: CertificateStatus) -> Self {
+        Self {
+            host: String::new(),
+            name: String::new(),
             status,
             reason: None,
-            names: declaration.domains.iter().map(|d| d.to_string()).collect(),
+            names: Vec::new(),
             not_after: None,
             days_left: None,
             next_renewal: None,
@@ -317,7 +326,7 @@ struct Obtain {
 #[async_trait]
 impl HostWork for Obtain {
     type Ready = CertificateDeclaration;
-    type Output = Result<CertificateRun, String>;
+    type Output = CertificateRun;
 
     fn phase(&self) -> &'static str {
         match self.trigger {
@@ -344,24 +353,24 @@ impl HostWork for Obtain {
             Trigger::Issue => certs::issue(&d, transport, settings).await,
             Trigger::Renew { force } => certs::renew(&d, transport, settings, force).await,
         };
-        Ok(CertificateRun::from_result(&d, result, settings.now()))
+        CertificateRun::from_result(&d, result, settings.now())
     }
 
-    fn failed(&self, spec: &HostSpec, error: String) -> Self::Output {
+    fn failed(&self, spec: &HostSpec, error: String) -> CertificateRun {
         match self.by_host.get(&spec.name) {
-            Some(d) => Ok(CertificateRun::failed(d, error)),
-            None => Err(error),
+            Some(d) => CertificateRun::failed(d, error),
+            // Only declaring hosts are run, so this is a host the runner never had.
+            None => CertificateRun {
+                host: spec.name.clone(),
+                error: Some(error),
+                ..CertificateRun::empty(CertificateStatus::Failed)
+            },
         }
     }
 
-    fn finish(&self, output: &mut Self::Output, elapsed: Duration) -> HostReport {
-        match output {
-            Ok(run) => {
-                run.elapsed_ms = elapsed.as_millis() as u64;
-                run.progress_report()
-            }
-            Err(e) => HostReport::failed("?", e.clone()),
-        }
+    fn finish(&self, run: &mut CertificateRun, elapsed: Duration) -> HostReport {
+        run.elapsed_ms = elapsed.as_millis() as u64;
+        run.progress_report()
     }
 }
 
@@ -383,16 +392,8 @@ pub async fn obtain(
             .collect(),
     };
     let forks = session.run.forks;
-    let outputs = run::for_each_host(
-        hosts,
-        forks,
-        session.connector.clone(),
-        progress,
-        Arc::new(work),
-    )
-    .await;
-    // Every host was looked up in `by_host`, so a missing declaration cannot happen.
-    Ok(outputs.into_iter().filter_map(Result::ok).collect())
+    let connector = session.connector.clone();
+    Ok(run::for_each_host(hosts, forks, connector, progress, Arc::new(work)).await)
 }
 
 /// `renew --local`: on the host itself, from the declarations `schedule` installed in `dir`.
