@@ -449,6 +449,27 @@ pub fn status(
     Ok((state, rows))
 }
 
+/// Revocation reasons a subscriber may give (RFC 5280 codes 0, 1, 3, 4, 5), by name.
+pub const REVOCATION_REASONS: [&str; 5] = [
+    "unspecified",
+    "key-compromise",
+    "affiliation-changed",
+    "superseded",
+    "cessation-of-operation",
+];
+
+/// The reason named `name` (one of [`REVOCATION_REASONS`]).
+pub fn revocation_reason(name: &str) -> Option<RevocationReason> {
+    Some(match name {
+        "unspecified" => RevocationReason::Unspecified,
+        "key-compromise" => RevocationReason::KeyCompromise,
+        "affiliation-changed" => RevocationReason::AffiliationChanged,
+        "superseded" => RevocationReason::Superseded,
+        "cessation-of-operation" => RevocationReason::CessationOfOperation,
+        _ => return None,
+    })
+}
+
 /// What `revoke` did for one certificate.
 #[derive(Debug, Serialize)]
 pub struct Revocation {
@@ -470,6 +491,11 @@ impl Revocation {
             Some(e) => format!("{}/{}: FAILED: {e}", self.host, self.name),
         }
     }
+}
+
+/// `revoke` as text: a line per certificate.
+pub fn revocations_text(results: &[Revocation]) -> String {
+    results.iter().map(|r| r.line() + "\n").collect()
 }
 
 /// Converged when every certificate was revoked, else failed.
@@ -628,6 +654,14 @@ mod tests {
             "/opt/app/ssl",
             "true",
         )
+    }
+
+    #[test]
+    fn every_revocation_reason_name_maps_to_a_reason() {
+        for name in REVOCATION_REASONS {
+            assert!(revocation_reason(name).is_some(), "{name}");
+        }
+        assert!(revocation_reason("privilege-withdrawn").is_none());
     }
 
     #[test]

@@ -54,6 +54,27 @@ pub fn images_text(images: &[lab::BaseImage]) -> String {
         .collect()
 }
 
+/// The OSes `lab images` builds: those asked for, or all of them.
+pub fn images_wanted(asked: &[lab::Os]) -> Vec<lab::Os> {
+    if asked.is_empty() {
+        lab::Os::ALL.to_vec()
+    } else {
+        asked.to_vec()
+    }
+}
+
+/// `lab demo`: the host it created.
+pub fn host_ready_text(host: &lab::LabHost, elapsed: std::time::Duration) -> String {
+    format!(
+        "lab host {} ({}, login {}) at {} ready in {:.1}s",
+        host.name,
+        host.os,
+        host.user,
+        host.address,
+        elapsed.as_secs_f64()
+    )
+}
+
 /// `lab down`: what was removed.
 pub fn down_text(r: &lab::DownReport) -> String {
     if r.is_empty() {

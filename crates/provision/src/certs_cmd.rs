@@ -1,13 +1,14 @@
 //! `provision certs ...`: arguments to [`jobs::certs`], and what comes back printed.
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 
+use certs::schedule::LOCAL_CONFIG_DIR;
 use common::engine::Mode;
 use common::report::{exit_code, exit_code_for};
 use jobs::certs::{self as job, CertificateRun, Trigger};
 
-use crate::cli::{CertsCommand, Format, Global, RevokeReason};
+use crate::cli::{CertsCommand, Format, Global};
 use crate::output::{self, emit};
 
 pub(crate) async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
@@ -26,8 +27,7 @@ pub(crate) async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
             local: true,
             config_dir,
         } => {
-            let dir = config_dir.as_deref();
-            let dir = dir.unwrap_or(Path::new(certs::schedule::LOCAL_CONFIG_DIR));
+            let dir = config_dir.as_deref().unwrap_or(Path::new(LOCAL_CONFIG_DIR));
             let runs = job::renew_local(&session, dir, *force, Mode::check_if(*check)).await?;
             if runs.is_empty() && g.format == Format::Text {
                 println!("no certificate declarations in {}", dir.display());
@@ -43,12 +43,11 @@ pub(crate) async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
             Ok(exit_code::CONVERGED)
         }
         CertsCommand::Revoke { reason } => {
-            let results = job::revoke(&session, reason.map(revocation_reason)).await?;
+            let reason = reason.as_deref().and_then(job::revocation_reason);
+            let results = job::revoke(&session, reason).await?;
             let code = job::revocations_exit_code(&results);
             let json = || serde_json::json!({ "exit_code": code, "certificates": results });
-            emit(g.format, json, || {
-                results.iter().map(|r| r.line() + "\n").collect()
-            });
+            emit(g.format, json, || job::revocations_text(&results));
             Ok(code)
         }
         CertsCommand::Schedule {
@@ -57,7 +56,7 @@ pub(crate) async fn run(g: &Global, cmd: &CertsCommand) -> anyhow::Result<i32> {
         } => {
             let (progress, mode) = (output::progress(g.format), Mode::check_if(*check));
             let done = job::schedule(&session, *install_binary, mode, progress).await?;
-            done.warnings.iter().for_each(|w| output::warning(w));
+            done.warnings.iter().for_each(|w| eprintln!("warning: {w}"));
             output::print_reports(&done.reports, mode, g.format);
             if g.format == Format::Text {
                 print!("{}", done.cron_note());
@@ -79,16 +78,6 @@ fn print_runs(runs: &[CertificateRun], mode: Mode, format: Format) -> i32 {
     let json = || job::runs_json(runs, mode);
     emit(format, json, || job::runs_text(runs, mode));
     job::runs_exit_code(runs)
-}
-
-fn revocation_reason(r: RevokeReason) -> certs::RevocationReason {
-    match r {
-        RevokeReason::Unspecified => certs::RevocationReason::Unspecified,
-        RevokeReason::KeyCompromise => certs::RevocationReason::KeyCompromise,
-        RevokeReason::AffiliationChanged => certs::RevocationReason::AffiliationChanged,
-        RevokeReason::Superseded => certs::RevocationReason::Superseded,
-        RevokeReason::CessationOfOperation => certs::RevocationReason::CessationOfOperation,
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Provision and harden Ubuntu/Debian servers over SSH: base system, hardening, Docker,
@@ -139,15 +140,6 @@ pub(crate) struct LabSpec {
     pub(crate) login: lab::Login,
 }
 
-impl LabSpec {
-    pub(crate) fn host_spec(&self) -> lab::HostSpec {
-        lab::HostSpec {
-            os: self.os,
-            login: self.login,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 pub(crate) enum CertsCommand {
     /// Obtain and install the certificate of every selected host whose vars declare one
@@ -182,8 +174,8 @@ pub(crate) enum CertsCommand {
     /// obtains a new one.
     Revoke {
         /// Reason given to the CA.
-        #[arg(long, value_enum)]
-        reason: Option<RevokeReason>,
+        #[arg(long, value_parser = PossibleValuesParser::new(jobs::certs::REVOCATION_REASONS))]
+        reason: Option<String>,
     },
     /// Install the renewal timer on each selected host (systemd; runs
     /// `provision certs renew --local` twice a day) with the declarations it reads.
@@ -196,14 +188,4 @@ pub(crate) enum CertsCommand {
         #[arg(long)]
         check: bool,
     },
-}
-
-/// Revocation reasons a CA accepts from a subscriber (RFC 5280 codes 0, 1, 3, 4, 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum RevokeReason {
-    Unspecified,
-    KeyCompromise,
-    AffiliationChanged,
-    Superseded,
-    CessationOfOperation,
 }

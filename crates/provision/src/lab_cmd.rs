@@ -15,27 +15,21 @@ pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
         LabCommand::Up { count, spec } => {
             ensure_tools()?;
             let started = Instant::now();
-            let report = tokio::task::block_in_place(|| lab.up(*count, spec.host_spec()))?;
+            let report = tokio::task::block_in_place(|| lab.up(*count, host_spec(spec)))?;
             let inventory = lab.inventory_path();
             print!("{}", up_text(&report, started.elapsed(), &inventory));
             Ok(0)
         }
         LabCommand::Images { os } => {
             ensure_tools()?;
-            let wanted = if os.is_empty() {
-                lab::Os::ALL.to_vec()
-            } else {
-                os.clone()
-            };
+            let wanted = jobs::lab::images_wanted(os);
             let images = tokio::task::block_in_place(|| lab.ensure_images(&wanted))?;
             print!("{}", jobs::lab::images_text(&images));
             Ok(0)
         }
         LabCommand::Down => {
-            print!(
-                "{}",
-                down_text(&tokio::task::block_in_place(|| lab.down())?)
-            );
+            let removed = tokio::task::block_in_place(|| lab.down())?;
+            print!("{}", down_text(&removed));
             Ok(0)
         }
         LabCommand::Status => {
@@ -46,7 +40,14 @@ pub(crate) async fn run(g: &Global, cmd: &LabCommand) -> anyhow::Result<i32> {
             let status = lab.ssh_command(host)?.args(command).status()?;
             Ok(status.code().unwrap_or(1))
         }
-        LabCommand::Demo { keep, spec } => demo(g, &lab, *keep, spec.host_spec()).await,
+        LabCommand::Demo { keep, spec } => demo(g, &lab, *keep, host_spec(spec)).await,
+    }
+}
+
+fn host_spec(s: &crate::cli::LabSpec) -> lab::HostSpec {
+    lab::HostSpec {
+        os: s.os,
+        login: s.login,
     }
 }
 
@@ -55,14 +56,7 @@ async fn demo(g: &Global, lab: &lab::Lab, keep: bool, spec: lab::HostSpec) -> an
     ensure_tools()?;
     let started = Instant::now();
     let host = tokio::task::block_in_place(|| lab.create_host(spec))?;
-    println!(
-        "lab host {} ({}, login {}) at {} ready in {:.1}s",
-        host.name,
-        host.os,
-        host.user,
-        host.address,
-        started.elapsed().as_secs_f64()
-    );
+    println!("{}", jobs::lab::host_ready_text(&host, started.elapsed()));
     let result = demo_runs(g, &host).await;
     if !keep {
         tokio::task::block_in_place(|| lab.destroy_host(&host.name))?;
@@ -76,8 +70,8 @@ async fn demo_runs(g: &Global, host: &lab::LabHost) -> anyhow::Result<i32> {
         println!("\n# {}", run.title());
         output::print_reports(reports, Mode::Apply, g.format);
     };
-    let session = crate::session(g);
-    let outcome = jobs::lab::demo(&session, host, || output::progress(g.format), show).await?;
+    let progress = || output::progress(g.format);
+    let outcome = jobs::lab::demo(&crate::session(g), host, progress, show).await?;
     match &outcome {
         DemoOutcome::FirstFailed(_) => {}
         DemoOutcome::NotANoop { .. } => eprintln!("demo: {}", outcome.verdict()),

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::engine::Mode;
 use common::report::{self, HostReport};
@@ -32,22 +31,14 @@ pub(crate) fn init_tracing(verbose: u8) {
 /// An error that stopped the command: text on stderr, or with `--format json` one JSON
 /// object on stdout (`{"error": {...}}`; inventory errors with file, line, column, field).
 pub(crate) fn error(e: &anyhow::Error, format: Format) {
-    if format == Format::Json {
-        print_json(&serde_json::json!({ "error": error_json(e) }));
-    } else {
-        eprintln!("error: {e:#}");
+    if format == Format::Text {
+        return eprintln!("error: {e:#}");
     }
-}
-
-fn error_json(e: &anyhow::Error) -> serde_json::Value {
     let inventory = e
         .downcast_ref::<jobs::JobError>()
         .and_then(jobs::JobError::inventory_json);
-    inventory.unwrap_or_else(|| serde_json::json!({ "kind": "error", "message": format!("{e:#}") }))
-}
-
-pub(crate) fn warning(message: &str) {
-    eprintln!("warning: {message}");
+    let message = || serde_json::json!({ "kind": "error", "message": format!("{e:#}") });
+    print_json(&serde_json::json!({ "error": inventory.unwrap_or_else(message) }));
 }
 
 pub(crate) fn print_json(value: &serde_json::Value) {
@@ -107,7 +98,7 @@ impl Progress for Bars {
                 .expect("valid template"),
         );
         bar.set_prefix(host.to_string());
-        bar.enable_steady_tick(Duration::from_millis(100));
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
         let mut bars = self.bars.lock().expect("not poisoned");
         bars.insert(host.into(), bar);
     }
