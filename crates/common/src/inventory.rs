@@ -40,7 +40,12 @@ struct InventoryFile {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Connection {
+    /// The login the host must end with (e.g. the deploy user).
     pub user: Option<String>,
+    /// First-contact login (`root`, or an image's `ubuntu`/`debian`/`admin`), used when
+    /// `user` is refused on a host not provisioned yet; the run creates `user` through it,
+    /// proves a new login as `user` and carries on as `user`.
+    pub bootstrap_user: Option<String>,
     pub port: Option<u16>,
     pub identity_file: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
@@ -52,6 +57,9 @@ impl Connection {
     fn or(self, fallback: &Connection) -> Connection {
         Connection {
             user: self.user.or_else(|| fallback.user.clone()),
+            bootstrap_user: self
+                .bootstrap_user
+                .or_else(|| fallback.bootstrap_user.clone()),
             port: self.port.or(fallback.port),
             identity_file: self
                 .identity_file
@@ -79,6 +87,7 @@ struct HostDef {
     #[serde(default)]
     groups: Vec<Spanned<String>>,
     user: Option<String>,
+    bootstrap_user: Option<String>,
     port: Option<u16>,
     identity_file: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
@@ -91,6 +100,7 @@ impl HostDef {
     fn connection(&self) -> Connection {
         Connection {
             user: self.user.clone(),
+            bootstrap_user: self.bootstrap_user.clone(),
             port: self.port,
             identity_file: self.identity_file.clone(),
             known_hosts: self.known_hosts.clone(),

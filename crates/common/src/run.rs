@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
+use crate::bootstrap;
 use crate::engine::{self, Options};
 use crate::inventory::HostSpec;
-use crate::report::HostReport;
+use crate::report::{HostOutcome, HostReport};
 use crate::resource::Resource;
 use crate::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
 use crate::transport::{Transport, TransportError};
@@ -61,8 +62,34 @@ pub struct SshConnector {
 
 #[async_trait]
 impl Connector for SshConnector {
+    /// As the inventory's `user`; when that login is refused and the host has a
+    /// `bootstrap_user`, as that (after checking the deploy user will take this tool's key;
+    /// see [`crate::bootstrap`]).
     async fn connect(&self, spec: &HostSpec) -> Result<Box<dyn Transport>, TransportError> {
-        let transport = SshTransport::connect(ssh_target(spec, self.host_key_policy)).await?;
+        let target = ssh_target(spec, self.host_key_policy);
+        let refused = match SshTransport::connect(target.clone()).await {
+            Ok(t) => return Ok(Box::new(t)),
+            Err(e) if bootstrap::login_refused(&e) => e,
+            Err(e) => return Err(e),
+        };
+        let Some(first_contact) = bootstrap::bootstrap_login(spec) else {
+            return Err(refused);
+        };
+        let keys = bootstrap::local_login_keys(spec.connection.identity_file.as_deref());
+        bootstrap::check_deploy_keys(spec, &keys).map_err(|why| TransportError::Connect {
+            host: spec.name.clone(),
+            reason: format!("{refused}; not bootstrapping as {first_contact}: {why}"),
+        })?;
+        tracing::info!(
+            host = %spec.name,
+            "{} refused the login; first contact as {first_contact}",
+            target.user.as_deref().unwrap_or("the inventory's user")
+        );
+        let transport = SshTransport::connect(SshTarget {
+            user: Some(first_contact.to_string()),
+            ..target
+        })
+        .await?;
         Ok(Box::new(transport))
     }
 }
@@ -193,6 +220,8 @@ async fn on_host<W: HostWork>(
 pub struct Converge<J> {
     pub resources: J,
     pub engine: Options,
+    /// For the second pass of a bootstrap (see [`crate::bootstrap`]).
+    pub connector: Arc<dyn Connector>,
 }
 
 #[async_trait]
@@ -213,11 +242,20 @@ where
 
     async fn run(
         &self,
-        _spec: &HostSpec,
+        spec: &HostSpec,
         resources: Self::Ready,
         transport: &dyn Transport,
     ) -> HostReport {
-        engine::converge(transport, &resources, &self.engine).await
+        let report = engine::converge(transport, &resources, &self.engine).await;
+        let final_user = spec.connection.user.as_deref();
+        let bootstrapped = final_user.is_some() && transport.login() != final_user;
+        if !bootstrapped
+            || report.outcome == HostOutcome::Failed
+            || self.engine.mode == crate::mode::Mode::Check
+        {
+            return report;
+        }
+        self.as_final_user(spec, transport, report).await
     }
 
     fn failed(&self, spec: &HostSpec, error: String) -> HostReport {
@@ -231,6 +269,78 @@ where
         }
         report.clone()
     }
+}
+
+impl<J> Converge<J>
+where
+    J: Fn(&HostSpec) -> Result<Vec<Box<dyn Resource>>, String> + Send + Sync + 'static,
+{
+    /// The second pass of a bootstrap: a NEW login as the final user (only that user, no
+    /// fallback) proves its key and `sudo -n`; the same job converges again over it, which
+    /// turns root login off where the inventory asks. A refused login leaves the host as
+    /// the first pass made it — reachable as before — and names what restricts logins.
+    async fn as_final_user(
+        &self,
+        spec: &HostSpec,
+        first: &dyn Transport,
+        mut report: HostReport,
+    ) -> HostReport {
+        let user = spec.connection.user.clone().unwrap_or_default();
+        let via = first.login().unwrap_or("the bootstrap user").to_string();
+        let mut final_only = spec.clone();
+        final_only.connection.bootstrap_user = None;
+        let second = match self.connector.connect(&final_only).await {
+            Ok(t) => t,
+            Err(e) => {
+                let restrictions = first
+                    .run(bootstrap::LOGIN_RESTRICTIONS, b"")
+                    .await
+                    .map(|o| o.stdout_lossy().trim().to_string())
+                    .unwrap_or_default();
+                let hint = if restrictions.is_empty() {
+                    String::new()
+                } else {
+                    format!("; sshd restricts logins here:\n{restrictions}")
+                };
+                report.outcome = HostOutcome::Failed;
+                report.error = Some(format!(
+                    "created {user} as {via}, but a new login as {user} was refused, so the run stopped with {via}'s access unchanged (root login not turned off): {e}{hint}"
+                ));
+                return report;
+            }
+        };
+        let outcome = match (self.resources)(spec) {
+            Ok(resources) => engine::converge(&*second, &resources, &self.engine).await,
+            Err(e) => HostReport::failed(&spec.name, e),
+        };
+        let _ = second.close().await;
+        merge_passes(report, outcome, &via, &user)
+    }
+}
+
+/// One report of a bootstrap's two passes: what either changed is changed; a failure of
+/// the second fails the host.
+fn merge_passes(mut first: HostReport, second: HostReport, via: &str, user: &str) -> HostReport {
+    for r in &second.resources {
+        if r.status == crate::report::ResourceStatus::Changed
+            && let Some(mine) = first.resources.iter_mut().find(|m| m.id == r.id)
+        {
+            mine.status = r.status;
+            mine.detail = format!("{} (then as {user}: {})", mine.detail, r.detail);
+            mine.actions.extend(r.actions.iter().cloned());
+            mine.diffs.extend(r.diffs.iter().cloned());
+        }
+    }
+    first.round_trips += second.round_trips;
+    first.elapsed_ms += second.elapsed_ms;
+    if second.outcome == HostOutcome::Failed {
+        first.outcome = HostOutcome::Failed;
+        first.error = Some(format!(
+            "bootstrapped as {via}; the pass as {user} failed: {}",
+            second.error.unwrap_or_default()
+        ));
+    }
+    first
 }
 
 /// Converge the resources `job` composes on every host; reports in inventory order.
@@ -247,6 +357,7 @@ where
     let work = Converge {
         resources: job,
         engine: options.engine.clone(),
+        connector: connector.clone(),
     };
     for_each_host(hosts, options.forks, connector, progress, Arc::new(work)).await
 }

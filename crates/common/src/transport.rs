@@ -93,6 +93,11 @@ pub trait Transport: Send + Sync {
     /// A short human name for the host (the inventory name).
     fn host(&self) -> &str;
 
+    /// The user this connection logged in as, when it logged in (SSH).
+    fn login(&self) -> Option<&str> {
+        None
+    }
+
     /// Run `script` with `sh -c` as root (through `sudo -n` when the login user is not root),
     /// feeding `stdin` to it. One call is one round trip.
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError>;

@@ -434,6 +434,11 @@ fn setting_value(c: &mut Checker, at: &FieldPath, v: &toml::Value) {
 pub fn connection(conn: &Connection) -> Result<(), Broken> {
     let mut c = Checker::default();
     c.opt("user", conn.user.as_deref(), values::user_name);
+    c.opt(
+        "bootstrap_user",
+        conn.bootstrap_user.as_deref(),
+        values::user_name,
+    );
     c.port("port", conn.port);
     if let Some(p) = &conn.identity_file {
         c.check("identity_file", values::local_path(&p.to_string_lossy()));

@@ -356,6 +356,10 @@ impl Transport for SshTransport {
         &self.target.name
     }
 
+    fn login(&self) -> Option<&str> {
+        self.target.user.as_deref()
+    }
+
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
         if script.len() > MAX_SCRIPT_BYTES {
             return Err(TransportError::ScriptTooLarge {
