@@ -58,7 +58,7 @@ PY
   for _ in 1 2 3; do
     t0=$(now_ms)
     echo "$addresses" | xargs -P "$n" -I{} ssh -o BatchMode=yes -o ControlPath=none \
-      -o UserKnownHostsFile=/var/lib/provision-lab/known_hosts -i /var/lib/provision-lab/id_ed25519 root@{} true
+      -o UserKnownHostsFile="$LAB_DIR/known_hosts" -i "$LAB_DIR/id_ed25519" root@{} true
     floors+=($(( $(now_ms) - t0 )))
   done
   results+=("$n:$(printf '%s\n' "${runs[@]}" | median):$(printf '%s\n' "${floors[@]}" | median)")

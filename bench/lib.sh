@@ -2,7 +2,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P="$ROOT/target/release/provision"
-LAB_INVENTORY=/var/lib/provision-lab/inventory.toml
+# The benchmarks' own lab state (PROVISION_LAB_DIR), so their `lab down` never touches
+# hosts of another lab on the machine (tests use the default one).
+export PROVISION_LAB_DIR=${PROVISION_LAB_DIR:-/var/lib/provision-lab-bench}
+LAB_DIR=$PROVISION_LAB_DIR
+LAB_INVENTORY=$LAB_DIR/inventory.toml
 RESULTS="$ROOT/bench/results"
 
 build() { (cd "$ROOT" && cargo build --release -q -p provision); }
@@ -26,8 +30,8 @@ inv = tomllib.load(open(sys.argv[1], "rb"))
 print(inv["hosts"][sys.argv[2]]["address"])
 PY
 )
-  ssh -o BatchMode=yes -o ControlPath=none -o UserKnownHostsFile=/var/lib/provision-lab/known_hosts \
-      -i /var/lib/provision-lab/id_ed25519 "root@$addr" "$@"
+  ssh -o BatchMode=yes -o ControlPath=none -o UserKnownHostsFile="$LAB_DIR/known_hosts" \
+      -i "$LAB_DIR/id_ed25519" "root@$addr" "$@"
 }
 
 # median of numbers on stdin
