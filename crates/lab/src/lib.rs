@@ -205,6 +205,24 @@ pub struct UpReport {
     pub kept: Vec<LabHost>,
 }
 
+/// `f` on every item, each on a thread of its own; the results in item order, a panic as
+/// an error.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R, LabError> + Sync,
+) -> Vec<Result<R, LabError>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|item| s.spawn(|| f(item))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|p| Err(LabError::Panicked(panic_text(&p))))
+            })
+            .collect()
+    })
+}
+
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -436,19 +454,9 @@ impl Lab {
         let mut wanted = oses.to_vec();
         wanted.sort();
         wanted.dedup();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = wanted
-                .iter()
-                .map(|os| s.spawn(move || self.ensure_base_image(*os)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|p| Err(LabError::Panicked(panic_text(&p))))
-                })
-                .collect()
-        })
+        in_parallel(&wanted, |os| self.ensure_base_image(*os))
+            .into_iter()
+            .collect()
     }
 
     /// Generate the lab's ssh key pair if there is none.
@@ -588,19 +596,7 @@ impl Lab {
         let need = count.saturating_sub(matching);
         let mut first_error = None;
         if need > 0 {
-            let results: Vec<Result<LabHost, LabError>> = std::thread::scope(|s| {
-                let handles: Vec<_> = (0..need)
-                    .map(|_| s.spawn(move || self.create_host(spec)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|p| Err(LabError::Panicked(panic_text(&p))))
-                    })
-                    .collect()
-            });
-            for r in results {
+            for r in in_parallel(&vec![spec; need], |spec| self.create_host(*spec)) {
                 match r {
                     Ok(h) => {
                         report.created.push(h.name.clone());
