@@ -9,9 +9,10 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Stdio;
 
 use lab::{HostSpec, LabHost};
 
@@ -54,43 +55,6 @@ enabled = false
     path
 }
 
-struct Run {
-    code: i32,
-    json: serde_json::Value,
-    text: String,
-}
-
-fn provision(inventory: &std::path::Path, args: &[&str]) -> Run {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .arg("--inventory")
-        .arg(inventory)
-        .args(["--format", "json"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run provision");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!(
-        "provision {} → {:?} in {:.1} s",
-        args.join(" "),
-        out.status.code(),
-        started.elapsed().as_secs_f64()
-    );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        json: serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null),
-        text: format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)),
-    }
-}
-
-fn changes(run: &Run) -> usize {
-    run.json["hosts"][0]["resources"]
-        .as_array()
-        .map(|rs| rs.iter().filter(|r| r["status"] == "changed").count())
-        .unwrap_or(usize::MAX)
-}
-
 /// `script` over a plain login as `user`; its exit status and output.
 fn login(host: &LabHost, user: &str, script: &str) -> (bool, String) {
     let out = host
@@ -120,7 +84,7 @@ fn one_up_to_the_final_state(spec: HostSpec) {
     // Before: no deploy user (so the checks below can fail).
     assert!(!login(&host, "deploy", "true").0);
 
-    let up = provision(&inv, &["up"]);
+    let up = support::provision(&inv, &["up"], &[]);
     assert_eq!(up.code, 0, "{}", up.text);
     let (ok, out) = login(&host, "deploy", "sudo -n id -u");
     assert!(ok && out.trim() == "0", "deploy logs in with sudo: {out}");
@@ -137,10 +101,10 @@ fn one_up_to_the_final_state(spec: HostSpec) {
     let (root_ok, root_out) = login(&host, "root", "id -u");
     assert!(!root_ok, "root login must be refused now: {root_out}");
 
-    let again = provision(&inv, &["up"]);
+    let again = support::provision(&inv, &["up"], &[]);
     assert_eq!(again.code, 0, "{}", again.text);
     assert_eq!(
-        changes(&again),
+        again.changes(),
         0,
         "the second run changes nothing:\n{}",
         again.text
@@ -172,7 +136,7 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
     assert!(ok, "{out}");
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), &host, "root");
-    let up = provision(&inv, &["up"]);
+    let up = support::provision(&inv, &["up"], &[]);
     assert_eq!(up.code, 1, "{}", up.text);
     let error = up.json["hosts"][0]["error"].as_str().unwrap_or_default();
     assert!(

@@ -9,13 +9,16 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod support;
+
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use certs::testing::{Pebble, PebbleOptions, pebble_installed};
 use lab::{HostSpec, LabHost, Os};
+use support::Run;
 
 /// The seeds/002 job, as `provision lab demo` runs it.
 const JOB: &str = include_str!("../crates/jobs/src/demo-vars.toml");
@@ -54,12 +57,6 @@ struct Workspace {
     dir: tempfile::TempDir,
 }
 
-struct Run {
-    code: i32,
-    json: serde_json::Value,
-    text: String,
-}
-
 impl Workspace {
     /// An inventory for `host`: login `port`, the job, `hardening` keys (TOML lines) and
     /// `extra` tables appended after the job.
@@ -93,42 +90,13 @@ impl Workspace {
     }
 
     fn provision(&self, host: &LabHost, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let started = Instant::now();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-        cmd.arg("--inventory")
-            .arg(self.dir.path().join("inventory.toml"))
-            .args(["--format", "json"])
-            .args(args)
-            .env("PROVISION_CERTS_STATE", self.dir.path().join("certs-state"))
-            .env_remove("PROVISION_INVENTORY")
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run provision");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let code = out.status.code().unwrap_or(-1);
-        println!(
-            "{}: provision {} → exit {code} in {:.1} s",
-            host.os,
-            args.join(" "),
-            started.elapsed().as_secs_f64()
-        );
-        let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-        Run {
-            code,
-            json,
-            text: format!("stdout:\n{stdout}\nstderr:\n{stderr}"),
-        }
+        print!("{}: ", host.os);
+        let state = self.dir.path().join("certs-state");
+        let state = state.to_string_lossy();
+        let mut env = env.to_vec();
+        env.push(("PROVISION_CERTS_STATE", &state));
+        support::provision(&self.dir.path().join("inventory.toml"), args, &env)
     }
-}
-
-fn changes(run: &Run) -> usize {
-    run.json["hosts"][0]["resources"]
-        .as_array()
-        .map(|rs| rs.iter().filter(|r| r["status"] == "changed").count())
-        .unwrap_or(usize::MAX)
 }
 
 fn sshd_ports(host: &LabHost, user: &str, port: u16) -> Vec<String> {
@@ -174,7 +142,7 @@ fn the_matrix(os: Os) {
     let converge = started.elapsed();
     assert_eq!(up.code, 0, "{os}: first up\n{}", up.text);
     assert!(
-        changes(&up) > 10,
+        up.changes() > 10,
         "{os}: a fresh host needs work\n{}",
         up.text
     );
@@ -227,7 +195,7 @@ fn the_matrix(os: Os) {
     let noop = started.elapsed();
     assert_eq!(again.code, 0, "{os}: second up\n{}", again.text);
     assert_eq!(
-        changes(&again),
+        again.changes(),
         0,
         "{os}: second up changed something\n{}",
         again.text
