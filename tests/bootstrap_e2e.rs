@@ -148,3 +148,135 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
     let (root_ok, out) = login(&host, "root", "true");
     assert!(root_ok, "root must still log in: {out}");
 }
+
+/// Issue 13, whole: from a fresh server handed out with root, one `up` with an app under a
+/// custom `app.path` and a certificate from a CA (Pebble, HTTP-01 on the host's port 80):
+/// `check` first shows the placeholder and the certificate it would obtain; `up` ends with
+/// root login refused, the deploy user logging in with sudo, the CA's certificate in the
+/// app's `ssl/` where its nginx reads it (nginx's config test passes with it), the renewal
+/// timer active; the second `up` changes nothing and asks the CA nothing.
+#[test]
+fn one_up_obtains_the_certificate_under_a_custom_app_path_and_schedules_its_renewal() {
+    use certs::testing::{Pebble, PebbleOptions, pebble_installed};
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    if !pebble_installed() {
+        assert!(!lab::testing::lab_required(), "pebble is required here");
+        eprintln!("skipping: pebble is not installed (apt-get install pebble)");
+        return;
+    }
+    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: 80,
+        default_ipv4: host.address.to_string(),
+        ..PebbleOptions::default()
+    })
+    .expect("pebble");
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &host, "root");
+    let mut text = std::fs::read_to_string(&inv).unwrap();
+    text.push_str(&format!(
+        r#"
+[vars.app]
+name = "meeting"
+template = "ai-meeting"
+domain = "app.example.com"
+path = "/srv/meeting"
+
+[vars.certs]
+ca = "{ca}"
+ca_root = "{root}"
+email = "ops@example.com"
+domains = ["app.example.com"]
+"#,
+        ca = pebble.directory_url,
+        root = pebble.api_root.display(),
+    ));
+    std::fs::write(&inv, text).unwrap();
+    let state = dir.path().join("certs-state");
+    let env = [("PROVISION_CERTS_STATE", state.to_str().unwrap())];
+    let ssl = "/srv/meeting/ssl";
+
+    // check: the placeholder and the certificate are shown; nothing asked of the CA.
+    let check = support::provision(&inv, &["check"], &env);
+    assert_eq!(check.code, 2, "{}", check.text);
+    let resources = check.json["hosts"][0]["resources"].clone();
+    let find = |id: &str| {
+        resources
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no {id} in {resources:#}"))
+    };
+    let cert = find("certificate:app.example.com");
+    assert_eq!(cert["status"], "pending", "{cert:#}");
+    assert!(
+        cert["detail"].as_str().unwrap().contains("would obtain"),
+        "{cert:#}"
+    );
+    assert_eq!(
+        find(&format!("certs-placeholder:{ssl}"))["status"],
+        "pending"
+    );
+    let stored = certs::StateDir::new(&state).load_certificate(&host.name, "app.example.com");
+    assert!(stored.unwrap().is_none(), "check obtains nothing");
+
+    let up = support::provision(&inv, &["up"], &env);
+    assert_eq!(up.code, 0, "{}", up.text);
+
+    // Checked over plain logins: the final state.
+    let (root_ok, root_out) = login(&host, "root", "id -u");
+    assert!(!root_ok, "root login must be refused now: {root_out}");
+    let (ok, chain) = login(&host, "deploy", &format!("sudo -n cat {ssl}/fullchain.pem"));
+    assert!(ok, "{chain}");
+    let info = certs::CertInfo::from_pem(chain.as_bytes()).unwrap();
+    assert_eq!(info.names, ["app.example.com"]);
+    assert!(
+        !info.is_self_signed(),
+        "the CA's certificate, not the placeholder"
+    );
+    let (ok, key) = login(&host, "deploy", &format!("sudo -n cat {ssl}/privkey.pem"));
+    assert!(ok, "{key}");
+    let pair = certs::StoredCertificate {
+        fullchain: chain.clone().into_bytes(),
+        privkey: key.into_bytes(),
+    };
+    assert!(
+        certs::key_matches(&pair).unwrap(),
+        "key and certificate match"
+    );
+    let (ok, timer) = login(
+        &host,
+        "deploy",
+        "systemctl is-enabled provision-certs-renew.timer; systemctl is-active provision-certs-renew.timer",
+    );
+    assert_eq!((ok, timer.as_str()), (true, "enabled\nactive\n"));
+
+    // nginx's own config test, with the installed certificate in place of the container's
+    // /etc/nginx/ssl/ (nginx installed for this check only, never started).
+    let nginx = format!(
+        "set -e; export DEBIAN_FRONTEND=noninteractive; \
+         printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+         apt-get update -qq >/dev/null; apt-get install -y -qq --no-install-recommends nginx >/dev/null; \
+         rm -f /usr/sbin/policy-rc.d; \
+         sed 's#/etc/nginx/ssl/#{ssl}/#g' /srv/meeting/nginx/nginx.conf > /tmp/nginx-check.conf; \
+         nginx -t -c /tmp/nginx-check.conf"
+    );
+    let (ok, out) = login(
+        &host,
+        "deploy",
+        &format!("sudo -n sh -c {}", common::shell::quote(&nginx)),
+    );
+    assert!(ok && out.contains("test is successful"), "{out}");
+
+    let again = support::provision(&inv, &["up"], &env);
+    assert_eq!(again.code, 0, "{}", again.text);
+    assert_eq!(
+        again.changes(),
+        0,
+        "the second run changes nothing:\n{}",
+        again.text
+    );
+    let (_, same) = login(&host, "deploy", &format!("sudo -n cat {ssl}/fullchain.pem"));
+    assert_eq!(same, chain, "the certificate was not renewed");
+}

@@ -2,7 +2,8 @@
 //! `privkey.pem` (0600, never shown in diffs), written atomically, and the reload hook run
 //! only when one of them changed.
 
-use common::facts::{Facts, Probe};
+use common::facts::builtin::{PathKind, PathState, PathStateValue};
+use common::facts::{Fact, Facts, Probe};
 use common::resource::{Action, Plan, Resource};
 use common::resources::File;
 
@@ -68,6 +69,69 @@ pub fn install_resources(
         watched: vec![chain.id(), key.id()],
     };
     vec![Box::new(chain), Box::new(key), Box::new(hook)]
+}
+
+/// A self-signed pair put in the app's `ssl/` when neither file is there, so that the
+/// app's nginx starts at once (`docker compose up -d`) before the real certificate is
+/// obtained. Whatever is already there is left alone: a real certificate is never
+/// replaced by a placeholder.
+#[derive(Debug, Clone)]
+pub struct Placeholder {
+    chain: File,
+    key: File,
+    ssl_dir: String,
+}
+
+impl Placeholder {
+    /// A placeholder for `declaration`: a fresh self-signed certificate for its names.
+    pub fn new(declaration: &CertificateDeclaration) -> Result<Self, rcgen::Error> {
+        let now = time::OffsetDateTime::now_utc();
+        let pair = crate::selfsigned::self_signed(declaration, now)?;
+        let (chain_path, key_path) = installed_paths(declaration);
+        Ok(Self {
+            chain: File::new(chain_path, pair.fullchain).mode(0o644),
+            key: File::new(key_path, pair.privkey).mode(0o600).sensitive(),
+            ssl_dir: declaration.ssl_dir.clone(),
+        })
+    }
+}
+
+impl Resource for Placeholder {
+    fn id(&self) -> String {
+        format!("certs-placeholder:{}", self.ssl_dir)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![
+            PathState::new(&self.chain.path).probe(),
+            PathState::new(&self.key.path).probe(),
+        ]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        let chain = facts.read(&PathState::new(&self.chain.path))?;
+        let key = facts.read(&PathState::new(&self.key.path))?;
+        let absent = |s: &PathStateValue| s.kind == PathKind::Absent;
+        if !absent(&chain) || !absent(&key) {
+            return Ok(Plan::noop(format!(
+                "a certificate is in {} (not replaced by a placeholder)",
+                self.ssl_dir
+            )));
+        }
+        let mut actions = Vec::new();
+        for (file, current) in [(&self.chain, &chain), (&self.key, &key)] {
+            if let Some((_, action)) = file.changes(current)? {
+                actions.push(action);
+            }
+        }
+        Ok(Plan::change(
+            format!(
+                "put a self-signed placeholder in {} until the real certificate is installed",
+                self.ssl_dir
+            ),
+            actions,
+        ))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +281,75 @@ mod tests {
         assert_eq!(
             std::fs::read(ssl.join("fullchain.pem")).unwrap(),
             newer.fullchain
+        );
+    }
+
+    /// Issue 13: nginx needs `ssl/fullchain.pem` before the first ACME certificate exists.
+    /// The placeholder is a matching self-signed pair when neither file is there, and never
+    /// replaces what is (a real certificate, or even half a pair).
+    #[tokio::test]
+    async fn placeholder_fills_an_empty_ssl_dir_and_never_replaces_a_certificate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ssl = tmp.path().join("ssl");
+        let d = declaration(ssl.to_str().unwrap(), "true");
+        let transport = LocalTransport::new("local");
+        let options = Options {
+            mode: Mode::Apply,
+            ..Options::default()
+        };
+        let placeholder =
+            || -> Vec<Box<dyn Resource>> { vec![Box::new(Placeholder::new(&d).unwrap())] };
+
+        let checking = Options {
+            mode: Mode::Check,
+            ..Options::default()
+        };
+        let check = converge(&transport, &placeholder(), &checking).await;
+        assert_eq!(
+            check.resources[0].status,
+            ResourceStatus::Pending,
+            "{check:?}"
+        );
+        assert!(!ssl.exists(), "check mode writes nothing");
+
+        let first = converge(&transport, &placeholder(), &options).await;
+        assert!(first.error.is_none(), "{:?}", first.error);
+        assert_eq!(first.resources[0].status, ResourceStatus::Changed);
+        let written = StoredCertificate {
+            fullchain: std::fs::read(ssl.join("fullchain.pem")).unwrap(),
+            privkey: std::fs::read(ssl.join("privkey.pem")).unwrap(),
+        };
+        assert!(
+            key_matches(&written).unwrap(),
+            "the placeholder is a matching pair"
+        );
+        let info = crate::info::CertInfo::from_pem(&written.fullchain).unwrap();
+        assert!(info.is_self_signed());
+        assert!(
+            info.names.iter().any(|n| n == "dev.example"),
+            "{:?}",
+            info.names
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(ssl.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode("fullchain.pem"), mode("privkey.pem")), (0o644, 0o600));
+
+        // A new placeholder (another key) does not replace the one in place.
+        let again = converge(&transport, &placeholder(), &options).await;
+        assert_eq!(again.resources[0].status, ResourceStatus::Ok, "{again:?}");
+        assert_eq!(
+            std::fs::read(ssl.join("privkey.pem")).unwrap(),
+            written.privkey
+        );
+
+        // Half a pair is left for the certificate step to replace, not papered over.
+        std::fs::remove_file(ssl.join("privkey.pem")).unwrap();
+        let half = converge(&transport, &placeholder(), &options).await;
+        assert_eq!(half.resources[0].status, ResourceStatus::Ok, "{half:?}");
+        assert!(!ssl.join("privkey.pem").exists());
+        assert_eq!(
+            std::fs::read(ssl.join("fullchain.pem")).unwrap(),
+            written.fullchain
         );
     }
 

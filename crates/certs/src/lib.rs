@@ -44,7 +44,7 @@ pub use host_copy::{
 };
 pub use http::TlsSetupError;
 pub use info::{CertInfo, CertParseError};
-pub use install::{ReloadHook, install_resources, key_matches};
+pub use install::{Placeholder, ReloadHook, install_resources, key_matches};
 pub use lifecycle::{Outcome, RenewalCheck, Settings, issue, renew, renewal_check, revoke};
 pub use renewal::{Decision, RenewalWindow, renewal_due, rng_for};
 pub use schedule::{

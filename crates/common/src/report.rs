@@ -169,6 +169,26 @@ impl HostReport {
         self.resources.iter().filter(|r| r.status == status).count()
     }
 
+    /// Add a later step's report on the same host (e.g. the certificate step after the
+    /// converge): its resources follow, its failure fails the host.
+    pub fn append(&mut self, later: HostReport, mode: Mode) {
+        let failed = later.outcome == HostOutcome::Failed || self.outcome == HostOutcome::Failed;
+        self.resources.extend(later.resources);
+        self.round_trips += later.round_trips;
+        self.elapsed_ms += later.elapsed_ms;
+        self.outcome = match failed {
+            true => HostOutcome::Failed,
+            false => self.derive_outcome(mode),
+        };
+        if let Some(error) = later.error {
+            self.outcome = HostOutcome::Failed;
+            self.error = Some(match self.error.take() {
+                Some(first) => format!("{first}; {error}"),
+                None => error,
+            });
+        }
+    }
+
     pub(crate) fn derive_outcome(&self, mode: Mode) -> HostOutcome {
         if self.count(ResourceStatus::Failed) > 0 {
             HostOutcome::Failed

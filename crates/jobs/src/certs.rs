@@ -65,17 +65,10 @@ pub fn declarations(
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for spec in hosts {
-        match certs::declaration_from_vars(&spec.name, &spec.vars) {
-            Ok(Some(mut d)) => {
-                if let (Some(root), Some(base)) = (&d.ca.root_pem, &base)
-                    && root.is_relative()
-                {
-                    d.ca.root_pem = Some(base.join(root));
-                }
-                out.push((spec, d));
-            }
+        match declaration_of(&spec, base.as_deref()) {
+            Ok(Some(d)) => out.push((spec, d)),
             Ok(None) => {}
-            Err(e) => problems.push(e.to_string()),
+            Err(e) => problems.push(e),
         }
     }
     if !problems.is_empty() {
@@ -87,6 +80,23 @@ pub fn declarations(
         .into());
     }
     Ok(out)
+}
+
+/// The certificate `spec`'s vars declare, if any; a relative `ca_root` resolved against
+/// `base` (the inventory's directory).
+pub(crate) fn declaration_of(
+    spec: &HostSpec,
+    base: Option<&Path>,
+) -> Result<Option<CertificateDeclaration>, String> {
+    let mut declared =
+        certs::declaration_from_vars(&spec.name, &spec.vars).map_err(|e| e.to_string())?;
+    if let Some(d) = &mut declared
+        && let (Some(root), Some(base)) = (&d.ca.root_pem, base)
+        && root.is_relative()
+    {
+        d.ca.root_pem = Some(base.join(root));
+    }
+    Ok(declared)
 }
 
 /// Like [`declarations`], but having none is an error (there is nothing to do).
@@ -101,7 +111,7 @@ fn required_declarations(
     Ok(declared)
 }
 
-fn settings(session: &Session, mode: Mode) -> Settings {
+pub(crate) fn settings(session: &Session, mode: Mode) -> Settings {
     let mut settings = Settings::new(StateDir::from_env_or_default());
     settings.engine = session.options(mode).engine;
     settings
@@ -189,7 +199,7 @@ impl CertificateRun {
         }
     }
 
-    fn from_result(
+    pub(crate) fn from_result(
         declaration: &CertificateDeclaration,
         result: Result<Outcome, CertsError>,
         now: OffsetDateTime,
@@ -617,7 +627,7 @@ pub async fn schedule(
 
 /// Everything `schedule` converges on one host, in order: the binary the timer runs, the
 /// host's copy of the certificate state, then the certs crate's timer resources.
-fn schedule_job(
+pub(crate) fn schedule_job(
     declaration: &CertificateDeclaration,
     state: &StateDir,
     binary: Option<&InstalledBinary>,

@@ -63,6 +63,12 @@ impl Job {
                 all.extend(
                     app::resources(vars, &options).map_err(|e| common::error::error_chain(&e))?,
                 );
+                // nginx starts before the first real certificate exists (see `up.rs`).
+                if let Some(declaration) = crate::certs::declaration_of(spec, None)? {
+                    let placeholder = ::certs::Placeholder::new(&declaration)
+                        .map_err(|e| format!("the placeholder certificate: {e}"))?;
+                    all.push(Box::new(placeholder));
+                }
                 Ok(all)
             }
         }

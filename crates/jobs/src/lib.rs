@@ -13,6 +13,7 @@ pub mod certs;
 mod facts;
 mod job;
 pub mod lab;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -184,12 +185,19 @@ pub async fn converge_hosts(
     job: Job,
     progress: Arc<dyn Progress>,
 ) -> Vec<HostReport> {
-    run::converge_all(
-        hosts,
-        move |spec| job.resources(spec),
-        &session.options(mode),
-        session.connector.clone(),
-        progress,
-    )
-    .await
+    let options = session.options(mode);
+    let certificates = (job.set == Set::All).then(|| {
+        up::CertificateStep::new(certs::settings(session, mode), session.base_dir(), &hosts)
+    });
+    let converge = run::Converge {
+        resources: move |spec: &HostSpec| job.resources(spec),
+        engine: options.engine.clone(),
+        connector: session.connector.clone(),
+    };
+    let work = up::Up {
+        converge,
+        certificates,
+    };
+    let connector = session.connector.clone();
+    run::for_each_host(hosts, options.forks, connector, progress, Arc::new(work)).await
 }

@@ -1,0 +1,183 @@
+//! `up` and `check` on one host: the converge, then — for a host whose vars declare a
+//! certificate — the certificate step over the same connection.
+//!
+//! The converge puts a self-signed placeholder in the app's `ssl/` when nothing is there
+//! ([`certs::Placeholder`], so nginx starts at once). The certificate step then obtains
+//! the real certificate when none valid is installed (or renews it when due; a later `up`
+//! asks the CA nothing otherwise), installs it where the app's nginx reads it (reloading
+//! only on change), and installs the renewal timer with what it runs: this binary and the
+//! host's copy of the certificate state. `check` shows all of it and asks nothing of the
+//! CA.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use certs::host_copy::InstalledBinary;
+use certs::{CertificateDeclaration, Settings};
+use common::Transport;
+use common::engine;
+use common::inventory::HostSpec;
+use common::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
+use common::resource::Resource;
+use common::run::{Converge, HostWork};
+
+use crate::certs::{CertificateRun, CertificateStatus, declaration_of, schedule_job};
+
+/// What the certificate step needs besides the declaration.
+pub(crate) struct CertificateStep {
+    pub(crate) settings: Settings,
+    /// Resolves a relative `ca_root`.
+    pub(crate) base_dir: Option<PathBuf>,
+    /// What the renewal timer runs (read only when a selected host declares a
+    /// certificate), or why it could not be read.
+    pub(crate) binary: Result<InstalledBinary, String>,
+    pub(crate) schedule: certs::ScheduleOptions,
+}
+
+impl CertificateStep {
+    pub(crate) fn new(settings: Settings, base_dir: Option<PathBuf>, hosts: &[HostSpec]) -> Self {
+        let schedule = certs::ScheduleOptions::default();
+        let declares = hosts
+            .iter()
+            .any(|h| matches!(declaration_of(h, base_dir.as_deref()), Ok(Some(_))));
+        // A host that declares a certificate and gets no binary fails in its own step.
+        let binary = match declares {
+            true => InstalledBinary::current_executable(&schedule.binary),
+            false => Err("no selected host declares a certificate".into()),
+        };
+        Self {
+            settings,
+            base_dir,
+            binary,
+            schedule,
+        }
+    }
+
+    /// Obtain or renew when due, install, schedule; reported as one more resource
+    /// (`certificate:NAME`) followed by what installing and scheduling converged.
+    async fn run(
+        &self,
+        declaration: &CertificateDeclaration,
+        transport: &dyn Transport,
+        report: &mut HostReport,
+    ) {
+        let mode = self.settings.engine.mode;
+        let result = certs::renew(declaration, transport, &self.settings, false).await;
+        let mut run = CertificateRun::from_result(declaration, result, self.settings.now());
+        let install = run.install.take();
+        report.resources.push(certificate_report(&run));
+        if let Some(install) = install {
+            report.append(install, mode);
+        }
+        if run.status == CertificateStatus::Failed {
+            report.outcome = HostOutcome::Failed;
+            report.error = Some(format!(
+                "certificate {}: {}; whatever was in {} stays there (a placeholder on a new host)",
+                declaration.name,
+                run.error.unwrap_or_default(),
+                declaration.ssl_dir
+            ));
+            return;
+        }
+        let binary = match &self.binary {
+            Ok(binary) => binary,
+            Err(e) => {
+                let e = format!("the renewal timer runs this provision binary on the host: {e}");
+                report.append(HostReport::failed(&declaration.host, e), mode);
+                return;
+            }
+        };
+        match schedule_job(
+            declaration,
+            &self.settings.state,
+            Some(binary),
+            &self.schedule,
+        ) {
+            Ok(resources) => {
+                let scheduled =
+                    engine::converge(transport, &resources, &self.settings.engine).await;
+                report.append(scheduled, mode);
+            }
+            Err(e) => report.append(HostReport::failed(&declaration.host, e), mode),
+        }
+    }
+}
+
+/// The certificate's own line in the host's report.
+fn certificate_report(run: &CertificateRun) -> ResourceReport {
+    let status = match run.status {
+        CertificateStatus::Obtained | CertificateStatus::Installed => ResourceStatus::Changed,
+        CertificateStatus::Unchanged => ResourceStatus::Ok,
+        CertificateStatus::Pending => ResourceStatus::Pending,
+        CertificateStatus::Failed => ResourceStatus::Failed,
+    };
+    let line = run.line();
+    let detail = line
+        .strip_prefix(&format!("{}/", run.host))
+        .unwrap_or(&line)
+        .to_string();
+    ResourceReport {
+        id: format!("certificate:{}", run.name),
+        status,
+        detail,
+        actions: Vec::new(),
+        diffs: Vec::new(),
+    }
+}
+
+/// `up`/`check` on one host: [`Converge`], then the certificate step where one is declared
+/// (`harden` has none).
+pub(crate) struct Up<J> {
+    pub(crate) converge: Converge<J>,
+    pub(crate) certificates: Option<CertificateStep>,
+}
+
+#[async_trait]
+impl<J> HostWork for Up<J>
+where
+    J: Fn(&HostSpec) -> Result<Vec<Box<dyn Resource>>, String> + Send + Sync + 'static,
+{
+    type Ready = (Vec<Box<dyn Resource>>, Option<CertificateDeclaration>);
+    type Output = HostReport;
+
+    fn phase(&self) -> &'static str {
+        self.converge.phase()
+    }
+
+    fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
+        let declaration = match &self.certificates {
+            Some(step) => declaration_of(spec, step.base_dir.as_deref())?,
+            None => None,
+        };
+        Ok((self.converge.prepare(spec)?, declaration))
+    }
+
+    async fn run(
+        &self,
+        spec: &HostSpec,
+        (resources, declaration): Self::Ready,
+        transport: &dyn Transport,
+    ) -> HostReport {
+        let started = std::time::Instant::now();
+        let mut report = self.converge.run(spec, resources, transport).await;
+        let (Some(declaration), Some(step)) = (declaration, &self.certificates) else {
+            return report;
+        };
+        if report.outcome == HostOutcome::Failed {
+            return report;
+        }
+        let converged_ms = report.elapsed_ms;
+        step.run(&declaration, transport, &mut report).await;
+        report.elapsed_ms = converged_ms.max(started.elapsed().as_millis() as u64);
+        report
+    }
+
+    fn failed(&self, spec: &HostSpec, error: String) -> HostReport {
+        self.converge.failed(spec, error)
+    }
+
+    fn finish(&self, report: &mut HostReport, elapsed: Duration) -> HostReport {
+        self.converge.finish(report, elapsed)
+    }
+}
