@@ -279,4 +279,15 @@ domains = ["app.example.com"]
     );
     let (_, same) = login(&host, "deploy", &format!("sudo -n cat {ssl}/fullchain.pem"));
     assert_eq!(same, chain, "the certificate was not renewed");
+    // Converged, and still the provider's sshd line that the drop-in overrides is named.
+    let sshd = again.json["hosts"][0]["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == "sshd").cloned())
+        .unwrap_or_default();
+    assert_eq!(sshd["status"], "ok", "{sshd:#}");
+    let notes = sshd["notes"].to_string();
+    assert!(
+        notes.contains("/etc/ssh/sshd_config.d/50-cloud-init.conf:1: `PasswordAuthentication yes`"),
+        "{sshd:#}"
+    );
 }

@@ -258,7 +258,7 @@ fn the_matrix(os: Os) {
     );
     assert!(!drop_in.contains("AllowUsers"), "{os}: {drop_in}");
 
-    // 6. One certificate from Pebble over HTTP-01 on the host's port 80.
+    // 6. One certificate from Pebble over HTTP-01 on the host's port 80, by `up`.
     if pebble_installed() {
         let pebble = Pebble::start(PebbleOptions {
             http_port: 80,
@@ -277,19 +277,28 @@ fn the_matrix(os: Os) {
                 pebble.api_root.display()
             ),
         );
-        let issue = ws.provision(&host, &["certs", "issue"], &[]);
+        // `up` obtains it (issue 13): no `certs issue`, and the renewal timer with it.
+        let up = ws.provision(&host, &["up"], &[]);
         assert_eq!(
-            issue.code,
+            up.code,
             0,
-            "{os}: certs issue\n{}\npebble:\n{}",
-            issue.text,
+            "{os}: up\n{}\npebble:\n{}",
+            up.text,
             pebble.log()
         );
-        assert_eq!(
-            issue.json["certificates"][0]["status"], "obtained",
-            "{os}\n{}",
-            issue.text
+        let cert = up.json["hosts"][0]["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == "certificate:ai-meeting.test"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(cert["status"], "changed", "{os}: {cert:#}\n{}", up.text);
+        let timer = on_host(
+            &host,
+            "deploy",
+            22,
+            "systemctl is-enabled provision-certs-renew.timer",
         );
+        assert_eq!(timer.trim(), "enabled", "{os}");
         let chain = on_host(&host, "deploy", 22, "cat /opt/ai-meeting/ssl/fullchain.pem");
         let info = certs::CertInfo::from_pem(chain.as_bytes()).expect("a certificate chain");
         assert_eq!(info.names, ["ai-meeting.test"], "{os}");

@@ -200,7 +200,10 @@ async fn converge_inner(
     let mut first_error = None;
     for (resource, planned) in resources.iter().zip(&planned) {
         report.resources.push(match planned {
-            Ok(p) => ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered),
+            Ok(p) => ResourceReport {
+                notes: resource.notes(&facts),
+                ..ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered)
+            },
             Err(e) => {
                 first_error.get_or_insert_with(|| e.to_string());
                 ResourceReport::failed(&resource.id(), e.to_string())

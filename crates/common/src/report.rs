@@ -31,6 +31,10 @@ pub struct ResourceReport {
     /// Unified diffs of file changes (sensitive files say so instead).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diffs: Vec<String>,
+    /// What the operator should know that is not a change ([`crate::Resource::notes`]);
+    /// shown whatever the status.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl ResourceReport {
@@ -61,6 +65,7 @@ impl ResourceReport {
             detail,
             diffs: actions.iter().filter_map(|a| diff_of(a)).collect(),
             actions: actions.iter().map(|a| a.describe()).collect(),
+            notes: Vec::new(),
         }
     }
 
@@ -71,6 +76,7 @@ impl ResourceReport {
             detail: error,
             actions: Vec::new(),
             diffs: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -233,7 +239,7 @@ pub fn render_host(r: &HostReport, mode: Mode) -> String {
     let interesting: Vec<_> = r
         .resources
         .iter()
-        .filter(|x| x.status != ResourceStatus::Ok)
+        .filter(|x| x.status != ResourceStatus::Ok || !x.notes.is_empty())
         .collect();
     let mut out = String::new();
     if interesting.is_empty() && r.error.is_none() {
@@ -249,6 +255,9 @@ pub fn render_host(r: &HostReport, mode: Mode) -> String {
             ResourceStatus::Failed => "!",
         };
         let _ = writeln!(out, "{mark} {}: {}", res.id, res.detail);
+        for note in &res.notes {
+            let _ = writeln!(out, "    note: {note}");
+        }
         if mode == Mode::Check {
             for d in &res.diffs {
                 for line in d.lines() {

@@ -125,6 +125,12 @@ pub trait Resource: Send + Sync {
     /// Decide, from facts alone, what to do. A failed fact is an error, never a no-op.
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError>;
 
+    /// What the operator should know that is not a change, from the same facts (e.g.
+    /// another file setting a keyword this resource manages, whose value loses today).
+    fn notes(&self, _facts: &Facts) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Ids of resources whose change makes this one run [`Resource::on_watched_change`]
     /// (e.g. a service reloaded when its config file changed).
     fn watches(&self) -> Vec<String> {

@@ -80,18 +80,19 @@ impl Fact for OpenSshVersion {
     }
 }
 
-/// sshd drop-ins (other than the tool's own) that set `Port` or `ListenAddress`. Those two
-/// keywords ACCUMULATE across every included file instead of first-match-wins, so a
-/// provider's `Port 2222` keeps sshd on 2222 whatever the tool's drop-in says.
+/// The sshd drop-ins other than the tool's own, with their content: `Port` and
+/// `ListenAddress` in them ACCUMULATE across every included file instead of
+/// first-match-wins (a provider's `Port 2222` keeps sshd on 2222 whatever the tool's
+/// drop-in says), and any keyword the tool manages set in them is reported.
 #[derive(Debug, Clone)]
-pub struct SshdListenDropIns {
+pub struct SshdDropIns {
     /// The tool's own drop-in, left out.
     pub own: &'static str,
 }
 
-/// One drop-in of [`SshdListenDropIns`].
+/// One drop-in of [`SshdDropIns`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenDropIn {
+pub struct DropIn {
     pub path: String,
     pub mode: u32,
     pub owner: String,
@@ -102,41 +103,46 @@ pub struct ListenDropIn {
 /// The keywords that accumulate, lower-case.
 pub const ACCUMULATING_KEYWORDS: &[&str] = &["port", "listenaddress"];
 
-/// Whether a config line sets one of [`ACCUMULATING_KEYWORDS`] (sshd keywords are
-/// case-insensitive; `Port=2222` is accepted too).
-pub fn sets_listen_keyword(line: &str) -> bool {
+/// The keyword a config line sets, lower-case (sshd keywords are case-insensitive;
+/// `Port=2222` is accepted too); `None` for comments, blank and malformed lines.
+pub fn keyword_of(line: &str) -> Option<String> {
     let t = line.trim_start();
     let keyword: String = t
         .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
+        .take_while(|c| c.is_ascii_alphanumeric())
         .collect::<String>()
         .to_ascii_lowercase();
     let rest = &t[keyword.len()..];
-    ACCUMULATING_KEYWORDS.contains(&keyword.as_str())
-        && rest.starts_with(|c: char| c.is_whitespace() || c == '=')
+    let sets = !keyword.is_empty()
+        && keyword.starts_with(|c: char| c.is_ascii_alphabetic())
+        && rest.starts_with(|c: char| c.is_whitespace() || c == '=');
+    sets.then_some(keyword)
 }
 
-impl Fact for SshdListenDropIns {
-    type Value = Vec<ListenDropIn>;
+/// Whether a config line sets one of [`ACCUMULATING_KEYWORDS`].
+pub fn sets_listen_keyword(line: &str) -> bool {
+    keyword_of(line).is_some_and(|k| ACCUMULATING_KEYWORDS.contains(&k.as_str()))
+}
+
+impl Fact for SshdDropIns {
+    type Value = Vec<DropIn>;
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "sshd-listen-drop-ins".into(),
+            key: "sshd-drop-ins".into(),
             script: format!(
                 "for f in /etc/ssh/sshd_config.d/*.conf; do
                    [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ \"$f\" != {own} ] || continue
-                   if grep -qiE '^[[:space:]]*(port|listenaddress)([[:space:]]|=)' \"$f\"; then
-                     printf '%s\\n' \"$f\"; stat -c '%a|%U|%G' \"$f\"; base64 -w0 \"$f\"; echo
-                   fi
+                   printf '%s\\n' \"$f\"; stat -c '%a|%U|%G' \"$f\"; base64 -w0 \"$f\"; echo
 done",
                 own = quote(self.own)
             ),
         }
     }
 
-    fn parse(&self, output: &ProbeOutput) -> Result<Vec<ListenDropIn>, FactError> {
+    fn parse(&self, output: &ProbeOutput) -> Result<Vec<DropIn>, FactError> {
         use base64::Engine as _;
-        let key = "sshd-listen-drop-ins";
+        let key = "sshd-drop-ins";
         require_success(key, output)?;
         let lines: Vec<&str> = output.stdout.lines().collect();
         let mut out = Vec::new();
@@ -155,7 +161,7 @@ done",
             let [mode, owner, group] = f.as_slice() else {
                 return Err(parse_error(key, "mode|owner|group", stat));
             };
-            out.push(ListenDropIn {
+            out.push(DropIn {
                 path: path.to_string(),
                 mode: u32::from_str_radix(mode, 8).map_err(|_| parse_error(key, "mode", stat))?,
                 owner: owner.to_string(),

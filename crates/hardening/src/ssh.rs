@@ -32,8 +32,8 @@ use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{
-    ListenDropIn, LoginUser, OpenSshVersion, SshdEffective, SshdEffectiveValue, SshdListenDropIns,
-    Version, sets_listen_keyword,
+    DropIn, LoginUser, OpenSshVersion, SshdDropIns, SshdEffective, SshdEffectiveValue, Version,
+    keyword_of, sets_listen_keyword,
 };
 use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
 use common::PlanError;
@@ -408,7 +408,7 @@ pub fn neutralise_listen_lines(text: &str) -> Option<String> {
 
 /// The drop-in edit that takes a foreign drop-in's listen lines out, as a file change
 /// (backed up, snapshotted for the rollback like every guarded file).
-fn neutralise_drop_in(d: &ListenDropIn) -> Result<Option<(String, Action)>, FactError> {
+fn neutralise_drop_in(d: &DropIn) -> Result<Option<(String, Action)>, FactError> {
     let text = String::from_utf8_lossy(&d.content);
     let Some(new) = neutralise_listen_lines(&text) else {
         return Ok(None);
@@ -441,6 +441,53 @@ fn neutralise_drop_in(d: &ListenDropIn) -> Result<Option<(String, Action)>, Fact
             action,
         )
     }))
+}
+
+/// Lines of other sshd files (`(path, text)`: the main config, other drop-ins) that set a
+/// keyword the drop-in manages to another value, as notes. The drop-in is read first, so its value wins
+/// today (`HostKey`, `Port` and `ListenAddress` add up instead) — but such a line is back
+/// in force the day the drop-in goes, and inside a `Match` block it wins for the users it
+/// matches.
+pub fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (path, text) in files {
+        let mut in_match = false;
+        for (n, line) in text.lines().enumerate() {
+            let Some(keyword) = keyword_of(line) else {
+                continue;
+            };
+            if keyword == "match" {
+                in_match = true;
+                continue;
+            }
+            let Some(ours) = directives
+                .iter()
+                .find(|d| d.keyword.eq_ignore_ascii_case(&keyword))
+            else {
+                continue;
+            };
+            let value = line.trim_start()[keyword.len()..]
+                .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
+                .trim();
+            let accumulates = matches!(keyword.as_str(), "hostkey" | "port" | "listenaddress");
+            if !accumulates && !in_match && value.eq_ignore_ascii_case(&ours.value) {
+                continue; // agrees with the drop-in
+            }
+            let outcome = match (in_match, accumulates) {
+                (true, _) => "wins over this drop-in for the users its Match block matches",
+                (false, true) => "adds to this drop-in's (the keyword adds up across files)",
+                (false, false) => "loses to this drop-in's today (read first)",
+            };
+            notes.push(format!(
+                "{path}:{}: `{}` also sets {}: {outcome}, `{}`",
+                n + 1,
+                line.trim(),
+                ours.keyword,
+                ours.value
+            ));
+        }
+    }
+    notes
 }
 
 fn socket_activated(facts: &Facts) -> Result<bool, FactError> {
@@ -492,7 +539,7 @@ impl Resource for SshdConfig {
             PathState::new(DROP_IN_PATH).probe(),
             PathState::new(MAIN_CONFIG_PATH).probe(),
             PathState::new(SOCKET_DROP_IN_PATH).probe(),
-            SshdListenDropIns { own: DROP_IN_PATH }.probe(),
+            SshdDropIns { own: DROP_IN_PATH }.probe(),
             socket_unit().probe(),
             PathState::new(HOST_KEYS[0]).probe(),
             PathState::new(HOST_KEYS[1]).probe(),
@@ -519,7 +566,7 @@ impl Resource for SshdConfig {
             changes.add(DesiredFile::new(MAIN_CONFIG_PATH, new_main, 0o600).changes(&main)?);
         }
         if self.settings.port.is_some() {
-            for d in facts.read(&SshdListenDropIns { own: DROP_IN_PATH })? {
+            for d in facts.read(&SshdDropIns { own: DROP_IN_PATH })? {
                 changes.add(neutralise_drop_in(&d)?);
             }
         }
@@ -596,6 +643,32 @@ impl Resource for SshdConfig {
         ))
     }
 
+    fn notes(&self, facts: &Facts) -> Vec<String> {
+        let Ok((directives, _, _)) = self.desired(facts) else {
+            return Vec::new();
+        };
+        let main = facts
+            .read(&PathState::new(MAIN_CONFIG_PATH))
+            .ok()
+            .and_then(|m| m.content)
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .unwrap_or_default();
+        let drop_ins = facts
+            .read(&SshdDropIns { own: DROP_IN_PATH })
+            .unwrap_or_default();
+        let texts: Vec<(String, String)> = std::iter::once((MAIN_CONFIG_PATH.to_string(), main))
+            .chain(drop_ins.into_iter().map(|d| {
+                let text = String::from_utf8_lossy(&d.content).into_owned();
+                (d.path, text)
+            }))
+            .collect();
+        let files: Vec<(&str, &str)> = texts
+            .iter()
+            .map(|(p, t)| (p.as_str(), t.as_str()))
+            .collect();
+        foreign_settings(&directives, &files)
+    }
+
     fn guards_access(&self) -> bool {
         true
     }
@@ -649,7 +722,7 @@ mod tests {
             ("openssh-version", ok(ssh_v)),
             ("login-user", ok(&format!("{login}\n"))),
             ("sshd-effective", ok(effective)),
-            ("sshd-listen-drop-ins", ok("")),
+            ("sshd-drop-ins", ok("")),
             (
                 "path:/etc/ssh/sshd_config.d/00-provision.conf",
                 match drop_in {
@@ -960,6 +1033,56 @@ mod tests {
         assert_eq!(written(&actions, MAIN_CONFIG_PATH), new);
     }
 
+    /// Issue 13: re-hardening reports every line of another sshd file that sets a keyword
+    /// the drop-in manages, even while the drop-in's value wins (cloud-init's
+    /// `PasswordAuthentication yes` is back the day the drop-in goes); a `Match` block's
+    /// line is said to win for its users. Comments, unmanaged keywords and lines agreeing
+    /// with the drop-in are not noted.
+    #[test]
+    fn foreign_lines_setting_managed_keywords_are_noted_even_when_the_drop_in_wins() {
+        use base64::Engine as _;
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let probe = host(
+            SSH_V_DEBIAN12,
+            "root",
+            None,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            &fresh_effective(),
+        );
+        let (directives, text, _) = r.desired(&probe).unwrap();
+        let cloud_init = "PasswordAuthentication yes\n#PermitRootLogin yes\nUsePAM yes\n";
+        let listing = format!(
+            "/etc/ssh/sshd_config.d/50-cloud-init.conf\n600|root|root\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode(cloud_init)
+        );
+        let main = format!("{DEBIAN_MAIN}Match User backup\n  X11Forwarding yes\n");
+        let f = with(
+            &host(
+                SSH_V_DEBIAN12,
+                "root",
+                Some(&text),
+                &main,
+                SOCKET_OFF,
+                &effective_of(&directives),
+            ),
+            "sshd-drop-ins",
+            ok(&listing),
+        );
+        assert_eq!(
+            r.notes(&f),
+            [
+                "/etc/ssh/sshd_config:9: `X11Forwarding yes` also sets X11Forwarding: loses to this drop-in's today (read first), `no`",
+                "/etc/ssh/sshd_config:14: `X11Forwarding yes` also sets X11Forwarding: wins over this drop-in for the users its Match block matches, `no`",
+                "/etc/ssh/sshd_config.d/50-cloud-init.conf:1: `PasswordAuthentication yes` also sets PasswordAuthentication: loses to this drop-in's today (read first), `no`",
+            ]
+        );
+        // Reported, not changed: the host is converged.
+        assert!(!plan_of(&r, &f).is_change());
+    }
+
     /// Issue 10: a provider drop-in's `Port 2222` kept sshd on 2222 beside the 2200 asked
     /// for (`Port is 2200 2222, want 2200`), forever. Port and ListenAddress add up across
     /// files, so a port move comments them out (backed up, rollback-snapshotted).
@@ -987,7 +1110,7 @@ mod tests {
                 SOCKET_OFF,
                 &fresh_effective(),
             ),
-            "sshd-listen-drop-ins",
+            "sshd-drop-ins",
             ok(&listing),
         );
         let (summary, actions) = plan_of(&r, &f).expect_change();

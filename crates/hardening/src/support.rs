@@ -120,6 +120,9 @@ impl<R: Resource> Resource for Guarded<R> {
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         self.inner.plan(facts)
     }
+    fn notes(&self, facts: &Facts) -> Vec<String> {
+        self.inner.notes(facts)
+    }
     fn watches(&self) -> Vec<String> {
         self.inner.watches()
     }
@@ -146,6 +149,9 @@ impl Resource for ResourceGroup {
     }
     fn probes(&self) -> Vec<Probe> {
         self.members.iter().flat_map(|m| m.probes()).collect()
+    }
+    fn notes(&self, facts: &Facts) -> Vec<String> {
+        self.members.iter().flat_map(|m| m.notes(facts)).collect()
     }
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let mut builder = PlanBuilder::default();

@@ -123,6 +123,7 @@ fn certificate_report(run: &CertificateRun) -> ResourceReport {
         detail,
         actions: Vec::new(),
         diffs: Vec::new(),
+        notes: Vec::new(),
     }
 }
 
