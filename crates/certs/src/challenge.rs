@@ -10,6 +10,7 @@ pub mod dns;
 pub mod dnspod;
 pub mod http01;
 pub mod signing;
+mod zones;
 
 use async_trait::async_trait;
 use instant_acme::ChallengeType;

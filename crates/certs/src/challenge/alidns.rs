@@ -1,13 +1,11 @@
 //! Alibaba Cloud DNS (the `alidns` RPC API, version 2015-01-09): AddDomainRecord,
 //! DescribeDomainRecords and DeleteDomainRecord, each signed with HMAC-SHA1.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use serde_json::Value;
 
 use super::credentials::{KeyNames, KeyPair};
+use super::zones::{ApiError, CreatedRecords, Zones, relative, txt_is};
 use super::{DnsError, DnsProvider, signing};
 use crate::http::{self, Hyper};
 
@@ -26,10 +24,9 @@ pub struct AlidnsDns {
     hyper: Hyper,
     api: String,
     keys: KeyPair,
-    zone: Option<String>,
     /// Record name → zone (the domain as Alibaba Cloud DNS knows it).
-    zones: Mutex<BTreeMap<String, String>>,
-    records: Mutex<BTreeMap<(String, String), String>>,
+    zones: Zones,
+    records: CreatedRecords<String>,
 }
 
 impl AlidnsDns {
@@ -40,9 +37,8 @@ impl AlidnsDns {
             hyper: http::client(None).map_err(DnsError::Tls)?,
             api: api.trim_end_matches('/').to_string(),
             keys,
-            zone,
-            zones: Mutex::default(),
-            records: Mutex::default(),
+            zones: Zones::new(zone),
+            records: CreatedRecords::default(),
         })
     }
 
@@ -104,61 +100,21 @@ impl AlidnsDns {
 
     /// The zone holding `name`: the configured one, else the longest suffix the account has.
     async fn zone_for(&self, name: &str) -> Result<String, DnsError> {
-        if let Some(z) = &self.zone {
-            return Ok(z.clone());
-        }
-        if let Some(z) = self.zones.lock().expect("not poisoned").get(name) {
-            return Ok(z.clone());
-        }
-        for candidate in zone_candidates(name) {
-            let answer = self
-                .call(
-                    "DescribeDomainRecords",
-                    &[("DomainName", candidate.clone()), ("PageSize", "1".into())],
-                    &format!("look up the domain {candidate}"),
-                )
-                .await?;
-            match answer {
-                Ok(_) => {
-                    self.zones
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(name.to_string(), candidate.clone());
-                    return Ok(candidate);
-                }
+        let lookup = |candidate: String| async move {
+            let params = [("DomainName", candidate.clone()), ("PageSize", "1".into())];
+            let what = format!("look up the domain {candidate}");
+            match self.call("DescribeDomainRecords", &params, &what).await? {
+                Ok(_) => Ok(Some(candidate)),
                 Err(e)
-                    if e.code.starts_with("InvalidDomainName") || e.code.contains("NotExist") => {}
-                Err(e) => return Err(e.refused),
+                    if e.code.starts_with("InvalidDomainName") || e.code.contains("NotExist") =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e.refused),
             }
-        }
-        Err(DnsError::NoZone {
-            provider: PROVIDER,
-            name: name.to_string(),
-        })
+        };
+        self.zones.zone_for(PROVIDER, name, lookup).await
     }
-}
-
-/// A refusal, with the API's error code to tell "not this domain" from the rest.
-struct ApiError {
-    code: String,
-    refused: DnsError,
-}
-
-/// The suffixes of `name` that could be a zone, longest first (not `name`, not the TLD).
-pub(super) fn zone_candidates(name: &str) -> Vec<String> {
-    let labels: Vec<&str> = name.split('.').collect();
-    (1..labels.len().saturating_sub(1))
-        .map(|i| labels[i..].join("."))
-        .collect()
-}
-
-/// `name` relative to `zone` (`_acme-challenge.sub` in `example.com`).
-pub(super) fn relative(name: &str, zone: &str) -> String {
-    name.strip_suffix(zone)
-        .and_then(|r| r.strip_suffix('.'))
-        .filter(|r| !r.is_empty())
-        .unwrap_or("@")
-        .to_string()
 }
 
 #[async_trait]
@@ -180,10 +136,7 @@ impl DnsProvider for AlidnsDns {
             .await?
             .map_err(|e| e.refused)?;
         if let Some(id) = result.get("RecordId").and_then(Value::as_str) {
-            self.records
-                .lock()
-                .expect("not poisoned")
-                .insert((name.to_string(), value.to_string()), id.to_string());
+            self.records.remember(name, value, id.to_string());
         }
         Ok(())
     }
@@ -191,12 +144,7 @@ impl DnsProvider for AlidnsDns {
     async fn clear_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
         let zone = self.zone_for(name).await?;
         let rr = relative(name, &zone);
-        let known = self
-            .records
-            .lock()
-            .expect("not poisoned")
-            .remove(&(name.to_string(), value.to_string()));
-        let ids = match known {
+        let ids = match self.records.take(name, value) {
             Some(id) => vec![id],
             None => {
                 let result = self
@@ -217,11 +165,7 @@ impl DnsProvider for AlidnsDns {
                     .into_iter()
                     .flatten()
                     .filter(|r| r.get("RR").and_then(Value::as_str) == Some(rr.as_str()))
-                    .filter(|r| {
-                        r.get("Value")
-                            .and_then(Value::as_str)
-                            .is_some_and(|v| v.trim_matches('"') == value)
-                    })
+                    .filter(|r| txt_is(r.get("Value").and_then(Value::as_str), value))
                     .filter_map(|r| r.get("RecordId").and_then(Value::as_str).map(String::from))
                     .collect()
             }

@@ -1,13 +1,12 @@
 //! DNS-01: TXT records at `_acme-challenge.<name>` published through a provider's API.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use instant_acme::ChallengeType;
 use serde_json::{Value, json};
 
+use super::zones::{CreatedRecords, Zones, txt_is};
 use super::{ChallengeError, ChallengeSolver, PendingChallenge};
 use crate::http::{self, Hyper};
 
@@ -108,10 +107,9 @@ pub struct CloudflareDns {
     hyper: Hyper,
     api: String,
     token: String,
-    zone_id: Option<String>,
     /// Record name → zone id.
-    zones: Mutex<BTreeMap<String, String>>,
-    records: Mutex<BTreeMap<(String, String), String>>,
+    zones: Zones,
+    records: CreatedRecords<String>,
 }
 
 const CLOUDFLARE: &str = "Cloudflare";
@@ -123,9 +121,8 @@ impl CloudflareDns {
             hyper: http::client(None).map_err(DnsError::Tls)?,
             api: api.trim_end_matches('/').to_string(),
             token,
-            zone_id,
-            zones: Mutex::default(),
-            records: Mutex::default(),
+            zones: Zones::new(zone_id),
+            records: CreatedRecords::default(),
         })
     }
 
@@ -199,40 +196,18 @@ impl CloudflareDns {
 
     /// The zone holding `name`: the configured id, else the longest suffix Cloudflare knows.
     async fn zone_for(&self, name: &str) -> Result<String, DnsError> {
-        if let Some(id) = &self.zone_id {
-            return Ok(id.clone());
-        }
-        if let Some(id) = self.zones.lock().expect("not poisoned").get(name) {
-            return Ok(id.clone());
-        }
-        let labels: Vec<&str> = name.split('.').collect();
-        for i in 1..labels.len().saturating_sub(1) {
-            let candidate = labels[i..].join(".");
-            let result = self
-                .call(
-                    ::http::Method::GET,
-                    &format!("/zones?name={candidate}"),
-                    None,
-                    &format!("look up the zone {candidate}"),
-                )
-                .await?;
-            if let Some(id) = result
+        let lookup = |candidate: String| async move {
+            let path = format!("/zones?name={candidate}");
+            let what = format!("look up the zone {candidate}");
+            let result = self.call(::http::Method::GET, &path, None, &what).await?;
+            Ok(result
                 .as_array()
                 .and_then(|zones| zones.first())
                 .and_then(|z| z.get("id"))
                 .and_then(Value::as_str)
-            {
-                self.zones
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(name.to_string(), id.to_string());
-                return Ok(id.to_string());
-            }
-        }
-        Err(DnsError::NoZone {
-            provider: CLOUDFLARE,
-            name: name.to_string(),
-        })
+                .map(str::to_string))
+        };
+        self.zones.zone_for(CLOUDFLARE, name, lookup).await
     }
 }
 
@@ -255,22 +230,14 @@ impl DnsProvider for CloudflareDns {
             )
             .await?;
         if let Some(id) = result.get("id").and_then(Value::as_str) {
-            self.records
-                .lock()
-                .expect("not poisoned")
-                .insert((name.to_string(), value.to_string()), id.to_string());
+            self.records.remember(name, value, id.to_string());
         }
         Ok(())
     }
 
     async fn clear_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
         let zone = self.zone_for(name).await?;
-        let known = self
-            .records
-            .lock()
-            .expect("not poisoned")
-            .remove(&(name.to_string(), value.to_string()));
-        let ids = match known {
+        let ids = match self.records.take(name, value) {
             Some(id) => vec![id],
             None => {
                 let result = self
@@ -285,11 +252,7 @@ impl DnsProvider for CloudflareDns {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|r| {
-                        r.get("content")
-                            .and_then(Value::as_str)
-                            .is_some_and(|c| c.trim_matches('"') == value)
-                    })
+                    .filter(|r| txt_is(r.get("content").and_then(Value::as_str), value))
                     .filter_map(|r| r.get("id").and_then(Value::as_str).map(String::from))
                     .collect()
             }

@@ -1,14 +1,11 @@
 //! DNSPod through Tencent Cloud API 3.0 (service `dnspod`, version 2021-03-23): CreateRecord,
 //! DescribeRecordList and DeleteRecord, each signed with TC3-HMAC-SHA256.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::alidns::{relative, zone_candidates};
 use super::credentials::{KeyNames, KeyPair};
+use super::zones::{ApiError, CreatedRecords, Zones, relative, txt_is};
 use super::{DnsError, DnsProvider, signing};
 use crate::http::{self, Hyper};
 
@@ -31,9 +28,8 @@ pub struct DnspodDns {
     api: String,
     host: String,
     keys: KeyPair,
-    zone: Option<String>,
-    zones: Mutex<BTreeMap<String, String>>,
-    records: Mutex<BTreeMap<(String, String), u64>>,
+    zones: Zones,
+    records: CreatedRecords<u64>,
 }
 
 impl DnspodDns {
@@ -53,9 +49,8 @@ impl DnspodDns {
             api,
             host,
             keys,
-            zone,
-            zones: Mutex::default(),
-            records: Mutex::default(),
+            zones: Zones::new(zone),
+            records: CreatedRecords::default(),
         })
     }
 
@@ -155,41 +150,23 @@ impl DnspodDns {
         })
     }
 
+    /// The zone holding `name`: the configured one, else the longest suffix the account has.
     async fn zone_for(&self, name: &str) -> Result<String, DnsError> {
-        if let Some(z) = &self.zone {
-            return Ok(z.clone());
-        }
-        if let Some(z) = self.zones.lock().expect("not poisoned").get(name) {
-            return Ok(z.clone());
-        }
-        for candidate in zone_candidates(name) {
+        let lookup = |candidate: String| async move {
             let rr = relative(name, &candidate);
-            match self
-                .txt_records(&candidate, &rr, &format!("look up the domain {candidate}"))
-                .await?
-            {
-                Ok(_) => {
-                    self.zones
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(name.to_string(), candidate.clone());
-                    return Ok(candidate);
-                }
+            let what = format!("look up the domain {candidate}");
+            match self.txt_records(&candidate, &rr, &what).await? {
+                Ok(_) => Ok(Some(candidate)),
                 Err(e)
-                    if e.code.contains("DomainNotExist") || e.code.contains("NoDataOfDomain") => {}
-                Err(e) => return Err(e.refused),
+                    if e.code.contains("DomainNotExist") || e.code.contains("NoDataOfDomain") =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e.refused),
             }
-        }
-        Err(DnsError::NoZone {
-            provider: PROVIDER,
-            name: name.to_string(),
-        })
+        };
+        self.zones.zone_for(PROVIDER, name, lookup).await
     }
-}
-
-struct ApiError {
-    code: String,
-    refused: DnsError,
 }
 
 #[async_trait]
@@ -213,22 +190,14 @@ impl DnsProvider for DnspodDns {
             .await?
             .map_err(|e| e.refused)?;
         if let Some(id) = result.get("RecordId").and_then(Value::as_u64) {
-            self.records
-                .lock()
-                .expect("not poisoned")
-                .insert((name.to_string(), value.to_string()), id);
+            self.records.remember(name, value, id);
         }
         Ok(())
     }
 
     async fn clear_txt(&self, name: &str, value: &str) -> Result<(), DnsError> {
         let zone = self.zone_for(name).await?;
-        let known = self
-            .records
-            .lock()
-            .expect("not poisoned")
-            .remove(&(name.to_string(), value.to_string()));
-        let ids = match known {
+        let ids = match self.records.take(name, value) {
             Some(id) => vec![id],
             None => self
                 .txt_records(
@@ -239,11 +208,7 @@ impl DnsProvider for DnspodDns {
                 .await?
                 .map_err(|e| e.refused)?
                 .iter()
-                .filter(|r| {
-                    r.get("Value")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| v.trim_matches('"') == value)
-                })
+                .filter(|r| txt_is(r.get("Value").and_then(Value::as_str), value))
                 .filter_map(|r| r.get("RecordId").and_then(Value::as_u64))
                 .collect(),
         };
