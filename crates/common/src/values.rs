@@ -270,6 +270,73 @@ pub fn timezone(s: &str) -> Result<(), String> {
     }
 }
 
+/// A daily time window, `HH:MM-HH:MM` in the host's local time; it may pass midnight
+/// (`23:30-01:00`). The start is inside, the end is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Minutes after midnight.
+    pub start: u16,
+    pub end: u16,
+}
+
+impl TimeWindow {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not a time window: `HH:MM-HH:MM` in the host's local time, 24-hour clock (like `02:00-04:00`, or `23:30-01:00` across midnight)"
+            )
+        };
+        let (start, end) = s.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (
+            Self::minutes(start).ok_or_else(bad)?,
+            Self::minutes(end).ok_or_else(bad)?,
+        );
+        if start == end {
+            return Err(format!(
+                "{s:?} is an empty time window (start and end are the same time)"
+            ));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// `HH:MM` → minutes after midnight.
+    pub fn minutes(hhmm: &str) -> Option<u16> {
+        let (h, m) = hhmm.split_once(':')?;
+        let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+        if !digits(h) || !digits(m) {
+            return None;
+        }
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 60 + m)
+    }
+
+    /// Whether `minute` (after midnight) is inside the window.
+    pub fn contains(&self, minute: u16) -> bool {
+        if self.start < self.end {
+            (self.start..self.end).contains(&minute)
+        } else {
+            minute >= self.start || minute < self.end
+        }
+    }
+
+    /// The start as `HH:MM`.
+    pub fn start_hhmm(&self) -> String {
+        format!("{:02}:{:02}", self.start / 60, self.start % 60)
+    }
+}
+
+impl std::fmt::Display for TimeWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{:02}:{:02}",
+            self.start_hhmm(),
+            self.end / 60,
+            self.end % 60
+        )
+    }
+}
+
 /// Key types OpenSSH accepts in `authorized_keys` today (DSA is disabled since 9.8).
 const KEY_TYPES: &[&str] = &[
     "ssh-ed25519",
@@ -429,6 +496,29 @@ pub fn https_url(s: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn time_windows_parse_strictly_and_may_pass_midnight() {
+        let night = TimeWindow::parse("02:00-04:00").unwrap();
+        assert_eq!((night.start, night.end), (120, 240));
+        assert!(night.contains(120) && night.contains(239) && !night.contains(240));
+        assert_eq!(night.to_string(), "02:00-04:00");
+        let across = TimeWindow::parse("23:30-01:00").unwrap();
+        assert!(across.contains(23 * 60 + 45) && across.contains(30) && !across.contains(60));
+        assert_eq!(across.start_hhmm(), "23:30");
+        for bad in [
+            "",
+            "2-4",
+            "02:00",
+            "24:00-01:00",
+            "02:60-03:00",
+            "2:00-4:00",
+            "02:00-02:00",
+            "02:00 - 04:00",
+        ] {
+            assert!(TimeWindow::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     type Rule = fn(&str) -> Result<(), String>;

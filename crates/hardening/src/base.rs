@@ -3,9 +3,10 @@
 //! security upgrades and managed files.
 
 use common::facts::builtin::{HostInfo, PathState};
-use common::inventory::{FileVar, Origins, UpgradePolicy, Vars};
+use common::inventory::{FileVar, Origins, RebootPolicy, UpgradePolicy, Vars};
 use common::resources::{Directory, File, Line, Packages, Timezone, User, file_id};
 use common::shell::{Command, quote};
+use common::values::TimeWindow;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -169,7 +170,7 @@ pub fn resources(vars: &Vars, docker_group: bool, origins: &Origins) -> Vec<Box<
         out.push(Box::new(
             File::new(AUTO_UPGRADES_PATH, AUTO_UPGRADES).mode(0o644),
         ));
-        out.push(Box::new(UnattendedUpgrades));
+        out.push(Box::new(UnattendedUpgrades::of(vars)));
     }
     out.extend(files(vars.files.as_deref().unwrap_or_default()));
     out
@@ -414,18 +415,40 @@ impl Resource for NoPasswordExpiry {
 }
 
 /// unattended-upgrades limited to security updates, with the origins of the host's
-/// distribution (read from HostInfo at plan time).
-#[derive(Debug, Clone, Copy)]
-pub struct UnattendedUpgrades;
+/// distribution (read from HostInfo at plan time), and its own reboot when the inventory
+/// says `reboot = "if-required"`.
+#[derive(Debug, Clone, Default)]
+pub struct UnattendedUpgrades {
+    /// `Automatic-Reboot-Time` (`HH:MM`, or `now`) when it may reboot; `None`: never.
+    pub reboot_time: Option<String>,
+}
+
+impl UnattendedUpgrades {
+    /// From `reboot` and `reboot_window` (checked at load): at the window's start, or right
+    /// after the run without a window.
+    pub fn of(vars: &Vars) -> Self {
+        let reboot_time = match vars.reboot.unwrap_or_default() {
+            RebootPolicy::Never => None,
+            RebootPolicy::IfRequired => Some(
+                vars.reboot_window
+                    .as_deref()
+                    .and_then(|w| TimeWindow::parse(w).ok())
+                    .map_or_else(|| "now".to_string(), |w| w.start_hhmm()),
+            ),
+        };
+        Self { reboot_time }
+    }
+}
 
 #[derive(Serialize)]
-struct OriginsContext {
+struct OriginsContext<'a> {
     managed: &'static str,
     os: &'static str,
+    reboot_time: Option<&'a str>,
 }
 
 /// The rendered `50unattended-upgrades` for `os_id`, or `None` for other systems.
-pub fn unattended_upgrades_config(os_id: &str) -> Option<String> {
+pub fn unattended_upgrades_config(os_id: &str, reboot_time: Option<&str>) -> Option<String> {
     let os = match os_id {
         "debian" => "debian",
         "ubuntu" => "ubuntu",
@@ -437,6 +460,7 @@ pub fn unattended_upgrades_config(os_id: &str) -> Option<String> {
         OriginsContext {
             managed: MANAGED,
             os,
+            reboot_time,
         },
     ))
 }
@@ -455,10 +479,13 @@ impl Resource for UnattendedUpgrades {
 
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
-        let content = unattended_upgrades_config(&host.os_id).ok_or_else(|| FactError::Parse {
-            key: "host".into(),
-            what: "a Debian or Ubuntu system (unattended-upgrades origins)".into(),
-            line: host.os_id.clone(),
+        let reboot_time = self.reboot_time.as_deref();
+        let content = unattended_upgrades_config(&host.os_id, reboot_time).ok_or_else(|| {
+            FactError::Parse {
+                key: "host".into(),
+                what: "a Debian or Ubuntu system (unattended-upgrades origins)".into(),
+                line: host.os_id.clone(),
+            }
         })?;
         let current = facts.read(&PathState::new(UNATTENDED_UPGRADES_PATH))?;
         Ok(
@@ -542,18 +569,37 @@ mod tests {
     fn unattended_upgrades_origins_per_distribution() {
         insta::assert_snapshot!(
             "50unattended-upgrades-debian",
-            unattended_upgrades_config("debian").unwrap()
+            unattended_upgrades_config("debian", None).unwrap()
         );
         insta::assert_snapshot!(
             "50unattended-upgrades-ubuntu",
-            unattended_upgrades_config("ubuntu").unwrap()
+            unattended_upgrades_config("ubuntu", None).unwrap()
         );
-        assert!(unattended_upgrades_config("centos").is_none());
+        assert!(unattended_upgrades_config("centos", None).is_none());
+        // reboot = "if-required": its own reboot at the window's start.
+        let vars = |reboot, window: Option<&str>| Vars {
+            reboot,
+            reboot_window: window.map(str::to_string),
+            ..Vars::default()
+        };
+        let at = UnattendedUpgrades::of(&vars(Some(RebootPolicy::IfRequired), Some("02:30-04:00")));
+        assert_eq!(at.reboot_time.as_deref(), Some("02:30"));
+        let text = unattended_upgrades_config("debian", at.reboot_time.as_deref()).unwrap();
+        assert!(
+            text.contains("Unattended-Upgrade::Automatic-Reboot \"true\";\nUnattended-Upgrade::Automatic-Reboot-Time \"02:30\";"),
+            "{text}"
+        );
+        let now = UnattendedUpgrades::of(&vars(Some(RebootPolicy::IfRequired), None));
+        assert_eq!(now.reboot_time.as_deref(), Some("now"));
+        assert_eq!(
+            UnattendedUpgrades::of(&vars(None, Some("02:00-03:00"))).reboot_time,
+            None
+        );
     }
 
     #[test]
     fn unattended_upgrades_plan_picks_origins_from_host_info() {
-        let r = UnattendedUpgrades;
+        let r = UnattendedUpgrades::default();
         let deb = facts(&[
             ("host", ok(crate::testing::HOST_DEBIAN12_NSPAWN)),
             (
@@ -568,7 +614,7 @@ mod tests {
         };
         assert!(String::from_utf8_lossy(&w.content).contains("Debian-Security"));
 
-        let content = unattended_upgrades_config("ubuntu").unwrap();
+        let content = unattended_upgrades_config("ubuntu", None).unwrap();
         let ubu = facts(&[
             ("host", ok(crate::testing::HOST_UBUNTU2404_KVM)),
             (

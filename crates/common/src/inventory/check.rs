@@ -231,6 +231,9 @@ const MAX_MIB: u64 = 1 << 40;
 pub fn vars(v: &Vars) -> Result<(), Broken> {
     let mut c = Checker::default();
     c.opt("timezone", v.timezone.as_deref(), values::timezone);
+    c.opt("reboot_window", v.reboot_window.as_deref(), |w| {
+        values::TimeWindow::parse(w).map(|_| ())
+    });
     c.opt("hostname", v.hostname.as_deref(), values::host_name);
     c.each("packages", v.packages.as_deref(), values::package_name);
     c.number(

@@ -153,6 +153,20 @@ const BAD: &[(&str, &str, usize, usize, &[&str])] = &[
         &["unknown variant `sometimes`", "security"],
     ),
     (
+        "bad reboot policy",
+        "[vars]\nreboot = \"always\"\n",
+        2,
+        10,
+        &["unknown variant `always`", "if-required"],
+    ),
+    (
+        "bad reboot window",
+        "[vars]\nreboot_window = \"2am-4am\"\n",
+        2,
+        17,
+        &["reboot_window", "is not a time window: `HH:MM-HH:MM`"],
+    ),
+    (
         "group lists unknown host",
         "[groups.g]\nhosts = [\"ghost\"]\n",
         2,

@@ -25,6 +25,14 @@ pub struct Vars {
     /// `apt-get upgrade` policy: `none`, `security` (unattended-upgrades only) or `full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<UpgradePolicy>,
+    /// `never` (default) or `if-required`: reboot when `/var/run/reboot-required` says an
+    /// update needs it — unattended-upgrades at the window's start, `up` at once (inside
+    /// `reboot_window` when one is set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reboot: Option<RebootPolicy>,
+    /// When reboots may happen, host local time: `HH:MM-HH:MM` (may pass midnight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reboot_window: Option<String>,
     /// Files to manage verbatim.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<FileVar>>,
@@ -60,6 +68,17 @@ pub enum UpgradePolicy {
     None,
     Security,
     Full,
+}
+
+/// Whether updates that need a reboot get one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebootPolicy {
+    /// Never reboot; `check` and `up` say when a reboot is required.
+    #[default]
+    Never,
+    /// Reboot when `/var/run/reboot-required` exists (inside `reboot_window`, if set).
+    IfRequired,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
