@@ -291,3 +291,95 @@ domains = ["app.example.com"]
         "{sshd:#}"
     );
 }
+
+/// A host in the state unattended-upgrades leaves after a kernel update: the flag file
+/// and the packages behind it (both in /run, so a real reboot clears them).
+fn require_a_reboot(host: &LabHost) -> String {
+    let (ok, out) = login(
+        host,
+        "root",
+        "echo '*** System restart required ***' > /var/run/reboot-required && \
+         printf 'linux-image-lab\\nlibc6\\n' > /var/run/reboot-required.pkgs && \
+         cat /proc/sys/kernel/random/boot_id",
+    );
+    assert!(ok, "{out}");
+    out.trim().to_string()
+}
+
+/// The inventory of [`inventory`] with `reboot` lines added to its `[vars]`.
+fn with_reboot(inv: &std::path::Path, lines: &str) {
+    let text = std::fs::read_to_string(inv).unwrap();
+    let text = text.replacen("[vars]\n", &format!("[vars]\n{lines}\n"), 1);
+    std::fs::write(inv, text).unwrap();
+}
+
+fn resource(run: &support::Run, id: &str) -> serde_json::Value {
+    run.json["hosts"][0]["resources"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("no {id} in the report:\n{}", run.text))
+}
+
+/// Issue 15: `check` names a required reboot and the packages behind it; `reboot =
+/// "never"` and a `reboot_window` the host's clock is outside of both mean no reboot —
+/// the boot id is the same after `up`, and the note says why.
+#[test]
+fn a_required_reboot_is_reported_and_waits_for_its_window() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
+    let boot = require_a_reboot(&host);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &host, "root");
+
+    let check = support::provision(&inv, &["check"], &[]);
+    assert_eq!(check.code, 2, "{}", check.text);
+    let flag = resource(&check, "reboot-required");
+    let notes = flag["notes"].to_string();
+    assert!(
+        notes.contains("required by libc6, linux-image-lab")
+            && notes.contains("reboot = \\\"never\\\""),
+        "{flag:#}"
+    );
+
+    // if-required, but the host's clock is outside the window: no reboot now.
+    let (_, hour) = login(&host, "root", "date +%H");
+    let hour: u32 = hour.trim().parse().unwrap();
+    let window = format!("{:02}:00-{:02}:00", (hour + 2) % 24, (hour + 3) % 24);
+    // With unattended-upgrades (upgrade = "security"), which gets the window too.
+    let text = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(
+        &inv,
+        text.replace("upgrade = \"none\"", "upgrade = \"security\""),
+    )
+    .unwrap();
+    with_reboot(
+        &inv,
+        &format!("reboot = \"if-required\"\nreboot_window = \"{window}\""),
+    );
+    let up = support::provision(&inv, &["up"], &[]);
+    assert_eq!(up.code, 0, "{}", up.text);
+    let flag = resource(&up, "reboot-required");
+    assert!(
+        flag["notes"]
+            .to_string()
+            .contains(&format!("outside reboot_window {window}")),
+        "{flag:#}"
+    );
+    let (ok, after) = login(&host, "deploy", "cat /proc/sys/kernel/random/boot_id");
+    assert!(ok, "{after}");
+    assert_eq!(after.trim(), boot, "no reboot outside the window");
+    let (_, uu) = login(
+        &host,
+        "deploy",
+        "cat /etc/apt/apt.conf.d/50unattended-upgrades",
+    );
+    let start = &window[..5];
+    assert!(
+        uu.contains(&format!(
+            "Unattended-Upgrade::Automatic-Reboot-Time \"{start}\";"
+        )),
+        "unattended-upgrades reboots at the window's start:\n{uu}"
+    );
+}

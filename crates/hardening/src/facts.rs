@@ -756,8 +756,107 @@ if [ -n "$newest" ]; then echo "lists_age_minutes=$(( (now - ${newest%.*}) / 60 
     }
 }
 
+/// Whether the host waits for a reboot (`/var/run/reboot-required`, written by the
+/// packages' hooks), which packages asked for it, the current boot's id and the host's
+/// local time: what a reboot step decides from and proves a reboot with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RebootState;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RebootStateValue {
+    /// Since when (Unix seconds) a reboot is required; `None`: not required.
+    pub required_since: Option<u64>,
+    /// The packages behind it (`reboot-required.pkgs`), sorted, each once.
+    pub packages: Vec<String>,
+    pub boot_id: String,
+    /// The host's local time, minutes after midnight.
+    pub local_minute: u16,
+}
+
+pub const REBOOT_REQUIRED: &str = "/var/run/reboot-required";
+
+impl Fact for RebootState {
+    type Value = RebootStateValue;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "reboot-state".into(),
+            script: r#"if [ -e /var/run/reboot-required ]; then
+  stat -c 'required %Y' /var/run/reboot-required
+  if [ -r /var/run/reboot-required.pkgs ]; then sort -u /var/run/reboot-required.pkgs | sed 's/^/package /'; fi
+else echo none; fi
+printf 'boot %s\n' "$(cat /proc/sys/kernel/random/boot_id)"
+date '+time %H:%M'"#
+                .into(),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<RebootStateValue, FactError> {
+        let key = "reboot-state";
+        require_success(key, output)?;
+        let mut v = RebootStateValue::default();
+        let mut time = None;
+        for line in output.stdout.lines() {
+            let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match word {
+                "none" => {}
+                "required" => {
+                    v.required_since = Some(
+                        rest.trim()
+                            .parse()
+                            .map_err(|_| parse_error(key, "a modification time", line))?,
+                    )
+                }
+                "package" if !rest.trim().is_empty() => v.packages.push(rest.trim().to_string()),
+                "package" => {}
+                "boot" => v.boot_id = rest.trim().to_string(),
+                "time" => time = common::values::TimeWindow::minutes(rest.trim()),
+                _ => return Err(parse_error(key, "required/package/boot/time lines", line)),
+            }
+        }
+        if v.boot_id.is_empty() {
+            return Err(parse_error(key, "the boot id", &output.stdout));
+        }
+        v.local_minute =
+            time.ok_or_else(|| parse_error(key, "the local time (HH:MM)", &output.stdout))?;
+        Ok(v)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reboot_state_reads_the_flag_its_packages_the_boot_and_the_time() {
+        let out = |stdout: &str| ProbeOutput {
+            stdout: stdout.into(),
+            stderr: String::new(),
+            status: 0,
+        };
+        let v = RebootState
+            .parse(&out("required 1764547200\npackage linux-image-amd64\npackage libc6\nboot 4f1c\ntime 02:15\n"))
+            .unwrap();
+        assert_eq!(v.required_since, Some(1_764_547_200));
+        assert_eq!(v.packages, ["linux-image-amd64", "libc6"]);
+        assert_eq!((v.boot_id.as_str(), v.local_minute), ("4f1c", 135));
+        let none = RebootState
+            .parse(&out("none\nboot b\ntime 23:59\n"))
+            .unwrap();
+        assert_eq!((none.required_since, none.local_minute), (None, 1439));
+        assert!(
+            RebootState.parse(&out("none\ntime 01:00\n")).is_err(),
+            "no boot id"
+        );
+        assert!(
+            RebootState.parse(&out("none\nboot b\n")).is_err(),
+            "no time"
+        );
+        assert!(
+            RebootState
+                .parse(&out("garbage\nboot b\ntime 01:00\n"))
+                .is_err()
+        );
+    }
+
     use super::*;
 
     pub(crate) fn ok(stdout: &str) -> ProbeOutput {

@@ -21,6 +21,7 @@ pub mod facts;
 pub mod firewall;
 pub mod os;
 pub mod preflight;
+pub mod reboot;
 pub mod ssh;
 pub mod support;
 
@@ -174,6 +175,8 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
         out.extend(docker::resources(&docker_vars));
     }
     out.extend(fail2ban(vars, sel));
+    out.push(Box::new(reboot::RebootRequired::of(vars)));
+    // Access-guarded changes last (commit-confirmed after everything else is in place).
     out.extend(base::deploy_access(vars));
     out.extend(access_guarded(vars, sel));
     out
@@ -270,7 +273,8 @@ mod tests {
                 "file:/etc/systemd/system.conf.d/90-provision-nofile.conf",
                 "file:/etc/apt/apt.conf.d/20auto-upgrades",
                 "file:/etc/apt/apt.conf.d/50unattended-upgrades",
-                "systemd:daemon-reexec"
+                "systemd:daemon-reexec",
+                "reboot-required"
             ]
         );
         let no_fw = Vars {

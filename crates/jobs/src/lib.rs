@@ -13,6 +13,7 @@ pub mod certs;
 mod facts;
 mod job;
 pub mod lab;
+mod reboot;
 mod up;
 
 use std::path::{Path, PathBuf};
@@ -189,6 +190,12 @@ pub async fn converge_hosts(
     let certificates = (job.set == Set::All).then(|| {
         up::CertificateStep::new(certs::settings(session, mode), session.base_dir(), &hosts)
     });
+    let reboot = (job.set == Set::All).then(|| reboot::RebootStep {
+        mode,
+        connector: session.connector.clone(),
+        progress: progress.clone(),
+        timeout: reboot::COME_BACK_TIMEOUT,
+    });
     let converge = run::Converge {
         resources: move |spec: &HostSpec| job.resources(spec),
         engine: options.engine.clone(),
@@ -197,6 +204,7 @@ pub async fn converge_hosts(
     let work = up::Up {
         converge,
         certificates,
+        reboot,
     };
     let connector = session.connector.clone();
     run::for_each_host(hosts, options.forks, connector, progress, Arc::new(work)).await

@@ -23,6 +23,7 @@ use common::resource::Resource;
 use common::run::{Converge, HostWork};
 
 use crate::certs::{CertificateRun, CertificateStatus, declaration_of, schedule_job};
+use crate::reboot::RebootStep;
 
 /// What the certificate step needs besides the declaration.
 pub(crate) struct CertificateStep {
@@ -127,11 +128,12 @@ fn certificate_report(run: &CertificateRun) -> ResourceReport {
     }
 }
 
-/// `up`/`check` on one host: [`Converge`], then the certificate step where one is declared
-/// (`harden` has none).
+/// `up`/`check` on one host: [`Converge`], then the certificate step where one is declared,
+/// then the reboot step (`harden` has neither).
 pub(crate) struct Up<J> {
     pub(crate) converge: Converge<J>,
     pub(crate) certificates: Option<CertificateStep>,
+    pub(crate) reboot: Option<RebootStep>,
 }
 
 #[async_trait]
@@ -162,14 +164,27 @@ where
     ) -> HostReport {
         let started = std::time::Instant::now();
         let mut report = self.converge.run(spec, resources, transport).await;
-        let (Some(declaration), Some(step)) = (declaration, &self.certificates) else {
-            return report;
-        };
-        if report.outcome == HostOutcome::Failed {
-            return report;
-        }
         let converged_ms = report.elapsed_ms;
-        step.run(&declaration, transport, &mut report).await;
+        if let (Some(declaration), Some(step)) = (declaration, &self.certificates)
+            && report.outcome != HostOutcome::Failed
+        {
+            step.run(&declaration, transport, &mut report).await;
+        }
+        if let Some(step) = &self.reboot
+            && report.outcome != HostOutcome::Failed
+            && let Some(line) = step.run(spec, transport).await
+        {
+            let mut rebooted = HostReport::new(&spec.name);
+            rebooted.resources.push(line);
+            if let Some(failed) = rebooted
+                .resources
+                .iter()
+                .find(|r| r.status == ResourceStatus::Failed)
+            {
+                rebooted.error = Some(format!("reboot: {}", failed.detail));
+            }
+            report.append(rebooted, step.mode);
+        }
         report.elapsed_ms = converged_ms.max(started.elapsed().as_millis() as u64);
         report
     }
