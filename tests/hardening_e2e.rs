@@ -768,3 +768,209 @@ fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
         );
     }
 }
+
+/// Whether an HTTP server answers on `address` from this machine (the lab's gateway
+/// side): a TCP connect and a response line, each within 3 s. A firewall that drops the
+/// SYN makes the connect time out.
+fn http_answers(address: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3))
+    else {
+        return false;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    if stream.write_all(b"GET / HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    stream.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
+/// On the host: both published ports answer HTTP through Docker's publishing (from the
+/// host itself, which the chain does not filter), within 60 s: the containers serve.
+const BOTH_SERVE_LOCALLY: &str = r#"for i in $(seq 1 300); do
+  ok=0
+  for p in 8081 5432; do
+    if r=$(timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && head -c 5 <&3" 2>/dev/null) && [ "$r" = HTTP/ ]; then ok=$((ok + 1)); fi
+  done
+  if [ "$ok" = 2 ]; then exit 0; fi
+  sleep 0.2
+done
+echo 'the containers do not serve on 8081 and 5432' >&2; docker ps -a >&2; exit 1"#;
+
+/// The packet count of the `-o docker0 -j DROP` rule in `iptables -S DOCKER-USER -v`.
+fn docker0_drops(chain_with_counters: &str) -> u64 {
+    chain_with_counters
+        .lines()
+        .find(|l| l.contains("-o docker0") && l.ends_with("-j DROP"))
+        .and_then(|l| l.split(" -c ").nth(1))
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counted docker0 drop rule in:\n{chain_with_counters}"))
+}
+
+/// Issue 15: Docker-published ports bypass UFW (moby/moby#4737). With Docker on, the
+/// `DOCKER-USER` chain (IPv4 and IPv6) admits new connections from outside only on the
+/// ports the inventory opens: from this machine a container published on an allowed
+/// port answers, one published on 5432 does not, also after `systemctl restart docker`
+/// and `ufw reload`. A rule deleted by hand is drift `check` names and `up` repairs.
+/// Every state is checked over plain ssh (`iptables -S`, `ip6tables -S`).
+#[test]
+fn docker_published_ports_obey_the_inventorys_firewall_across_restarts() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let guard = fresh_host();
+    let host: &lab::LabHost = &guard;
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            r#"[defaults]
+user = "root"
+identity_file = "{key}"
+known_hosts = "{known}"
+
+[vars]
+packages = []
+upgrade = "none"
+
+[vars.hardening]
+ssh = false
+allow_ports = [8081]
+ssh_rate_limit = false
+fail2ban_ignore_ips = ["10.77.0.0/16"]
+
+[vars.docker]
+source = "distribution"
+
+[hosts.{name}]
+address = "{address}"
+"#,
+            key = host.identity_file.display(),
+            known = host.known_hosts.display(),
+            name = host.name,
+            address = host.address,
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--rollback-window", "30"];
+        all.extend_from_slice(args);
+        provision(&inventory, &all, &[])
+    };
+    let docker_user = |report: &serde_json::Value| -> serde_json::Value {
+        report["hosts"][0]["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == "firewall:docker-user"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no firewall:docker-user in {report:#}"))
+    };
+
+    let (code, report, stderr) = run(&["up"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(docker_user(&report)["status"], "changed", "{report:#}");
+
+    // An image from Debian's busybox-static, built offline on the host (it reaches the
+    // distribution's archive, not Docker Hub), and two containers: one published on a port
+    // the inventory opens (8081), one on a port it does not (5432).
+    remote(
+        host,
+        "root",
+        r#"set -e
+export DEBIAN_FRONTEND=noninteractive
+d=$(mktemp -d); cd "$d"
+apt-get download busybox-static >/dev/null 2>&1 || { apt-get -q update >/dev/null; apt-get download busybox-static >/dev/null 2>&1; }
+dpkg-deb -x busybox-static_*.deb x
+mkdir -p rootfs/bin rootfs/www; cp x/bin/busybox rootfs/bin/busybox
+tar -C rootfs -c . | docker import - provision-e2e/busybox >/dev/null
+for c in allowed:8081 denied:5432; do
+  docker run -d --restart always --name "${c%:*}" -p "${c#*:}:8080" provision-e2e/busybox \
+    /bin/busybox httpd -f -p 8080 -h /www >/dev/null
+done"#,
+    );
+    let allowed = std::net::SocketAddr::from((host.address, 8081));
+    let denied = std::net::SocketAddr::from((host.address, 5432));
+    let chains = "PATH=$PATH:/usr/sbin:/sbin; iptables -w -S DOCKER-USER; echo '== v6'; ip6tables -w -S DOCKER-USER; echo '== after'; grep -c '^# BEGIN provision docker-user$' /etc/ufw/after.rules /etc/ufw/after6.rules";
+    let expect_filtered = |when: &str| {
+        remote(host, "root", BOTH_SERVE_LOCALLY);
+        assert!(
+            http_answers(allowed),
+            "{when}: the allowed port 8081 does not answer"
+        );
+        assert!(
+            !http_answers(denied),
+            "{when}: 5432 answers from outside although the inventory does not open it"
+        );
+        let out = remote(host, "root", chains);
+        let s = sections(&format!("== v4\n{out}"));
+        for family in ["v4", "v6"] {
+            let chain = &s[family];
+            for rule in [
+                "-A DOCKER-USER -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
+                "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8081 -j RETURN",
+                "-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 22 -j RETURN",
+                "-A DOCKER-USER -o docker0 -j DROP",
+            ] {
+                assert!(
+                    chain.contains(rule),
+                    "{when}: {family} lacks `{rule}`:\n{chain}"
+                );
+            }
+            assert!(!chain.contains("5432"), "{when}: {family}:\n{chain}");
+        }
+        assert_eq!(
+            s["after"], "/etc/ufw/after.rules:1\n/etc/ufw/after6.rules:1\n",
+            "{when}"
+        );
+    };
+    expect_filtered("after up");
+    let counted = remote(
+        host,
+        "root",
+        "PATH=$PATH:/usr/sbin:/sbin; iptables -w -S DOCKER-USER -v",
+    );
+    assert!(
+        docker0_drops(&counted) > 0,
+        "the refused connection was the chain's drop:\n{counted}"
+    );
+
+    // The chain is the inventory's: converged, then a rule deleted by hand is drift.
+    let (code, report, stderr) = run(&["check"]);
+    assert_eq!(code, 0, "converged: {report:#}\n{stderr}");
+    remote(
+        host,
+        "root",
+        "PATH=$PATH:/usr/sbin:/sbin; iptables -w -D DOCKER-USER -p tcp -m conntrack --ctorigdstport 8081 -j RETURN",
+    );
+    assert!(!http_answers(allowed), "8081 closed without its rule");
+    let (code, report, stderr) = run(&["check"]);
+    assert_eq!(code, 2, "drift pending: {report:#}\n{stderr}");
+    let entry = docker_user(&report);
+    assert_eq!(entry["status"], "pending", "{entry:#}");
+    let detail = entry["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(
+            "DOCKER-USER (IPv4) lacks `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8081 -j RETURN`"
+        ),
+        "{detail}"
+    );
+    let (code, report, stderr) = run(&["up"]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    assert_eq!(docker_user(&report)["status"], "changed", "{report:#}");
+    expect_filtered("after the repair");
+
+    // Kept across restarts of Docker and of UFW.
+    remote(host, "root", "systemctl restart docker");
+    expect_filtered("after systemctl restart docker");
+    remote(host, "root", "PATH=$PATH:/usr/sbin:/sbin; ufw reload");
+    expect_filtered("after ufw reload");
+    let (code, report, stderr) = run(&["check"]);
+    assert_eq!(
+        code, 0,
+        "still converged after both restarts: {report:#}\n{stderr}"
+    );
+}

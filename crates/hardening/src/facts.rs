@@ -559,6 +559,90 @@ done"#
     }
 }
 
+/// The `DOCKER-USER` chain of the filter table as the kernel has it now, IPv4 and IPv6:
+/// `iptables -S DOCKER-USER` and `ip6tables -S DOCKER-USER` (the rules exactly as
+/// iptables prints them back, whichever backend, legacy or nftables, it uses).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DockerUserChains;
+
+/// One family's `DOCKER-USER` chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainState {
+    /// No `iptables` (or `ip6tables`) command on the host.
+    NoTool,
+    /// The chain does not exist (Docker never started, UFW never loaded it).
+    Absent,
+    /// Its `-A` lines, in order (an empty chain has none).
+    Rules(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerUserChainsValue {
+    pub v4: ChainState,
+    pub v6: ChainState,
+}
+
+impl Fact for DockerUserChains {
+    type Value = DockerUserChainsValue;
+
+    fn probe(&self) -> Probe {
+        Probe {
+            key: "docker-user-chains".into(),
+            script: format!(
+                r#"{SBIN_PATH}
+for t in iptables:v4 ip6tables:v6; do
+  c=${{t%:*}}; f=${{t#*:}}
+  if ! command -v "$c" >/dev/null 2>&1; then echo "$f no-tool"; continue; fi
+  if out=$("$c" -w -S DOCKER-USER 2>/dev/null); then printf '%s
+' "$out" | sed "s/^/$f rule /"; else echo "$f absent"; fi
+done"#
+            ),
+        }
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<DockerUserChainsValue, FactError> {
+        let key = "docker-user-chains";
+        require_success(key, output)?;
+        let mut v4: Option<ChainState> = None;
+        let mut v6: Option<ChainState> = None;
+        for line in output.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let (family, rest) = line
+                .split_once(' ')
+                .ok_or_else(|| parse_error(key, "`v4|v6 ...`", line))?;
+            let slot = match family {
+                "v4" => &mut v4,
+                "v6" => &mut v6,
+                _ => return Err(parse_error(key, "`v4|v6 ...`", line)),
+            };
+            match rest {
+                "no-tool" if slot.is_none() => *slot = Some(ChainState::NoTool),
+                "absent" if slot.is_none() => *slot = Some(ChainState::Absent),
+                "rule -N DOCKER-USER" if slot.is_none() => {
+                    *slot = Some(ChainState::Rules(Vec::new()))
+                }
+                _ => match (rest.strip_prefix("rule "), slot.as_mut()) {
+                    (Some(rule), Some(ChainState::Rules(rules)))
+                        if rule.starts_with("-A DOCKER-USER ") =>
+                    {
+                        rules.push(rule.trim_end().to_string())
+                    }
+                    _ => {
+                        return Err(parse_error(
+                            key,
+                            "`-N DOCKER-USER` then `-A DOCKER-USER` rules",
+                            line,
+                        ));
+                    }
+                },
+            }
+        }
+        match (v4, v6) {
+            (Some(v4), Some(v6)) => Ok(DockerUserChainsValue { v4, v6 }),
+            _ => Err(parse_error(key, "the IPv4 and IPv6 chains", &output.stdout)),
+        }
+    }
+}
+
 /// Current values of kernel settings and whether they can be written here (inside
 /// containers most of /proc/sys is read-only; the network namespace's part may not be).
 #[derive(Debug, Clone)]
@@ -1011,6 +1095,36 @@ mod tests {
             UfwRule::parse_tuple("allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=zz", false)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn docker_user_chains_per_family() {
+        let v = DockerUserChains
+            .parse(&ok(
+                "v4 rule -N DOCKER-USER\nv4 rule -A DOCKER-USER -j RETURN\nv6 absent\n",
+            ))
+            .unwrap();
+        assert_eq!(
+            v.v4,
+            ChainState::Rules(vec!["-A DOCKER-USER -j RETURN".into()])
+        );
+        assert_eq!(v.v6, ChainState::Absent);
+        let v = DockerUserChains
+            .parse(&ok("v4 no-tool\nv6 rule -N DOCKER-USER\n"))
+            .unwrap();
+        assert_eq!(
+            (v.v4, v.v6),
+            (ChainState::NoTool, ChainState::Rules(vec![]))
+        );
+        for bad in [
+            "v4 absent\n",
+            "v4 rule -A DOCKER-USER -j RETURN\nv6 absent\n",
+            "v4 rule -N DOCKER-USER\nv4 rule -A FORWARD -j DROP\nv6 absent\n",
+            "v5 absent\nv4 absent\nv6 absent\n",
+            "v4 absent\nv4 absent\nv6 absent\n",
+        ] {
+            assert!(DockerUserChains.parse(&ok(bad)).is_err(), "{bad}");
+        }
     }
 
     /// Regression: the key was `sysctl:{number of keys}`, so two sysctl facts of the same

@@ -10,8 +10,9 @@
 //! allows SSH instead of `ufw limit` (which refuses the 6th new connection from one
 //! address within 30 s).
 //!
-//! Docker-published ports bypass UFW (Docker writes its own iptables chains): bind
-//! internal services to 127.0.0.1.
+//! Docker-published ports bypass UFW (Docker writes its own iptables chains): with
+//! Docker on, `docker_user` makes them obey [`Firewall::rules`] too, in the
+//! `DOCKER-USER` chain.
 //!
 //! **Test hook** (tests only): with `PROVISION_TEST_BREAK_FIREWALL=1` in the environment
 //! when the resources are built, the SSH allow rule is left out, so enabling UFW locks

@@ -17,6 +17,7 @@
 
 pub mod base;
 pub mod docker;
+pub mod docker_user;
 pub mod facts;
 pub mod firewall;
 pub mod os;
@@ -124,12 +125,18 @@ pub fn firewall_settings(vars: &Vars) -> firewall::Firewall {
     }
 }
 
-/// UFW then sshd, both commit-confirmed (UFW first: a new SSH port is open before sshd
-/// moves to it).
+/// UFW, Docker's `DOCKER-USER` chain (when Docker is on: published ports obey the same
+/// rules), then sshd, all commit-confirmed (UFW first: a new SSH port is open before
+/// sshd moves to it).
 fn access_guarded(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if sel.firewall {
         out.push(Box::new(firewall_settings(vars)));
+        if sel.docker {
+            out.push(Box::new(docker_user::DockerUserChain {
+                firewall: firewall_settings(vars),
+            }));
+        }
     }
     if sel.ssh {
         out.push(Box::new(ssh::SshdConfig {
@@ -229,7 +236,15 @@ mod tests {
             .filter(|r| r.guards_access())
             .map(|r| r.id())
             .collect();
-        assert_eq!(guarded, ["deploy-access:deploy", "firewall:ufw", "sshd"]);
+        assert_eq!(
+            guarded,
+            [
+                "deploy-access:deploy",
+                "firewall:ufw",
+                "firewall:docker-user",
+                "sshd"
+            ]
+        );
         let ids = ids(&rs);
         let last_guarded_free = rs.iter().rposition(|r| !r.guards_access()).unwrap();
         let first_guarded = rs.iter().position(|r| r.guards_access()).unwrap();
@@ -243,10 +258,11 @@ mod tests {
     fn drift_set_is_the_hardening_subset() {
         let rs = drift_resources(&full_vars());
         insta::assert_snapshot!("resources-drift", ids(&rs).join("\n"));
+        // Docker's DOCKER-USER chain is firewall, not Docker's installation.
         assert!(
             !ids(&rs)
                 .iter()
-                .any(|i| i.contains("docker") || i == "timezone")
+                .any(|i| (i.contains("docker") && i != "firewall:docker-user") || i == "timezone")
         );
     }
 
@@ -287,8 +303,19 @@ mod tests {
         assert!(
             !drift_resources(&no_fw)
                 .iter()
-                .any(|r| r.id() == "firewall:ufw")
+                .any(|r| r.id().starts_with("firewall:"))
         );
+        // Docker off: no DOCKER-USER chain to manage.
+        let no_docker = Vars {
+            docker: Some(DockerVars {
+                enabled: Some(false),
+                ..DockerVars::default()
+            }),
+            ..Vars::default()
+        };
+        let ids_no_docker: Vec<String> = resources(&no_docker).iter().map(|r| r.id()).collect();
+        assert!(ids_no_docker.contains(&"firewall:ufw".to_string()));
+        assert!(!ids_no_docker.contains(&"firewall:docker-user".to_string()));
     }
 
     #[test]
