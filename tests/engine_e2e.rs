@@ -479,3 +479,227 @@ fn issue_11_a_path_spelled_like_shell_is_written_literally() {
     let (code, report, stderr) = provision(&inventory, &["check"]);
     assert_eq!(code, 0, "nothing pending after up: {report:#}\n{stderr}");
 }
+
+/// A job whose `up` has apt work on a fresh host (htop is not in the images).
+fn apt_job_inventory(host: &lab::LabHost, dir: &Path) -> std::path::PathBuf {
+    let text = format!(
+        r#"[defaults]
+user = "root"
+identity_file = "{key}"
+known_hosts = "{known}"
+
+[vars]
+packages = ["htop"]
+upgrade = "none"
+
+[vars.hardening]
+enabled = false
+
+[vars.docker]
+enabled = false
+
+[hosts.{name}]
+address = "{address}"
+"#,
+        key = host.identity_file.display(),
+        known = host.known_hosts.display(),
+        name = host.name,
+        address = host.address,
+    );
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Makes the host's real `apt-daily.service` run `exec_start` (a runtime drop-in) after
+/// the boot's own background apt runs finished, with both apt timers active, and starts
+/// it; returns once `/run/provision-test/held` exists (the job holds its lock: the job
+/// creates it from inside), with the unit's main PID.
+fn start_apt_daily_holding(host: &lab::LabHost, setup: &str, exec_start: &str) -> String {
+    remote(
+        host,
+        &format!(
+            r#"set -e
+mkdir -p /run/provision-test /run/systemd/system/apt-daily.service.d
+rm -f /run/provision-test/held /run/provision-test/release
+mkfifo /run/provision-test/release
+{setup}
+cat > /run/systemd/system/apt-daily.service.d/zz-provision-test.conf <<'UNIT'
+[Service]
+ExecStart=
+ExecStart={exec_start}
+UNIT
+systemctl daemon-reload
+busy() {{ systemctl show -p ActiveState --value apt-daily.service apt-daily-upgrade.service | grep -q -e activating -e '^active' -e deactivating; }}
+# The boot's own background apt runs finish first (a condition, bounded).
+i=0; while busy && [ ! -e /run/provision-test/held ]; do
+  i=$((i+1)); [ $i -lt 1200 ] || {{ echo 'boot apt jobs still running' >&2; exit 1; }}; sleep 0.5; done
+systemctl start apt-daily.timer apt-daily-upgrade.timer
+systemctl start --no-block apt-daily.service
+i=0; until [ -e /run/provision-test/held ]; do
+  i=$((i+1)); [ $i -lt 600 ] || {{ systemctl status apt-daily.service >&2; exit 1; }}; sleep 0.1; done
+systemctl show -p MainPID --value apt-daily.service"#
+        ),
+    )
+}
+
+/// `/run/provision-test/hook`: says it runs (inside the job's lock), then blocks until the
+/// test writes to the release pipe.
+const HOLD_HOOK: &str = "printf '#!/bin/sh\\ntouch /run/provision-test/held\\ncat /run/provision-test/release >/dev/null\\n' > /run/provision-test/hook\nchmod 755 /run/provision-test/hook";
+
+/// Issue 14: a background apt-daily job that holds only the package lists lock (a real
+/// `apt-get update`, held inside its lock by an update hook) is stopped, the run says so
+/// naming the holder, installs, and starts the apt timers again afterwards.
+#[test]
+fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = apt_job_inventory(&host, dir.path());
+    // The hook runs inside `apt-get update` while it holds /var/lib/apt/lists/lock.
+    let pid = start_apt_daily_holding(
+        &host,
+        HOLD_HOOK,
+        "/usr/bin/apt-get -q -o APT::Update::Pre-Invoke::=/run/provision-test/hook update",
+    );
+    assert_eq!(remote(&host, &format!("cat /proc/{pid}/comm")), "apt-get");
+
+    let (code, report, stderr) = provision(&inventory, &["up"]);
+    assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
+    let h = &report["hosts"][0];
+    let notes: Vec<&str> = h["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no notes: {h:#}"))
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(
+        notes[0].starts_with(&format!(
+            "stopped apt-daily.service (apt-get (PID {pid}, apt-daily.service: package lists refresh and download) holds the package lists lock"
+        )),
+        "{notes:#?}"
+    );
+    assert!(
+        notes[0].ends_with("apt timers held for the run: apt-daily.timer apt-daily-upgrade.timer"),
+        "{notes:#?}"
+    );
+    assert_eq!(
+        notes.last().copied(),
+        Some("apt timers restored: apt-daily.timer apt-daily-upgrade.timer")
+    );
+    assert!(stderr.contains("stopped apt-daily.service"), "{stderr}");
+    // Independently: installed, the job gone, the timers running again, no safety timer left.
+    assert_eq!(
+        remote(&host, "dpkg-query -W -f='${Status}' htop"),
+        "install ok installed"
+    );
+    assert_eq!(
+        remote(
+            &host,
+            &format!("test -e /proc/{pid} && echo running || echo gone")
+        ),
+        "gone"
+    );
+    assert_eq!(
+        remote(
+            &host,
+            "systemctl is-active apt-daily.timer apt-daily-upgrade.timer"
+        ),
+        "active\nactive"
+    );
+    assert_eq!(
+        remote(
+            &host,
+            "systemctl list-units --all --plain --no-legend 'provision-apt-timers-*' | wc -l"
+        ),
+        "0"
+    );
+}
+
+/// Issue 14: a job inside dpkg — a real `dpkg -i` whose maintainer script blocks, run by
+/// apt-daily.service itself — is waited for and never interrupted: the run names it while
+/// it waits, the dpkg process is still there, and once it finishes the run installs.
+#[test]
+fn issue_14_a_job_inside_dpkg_is_waited_for_and_never_interrupted() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = apt_job_inventory(&host, dir.path());
+    let pid = start_apt_daily_holding(
+        &host,
+        &format!(
+            r#"{HOLD_HOOK}
+mkdir -p /tmp/blocker/DEBIAN
+printf 'Package: provision-test-blocker\nVersion: 1\nArchitecture: all\nMaintainer: test <test@example.com>\nDescription: blocks in preinst\n' > /tmp/blocker/DEBIAN/control
+cp /run/provision-test/hook /tmp/blocker/DEBIAN/preinst
+dpkg-deb -b /tmp/blocker /tmp/blocker.deb >/dev/null"#
+        ),
+        "/usr/bin/dpkg -i /tmp/blocker.deb",
+    );
+    assert_eq!(remote(&host, &format!("cat /proc/{pid}/comm")), "dpkg");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .arg("--inventory")
+        .arg(&inventory)
+        .args(["--format", "json", "up"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, waiting) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
+    // The run says who it waits for while it waits (the event the test waits on).
+    let line = loop {
+        let line = waiting
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a waiting message within 2 min");
+        if line.contains("waiting for the apt/dpkg locks") {
+            break line;
+        }
+    };
+    assert!(
+        line.contains(&format!("dpkg (PID {pid}, apt-daily.service")),
+        "{line}"
+    );
+    // Never interrupted: the same dpkg is still running inside its unit.
+    assert_eq!(remote(&host, &format!("cat /proc/{pid}/comm")), "dpkg");
+    assert_eq!(
+        remote(
+            &host,
+            "systemctl show -p ActiveState --value apt-daily.service"
+        ),
+        "activating"
+    );
+    remote(&host, "echo done > /run/provision-test/release");
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let h = &report["hosts"][0];
+    let note = h["notes"][0].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("waited ")
+            && note.contains(&format!("dpkg (PID {pid}, apt-daily.service")),
+        "{h:#}"
+    );
+    // dpkg finished its own work, and the run's install went through after it.
+    assert_eq!(
+        remote(
+            &host,
+            "dpkg-query -W -f='${Status}\\n' provision-test-blocker htop"
+        ),
+        "install ok installed\ninstall ok installed"
+    );
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
+use crate::apt_lock;
 use crate::facts::{self, FactError, Facts, Probe};
 use crate::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
 use crate::resource::{Action, FileWrite, Plan, PlanError, Resource};
@@ -27,6 +28,9 @@ pub struct Options {
     pub rollback_window: Duration,
     /// Minutes after which the apt package lists are refreshed before an install.
     pub apt_lists_max_age_minutes: u32,
+    /// How long a segment with apt work waits for held dpkg/apt locks (see
+    /// [`crate::apt_lock`]) before the host fails naming the holders.
+    pub apt_lock_timeout: Duration,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
             mode: Mode::Apply,
             rollback_window: Duration::from_secs(60),
             apt_lists_max_age_minutes: 60,
+            apt_lock_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -58,6 +63,14 @@ pub enum EngineError {
         "apply on {host} ended without reporting every step (connection cut?)\n```\n{stderr}\n```"
     )]
     Incomplete { host: String, stderr: String },
+    #[error(
+        "the apt/dpkg locks on {host} are still held after {waited}: {holders}; nothing of this step ran (run again once they are free)"
+    )]
+    AptLocked {
+        host: String,
+        waited: String,
+        holders: String,
+    },
     #[error("{host} did not converge: {details}")]
     NotConverged { host: String, details: String },
     #[error(
@@ -171,7 +184,13 @@ pub async fn converge(
         count: AtomicU32::new(0),
     };
     let mut report = HostReport::new(transport.host());
-    let result = converge_inner(&counting, resources, options, &mut report).await;
+    let mut held = HeldTimers::default();
+    let mut result = converge_inner(&counting, resources, options, &mut report, &mut held).await;
+    if let Err(e) = held.restore(&counting, &mut report).await
+        && result.is_ok()
+    {
+        result = Err(e);
+    }
     report.round_trips = counting.count.load(Ordering::Relaxed);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
@@ -191,6 +210,7 @@ async fn converge_inner(
     resources: &[Box<dyn Resource>],
     options: &Options,
     report: &mut HostReport,
+    held: &mut HeldTimers,
 ) -> Result<(), EngineError> {
     let probes = probes_of(resources)?;
     let facts = facts::gather(transport, &probes).await?;
@@ -234,7 +254,7 @@ async fn converge_inner(
         }
         if resource.guards_access() && p.has_actions() {
             if !segment.is_empty() {
-                apply_segment(transport, &segment, options).await?;
+                apply_segment(transport, &segment, options, report, held).await?;
                 segment.clear();
                 mark_changed(report, &planned, done..i);
                 done = i;
@@ -250,7 +270,7 @@ async fn converge_inner(
             segment.push((i, p));
         }
     }
-    apply_segment(transport, &segment, options).await?;
+    apply_segment(transport, &segment, options, report, held).await?;
     if !guarded.is_empty() {
         apply_guarded(transport, &guarded, options).await?;
     }
@@ -490,21 +510,155 @@ impl ApplyScript {
     }
 }
 
+/// Whether an action takes the dpkg/apt locks.
+fn uses_apt(action: &Action) -> bool {
+    match action {
+        Action::InstallPackages { .. } => true,
+        Action::Run { script, .. } => apt_lock::uses_apt(script),
+        Action::WriteFile(_) => false,
+    }
+}
+
+/// The apt timers a run held (stopped) after taking over from a lists-only job; started
+/// again when the host's run ends, whatever its outcome.
+#[derive(Debug, Default)]
+struct HeldTimers {
+    timers: Vec<String>,
+}
+
+impl HeldTimers {
+    async fn restore(
+        &mut self,
+        transport: &Counting<'_>,
+        report: &mut HostReport,
+    ) -> Result<(), EngineError> {
+        if self.timers.is_empty() {
+            return Ok(());
+        }
+        let timers = std::mem::take(&mut self.timers);
+        let out = transport
+            .run(&apt_lock::restore_script(&timers), b"")
+            .await
+            .and_then(|o| {
+                crate::transport::expect_success(transport.host(), "restoring the apt timers", o)
+            });
+        match out {
+            Ok(_) => {
+                report
+                    .notes
+                    .push(format!("apt timers restored: {}", timers.join(" ")));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(host = transport.host(), error = %e, "could not restore the apt timers; the host's safety timer restores them within {} min", apt_lock::RESTORE_AFTER.as_secs() / 60);
+                Err(e.into())
+            }
+        }
+    }
+}
+
 async fn apply_segment(
     transport: &Counting<'_>,
     segment: &[(usize, &Planned)],
     options: &Options,
+    report: &mut HostReport,
+    held: &mut HeldTimers,
 ) -> Result<(), EngineError> {
     let actions: Vec<&Action> = segment.iter().flat_map(|(_, p)| p.actions()).collect();
     if actions.is_empty() {
         return Ok(());
     }
     let apply = build_apply_script(&actions, options);
-    let out = match transport.run(&apply.script, &apply.stdin).await {
-        Ok(out) => out,
-        Err(e) => return Err(e.into()),
-    };
-    apply.outcome(transport.host(), &out)
+    if !actions.iter().any(|a| uses_apt(a)) {
+        let out = transport.run(&apply.script, &apply.stdin).await?;
+        return apply.outcome(transport.host(), &out);
+    }
+    // apt work: the script changes nothing while a lock is held and names the holders.
+    let script = format!("{}{}", apt_lock::prelude(), apply.script);
+    let host = transport.host().to_string();
+    let started = Instant::now();
+    let mut first_seen: Option<String> = None;
+    let mut took_over = false;
+    loop {
+        let out = transport.run(&script, &apply.stdin).await?;
+        let stdout = out.stdout_lossy();
+        let Some(rest) = stdout
+            .strip_prefix(apt_lock::LOCKED_MARKER)
+            .map(|r| r.trim_start_matches('\n'))
+        else {
+            if let Some(holders) = first_seen {
+                report.notes.push(format!(
+                    "waited {} for the apt/dpkg locks: {holders}",
+                    apt_lock::human_duration(started.elapsed().as_secs())
+                ));
+            }
+            return apply.outcome(&host, &out);
+        };
+        let mut state = apt_lock::LockState::parse(rest);
+        let mut decision = apt_lock::decide(&state);
+        if took_over && matches!(decision, apt_lock::Decision::TakeOver { .. }) {
+            decision = apt_lock::Decision::Wait {
+                reason: "it started again after this run stopped it".into(),
+            };
+        }
+        if let apt_lock::Decision::TakeOver { unit } = &decision {
+            took_over = true;
+            let out = transport
+                .run(&apt_lock::take_over_script(unit), b"")
+                .await?;
+            let out =
+                crate::transport::expect_success(&host, "stopping a background apt job", out)?;
+            match apt_lock::parse_take_over(&out.stdout_lossy()) {
+                Ok(timers) => {
+                    let note = format!(
+                        "stopped {unit} ({}: only refreshing package lists or downloading); apt timers held for the run: {}",
+                        state.describe(),
+                        if timers.is_empty() {
+                            "none active".to_string()
+                        } else {
+                            timers.join(" ")
+                        }
+                    );
+                    tracing::warn!(%host, "{note}");
+                    report.notes.push(note);
+                    held.timers.extend(timers);
+                    continue;
+                }
+                Err(busy) => {
+                    state = busy;
+                    decision = apt_lock::decide(&state);
+                }
+            }
+        }
+        match decision {
+            apt_lock::Decision::Proceed => continue,
+            apt_lock::Decision::TakeOver { .. } | apt_lock::Decision::Wait { .. } => {}
+        }
+        let holders = state.describe();
+        let waited = started.elapsed();
+        if waited >= options.apt_lock_timeout {
+            return Err(EngineError::AptLocked {
+                host,
+                waited: apt_lock::human_duration(waited.as_secs()),
+                holders,
+            });
+        }
+        let reason = match &decision {
+            apt_lock::Decision::Wait { reason } => reason.clone(),
+            _ => String::new(),
+        };
+        tracing::warn!(
+            %host,
+            "waiting for the apt/dpkg locks ({} so far, at most {}): {holders}; {reason}",
+            apt_lock::human_duration(waited.as_secs()),
+            apt_lock::human_duration(options.apt_lock_timeout.as_secs())
+        );
+        first_seen.get_or_insert(holders);
+        let poll = apt_lock::POLL.min(options.apt_lock_timeout.saturating_sub(waited));
+        transport
+            .run(&apt_lock::wait_script(poll.as_secs().max(1)), b"")
+            .await?;
+    }
 }
 
 /// Arm a rollback on the host, apply a group of access-guarding resources, prove a NEW
@@ -760,5 +914,166 @@ mod tests {
         assert_eq!(visudo, ["visudo", "-c", "-f", path.as_str()]);
         assert!(!marker.exists());
         assert_eq!(std::fs::read(&path).unwrap(), b"x\n");
+    }
+
+    /// A host where `curl` is missing until the install step runs, and the first apply
+    /// finds the locks held by `holders` (the output of the holders probe).
+    fn locked_host(
+        holders: &'static str,
+        take_over: &'static str,
+    ) -> crate::transport::fake::FakeTransport {
+        use crate::transport::fake::{FakeTransport, output};
+        let install = Action::InstallPackages {
+            names: vec!["curl".into()],
+        };
+        let marker = build_apply_script(&[&install], &Options::default()).marker;
+        let probes = vec![crate::facts::Fact::probe(
+            &crate::facts::builtin::InstalledPackages,
+        )];
+        let applied = std::sync::atomic::AtomicBool::new(false);
+        let locked_once = std::sync::atomic::AtomicBool::new(false);
+        FakeTransport::responding("web-1", move |call| {
+            let s = &call.script;
+            if s.contains("dpkg-query -W") {
+                let installed = applied.load(Ordering::SeqCst);
+                let dpkg = if installed { "curl\tii \t8.5.0\n" } else { "" };
+                let outputs = [(
+                    "dpkg".to_string(),
+                    crate::facts::ProbeOutput {
+                        status: 0,
+                        stdout: dpkg.into(),
+                        stderr: String::new(),
+                    },
+                )]
+                .into();
+                output(0, crate::facts::render_batch_output(&probes, &outputs))
+            } else if s.contains(apt_lock::LOCKED_MARKER) && s.contains("__provision_apt_install") {
+                if !locked_once.swap(true, Ordering::SeqCst) {
+                    output(0, format!("{}\n{holders}", apt_lock::LOCKED_MARKER))
+                } else {
+                    applied.store(true, Ordering::SeqCst);
+                    output(0, format!("{marker} OK 0\n"))
+                }
+            } else if s.contains("systemctl stop apt-daily.service") {
+                output(0, take_over)
+            } else if s.contains("while __holders=")
+                || s.contains("systemctl start apt-daily.timer")
+            {
+                output(0, "") // the wait (free now), the restore
+            } else {
+                output(1, format!("unexpected script:\n{s}"))
+            }
+        })
+    }
+
+    fn curl() -> Vec<Box<dyn Resource>> {
+        vec![Box::new(crate::resources::Packages::new("base", ["curl"]))]
+    }
+
+    /// Issue 14: a background apt-daily job that only refreshes the package lists is
+    /// stopped, the apt timers are held for the run and started again after it.
+    #[tokio::test]
+    async fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
+        let host = locked_host(
+            "holder pid=812 age=65 lock=/var/lib/apt/lists/lock unit_cgroup=/system.slice/apt-daily.service comm=apt-get cmd=apt-get -qq update\n",
+            "held apt-daily.timer apt-daily-upgrade.timer\n",
+        );
+        let report = converge(&host, &curl(), &Options::default()).await;
+        assert_eq!(
+            report.outcome,
+            crate::report::HostOutcome::Changed,
+            "{report:?}"
+        );
+        let scripts: Vec<String> = host.calls().into_iter().map(|c| c.script).collect();
+        let at = |needle: &str| scripts.iter().position(|s| s.contains(needle));
+        let take_over = at("systemctl stop apt-daily.service").expect("taken over");
+        let restore =
+            at("systemctl start apt-daily.timer apt-daily-upgrade.timer").expect("restored");
+        assert_eq!(restore, scripts.len() - 1, "restored last");
+        let applies: Vec<usize> = (0..scripts.len())
+            .filter(|&i| scripts[i].contains("__provision_apt_install curl"))
+            .collect();
+        assert_eq!(applies.len(), 2, "refused while locked, then run");
+        assert!(applies[0] < take_over && take_over < applies[1]);
+        assert!(
+            !scripts.iter().any(|s| s.contains("while __holders=")),
+            "no wait"
+        );
+        assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+        assert!(
+            report.notes[0]
+                .starts_with("stopped apt-daily.service (apt-get (PID 812, apt-daily.service"),
+            "{}",
+            report.notes[0]
+        );
+        assert!(
+            report.notes[0]
+                .ends_with("apt timers held for the run: apt-daily.timer apt-daily-upgrade.timer")
+        );
+        assert_eq!(
+            report.notes[1],
+            "apt timers restored: apt-daily.timer apt-daily-upgrade.timer"
+        );
+    }
+
+    /// Issue 14: a job inside dpkg (unattended-upgrades) is waited for, never stopped.
+    #[tokio::test]
+    async fn issue_14_a_job_inside_dpkg_is_waited_for_never_stopped() {
+        let host = locked_host(
+            "holder pid=700 age=130 lock=/var/lib/dpkg/lock-frontend unit_cgroup=/system.slice/apt-daily-upgrade.service comm=unattended-upgr cmd=/usr/bin/python3 /usr/bin/unattended-upgrade\ndpkg pid=731\n",
+            "unexpected",
+        );
+        let report = converge(&host, &curl(), &Options::default()).await;
+        assert_eq!(
+            report.outcome,
+            crate::report::HostOutcome::Changed,
+            "{report:?}"
+        );
+        let scripts: Vec<String> = host.calls().into_iter().map(|c| c.script).collect();
+        assert!(
+            !scripts.iter().any(|s| s.contains("systemctl stop")),
+            "never stopped"
+        );
+        assert_eq!(
+            scripts
+                .iter()
+                .filter(|s| s.contains("while __holders="))
+                .count(),
+            1
+        );
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+        assert!(
+            report.notes[0].contains("unattended-upgr (PID 700, apt-daily-upgrade.service: unattended-upgrades) holds the dpkg frontend lock, running 2 min 10 s; dpkg is running (PID 731)"),
+            "{}",
+            report.notes[0]
+        );
+    }
+
+    /// Issue 14: the wait is bounded; past it the host fails naming the holder, and the
+    /// step never ran.
+    #[tokio::test]
+    async fn issue_14_the_wait_is_bounded_and_names_the_holder() {
+        let host = locked_host(
+            "holder pid=700 age=5 lock=/var/lib/dpkg/lock unit_cgroup=/system.slice/cloud-final.service comm=apt-get cmd=apt-get install -y x\n",
+            "unexpected",
+        );
+        let options = Options {
+            apt_lock_timeout: Duration::ZERO,
+            ..Options::default()
+        };
+        let report = converge(&host, &curl(), &options).await;
+        assert_eq!(report.outcome, crate::report::HostOutcome::Failed);
+        let error = report.error.unwrap_or_default();
+        assert!(
+            error.contains("still held after 0 s: apt-get (PID 700, cloud-final.service: cloud-init) holds the dpkg lock"),
+            "{error}"
+        );
+        assert_eq!(
+            host.calls()
+                .iter()
+                .filter(|c| c.script.contains("__provision_apt_install"))
+                .count(),
+            1
+        );
     }
 }

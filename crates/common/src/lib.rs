@@ -5,6 +5,7 @@
 //! from facts, [`engine`] is the only place that talks to a [`transport::Transport`].
 
 pub mod apt;
+pub mod apt_lock;
 pub mod bootstrap;
 pub mod engine;
 pub mod error;

@@ -147,6 +147,9 @@ pub struct HostReport {
     /// Script executions on the host (connection setup not included).
     pub round_trips: u32,
     pub elapsed_ms: u64,
+    /// What the run waited for or took over on the host (held apt locks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -159,6 +162,7 @@ impl HostReport {
             resources: Vec::new(),
             round_trips: 0,
             elapsed_ms: 0,
+            notes: Vec::new(),
             error: None,
         }
     }
@@ -242,10 +246,13 @@ pub fn render_host(r: &HostReport, mode: Mode) -> String {
         .filter(|x| x.status != ResourceStatus::Ok || !x.notes.is_empty())
         .collect();
     let mut out = String::new();
-    if interesting.is_empty() && r.error.is_none() {
+    if interesting.is_empty() && r.error.is_none() && r.notes.is_empty() {
         return out;
     }
     let _ = writeln!(out, "== {}", r.host);
+    for note in &r.notes {
+        let _ = writeln!(out, "* {note}");
+    }
     for res in interesting {
         let mark = match res.status {
             ResourceStatus::Ok => " ",

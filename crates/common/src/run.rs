@@ -332,6 +332,7 @@ fn merge_passes(mut first: HostReport, second: HostReport, via: &str, user: &str
         }
     }
     first.round_trips += second.round_trips;
+    first.notes.extend(second.notes.iter().cloned());
     first.elapsed_ms += second.elapsed_ms;
     if second.outcome == HostOutcome::Failed {
         first.outcome = HostOutcome::Failed;
