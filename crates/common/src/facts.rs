@@ -130,26 +130,26 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
 }
 
 /// Build the single script that runs every probe. Probes run concurrently on the host (each
-/// in its own subshell, stdin closed, output and status into a temporary directory), so a
-/// gather takes as long as the slowest probe, not the sum; then every section is printed in
-/// order between unique delimiters.
+/// in its own subshell, stdin closed), so a gather takes as long as the slowest probe, not
+/// the sum. Each writes its own section — delimiters, stdout, stderr, exit status — into
+/// two files of a temporary directory, and one `cat` prints them all in order: the script
+/// itself starts no process per probe beyond the probe's own commands (the processes a
+/// no-op pays for on a small host).
 pub fn batch_script(probes: &[Probe]) -> String {
     let d = delimiter(probes);
     let mut s =
         String::from("export LC_ALL=C\n__d=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$__d\"' EXIT\n");
-    for (i, p) in probes.iter().enumerate() {
-        s.push_str(&format!(
-            "( ( {script}\n) >\"$__d/{i}.out\" 2>\"$__d/{i}.err\" </dev/null; echo $? >\"$__d/{i}.rc\" ) &\n",
-            script = p.script
-        ));
-    }
-    s.push_str("wait\n");
+    let mut sections = Vec::with_capacity(probes.len() * 2);
     for (i, p) in probes.iter().enumerate() {
         let key = crate::shell::quote(&p.key);
         s.push_str(&format!(
-            "printf '%s BEGIN %s\\n' '{d}' {key}\ncat \"$__d/{i}.out\"\nprintf '\\n%s STDERR %s\\n' '{d}' {key}\ncat \"$__d/{i}.err\"\nprintf '\\n%s END %s %s\\n' '{d}' {key} \"$(cat \"$__d/{i}.rc\")\"\n"
+            "( {{ printf '%s BEGIN %s\\n' '{d}' {key}; ( {script}\n) 2>\"$__d/{i}.e\" </dev/null; __rc=$?; printf '\\n%s STDERR %s\\n' '{d}' {key}; }} >\"$__d/{i}.o\"; printf '\\n%s END %s %s\\n' '{d}' {key} $__rc >>\"$__d/{i}.e\" ) &\n",
+            script = p.script
         ));
+        sections.push(format!("\"$__d/{i}.o\" \"$__d/{i}.e\""));
     }
+    s.push_str("wait\n");
+    s.push_str(&format!("cat {}\n", sections.join(" ")));
     s
 }
 

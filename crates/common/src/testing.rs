@@ -37,13 +37,13 @@ pub fn simulated_host(
         let delimiter = find_token(&call.script, "@@provision-").unwrap_or_default();
         let mut stdout = String::new();
         for line in call.script.lines() {
-            // printf '%s BEGIN %s\n' 'DELIM' key
-            let Some(rest) = line.strip_prefix("printf '%s BEGIN %s\\n' ") else {
+            // ( { printf '%s BEGIN %s\n' 'DELIM' key; ( probe…
+            let Some((_, rest)) = line.split_once("printf '%s BEGIN %s\\n' ") else {
                 continue;
             };
             let key = rest
                 .split_once(' ')
-                .map(|(_, k)| k.trim_matches('\''))
+                .map(|(_, k)| k.split_once(';').map_or(k, |(k, _)| k).trim_matches('\''))
                 .unwrap_or_default();
             let o = table.get(key).cloned().unwrap_or(ProbeOutput {
                 status: 1,

@@ -668,9 +668,12 @@ impl Fact for SysctlState {
         Probe {
             // Named by the keys it reads: two sets of the same size are different probes.
             key: format!("sysctl:{}", self.keys.join(",")),
+            // Shell builtins only (no process per key): the dots of a key become the
+            // slashes of its path, a value's tabs become spaces.
             script: format!(
-                "for k in {}; do p=/proc/sys/$(printf %s \"$k\" | tr . /); \
-                 if [ -e \"$p\" ]; then w=0; [ -w \"$p\" ] && w=1; printf '%s|%s|%s\\n' \"$k\" \"$w\" \"$(tr '\\t' ' ' < \"$p\")\"; \
+                "set -f; for k in {}; do p=/proc/sys; IFS=.; for c in $k; do p=$p/$c; done; unset IFS; \
+                 if [ -e \"$p\" ]; then w=0; [ -w \"$p\" ] && w=1; v=; read -r v < \"$p\" || true; set -- $v; \
+                 printf '%s|%s|%s\\n' \"$k\" \"$w\" \"$*\"; \
                  else printf '%s|missing\\n' \"$k\"; fi; done",
                 keys.join(" ")
             ),
@@ -791,8 +794,18 @@ impl Fact for HostnameState {
 
 /// Pending upgrades per `apt-get -s upgrade` with the package lists as they are, and how
 /// old those lists are.
+///
+/// apt's answer takes it half a second to seconds (it loads the whole cache and runs its
+/// resolver): the probe keeps it in [`PENDING_UPGRADES_CACHE`], keyed on every file that
+/// answer depends on (dpkg's status and journal, the package lists and their Release
+/// files, sources, preferences, apt configuration: name, inode, size and mtime of each),
+/// and asks apt again only when one of them changed — the same rule apt's own
+/// `pkgcache.bin` follows (which `apt-get -s` also writes).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PendingUpgrades;
+
+/// Where the probe keeps apt's last answer (a cache: safe to delete).
+pub const PENDING_UPGRADES_CACHE: &str = "/var/cache/provision/pending-upgrades";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingUpgradesValue {
@@ -801,17 +814,35 @@ pub struct PendingUpgradesValue {
     pub lists_age_minutes: Option<u64>,
 }
 
+/// The probe's script, with every path under `root` (`""` on a host; a directory in tests).
+fn pending_upgrades_script(root: &str) -> String {
+    format!(
+        r#"__key=$(stat -c '%n %i %s %y' {root}/var/lib/dpkg/status {root}/var/lib/dpkg/updates/* {root}/var/lib/apt/lists/*_Packages {root}/var/lib/apt/lists/*Release {root}/var/lib/apt/extended_states {root}/etc/apt/sources.list {root}/etc/apt/sources.list.d/* {root}/etc/apt/preferences {root}/etc/apt/preferences.d/* {root}/etc/apt/apt.conf {root}/etc/apt/apt.conf.d/* 2>/dev/null | sha256sum)
+__cache={root}{cache}
+if [ -f "$__cache" ] && {{ read -r __k; [ "$__k" = "key=$__key" ]; }} < "$__cache"; then
+  {{ read -r __k; while read -r __l; do printf '%s\n' "$__l"; done; }} < "$__cache"
+else
+  __a=$(apt-get -s -o Debug::NoLocking=1 upgrade) || {{ printf '%s\n' "$__a" >&2; exit 1; }}
+  __inst=$(printf '%s\n' "$__a" | sed -n 's/^Inst \([^ ]*\) .*/inst=\1/p')
+  [ -z "$__inst" ] || printf '%s\n' "$__inst"
+  if mkdir -p "${{__cache%/*}}" 2>/dev/null; then
+    {{ printf 'key=%s\n' "$__key"; [ -z "$__inst" ] || printf '%s\n' "$__inst"; }} > "$__cache.$$" && mv -f "$__cache.$$" "$__cache" || rm -f "$__cache.$$"
+  fi
+fi
+newest=$(find {root}/var/lib/apt/lists -maxdepth 1 -name '*_Packages' -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
+now=$(date +%s)
+if [ -n "$newest" ]; then echo "lists_age_minutes=$(( (now - ${{newest%.*}}) / 60 ))"; else echo lists_age_minutes=none; fi"#,
+        cache = PENDING_UPGRADES_CACHE,
+    )
+}
+
 impl Fact for PendingUpgrades {
     type Value = PendingUpgradesValue;
 
     fn probe(&self) -> Probe {
         Probe {
             key: "apt-pending-upgrades".into(),
-            script: r#"apt-get -s -o Debug::NoLocking=1 upgrade | sed -n 's/^Inst \([^ ]*\) .*/inst=\1/p'
-newest=$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
-now=$(date +%s)
-if [ -n "$newest" ]; then echo "lists_age_minutes=$(( (now - ${newest%.*}) / 60 ))"; else echo lists_age_minutes=none; fi"#
-                .into(),
+            script: pending_upgrades_script(""),
         }
     }
 
@@ -1197,5 +1228,70 @@ mod tests {
             .unwrap();
         assert_eq!(none.lists_age_minutes, None);
         assert!(PendingUpgrades.parse(&ok("")).is_err());
+    }
+
+    /// Issue 14: apt's answer is computed once and reused while nothing it depends on
+    /// changed; a change of dpkg's status (an install) or of the lists asks apt again.
+    #[test]
+    fn pending_upgrades_are_asked_of_apt_again_only_when_its_inputs_change() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        for d in ["var/lib/dpkg", "var/lib/apt/lists", "etc/apt", "bin"] {
+            std::fs::create_dir_all(r.join(d)).unwrap();
+        }
+        std::fs::write(r.join("var/lib/dpkg/status"), "Package: a\n").unwrap();
+        std::fs::write(r.join("var/lib/apt/lists/x_Packages"), "Package: a\n").unwrap();
+        // A fake apt-get that counts its runs and offers one upgrade.
+        let apt = r.join("bin/apt-get");
+        std::fs::write(
+            &apt,
+            format!(
+                "#!/bin/sh\necho run >> {}/apt-runs\necho 'Inst openssl [3.0.1] (3.0.2 stable)'\necho 'Conf openssl (3.0.2 stable)'\n",
+                r.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&apt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let script = pending_upgrades_script(&r.display().to_string());
+        let probe = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&script)
+                .env("PATH", format!("{}:/usr/bin:/bin", r.join("bin").display()))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let value = PendingUpgrades
+                .parse(&ok(&String::from_utf8(out.stdout).unwrap()))
+                .unwrap();
+            let runs = std::fs::read_to_string(r.join("apt-runs")).unwrap_or_default();
+            (value.packages, runs.lines().count())
+        };
+        assert_eq!(probe(), (vec!["openssl".to_string()], 1));
+        assert_eq!(
+            probe(),
+            (vec!["openssl".to_string()], 1),
+            "answered from the cache"
+        );
+        std::fs::write(r.join("var/lib/dpkg/status"), "Package: a\nPackage: b\n").unwrap();
+        assert_eq!(
+            probe(),
+            (vec!["openssl".to_string()], 2),
+            "dpkg status changed"
+        );
+        assert_eq!(probe().1, 2);
+        std::fs::write(r.join("var/lib/apt/lists/y_Packages"), "").unwrap();
+        assert_eq!(probe().1, 3, "the lists changed");
+        // A failing apt is an error, and nothing is cached from it.
+        std::fs::write(&apt, "#!/bin/sh\necho 'E: broken' >&2\nexit 100\n").unwrap();
+        std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", format!("{}:/usr/bin:/bin", r.join("bin").display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
     }
 }

@@ -186,8 +186,8 @@ impl Fact for PathState {
         Probe {
             key: format!("path:{}", self.path),
             script: format!(
-                "if [ -L {p} ] || [ -e {p} ]; then stat -c '%F|%a|%U|%G|%s' {p}; \
-                 if [ -f {p} ] && [ ! -L {p} ]; then if [ $(stat -c %s {p}) -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; \
+                "if [ -L {p} ] || [ -e {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' {p}) && printf '%s\\n' \"$s\"; \
+                 if [ -f {p} ] && [ ! -L {p} ]; then if [ \"${{s##*|}}\" -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; \
                  else printf 'sha256:'; sha256sum < {p} | cut -d' ' -f1; fi; fi; \
                  else echo absent; fi"
             ),
