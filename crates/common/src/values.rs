@@ -8,11 +8,15 @@
 
 mod calendar;
 mod domain;
+mod openpgp;
+mod url;
 
 use base64::Engine as _;
 
 pub use calendar::calendar;
 pub use domain::{DomainError, DomainName};
+pub use openpgp::{armored_key_file, openpgp_public_key};
+pub use url::{http_url, url_host};
 
 /// Debian policy §5.6.1: lowercase letters, digits, `+`, `-`, `.`; at least two characters,
 /// starting with a letter or digit. An architecture qualifier (`libc6:amd64`) is allowed.

@@ -15,7 +15,10 @@
 //! `apparmor` is installed alongside: the engine installs without recommends, and
 //! dockerd refuses to start containers on AppArmor kernels without `apparmor_parser`.
 
-use common::facts::builtin::{HostInfo, HostInfoValue, InstalledPackages, PathKind, PathState};
+use common::apt::Restore;
+use common::facts::builtin::{
+    HostInfo, HostInfoValue, InstalledPackages, PathKind, PathState, PathStateValue,
+};
 use common::inventory::{DockerSource, DockerVars};
 use common::resources::{File, Service, file_id};
 use common::shell::quote;
@@ -26,6 +29,7 @@ use common::PlanError;
 
 pub const KEYRING_PATH: &str = "/etc/apt/keyrings/docker.asc";
 pub const SOURCES_PATH: &str = "/etc/apt/sources.list.d/docker.list";
+pub const PIN_PATH: &str = "/etc/apt/preferences.d/docker.pref";
 pub const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
 
 /// The source for this host: the inventory's, else Docker's repository on Ubuntu and the
@@ -87,18 +91,143 @@ pub fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static 
     }
 }
 
-/// The apt source line of Docker's repository for this host.
-pub fn sources_line(host: &HostInfoValue) -> String {
+/// Docker's own apt repository: the default of `docker.repository.url`.
+pub const DEFAULT_REPOSITORY: &str = "https://download.docker.com";
+
+/// Docker's packages, held to its repository by [`PIN_PATH`] (apt_preferences(5) globs).
+pub const PINNED_PACKAGES: &str =
+    "docker-ce* containerd.io docker-buildx-plugin docker-compose-plugin";
+
+/// Where Docker's repository is for a host, and its signing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repository {
+    /// The directory holding `dists/` (`…/linux/ubuntu`), without a trailing `/`.
+    pub url: String,
+    pub key: RepositoryKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepositoryKey {
+    /// The armored key as the keyring file holds it (`docker.repository.key`).
+    Inline(String),
+    /// Downloaded by the host (`docker.repository.key_url`, else `gpg` in the repository).
+    Url(String),
+}
+
+/// The repository for this host: `None` when Docker comes from the distribution and the
+/// inventory sets no `docker.repository`.
+pub fn repository_for(
+    vars: &DockerVars,
+    host: &HostInfoValue,
+) -> Result<Option<Repository>, PlanError> {
+    if vars.repository.is_none() && source_for(vars, host) == DockerSource::Distribution {
+        return Ok(None);
+    }
+    let r = vars.repository.clone().unwrap_or_default();
+    let root = r
+        .url
+        .as_deref()
+        .unwrap_or(DEFAULT_REPOSITORY)
+        .trim_end_matches('/')
+        .to_string();
+    let url = if root.ends_with("/linux/ubuntu") || root.ends_with("/linux/debian") {
+        root
+    } else {
+        format!("{root}/linux/{}", host.os_id)
+    };
+    let key = match (r.key, r.key_url) {
+        (Some(_), Some(_)) => {
+            return Err(PlanError::InvalidVar {
+                field: "docker.repository.key".into(),
+                expected: "either `key` or `key_url` (the layers of the inventory set both)".into(),
+                value: "both".into(),
+            });
+        }
+        (Some(key), None) => RepositoryKey::Inline(common::values::armored_key_file(&key)),
+        (None, Some(key_url)) => RepositoryKey::Url(key_url),
+        (None, None) => RepositoryKey::Url(format!("{url}/gpg")),
+    };
+    Ok(Some(Repository { url, key }))
+}
+
+/// The apt source of Docker's repository for this host (the key's origin in a comment:
+/// a new `key_url` changes the file, and the key is fetched again).
+pub fn sources_line(repo: &Repository, host: &HostInfoValue) -> String {
+    let key = match &repo.key {
+        RepositoryKey::Inline(_) => "docker.repository.key (inline)".to_string(),
+        RepositoryKey::Url(url) => url.clone(),
+    };
     format!(
         "# Managed by provision; local changes are overwritten.\n\
-         deb [arch={} signed-by={KEYRING_PATH}] https://download.docker.com/linux/{} {} stable\n",
-        host.architecture, host.os_id, host.os_codename
+         # Signing key: {key}\n\
+         deb [arch={} signed-by={KEYRING_PATH}] {} {} stable\n",
+        host.architecture, repo.url, host.os_codename
     )
 }
 
-/// Docker's apt repository (source `docker`): keyring and source list, then an
-/// `apt-get update` so the run's one apt transaction sees the packages. Must come before
-/// every package resource.
+/// The pin that makes Docker's packages come from its repository (priority 900: above
+/// every other source at 500, without downgrading an installed newer version).
+pub fn pin_file(repo: &Repository) -> String {
+    format!(
+        "# Managed by provision; local changes are overwritten.\n\
+         # Docker's packages come from its repository ({}), whatever else offers them.\n\
+         Package: {PINNED_PACKAGES}\n\
+         Pin: origin \"{}\"\n\
+         Pin-Priority: 900\n",
+        repo.url,
+        common::values::url_host(&repo.url)
+    )
+}
+
+/// The host downloads the signing key (`key_url`); the previous key is kept as
+/// `.provision-bak` until the refresh succeeded.
+fn fetch_key(url: &str) -> Action {
+    let tmp = format!("{KEYRING_PATH}.tmp");
+    Action::run(
+        "fetch Docker's apt signing key",
+        format!(
+            "install -d -m 0755 /etc/apt/keyrings\n\
+             if ! command -v curl >/dev/null 2>&1; then {install}; fi\n\
+             if ! curl -fsSL -o {tmp} -- {url}; then rm -f -- {tmp}; echo {failed} >&2; exit 1; fi\n\
+             if ! grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {tmp}; then rm -f -- {tmp}; echo {not_armored} >&2; exit 1; fi\n\
+             chmod 0644 {tmp}\n\
+             if [ -f {KEYRING_PATH} ]; then cp -p -- {KEYRING_PATH} {KEYRING_PATH}.provision-bak; fi\n\
+             mv -f -- {tmp} {KEYRING_PATH}",
+            install = common::apt::install(["curl", "ca-certificates"]),
+            url = quote(url),
+            tmp = quote(&tmp),
+            failed = quote(&format!(
+                "cannot download Docker's signing key from {url} (docker.repository.key_url); nothing was changed"
+            )),
+            not_armored = quote(&format!(
+                "{url} did not return an armored OpenPGP public key (docker.repository.key_url); nothing was changed"
+            )),
+        ),
+    )
+}
+
+/// A file change of the repository, and how to put the file back if the refresh fails.
+fn add(
+    changes: &mut PlanBuilder,
+    restore: &mut Vec<Restore>,
+    current: &PathStateValue,
+    change: Option<(String, Action)>,
+) {
+    if let Some((summary, action)) = change {
+        if let Action::WriteFile(w) = &action {
+            restore.push(Restore {
+                path: w.path.clone(),
+                existed: current.kind != PathKind::Absent,
+            });
+        }
+        changes.push(summary, vec![action]);
+    }
+}
+
+/// Docker's apt repository (source `docker`, or `docker.repository` set): keyring, source
+/// list and pin, then an `apt-get update` so the run's one apt transaction sees the
+/// packages; if the repository does not answer, the files are put back and the run stops
+/// there. Must come before every package resource.
 #[derive(Debug, Clone)]
 pub struct DockerRepository {
     pub vars: DockerVars,
@@ -114,50 +243,62 @@ impl Resource for DockerRepository {
             HostInfo.probe(),
             PathState::new(KEYRING_PATH).probe(),
             PathState::new(SOURCES_PATH).probe(),
+            PathState::new(PIN_PATH).probe(),
         ]
     }
 
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let host = facts.read(&HostInfo)?;
         supported(&host)?;
-        if source_for(&self.vars, &host) == DockerSource::Distribution {
+        let Some(repo) = repository_for(&self.vars, &host)? else {
             return Ok(Plan::noop(format!(
                 "Docker from {}'s own packages: no extra repository",
                 host.os_id
             )));
-        }
+        };
         let mut changes = PlanBuilder::default();
+        let mut restore = Vec::new();
         let keyring = facts.read(&PathState::new(KEYRING_PATH))?;
-        if keyring.kind == PathKind::Absent || keyring.size == 0 {
-            let url = format!("https://download.docker.com/linux/{}/gpg", host.os_id);
-            changes.push(
-                format!("fetch Docker's signing key into {KEYRING_PATH}"),
-                vec![Action::run(
-                    "fetch Docker's apt signing key",
-                    format!(
-                        "install -d -m 0755 /etc/apt/keyrings\n\
-                         if ! command -v curl >/dev/null 2>&1; then {}; fi\n\
-                         curl -fsSL {} -o {KEYRING_PATH}.tmp\n\
-                         grep -q 'BEGIN PGP PUBLIC KEY BLOCK' {KEYRING_PATH}.tmp\n\
-                         chmod 0644 {KEYRING_PATH}.tmp\n\
-                         mv -f {KEYRING_PATH}.tmp {KEYRING_PATH}",
-                        common::apt::install(["curl", "ca-certificates"]),
-                        quote(&url)
-                    ),
-                )],
-            );
-        }
         let sources = facts.read(&PathState::new(SOURCES_PATH))?;
-        changes.add(DesiredFile::new(SOURCES_PATH, sources_line(&host), 0o644).changes(&sources)?);
+        let sources_change =
+            DesiredFile::new(SOURCES_PATH, sources_line(&repo, &host), 0o644).changes(&sources)?;
+        match &repo.key {
+            RepositoryKey::Inline(key) => {
+                let change =
+                    DesiredFile::new(KEYRING_PATH, key.clone(), 0o644).changes(&keyring)?;
+                add(&mut changes, &mut restore, &keyring, change);
+            }
+            RepositoryKey::Url(url) => {
+                if keyring.kind == PathKind::Absent || keyring.size == 0 || sources_change.is_some()
+                {
+                    changes.push(
+                        format!("fetch Docker's signing key into {KEYRING_PATH}"),
+                        vec![fetch_key(url)],
+                    );
+                    restore.push(Restore {
+                        path: KEYRING_PATH.into(),
+                        existed: keyring.kind != PathKind::Absent,
+                    });
+                }
+            }
+        }
+        add(&mut changes, &mut restore, &sources, sources_change);
+        let pin = facts.read(&PathState::new(PIN_PATH))?;
+        let pin_change = DesiredFile::new(PIN_PATH, pin_file(&repo), 0o644).changes(&pin)?;
+        add(&mut changes, &mut restore, &pin, pin_change);
         if changes.is_empty() {
             return Ok(Plan::noop(format!(
-                "Docker's repository for {} {} configured",
-                host.os_id, host.os_codename
+                "Docker's repository {} for {} {} configured, its packages pinned to it",
+                repo.url, host.os_id, host.os_codename
             )));
         }
         changes.then(Action::run(
             "apt-get update (Docker's repository)",
-            common::apt::update().to_string(),
+            common::apt::update_or_restore(
+                "the Docker repository (docker.repository)",
+                std::slice::from_ref(&repo.url),
+                &restore,
+            ),
         ));
         Ok(changes.build(""))
     }
@@ -211,14 +352,17 @@ impl Resource for DockerPackages {
     }
 }
 
-/// `daemon.json`: json-file logs rotated.
+/// `daemon.json`: json-file logs rotated; the registry mirrors when the inventory has some.
 pub fn daemon_json(vars: &DockerVars) -> String {
     let size = vars.log_max_size.clone().unwrap_or_else(|| "10m".into());
     let files = vars.log_max_file.unwrap_or(3);
-    let value = serde_json::json!({
+    let mut value = serde_json::json!({
         "log-driver": "json-file",
         "log-opts": { "max-size": size, "max-file": files.to_string() },
     });
+    if let Some(mirrors) = vars.registry_mirrors.as_ref().filter(|m| !m.is_empty()) {
+        value["registry-mirrors"] = serde_json::json!(mirrors);
+    }
     let mut text = serde_json::to_string_pretty(&value).expect("JSON value serializes");
     text.push('\n');
     text
@@ -241,6 +385,7 @@ pub fn resources(vars: &DockerVars) -> Vec<Box<dyn Resource>> {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use common::inventory::DockerRepositoryVars;
 
     fn host(text: &str) -> HostInfoValue {
         HostInfo.parse(&ok(text)).unwrap()
@@ -275,50 +420,211 @@ mod tests {
         );
     }
 
+    fn absent_repository_files(host_text: &str) -> Facts {
+        facts(&[
+            ("host", ok(host_text)),
+            ("path:/etc/apt/keyrings/docker.asc", ok("absent\n")),
+            ("path:/etc/apt/sources.list.d/docker.list", ok("absent\n")),
+            ("path:/etc/apt/preferences.d/docker.pref", ok("absent\n")),
+        ])
+    }
+
+    fn root_file(text: &str) -> common::ProbeOutput {
+        file_state(text, 0o644, "root", "root")
+    }
+
     #[test]
     fn ubuntu_gets_dockers_repository_with_signed_by() {
         let r = DockerRepository {
             vars: DockerVars::default(),
         };
-        let f = facts(&[
-            ("host", ok(HOST_UBUNTU2404_KVM)),
-            ("path:/etc/apt/keyrings/docker.asc", ok("absent\n")),
-            ("path:/etc/apt/sources.list.d/docker.list", ok("absent\n")),
-        ]);
-        let (summary, actions) = plan_of(&r, &f).expect_change();
+        let (summary, actions) =
+            plan_of(&r, &absent_repository_files(HOST_UBUNTU2404_KVM)).expect_change();
         assert_eq!(
             summary,
-            "fetch Docker's signing key into /etc/apt/keyrings/docker.asc; create /etc/apt/sources.list.d/docker.list"
+            "fetch Docker's signing key into /etc/apt/keyrings/docker.asc; create /etc/apt/sources.list.d/docker.list; create /etc/apt/preferences.d/docker.pref"
         );
         let s = scripts(&actions);
-        assert!(s[0].contains("curl -fsSL https://download.docker.com/linux/ubuntu/gpg"));
-        assert_eq!(s.last().unwrap(), &common::apt::update().to_string());
+        assert!(
+            s[0].contains(&format!(
+                "curl -fsSL -o /etc/apt/keyrings/docker.asc.tmp -- {DEFAULT_REPOSITORY}/linux/ubuntu/gpg"
+            )),
+            "{}",
+            s[0]
+        );
+        let update = s.last().unwrap();
+        assert!(
+            update.contains(&common::apt::update().to_string()),
+            "{update}"
+        );
+        assert!(
+            update.contains("rm -f -- /etc/apt/keyrings/docker.asc\n"),
+            "{update}"
+        );
+        assert!(
+            update.contains("rm -f -- /etc/apt/preferences.d/docker.pref\n"),
+            "{update}"
+        );
         insta::assert_snapshot!("docker-list-ubuntu2404", written(&actions, SOURCES_PATH));
+        assert!(written(&actions, PIN_PATH).contains(&format!(
+            "Pin: origin \"{}\"\nPin-Priority: 900\n",
+            common::values::url_host(DEFAULT_REPOSITORY)
+        )));
 
+        let jammy = host(HOST_UBUNTU2204_KVM);
+        let repo = repository_for(&DockerVars::default(), &jammy)
+            .unwrap()
+            .unwrap();
         let f = facts(&[
             ("host", ok(HOST_UBUNTU2204_KVM)),
             (
                 "path:/etc/apt/keyrings/docker.asc",
-                file_state(
-                    "-----BEGIN PGP PUBLIC KEY BLOCK-----",
-                    0o644,
-                    "root",
-                    "root",
-                ),
+                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
             ),
             (
                 "path:/etc/apt/sources.list.d/docker.list",
-                file_state(
-                    &sources_line(&host(HOST_UBUNTU2204_KVM)),
-                    0o644,
-                    "root",
-                    "root",
-                ),
+                root_file(&sources_line(&repo, &jammy)),
+            ),
+            (
+                "path:/etc/apt/preferences.d/docker.pref",
+                root_file(&pin_file(&repo)),
             ),
         ]);
         assert_eq!(
             plan_of(&r, &f).expect_noop(),
-            "Docker's repository for ubuntu jammy configured"
+            format!(
+                "Docker's repository {DEFAULT_REPOSITORY}/linux/ubuntu for ubuntu jammy configured, its packages pinned to it"
+            )
+        );
+    }
+
+    const TEST_KEY: &str = include_str!("../../common/tests/fixtures/test-repo-key.asc");
+
+    /// Issue 15: a mirror of Docker's repository with its key inline; the repository is
+    /// configured (and pinned) while the engine itself comes from the distribution.
+    #[test]
+    fn a_mirror_with_an_inline_key_is_written_signed_by_and_pinned() {
+        let vars = DockerVars {
+            source: Some(DockerSource::Distribution),
+            repository: Some(DockerRepositoryVars {
+                url: Some("https://mirrors.example.edu.cn/docker-ce/".into()),
+                key: Some(TEST_KEY.lines().map(|l| format!("  {l}\n")).collect()),
+                key_url: None,
+            }),
+            ..DockerVars::default()
+        };
+        let r = DockerRepository { vars: vars.clone() };
+        let (summary, actions) =
+            plan_of(&r, &absent_repository_files(HOST_DEBIAN12_KVM)).expect_change();
+        assert_eq!(
+            summary,
+            "create /etc/apt/keyrings/docker.asc; create /etc/apt/sources.list.d/docker.list; create /etc/apt/preferences.d/docker.pref"
+        );
+        assert_eq!(
+            written(&actions, KEYRING_PATH),
+            TEST_KEY,
+            "the indentation is gone"
+        );
+        insta::assert_snapshot!(
+            "docker-list-mirror-debian12-arm64",
+            written(&actions, SOURCES_PATH)
+        );
+        insta::assert_snapshot!("docker-pin-mirror", written(&actions, PIN_PATH));
+        let update = scripts(&actions).pop().unwrap();
+        assert!(
+            update.contains("apt-get update failed with the Docker repository (docker.repository) (https://mirrors.example.edu.cn/docker-ce/linux/debian)"),
+            "{update}"
+        );
+        assert!(!scripts(&actions).iter().any(|s| s.contains("curl")));
+        // The packages still come from the distribution.
+        assert_eq!(
+            packages_for(
+                source_for(&vars, &host(HOST_DEBIAN12_KVM)),
+                &host(HOST_DEBIAN12_KVM)
+            )[0],
+            "docker.io"
+        );
+        // A changed key is drift: the keyring is rewritten, the refresh puts it back on failure.
+        let bookworm = host(HOST_DEBIAN12_KVM);
+        let repo = repository_for(&vars, &bookworm).unwrap().unwrap();
+        let f = facts(&[
+            ("host", ok(HOST_DEBIAN12_KVM)),
+            (
+                "path:/etc/apt/keyrings/docker.asc",
+                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----\nold\n"),
+            ),
+            (
+                "path:/etc/apt/sources.list.d/docker.list",
+                root_file(&sources_line(&repo, &bookworm)),
+            ),
+            (
+                "path:/etc/apt/preferences.d/docker.pref",
+                root_file(&pin_file(&repo)),
+            ),
+        ]);
+        let (summary, actions) = plan_of(&r, &f).expect_change();
+        assert_eq!(summary, "update /etc/apt/keyrings/docker.asc");
+        assert!(scripts(&actions).pop().unwrap().contains(
+            "if [ -f /etc/apt/keyrings/docker.asc.provision-bak ]; then mv -f -- /etc/apt/keyrings/docker.asc.provision-bak /etc/apt/keyrings/docker.asc; fi"
+        ));
+    }
+
+    #[test]
+    fn a_full_repository_url_and_a_key_url_are_used_as_given() {
+        let vars = DockerVars {
+            repository: Some(DockerRepositoryVars {
+                url: Some("http://10.77.3.1:8080/docker/linux/ubuntu".into()),
+                key_url: Some("http://10.77.3.1:8080/keys/docker.asc".into()),
+                key: None,
+            }),
+            ..DockerVars::default()
+        };
+        let noble = host(HOST_UBUNTU2404_KVM);
+        let repo = repository_for(&vars, &noble).unwrap().unwrap();
+        assert_eq!(repo.url, "http://10.77.3.1:8080/docker/linux/ubuntu");
+        assert_eq!(
+            repo.key,
+            RepositoryKey::Url("http://10.77.3.1:8080/keys/docker.asc".into())
+        );
+        assert!(pin_file(&repo).contains("Pin: origin \"10.77.3.1\"\n"));
+        // A new key URL changes the source file, so the key is fetched again.
+        let old = DockerVars::default();
+        let old_repo = repository_for(&old, &noble).unwrap().unwrap();
+        let f = facts(&[
+            ("host", ok(HOST_UBUNTU2404_KVM)),
+            (
+                "path:/etc/apt/keyrings/docker.asc",
+                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+            ),
+            (
+                "path:/etc/apt/sources.list.d/docker.list",
+                root_file(&sources_line(&old_repo, &noble)),
+            ),
+            (
+                "path:/etc/apt/preferences.d/docker.pref",
+                root_file(&pin_file(&old_repo)),
+            ),
+        ]);
+        let (summary, actions) = plan_of(&DockerRepository { vars }, &f).expect_change();
+        assert_eq!(
+            summary,
+            "fetch Docker's signing key into /etc/apt/keyrings/docker.asc; update /etc/apt/sources.list.d/docker.list; update /etc/apt/preferences.d/docker.pref"
+        );
+        assert!(scripts(&actions)[0].contains("-- http://10.77.3.1:8080/keys/docker.asc"));
+        // Both forms of the key (from two layers of the inventory) are refused.
+        let both = DockerVars {
+            repository: Some(DockerRepositoryVars {
+                key: Some(TEST_KEY.into()),
+                key_url: Some("https://mirrors.example.cn/gpg".into()),
+                url: None,
+            }),
+            ..DockerVars::default()
+        };
+        assert!(
+            repository_for(&both, &noble)
+                .unwrap_err()
+                .to_string()
+                .contains("docker.repository.key")
         );
     }
 
@@ -327,11 +633,7 @@ mod tests {
         let r = DockerRepository {
             vars: DockerVars::default(),
         };
-        let f = facts(&[
-            ("host", ok(HOST_DEBIAN12_NSPAWN)),
-            ("path:/etc/apt/keyrings/docker.asc", ok("absent\n")),
-            ("path:/etc/apt/sources.list.d/docker.list", ok("absent\n")),
-        ]);
+        let f = absent_repository_files(HOST_DEBIAN12_NSPAWN);
         assert_eq!(
             plan_of(&r, &f).expect_noop(),
             "Docker from debian's own packages: no extra repository"
@@ -361,11 +663,7 @@ mod tests {
                 ..DockerVars::default()
             },
         };
-        let f = facts(&[
-            ("host", ok(HOST_DEBIAN12_KVM)),
-            ("path:/etc/apt/keyrings/docker.asc", ok("absent\n")),
-            ("path:/etc/apt/sources.list.d/docker.list", ok("absent\n")),
-        ]);
+        let f = absent_repository_files(HOST_DEBIAN12_KVM);
         let (_, actions) = plan_of(&forced, &f).expect_change();
         insta::assert_snapshot!(
             "docker-list-debian12-arm64",
@@ -402,6 +700,14 @@ mod tests {
     #[test]
     fn daemon_json_rotates_logs_and_restarts_docker() {
         insta::assert_snapshot!("daemon.json", daemon_json(&DockerVars::default()));
+        let mirrored = DockerVars {
+            registry_mirrors: Some(vec![
+                "https://registry.example.edu.cn".into(),
+                "http://10.77.3.1:5000".into(),
+            ]),
+            ..DockerVars::default()
+        };
+        insta::assert_snapshot!("daemon.json-registry-mirrors", daemon_json(&mirrored));
         let rs = resources(&DockerVars::default());
         assert_eq!(rs[1].watches(), [format!("file:{DAEMON_JSON_PATH}")]);
         assert_eq!(

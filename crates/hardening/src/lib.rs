@@ -2,7 +2,8 @@
 //! seeds/001's security practices do by hand, as resources the engine plans and applies.
 //!
 //! * [`resources`]: everything `provision up` applies from this crate, in order: the
-//!   preflight report, Docker's apt repository (before any install), every package set
+//!   preflight report, the distribution's mirror (`apt.mirror`) and Docker's apt
+//!   repository (before any install), every package set
 //!   (the engine merges them into one apt transaction), the base system, OS hardening,
 //!   Docker, fail2ban, and last the changes that can cut access, each applied
 //!   commit-confirmed: the deploy user's keys and sudo, UFW, sshd.
@@ -20,6 +21,7 @@ pub mod docker;
 pub mod docker_user;
 pub mod facts;
 pub mod firewall;
+pub mod mirror;
 pub mod os;
 pub mod preflight;
 pub mod reboot;
@@ -160,6 +162,11 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
     if let Some(minimum) = &vars.minimum {
         out.push(Box::new(preflight::MinimumHardwareCheck {
             minimum: minimum.clone(),
+        }));
+    }
+    if vars.apt.is_some() {
+        out.push(Box::new(mirror::AptMirror {
+            vars: vars.apt.clone().unwrap_or_default(),
         }));
     }
     if sel.docker {

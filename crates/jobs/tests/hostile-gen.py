@@ -228,6 +228,31 @@ case("env-command-program-option", f'{APP}[vars.app.env_commands]\nSMTP_PASSWORD
 case("env-command-and-env", f'{APP}[vars.app.env]\nSMTP_PASSWORD = "x"\n[vars.app.env_commands]\nSMTP_PASSWORD = ⟪["pass", "show", "smtp"]\n\n{HOST}',
      "vars.app.env_commands.SMTP_PASSWORD", "also set in app.env", "vault command")
 
+# 22. Mirrors (issue 15): URLs that are http(s) hosts and paths, keys that parse.
+for i, u in enumerate([
+    "ftp://mirror.example.cn/ubuntu", "file:/srv/mirror", "mirrors.example.cn/ubuntu",
+    "https://mirror.example.cn/ubuntu noble main", "https://mirror.example.cn/ubuntu\nSuites: x",
+    "https://user:pw@mirror.example.cn/ubuntu", "https://mirror.example.cn/[trusted=yes]",
+    "https://mirror.example.cn/'$(id)'", "https://mirror.example.cn:0/ubuntu", "-ohttp://x",
+]):
+    var(f"apt-mirror-{i:02}", "apt.mirror", u, "", "mirror URL")
+var("apt-security-mirror", "apt.security_mirror", "javascript:alert(1)", "not a URL", "mirror URL")
+var("docker-repository-url", "docker.repository.url", "gopher://mirror.example.cn/docker-ce", "not http or https", "mirror URL")
+var("docker-repository-key-url", "docker.repository.key_url", "https://mirror.example.cn/gpg?x=1", "query", "mirror URL")
+arr("docker-registry-mirror", "docker.registry_mirrors", ["https://registry.example.cn", "registry.example.cn"], 1, "not a URL", "mirror URL")
+KEY_OK = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../common/tests/fixtures/test-repo-key.asc")).read()
+for i, (k, rule) in enumerate([
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA", "starts with"),
+    (KEY_OK.replace("PUBLIC KEY BLOCK", "PRIVATE KEY BLOCK"), "PRIVATE key"),
+    (KEY_OK.replace("-----END PGP PUBLIC KEY BLOCK-----\n", ""), "does not end"),
+    (KEY_OK.replace("mDME", "mDM*", 1), "not base64"),
+    (KEY_OK.replace("mDME", "mDMF", 1), "checksum"),
+    ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n\naGVsbG8sIHRoaXMgaXMgbm90IGEga2V5\n-----END PGP PUBLIC KEY BLOCK-----\n", "not OpenPGP packets"),
+]):
+    var(f"docker-repository-key-{i:02}", "docker.repository.key", k, rule, "signing key")
+case("docker-repository-key-and-url", f'[vars.docker.repository]\nkey_url = "https://mirror.example.cn/gpg"\nkey = ⟪{s(KEY_OK)}\n\n{HOST}',
+     "vars.docker.repository.key", "not both", "signing key")
+
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):
     os.remove(os.path.join(out, f))

@@ -293,11 +293,43 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
             values::ip_or_network,
         );
     }
+    if let Some(a) = &v.apt {
+        c.opt("apt.mirror", a.mirror.as_deref(), values::http_url);
+        c.opt(
+            "apt.security_mirror",
+            a.security_mirror.as_deref(),
+            values::http_url,
+        );
+    }
     if let Some(d) = &v.docker {
         c.opt(
             "docker.log_max_size",
             d.log_max_size.as_deref(),
             values::size,
+        );
+        if let Some(r) = &d.repository {
+            c.opt("docker.repository.url", r.url.as_deref(), values::http_url);
+            c.opt(
+                "docker.repository.key_url",
+                r.key_url.as_deref(),
+                values::http_url,
+            );
+            c.opt(
+                "docker.repository.key",
+                r.key.as_deref(),
+                values::openpgp_public_key,
+            );
+            if r.key.is_some() && r.key_url.is_some() {
+                c.check(
+                    "docker.repository.key",
+                    Err("both `key` and `key_url` are set: give the key inline or where to download it, not both".into()),
+                );
+            }
+        }
+        c.each(
+            "docker.registry_mirrors",
+            d.registry_mirrors.as_deref(),
+            values::http_url,
         );
         c.number(
             "docker.log_max_file",

@@ -43,6 +43,8 @@ pub struct Vars {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hardening: Option<HardeningVars>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub apt: Option<AptVars>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerVars>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<AppVars>,
@@ -170,6 +172,21 @@ pub struct HardeningVars {
     pub fail2ban_ignore_ips: Option<Vec<String>>,
 }
 
+/// The host's package archive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AptVars {
+    /// A mirror of the host's distribution archive (`https://mirrors.example.edu.cn/ubuntu`):
+    /// the URIs of the distribution's entries in its apt sources are replaced by it, suites
+    /// and components kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
+    /// Where the `-security` suites come from (default: the mirror on Ubuntu; on Debian the
+    /// mirror's `debian-security` beside its `debian`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_mirror: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerVars {
@@ -185,6 +202,30 @@ pub struct DockerVars {
     /// json-file log rotation: files kept per container (default 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_max_file: Option<u32>,
+    /// Docker's apt repository or a mirror of it, and its signing key. Setting it configures
+    /// the repository (and pins Docker's packages to it) whatever `source` says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<DockerRepositoryVars>,
+    /// Registry mirrors the daemon pulls Docker Hub images through (`registry-mirrors` in
+    /// daemon.json).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_mirrors: Option<Vec<String>>,
+}
+
+/// `docker.repository`: where Docker's apt repository is and how it is signed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerRepositoryVars {
+    /// The repository's root, holding `linux/ubuntu` and `linux/debian` (a URL that already
+    /// ends in `/linux/ubuntu` or `/linux/debian` is used as it is). Default: Docker's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where the host downloads the signing key (default: `gpg` in the repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_url: Option<String>,
+    /// The signing key itself, ASCII-armored (instead of `key_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Where Docker comes from.
