@@ -33,6 +33,33 @@ use lab::{Family, LabHost};
 /// Named like Docker's packages (the pin's `docker-ce*` matches it), in no real archive.
 const MARKER: &str = "docker-ce-provision-test";
 
+/// The lab, and the tools that build the signed repository (`apt-utils`, `gnupg`; `.ci/run`
+/// installs them): without them the test skips, or fails where lab tests are required.
+fn can_run() -> bool {
+    if !lab::testing::skip_unless_lab() {
+        return false;
+    }
+    let missing: Vec<&str> = ["apt-ftparchive", "gpg", "dpkg-deb"]
+        .into_iter()
+        .filter(|tool| {
+            !Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!(
+        "{} not installed (apt-get install apt-utils gnupg)",
+        missing.join(", ")
+    );
+    assert!(!lab::testing::lab_required(), "{why}");
+    eprintln!("skipping: {why}");
+    false
+}
+
 fn run(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .output()
@@ -307,7 +334,7 @@ fn resource<'a>(run: &'a support::Run, id: &str) -> &'a serde_json::Value {
 /// URL; Docker's packages pinned to it; registry mirrors in daemon.json, applied once.
 #[test]
 fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daemon() {
-    if !lab::testing::skip_unless_lab() {
+    if !can_run() {
         return;
     }
     let host = lab::testing::fresh_host();
@@ -505,7 +532,7 @@ fn with_explicit_port(uri: &str) -> String {
 /// through it; drift is caught and undone.
 #[test]
 fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
-    if !lab::testing::skip_unless_lab() {
+    if !can_run() {
         return;
     }
     let host = lab::testing::fresh_host();
@@ -594,7 +621,7 @@ fn fingerprint(host: &LabHost) -> String {
 /// is done; the sources are put back and the host is as it was.
 #[test]
 fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
-    if !lab::testing::skip_unless_lab() {
+    if !can_run() {
         return;
     }
     let host = lab::testing::fresh_host();
