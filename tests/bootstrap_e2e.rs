@@ -277,6 +277,9 @@ domains = ["app.example.com"]
         "the second run changes nothing:\n{}",
         again.text
     );
+    // A current certificate, its files and its timer are checked with everything else, in
+    // the one fact round trip (the binary's digest from the host's cache, not rehashed).
+    assert_eq!(again.json["hosts"][0]["round_trips"], 1, "{}", again.text);
     let (_, same) = login(&host, "deploy", &format!("sudo -n cat {ssl}/fullchain.pem"));
     assert_eq!(same, chain, "the certificate was not renewed");
     // Converged, and still the provider's sshd line that the drop-in overrides is named.

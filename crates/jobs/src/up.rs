@@ -55,6 +55,42 @@ impl CertificateStep {
         }
     }
 
+    /// When the stored certificate fits the declaration, is not due and nothing must be
+    /// asked of the CA: the step's resources (its report line, the installed files, the
+    /// timer), to converge with the host's others in their one fact round trip. `None`:
+    /// the step runs after the converge.
+    fn folded(&self, d: &CertificateDeclaration) -> Option<Vec<Box<dyn Resource>>> {
+        let check = certs::renewal_check(d, &self.settings.state, self.settings.now()).ok()?;
+        if check.decision.is_due() || check.needs_ari {
+            return None;
+        }
+        let (stored, info) = (check.stored?, check.info?);
+        if !certs::key_matches(&stored).unwrap_or(false) {
+            return None; // the step reports it
+        }
+        let binary = self.binary.as_ref().ok()?;
+        let schedule = schedule_job(d, &self.settings.state, Some(binary), &self.schedule).ok()?;
+        let now = self.settings.now();
+        let mut detail = format!(
+            "up to date ({}); expires {} ({} days left)",
+            check.decision.reason(),
+            certs::info::rfc3339(info.not_after),
+            info.days_left(now)
+        );
+        if let certs::Decision::NotDue { at, reason } = &check.decision
+            && !reason.contains(&certs::info::rfc3339(*at))
+        {
+            detail.push_str(&format!("; next renewal {}", certs::info::rfc3339(*at)));
+        }
+        let mut out: Vec<Box<dyn Resource>> = vec![Box::new(CurrentCertificate {
+            id: format!("certificate:{}", d.name),
+            detail,
+        })];
+        out.extend(certs::install_resources(d, &stored));
+        out.extend(schedule);
+        Some(out)
+    }
+
     /// Obtain or renew when due, install, schedule; reported as one more resource
     /// (`certificate:NAME`) followed by what installing and scheduling converged.
     async fn run(
@@ -105,6 +141,26 @@ impl CertificateStep {
     }
 }
 
+/// The report line of a certificate that is current (no probe, never a change).
+struct CurrentCertificate {
+    id: String,
+    detail: String,
+}
+
+impl Resource for CurrentCertificate {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn probes(&self) -> Vec<common::Probe> {
+        Vec::new()
+    }
+
+    fn plan(&self, _: &common::Facts) -> Result<common::Plan, common::PlanError> {
+        Ok(common::Plan::noop(self.detail.clone()))
+    }
+}
+
 /// The certificate's own line in the host's report.
 fn certificate_report(run: &CertificateRun) -> ResourceReport {
     let status = match run.status {
@@ -115,7 +171,7 @@ fn certificate_report(run: &CertificateRun) -> ResourceReport {
     };
     let line = run.line();
     let detail = line
-        .strip_prefix(&format!("{}/", run.host))
+        .strip_prefix(&format!("{}/{}: ", run.host, run.name))
         .unwrap_or(&line)
         .to_string();
     ResourceReport {
@@ -149,11 +205,21 @@ where
     }
 
     fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
+        let mut resources = self.converge.prepare(spec)?;
         let declaration = match &self.certificates {
-            Some(step) => declaration_of(spec, step.base_dir.as_deref())?,
+            Some(step) => match declaration_of(spec, step.base_dir.as_deref())? {
+                Some(d) => match step.folded(&d) {
+                    Some(current) => {
+                        resources.extend(current);
+                        None
+                    }
+                    None => Some(d),
+                },
+                None => None,
+            },
             None => None,
         };
-        Ok((self.converge.prepare(spec)?, declaration))
+        Ok((resources, declaration))
     }
 
     async fn run(
