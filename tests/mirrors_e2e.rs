@@ -678,3 +678,65 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
         "apt-get -q update >/dev/null && apt-cache policy htop | grep -q Candidate",
     );
 }
+
+/// Issue 15: a repository whose signature the given key does not verify (the inventory's
+/// key is another one) fails the run naming it: the source, keyring and pin are taken
+/// away again, and the host is as it was.
+#[test]
+fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else() {
+    if !can_run() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let gateway = lab::gateway_address(host.index);
+    let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
+    let server = Server::start(gateway, repo.root());
+    let other_key = include_str!("../crates/common/tests/fixtures/test-repo-key.asc");
+    assert_ne!(other_key.trim(), repo.key.trim());
+    let work = tempfile::tempdir().unwrap();
+    let inventory = write_inventory(
+        work.path(),
+        &host,
+        &format!(
+            "[vars.docker]\nsource = \"distribution\"\n\n[vars.docker.repository]\nurl = \"{}\"\nkey = {}\n",
+            server.url(),
+            toml_multiline(other_key)
+        ),
+    );
+    let before = fingerprint(&host);
+
+    let up = support::provision(&inventory, &["up"], &[]);
+    assert_eq!(up.code, 1, "{}", up.text);
+    let error = up.json["hosts"][0]["error"].as_str().unwrap_or_default();
+    println!("{error}");
+    let repo_url = format!("{}/linux/{}", server.url(), os_id(&host));
+    assert!(
+        error.contains(&format!(
+            "apt-get update failed with the Docker repository (docker.repository) ({repo_url})"
+        )),
+        "the error names the repository:\n{}",
+        up.text
+    );
+    assert!(
+        server.asked_for(&format!(
+            "/linux/{}/dists/{}/InRelease",
+            os_id(&host),
+            host.os.suite()
+        )),
+        "apt did reach the repository: the signature is what failed"
+    );
+    let after = fingerprint(&host);
+    if before != after {
+        let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
+        let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+        panic!(
+            "the failed run changed the host:\n--- before\n{}\n+++ after\n{}",
+            gone.join("\n"),
+            new.join("\n")
+        );
+    }
+    remote(
+        &host,
+        "apt-get -q update >/dev/null && apt-cache policy htop | grep -q Candidate",
+    );
+}
