@@ -133,6 +133,18 @@ pub enum LabError {
         log_tail: String,
     },
 
+    /// A host to boot again still has a running process (its nspawn, or its
+    /// init outliving a killed nspawn).
+    #[error(
+        "lab host {name} is still running (pid {pid}); only a host whose nspawn exited boots again\n  hint: `provision lab status` shows it; `provision lab down` removes it"
+    )]
+    StillRunning {
+        /// Host name.
+        name: String,
+        /// The recorded process still alive.
+        pid: u32,
+    },
+
     /// Something in the lab's own state files is not as expected.
     #[error(
         "bad lab state in {path}: {detail}\n  hint: `provision lab down` removes the lab's state"

@@ -25,6 +25,11 @@ pub const NSPAWN_FLAGS: &[&str] = &[
     "--system-call-filter=@keyring bpf",
 ];
 
+/// The exit status of `systemd-nspawn --boot` when the OS inside rebooted
+/// (`systemctl reboot`, `shutdown -r`, `reboot`): the container is gone and
+/// nothing starts it again unless the lab does ([`crate::Lab::restart_host`]).
+pub const NSPAWN_REBOOT_EXIT: i32 = 133;
+
 /// Environment for `systemd-nspawn`.
 pub const NSPAWN_ENV: &[(&str, &str)] = &[
     // cgroup v2 inside: on a hybrid host nspawn otherwise mounts the v1
@@ -439,10 +444,7 @@ pub fn build_and_boot(
         "is there enough free space under the lab state directory?",
     )?;
     std::fs::create_dir(&rootfs).map_err(|e| LabError::io("creating directory", &rootfs, e))?;
-    run(
-        cmd("mount").args(["-o", "loop"]).arg(&disk).arg(&rootfs),
-        "the lab needs loop devices (modprobe loop)",
-    )?;
+    mount_disk(&disk, &rootfs)?;
     let copied = started.elapsed();
     let pubkey_path = lab.identity_file().with_extension("pub");
     let authorized = std::fs::read_to_string(&pubkey_path)
@@ -450,30 +452,16 @@ pub fn build_and_boot(
     let host_key = customize(&rootfs, name, index, image.os, login, &authorized)?;
     set_known_host(lab, address, Some(&host_key))?;
 
-    let iface_guess = net::expected_iface(name);
-    let cgroups = {
-        let _g = lab.global_lock()?;
-        net::ensure_nat(lab.run_dir())?;
-        // A leftover link of a crashed host with this index would clash.
-        if net::delete_iface(&iface_guess) {
-            tracing::warn!(iface = %iface_guess, "removed a stale lab interface");
-        }
-        net::remove_cgroups(name);
-        net::create_cgroups(name)?
-    };
-
-    let log = dir.join(LOG);
-    let (nspawn_pid, nspawn_starttime) = spawn_nspawn(&rootfs, name, &cgroups, &log)?;
-    let mut record = HostRecord {
+    let record = HostRecord {
         name: name.to_string(),
         index,
         address,
-        rootfs: rootfs.clone(),
-        nspawn_pid,
-        nspawn_starttime,
+        rootfs,
+        nspawn_pid: 0,
+        nspawn_starttime: None,
         leader_pid: 0,
         leader_starttime: None,
-        iface: iface_guess.clone(),
+        iface: net::expected_iface(name),
         owner_pid: owned.then(std::process::id),
         owner_starttime: if owned {
             sys::proc_starttime(std::process::id())
@@ -483,6 +471,103 @@ pub fn build_and_boot(
         os: image.os,
         login,
     };
+    tracing::debug!(
+        host = name,
+        copy_ms = copied.as_millis() as u64,
+        "lab host disk ready"
+    );
+    boot(lab, dir, record)
+}
+
+/// Boot a recorded host again from its disk after its nspawn exited (a
+/// reboot inside, a crash, or this machine rebooted): same index, address,
+/// name, host keys, login, OS and owner; a new nspawn, init and link. The
+/// caller holds its creation lock.
+pub fn boot_again(lab: &Lab, dir: &Path) -> Result<LabHost, LabError> {
+    let record = read_record(dir).ok_or_else(|| LabError::BadState {
+        path: dir.join(RECORD),
+        detail: "no readable host record; the host cannot be booted again".into(),
+    })?;
+    if let Some(pid) = [
+        (record.nspawn_pid, record.nspawn_starttime),
+        (record.leader_pid, record.leader_starttime),
+    ]
+    .into_iter()
+    .find_map(|(p, s)| sys::pid_alive(p, s).then_some(p))
+    {
+        return Err(LabError::StillRunning {
+            name: record.name.clone(),
+            pid,
+        });
+    }
+    // The disk stays mounted when nspawn exits; after a reboot of this
+    // machine it is mounted again.
+    if !sys::mounts_under(&record.rootfs).contains(&record.rootfs) {
+        let disk = dir.join(DISK);
+        tracing::info!(host = %record.name, disk = %disk.display(), "mounting the host's disk again");
+        mount_disk(&disk, &record.rootfs)?;
+    }
+    claim_slot(lab, record.index, dir)?;
+    boot(lab, dir, record)
+}
+
+fn mount_disk(disk: &Path, rootfs: &Path) -> Result<(), LabError> {
+    run(
+        cmd("mount").args(["-o", "loop"]).arg(disk).arg(rootfs),
+        "the lab needs loop devices (modprobe loop)",
+    )?;
+    Ok(())
+}
+
+/// Make `RUN/slots/N` name `dir` again (the run directory is gone after a
+/// reboot of this machine); an index another host holds is an error.
+fn claim_slot(lab: &Lab, index: u32, dir: &Path) -> Result<(), LabError> {
+    let _g = lab.global_lock()?;
+    let slot = lab.slots_dir().join(index.to_string());
+    let owner = std::fs::read_to_string(&slot).unwrap_or_default();
+    let owner = Path::new(owner.trim());
+    if owner.as_os_str().is_empty() || owner == dir || !owner.is_dir() {
+        if owner != dir {
+            write_atomic(&slot, dir.to_string_lossy().as_bytes(), 0o644)?;
+        }
+        return Ok(());
+    }
+    Err(LabError::BadState {
+        path: slot,
+        detail: format!(
+            "address slot {index} belongs to {} now; {} cannot boot again",
+            owner.display(),
+            dir.display()
+        ),
+    })
+}
+
+/// The boot half of a host, shared by creation and [`boot_again`]: its
+/// cgroups (and NAT) set up, nspawn started and recorded, the machine side of
+/// its veth configured, then ssh waited for. `record` has the host's
+/// identity; its process and link fields are filled in here.
+fn boot(lab: &Lab, dir: &Path, mut record: HostRecord) -> Result<LabHost, LabError> {
+    let started = Instant::now();
+    let name = record.name.clone();
+    let iface_guess = net::expected_iface(&name);
+    let cgroups = {
+        let _g = lab.global_lock()?;
+        net::ensure_nat(lab.run_dir())?;
+        // A leftover link of a crashed host with this index would clash.
+        if net::delete_iface(&iface_guess) {
+            tracing::warn!(iface = %iface_guess, "removed a stale lab interface");
+        }
+        net::remove_cgroups(&name);
+        net::create_cgroups(&name)?
+    };
+
+    let log = dir.join(LOG);
+    let (nspawn_pid, nspawn_starttime) = spawn_nspawn(&record.rootfs, &name, &cgroups, &log)?;
+    record.nspawn_pid = nspawn_pid;
+    record.nspawn_starttime = nspawn_starttime;
+    record.leader_pid = 0;
+    record.leader_starttime = None;
+    record.iface = iface_guess;
     write_record(dir, &record)?;
 
     let (leader, iface) = wait_for_leader_and_link(&record, &log)?;
@@ -490,15 +575,14 @@ pub fn build_and_boot(
     record.leader_starttime = sys::proc_starttime(leader);
     record.iface = iface;
     write_record(dir, &record)?;
-    net::configure_machine_side(&record.iface, index)?;
+    net::configure_machine_side(&record.iface, record.index)?;
     let booted = started.elapsed();
 
     let host = lab.host_from_record(&record);
     wait_ready(&host, &record, &log, lab.ready_timeout)?;
     tracing::info!(
-        host = name,
-        %address,
-        copy_ms = copied.as_millis() as u64,
+        host = %name,
+        address = %record.address,
         spawn_ms = booted.as_millis() as u64,
         ready_ms = started.elapsed().as_millis() as u64,
         "lab host ready"
@@ -514,7 +598,12 @@ fn spawn_nspawn(
     cgroups: &[PathBuf],
     log: &Path,
 ) -> Result<(u32, Option<u64>), LabError> {
-    let log_file = std::fs::File::create(log).map_err(|e| LabError::io("creating log", log, e))?;
+    // Appended: after a reboot the log of the boot before stays readable.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::io("creating log", log, e))?;
     let log_err = log_file
         .try_clone()
         .map_err(|e| LabError::io("creating log", log, e))?;
@@ -558,10 +647,8 @@ fn spawn_nspawn(
 }
 
 fn exited_error(record: &HostRecord, log: &Path) -> LabError {
-    let status = sys::reap_children()
-        .into_iter()
-        .find(|(p, _)| *p == record.nspawn_pid)
-        .map(|(_, s)| s)
+    let status = sys::exit_status(record.nspawn_pid)
+        .map(|s| s.to_string())
         .unwrap_or_else(|| "exited".into());
     LabError::NspawnExited {
         name: record.name.clone(),
@@ -849,6 +936,40 @@ mod tests {
     fn host0_config() {
         let text = host0_network(5);
         assert!(text.contains("Address=10.77.5.2/30\nGateway=10.77.5.1\n"));
+    }
+
+    #[test]
+    fn a_host_booting_again_claims_its_slot_unless_another_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lab = Lab::with_dirs(tmp.path().join("state"), tmp.path().join("cache"))
+            .with_run_dir(tmp.path().join("run"));
+        let mine = tmp.path().join("state/hosts/lab3");
+        let other = tmp.path().join("other/hosts/lab3");
+        std::fs::create_dir_all(&mine).unwrap();
+        let slot = lab.slots_dir().join("3");
+        // The run directory is gone (this machine rebooted): the slot is written again.
+        claim_slot(&lab, 3, &mine).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&slot).unwrap(),
+            mine.to_string_lossy()
+        );
+        claim_slot(&lab, 3, &mine).unwrap();
+        // A slot naming a directory that is gone is taken over.
+        write_atomic(&slot, other.to_string_lossy().as_bytes(), 0o644).unwrap();
+        claim_slot(&lab, 3, &mine).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&slot).unwrap(),
+            mine.to_string_lossy()
+        );
+        // One held by another lab's live host is not.
+        std::fs::create_dir_all(&other).unwrap();
+        write_atomic(&slot, other.to_string_lossy().as_bytes(), 0o644).unwrap();
+        let err = claim_slot(&lab, 3, &mine).unwrap_err().to_string();
+        assert!(err.contains("address slot 3 belongs to"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&slot).unwrap(),
+            other.to_string_lossy()
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use apt::{
     pick_mirrors, ubuntu_mirror_from_script,
 };
 pub use error::LabError;
-pub use host::{NSPAWN_ENV, NSPAWN_FLAGS};
+pub use host::{NSPAWN_ENV, NSPAWN_FLAGS, NSPAWN_REBOOT_EXIT};
 pub use image::{
     BaseImage, CLOUD_INIT_SSHD_DROP_IN, DISK_SIZE, MASKED_UNITS, UBUNTU_ARCHIVE_KEY,
     UBUNTU_ARCHIVE_KEY_FINGERPRINT, image_name,
@@ -156,9 +156,10 @@ impl LabHost {
 pub enum HostState {
     /// Its nspawn is running.
     Running,
-    /// Another process (or thread) is creating it right now.
+    /// Another process (or thread) is creating or booting it again right now.
     Creating,
-    /// Left behind: its nspawn is gone (crash, reboot); `down` or `up` clean it.
+    /// Its nspawn is gone (a reboot inside, a crash, a reboot of this
+    /// machine): `up` boots it again ([`Lab::restart_host`]), `down` removes it.
     Stale,
     /// A test's host whose owning process has exited (e.g. killed by a
     /// timeout before its guard could run); `up`, `down` and the next
@@ -198,6 +199,10 @@ pub struct UpReport {
     pub hosts: Vec<LabHost>,
     /// Names of the hosts this call created.
     pub created: Vec<String>,
+    /// Names of recorded hosts whose nspawn was gone (a reboot inside, a
+    /// crash, a reboot of this machine) that this call booted again from
+    /// their disks ([`Lab::restart_host`]) instead of replacing them.
+    pub restarted: Vec<String>,
     /// Running hosts that did not answer the lab's login (kept, listed in
     /// the inventory), with why.
     pub unreachable: Vec<(String, String)>,
@@ -535,8 +540,11 @@ impl Lab {
     /// hosts are never destroyed: reachable ones (through the login recorded
     /// for them) are reused, hosts of another spec are kept and listed, and
     /// one that does not answer is reported and left alone (`lab down` or
-    /// [`Lab::destroy_host`] remove it). Stale and orphaned ones (their
-    /// nspawn or owning test is gone) are removed; missing ones created in
+    /// [`Lab::destroy_host`] remove it). A host whose nspawn is gone (it
+    /// rebooted while nobody watched) is booted again from its disk
+    /// ([`Lab::restart_host`]) and counted like a running one; one that cannot
+    /// boot again, and orphaned test hosts, are removed (a test's host while
+    /// its process runs is left to its guard). Missing ones are created in
     /// parallel. Writes the inventory (every running host of this lab) and
     /// returns the hosts it lists.
     pub fn up(&self, count: usize, spec: HostSpec) -> Result<UpReport, LabError> {
@@ -550,9 +558,39 @@ impl Lab {
                 HostState::Creating => {
                     tracing::info!(host = %st.name, "being created by another process; not counted");
                 }
+                HostState::Stale if st.owner_pid.is_some() => {
+                    // A test's host that exited while its test runs: the
+                    // test's guard restarts it after a reboot, or leaves a
+                    // crash visible.
+                    tracing::info!(host = %st.name, "a running test's host whose nspawn is gone; left to its test");
+                }
                 HostState::Stale => {
-                    tracing::warn!(host = %st.name, "stale lab host (its nspawn is gone); removing it");
-                    self.destroy_host(&st.name)?;
+                    tracing::info!(host = %st.name, "its nspawn is gone (rebooted?); booting it again");
+                    match self.restart_host(&st.name) {
+                        Ok(h) => {
+                            if st.spec == Some(spec) {
+                                matching += 1;
+                            }
+                            report.restarted.push(h.name.clone());
+                            report.hosts.push(h);
+                        }
+                        Err(e) => {
+                            let dir = self.hosts_dir().join(&st.name);
+                            match host::read_record(&dir).filter(|r| r.nspawn_alive()) {
+                                Some(r) => {
+                                    // Booted, but the lab's login is refused
+                                    // (a hardened host rebooted): kept.
+                                    tracing::warn!(host = %st.name, error = %e, "booted again but not answering the lab's login; kept");
+                                    report.unreachable.push((st.name.clone(), e.to_string()));
+                                    report.kept.push(self.host_from_record(&r));
+                                }
+                                None => {
+                                    tracing::warn!(host = %st.name, error = %e, "could not boot the host again; removing it");
+                                    self.destroy_host(&st.name)?;
+                                }
+                            }
+                        }
+                    }
                 }
                 HostState::Running if st.owner_pid.is_some() => {
                     // A test's host: not part of the lab `up` manages.
@@ -630,6 +668,47 @@ impl Lab {
             .collect();
         let text = inventory::render(&self.identity_file(), &self.known_hosts_path(), &list);
         sys::write_atomic(&self.inventory_path(), text.as_bytes(), 0o644)
+    }
+
+    /// Boot host `name` again from its disk after its nspawn exited (e.g.
+    /// `systemctl reboot` inside: nspawn exits with status 133 and nothing
+    /// restarts it; or a crash, or a reboot of this machine). Same index,
+    /// address, name, host keys, login, OS and owner; a new nspawn (and init)
+    /// in its record and the machine side of its veth configured again;
+    /// returns once ssh answers through the recorded login. A host with a
+    /// live recorded process is refused ([`LabError::StillRunning`]). On a
+    /// failure after the start, what runs stays recorded: `down` (or
+    /// [`Lab::destroy_host`]) removes it.
+    pub fn restart_host(&self, name: &str) -> Result<LabHost, LabError> {
+        self.host_dir_of(name)?;
+        self.restart_host_unless(name, || false)?
+            .ok_or_else(|| self.unknown_host(name))
+    }
+
+    /// [`Lab::restart_host`], unless `stop` says so once the host's creation
+    /// lock is held (checked under it, so that a test guard's teardown and
+    /// its watcher never race). None when stopped or the host is gone.
+    pub(crate) fn restart_host_unless(
+        &self,
+        name: &str,
+        stop: impl FnOnce() -> bool,
+    ) -> Result<Option<LabHost>, LabError> {
+        let dir = self.hosts_dir().join(name);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        // Waits while another thread/process creates, boots or removes it.
+        match lock_host(&dir)? {
+            Some(_creating) if !stop() => host::boot_again(self, &dir).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn unknown_host(&self, name: &str) -> LabError {
+        LabError::UnknownHost {
+            name: name.to_string(),
+            state_dir: self.state_dir.clone(),
+        }
     }
 
     /// Stop and remove one host.

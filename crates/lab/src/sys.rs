@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -96,31 +96,51 @@ pub fn effective_uid() -> Option<u32> {
 
 // ---------------------------------------------------------------- processes
 
-/// Children we spawned and have not reaped yet (so they don't stay zombies).
-static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+/// Children we spawned and have not reaped yet (so they don't stay zombies),
+/// and the exit status of those reaped (kept: whoever reaps first, e.g.
+/// [`pid_alive`] on any thread, must not lose the status for [`exit_status`]).
+struct Children {
+    running: Vec<Child>,
+    exited: Vec<(u32, ExitStatus)>,
+}
+
+static CHILDREN: Mutex<Children> = Mutex::new(Children {
+    running: Vec::new(),
+    exited: Vec::new(),
+});
 
 /// Keep `child` so it gets reaped once it exits.
 pub fn adopt_child(child: Child) {
-    if let Ok(mut list) = CHILDREN.lock() {
-        list.push(child);
+    if let Ok(mut c) = CHILDREN.lock() {
+        // A reused pid: the status of its earlier process is not this one's.
+        let pid = child.id();
+        c.exited.retain(|(p, _)| *p != pid);
+        c.running.push(child);
     }
 }
 
-/// Reap any of our adopted children that have exited; returns their pids
-/// with exit status text.
-pub fn reap_children() -> Vec<(u32, String)> {
-    let mut done = Vec::new();
-    if let Ok(mut list) = CHILDREN.lock() {
-        list.retain_mut(|c| match c.try_wait() {
+/// Reap any of our adopted children that have exited, keeping their status
+/// for [`exit_status`].
+pub fn reap_children() {
+    if let Ok(mut guard) = CHILDREN.lock() {
+        let c = &mut *guard;
+        c.running.retain_mut(|child| match child.try_wait() {
             Ok(Some(status)) => {
-                done.push((c.id(), status.to_string()));
+                c.exited.push((child.id(), status));
                 false
             }
             Ok(None) => true,
             Err(_) => false,
         });
     }
-    done
+}
+
+/// The exit status of adopted child `pid` once it has exited (None while it
+/// runs, and for processes this process did not start).
+pub fn exit_status(pid: u32) -> Option<ExitStatus> {
+    reap_children();
+    let c = CHILDREN.lock().ok()?;
+    c.exited.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
 }
 
 /// Fields of /proc/PID/stat after the command name: (state, ppid, starttime).
@@ -426,6 +446,21 @@ mod tests {
         assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
         assert_eq!(unescape_mount_path("/plain"), "/plain");
         assert_eq!(unescape_mount_path("/x\\"), "/x\\");
+    }
+
+    #[test]
+    fn exit_status_of_an_adopted_child_survives_other_reapers() {
+        let child = Command::new("sh")
+            .args(["-c", "exit 133"])
+            .spawn()
+            .expect("sh");
+        let pid = child.id();
+        adopt_child(child);
+        // Whoever polls first (pid_alive reaps), the status stays readable.
+        assert!(wait_gone(pid, None, Duration::from_secs(10)));
+        assert_eq!(exit_status(pid).and_then(|s| s.code()), Some(133));
+        assert_eq!(exit_status(pid).and_then(|s| s.code()), Some(133));
+        assert_eq!(exit_status(std::process::id()), None, "not our child");
     }
 
     #[test]

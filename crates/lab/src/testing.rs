@@ -14,8 +14,12 @@
 #![allow(clippy::print_stderr)] // telling why a test is skipped is the point
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
-use crate::{HostSpec, Lab, LabHost, Os};
+use crate::{HostSpec, Lab, LabError, LabHost, NSPAWN_REBOOT_EXIT, Os, sys};
 
 /// Variable choosing the OS of test hosts.
 pub const OS_VAR: &str = "PROVISION_LAB_OS";
@@ -64,21 +68,158 @@ pub fn skip_unless_lab() -> bool {
     }
 }
 
-/// A lab host that is destroyed when dropped (also during a panic).
+/// A lab host that is destroyed when dropped (also during a panic), and
+/// booted again when the OS inside reboots: a watcher thread of the guard
+/// polls the exit status of the host's nspawn (a child of this process) and,
+/// on [`NSPAWN_REBOOT_EXIT`], boots the host again with
+/// [`Lab::restart_host`]. Any other exit is left alone (a crash stays
+/// visible). The watcher is stopped and joined before the host is destroyed.
+///
+/// The guard derefs to the host as created: name, address, login and keys
+/// stay the same across reboots, its pids do not ([`LabGuard::current`]).
 #[derive(Debug)]
 pub struct LabGuard {
     lab: Lab,
     host: Option<LabHost>,
+    watcher: Option<Watcher>,
+}
+
+/// What a guard's watcher has seen and done so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchReport {
+    /// Times it booted the host again after a reboot inside.
+    pub restarts: u32,
+    /// Why it stopped watching before the guard was dropped: an exit of
+    /// nspawn other than a reboot (left alone), or a failed boot.
+    pub ended: Option<String>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    shared: Arc<Shared>,
+    thread: JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    stop: AtomicBool,
+    report: Mutex<WatchReport>,
+}
+
+/// How often the watcher looks at the host's nspawn.
+const WATCH_POLL: Duration = Duration::from_millis(150);
+
+impl Watcher {
+    fn start(lab: Lab, host: &LabHost) -> std::io::Result<Watcher> {
+        let shared = Arc::new(Shared::default());
+        let (name, nspawn_pid) = (host.name.clone(), host.nspawn_pid);
+        let thread = std::thread::Builder::new()
+            .name(format!("lab-watch-{name}"))
+            .spawn({
+                let shared = Arc::clone(&shared);
+                move || watch(&lab, &name, nspawn_pid, &shared)
+            })?;
+        Ok(Watcher { shared, thread })
+    }
+
+    fn stop(self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.thread.thread().unpark();
+        if self.thread.join().is_err() {
+            eprintln!("the lab host watcher panicked");
+        }
+    }
+}
+
+fn watch(lab: &Lab, name: &str, mut nspawn_pid: u32, shared: &Shared) {
+    let stopped = || shared.stop.load(Ordering::SeqCst);
+    let end = |why: String| {
+        tracing::warn!(host = name, "{why}");
+        if let Ok(mut r) = shared.report.lock() {
+            r.ended = Some(why);
+        }
+    };
+    while !stopped() {
+        std::thread::park_timeout(WATCH_POLL);
+        let Some(status) = sys::exit_status(nspawn_pid) else {
+            continue; // running (or not our child: nothing to learn)
+        };
+        if status.code() != Some(NSPAWN_REBOOT_EXIT) {
+            return end(format!(
+                "systemd-nspawn of {name} exited ({status}); not a reboot, left alone"
+            ));
+        }
+        tracing::info!(
+            host = name,
+            "rebooted inside (nspawn {status}); booting it again"
+        );
+        // The stop flag is checked under the host's creation lock: once the
+        // guard's teardown has it, no boot starts.
+        match lab.restart_host_unless(name, stopped) {
+            Ok(Some(h)) => {
+                nspawn_pid = h.nspawn_pid;
+                if let Ok(mut r) = shared.report.lock() {
+                    r.restarts += 1;
+                }
+            }
+            Ok(None) => return, // stopping, or removed by someone else
+            Err(LabError::StillRunning { .. }) => {
+                // Booted again meanwhile by another caller: watch that one.
+                match lab.host(name) {
+                    Ok(h) => nspawn_pid = h.nspawn_pid,
+                    Err(e) => return end(format!("{name} vanished: {e}")),
+                }
+            }
+            Err(e) => return end(format!("booting {name} again failed: {e}")),
+        }
+    }
 }
 
 impl LabGuard {
+    fn new(lab: Lab, host: LabHost) -> LabGuard {
+        let mut guard = LabGuard {
+            lab,
+            host: Some(host),
+            watcher: None,
+        };
+        match Watcher::start(guard.lab.clone(), &guard) {
+            Ok(w) => guard.watcher = Some(w),
+            // The guard's drop destroys the host.
+            Err(e) => panic!("starting the watcher of lab host {}: {e}", guard.name),
+        }
+        guard
+    }
+
     /// The lab the host belongs to.
     pub fn lab(&self) -> &Lab {
         &self.lab
     }
 
+    /// The host as recorded now (its nspawn and init pids change when it is
+    /// booted again); an error while it is not running.
+    pub fn current(&self) -> Result<LabHost, LabError> {
+        self.lab.host(&self.name)
+    }
+
+    /// What the watcher has seen and done so far.
+    pub fn watch_report(&self) -> WatchReport {
+        self.watcher
+            .as_ref()
+            .and_then(|w| w.shared.report.lock().ok().map(|r| r.clone()))
+            .unwrap_or_default()
+    }
+
     /// Destroy the host now, reporting errors instead of printing them.
-    pub fn destroy(mut self) -> Result<(), crate::LabError> {
+    pub fn destroy(mut self) -> Result<(), LabError> {
+        self.take_down()
+    }
+
+    /// Stop and join the watcher (it may be booting the host: that ends
+    /// first, recorded), then destroy the host.
+    fn take_down(&mut self) -> Result<(), LabError> {
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
         match self.host.take() {
             Some(h) => self.lab.destroy_host(&h.name),
             None => Ok(()),
@@ -95,10 +236,13 @@ impl Deref for LabGuard {
 
 impl Drop for LabGuard {
     fn drop(&mut self) {
-        if let Some(h) = self.host.take()
-            && let Err(e) = self.lab.destroy_host(&h.name)
-        {
-            eprintln!("could not destroy lab host {}: {e}", h.name);
+        let name = self
+            .host
+            .as_ref()
+            .map(|h| h.name.clone())
+            .unwrap_or_default();
+        if let Err(e) = self.take_down() {
+            eprintln!("could not destroy lab host {name}: {e}");
         }
     }
 }
@@ -137,10 +281,7 @@ pub fn fresh_host_in_with(lab: Lab, spec: HostSpec) -> LabGuard {
         eprintln!("could not remove orphaned lab test hosts: {e}");
     }
     match lab.create_host_with(spec, true) {
-        Ok(host) => LabGuard {
-            lab,
-            host: Some(host),
-        },
+        Ok(host) => LabGuard::new(lab, host),
         Err(e) => panic!("creating a lab host failed: {e}"),
     }
 }

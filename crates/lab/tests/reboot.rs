@@ -1,0 +1,287 @@
+//! Lab hosts survive a reboot of the OS inside (`systemctl reboot`: nspawn exits with
+//! status 133): a test's guard boots its host again by itself, `lab up` boots a recorded
+//! host again instead of replacing it, and nothing is left behind afterwards. Skipped with
+//! a note where the lab cannot run, except under CI / PROVISION_LAB_REQUIRED=1.
+#![allow(clippy::print_stderr)] // the measured round trip is worth a line in the output
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lab::testing::{WatchReport, default_spec, fresh_host, remote, skip_unless_lab, test_os};
+use lab::{HostState, Lab, LabHost};
+
+const MARKER: &str = "/var/lib/lab-reboot-marker";
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+fn iface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Live processes whose command line names `--directory=ROOTFS` (an nspawn of that host).
+fn nspawns_of(rootfs: &Path) -> Vec<u32> {
+    let want = format!("--directory={}", rootfs.display());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|p| p.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == want.as_bytes()))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+/// Poll `done` (every 200 ms) until it holds; panics with `what` after `limit`.
+fn poll_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {}s",
+            limit.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `systemctl reboot` as root through the host's login (root, or sudo for the image's
+/// user). The connection may be cut by the shutdown, so its status is not checked here:
+/// the exit of the old nspawn is.
+fn reboot(host: &LabHost) -> std::process::Output {
+    let sudo = if host.user == "root" { "" } else { "sudo -n " };
+    host.ssh(&format!("{sudo}systemctl reboot"))
+        .expect("ssh runs")
+}
+
+/// The boot id, once a plain login (strict host key checking, the lab's known_hosts)
+/// works again; polled for up to 90 s.
+fn boot_id_when_back(host: &LabHost) -> String {
+    let mut id = String::new();
+    poll_until(
+        Duration::from_secs(90),
+        "a login after the reboot",
+        || match host.ssh(BOOT_ID) {
+            Ok(o) if o.status.success() => {
+                id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                true
+            }
+            _ => false,
+        },
+    );
+    id
+}
+
+/// The known_hosts line of the host's address, and the host key the host serves.
+fn host_key_lines(host: &LabHost) -> (String, String) {
+    let known = std::fs::read_to_string(&host.known_hosts).expect("known_hosts");
+    let line = known
+        .lines()
+        .find(|l| l.starts_with(&format!("{},", host.address)))
+        .unwrap_or_else(|| panic!("no known_hosts line for {}:\n{known}", host.address))
+        .to_string();
+    let served = remote(host, "cat /etc/ssh/ssh_host_ed25519_key.pub");
+    (line, served)
+}
+
+/// Everything that shows the host is up at its old identity after the reboot.
+fn assert_same_host_after_reboot(before: &LabHost, now: &LabHost, old_boot: &str, new_boot: &str) {
+    assert_ne!(new_boot, old_boot, "the boot id did not change");
+    assert!(!new_boot.is_empty());
+    assert_eq!(remote(now, &format!("cat {MARKER}")), "before the reboot");
+    assert_eq!(
+        (&now.name, now.index, now.address, &now.user, now.os),
+        (
+            &before.name,
+            before.index,
+            before.address,
+            &before.user,
+            before.os
+        )
+    );
+    assert_ne!(now.nspawn_pid, before.nspawn_pid, "a new nspawn");
+    assert!(alive(now.nspawn_pid) && alive(now.leader_pid));
+    assert!(!alive(before.nspawn_pid) && !alive(before.leader_pid));
+    assert_eq!(nspawns_of(&now.root_dir), [now.nspawn_pid]);
+    assert_eq!(remote(now, "hostname"), before.name);
+    let inside = remote(now, "ip -4 -o addr show dev host0");
+    assert!(
+        inside.contains(&format!("{}/30", before.address)),
+        "{inside}"
+    );
+    let gateway = lab::gateway_address(before.index);
+    let outside = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &now.iface])
+        .output()
+        .expect("ip");
+    assert!(
+        String::from_utf8_lossy(&outside.stdout).contains(&format!("{gateway}/30")),
+        "machine side {}: {}",
+        now.iface,
+        String::from_utf8_lossy(&outside.stdout)
+    );
+}
+
+/// After the host is gone: no process of it, no interface, no directory, no record.
+fn assert_nothing_left(lab: &Lab, host: &LabHost, dir: &Path) {
+    assert!(!alive(host.nspawn_pid), "nspawn {} alive", host.nspawn_pid);
+    assert!(!alive(host.leader_pid), "init {} alive", host.leader_pid);
+    assert_eq!(nspawns_of(&host.root_dir), Vec::<u32>::new());
+    assert!(!iface_exists(&host.iface), "{} left behind", host.iface);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    let st = lab.status().expect("status");
+    assert!(st.iter().all(|s| s.name != host.name), "{st:?}");
+}
+
+#[test]
+fn a_test_host_that_reboots_comes_back_by_itself() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let guard = fresh_host();
+    let before: LabHost = (*guard).clone();
+    let lab = guard.lab().clone();
+    let dir: PathBuf = before.root_dir.parent().expect("host dir").to_path_buf();
+    let old_boot = remote(&before, BOOT_ID);
+    remote(
+        &before,
+        &format!("echo 'before the reboot' > {MARKER}; sync"),
+    );
+    let (known_line, served_key) = host_key_lines(&before);
+
+    let started = Instant::now();
+    let o = reboot(&before);
+    poll_until(Duration::from_secs(60), "the old nspawn exiting", || {
+        !alive(before.nspawn_pid)
+    });
+    let new_boot = boot_id_when_back(&before);
+    let round_trip = started.elapsed();
+    eprintln!(
+        "{}: reboot round trip (systemctl reboot to a login) {:.1}s",
+        test_os(),
+        round_trip.as_secs_f64()
+    );
+    let now = guard.current().expect("running again");
+    assert_same_host_after_reboot(&before, &now, &old_boot, &new_boot);
+    assert_eq!(
+        guard.watch_report(),
+        WatchReport {
+            restarts: 1,
+            ended: None
+        },
+        "reboot: {:?}",
+        o
+    );
+    // Strict host key checking passed with the key recorded at creation.
+    assert_eq!(
+        host_key_lines(&now),
+        (known_line.clone(), served_key.clone())
+    );
+    assert!(known_line.ends_with(&served_key[..served_key.rfind(' ').unwrap_or(served_key.len())]));
+
+    drop(guard);
+    assert_nothing_left(&lab, &now, &dir);
+}
+
+#[test]
+fn a_test_host_that_powers_off_is_left_alone() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let guard = fresh_host();
+    let before: LabHost = (*guard).clone();
+    let lab = guard.lab().clone();
+    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    let sudo = if before.user == "root" {
+        ""
+    } else {
+        "sudo -n "
+    };
+    let _ = before.ssh(&format!("{sudo}systemctl poweroff"));
+    // The watcher sees the exit, which is not a reboot, and stops watching.
+    poll_until(
+        Duration::from_secs(60),
+        "the watcher seeing the exit",
+        || guard.watch_report().ended.is_some(),
+    );
+    let report = guard.watch_report();
+    assert_eq!(report.restarts, 0, "{report:?}");
+    let ended = report.ended.unwrap_or_default();
+    assert!(ended.contains("exit status: 0"), "{ended}");
+    assert!(!alive(before.nspawn_pid));
+    assert_eq!(nspawns_of(&before.root_dir), Vec::<u32>::new());
+    let st = lab.status().expect("status");
+    let mine = st.iter().find(|s| s.name == before.name).expect("listed");
+    assert_eq!(mine.state, HostState::Stale, "{mine:?}");
+    assert!(guard.current().is_err(), "not running");
+
+    drop(guard);
+    assert_nothing_left(&lab, &before, &dir);
+}
+
+#[test]
+fn up_boots_again_a_host_that_rebooted_unwatched() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let default = Lab::open_default().expect("lab");
+    let state = std::env::temp_dir().join(format!("provision-lab-reboot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    let spec = default_spec();
+    let first = lab.up(1, spec).expect("lab up 1");
+    let before = first.hosts[0].clone();
+    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    let old_boot = remote(&before, BOOT_ID);
+    remote(
+        &before,
+        &format!("echo 'before the reboot' > {MARKER}; sync"),
+    );
+
+    let started = Instant::now();
+    let _ = reboot(&before);
+    poll_until(Duration::from_secs(60), "the host showing stale", || {
+        lab.status()
+            .expect("status")
+            .iter()
+            .any(|s| s.name == before.name && s.state == HostState::Stale)
+    });
+    let again = lab.up(1, spec).expect("lab up 1 again");
+    eprintln!(
+        "{}: reboot round trip through `lab up` {:.1}s",
+        test_os(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(again.restarted, [before.name.as_str()]);
+    assert!(again.created.is_empty(), "replaced: {:?}", again.created);
+    assert!(again.unreachable.is_empty(), "{:?}", again.unreachable);
+    let now = again.hosts[0].clone();
+    let new_boot = remote(&now, BOOT_ID);
+    assert_same_host_after_reboot(&before, &now, &old_boot, &new_boot);
+    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
+    assert!(
+        inventory.contains(&format!("[hosts.{}]", before.name)),
+        "{inventory}"
+    );
+    // A third `up` finds it running: nothing restarted, nothing created.
+    let third = lab.up(1, spec).expect("lab up 1 a third time");
+    assert!(third.restarted.is_empty() && third.created.is_empty());
+
+    let report = lab.down().expect("lab down");
+    assert_eq!(report.hosts_removed, [before.name.as_str()]);
+    assert_nothing_left(&lab, &now, &dir);
+    std::fs::remove_dir_all(&state).expect("remove scratch state dir");
+}
