@@ -885,8 +885,9 @@ export DEBIAN_FRONTEND=noninteractive
 d=$(mktemp -d); cd "$d"
 apt-get download busybox-static >/dev/null 2>&1 || { apt-get -q update >/dev/null; apt-get download busybox-static >/dev/null 2>&1; }
 dpkg-deb -x busybox-static_*.deb x
-b=$(find x -type f -name busybox | head -n 1); [ -n "$b" ] || { echo 'no busybox in the package' >&2; exit 1; }
-mkdir -p rootfs/bin rootfs/www; cp "$b" rootfs/bin/busybox
+b=; for p in x/bin/busybox x/usr/bin/busybox; do if [ -f "$p" ]; then b=$p; fi; done
+[ -n "$b" ] || { echo 'no busybox in the package' >&2; exit 1; }
+mkdir -p rootfs/bin rootfs/www; chmod 755 rootfs; install -m 0755 "$b" rootfs/bin/busybox
 tar -C rootfs -c . | docker import - provision-e2e/busybox >/dev/null
 for c in allowed:8081 denied:5432; do
   docker run -d --restart always --name "${c%:*}" -p "${c#*:}:8080" provision-e2e/busybox \
