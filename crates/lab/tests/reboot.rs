@@ -7,10 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lab::testing::{WatchReport, default_spec, fresh_host, remote, skip_unless_lab, test_os};
-use lab::{HostState, Lab, LabHost};
+use lab::testing::{
+    LabGuard, WatchReport, default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab,
+    test_os,
+};
+use lab::{HostSpec, HostState, Lab, LabError, LabHost};
 
-const MARKER: &str = "/var/lib/lab-reboot-marker";
+/// In the login's home (written by that user, on the host's disk).
+const MARKER: &str = "lab-reboot-marker";
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 
 fn alive(pid: u32) -> bool {
@@ -45,6 +49,19 @@ fn nspawns_of(rootfs: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The lab's cgroup of host `name` in every cgroup2 hierarchy (gone once its last
+/// process is: a cgroup with processes cannot be removed).
+fn cgroups_of(name: &str) -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("mounts");
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| Path::new(f[1]).join("provision-lab").join(name))
+        .filter(|p| p.exists())
+        .collect()
+}
+
 /// Poll `done` (every 200 ms) until it holds; panics with `what` after `limit`.
 fn poll_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -58,13 +75,16 @@ fn poll_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `systemctl reboot` as root through the host's login (root, or sudo for the image's
-/// user). The connection may be cut by the shutdown, so its status is not checked here:
-/// the exit of the old nspawn is.
-fn reboot(host: &LabHost) -> std::process::Output {
+/// `command` (e.g. `systemctl reboot`) as root through the host's login (root, or sudo
+/// for the image's user). The connection may be cut by the shutdown, so its status is not
+/// checked here: the exit of the old nspawn is.
+fn as_root(host: &LabHost, command: &str) -> std::process::Output {
     let sudo = if host.user == "root" { "" } else { "sudo -n " };
-    host.ssh(&format!("{sudo}systemctl reboot"))
-        .expect("ssh runs")
+    host.ssh(&format!("{sudo}{command}")).expect("ssh runs")
+}
+
+fn reboot(host: &LabHost) -> std::process::Output {
+    as_root(host, "systemctl reboot")
 }
 
 /// The boot id, once a plain login (strict host key checking, the lab's known_hosts)
@@ -142,6 +162,7 @@ fn assert_nothing_left(lab: &Lab, host: &LabHost, dir: &Path) {
     assert_eq!(nspawns_of(&host.root_dir), Vec::<u32>::new());
     assert!(!iface_exists(&host.iface), "{} left behind", host.iface);
     assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_eq!(cgroups_of(&host.name), Vec::<PathBuf>::new());
     let st = lab.status().expect("status");
     assert!(st.iter().all(|s| s.name != host.name), "{st:?}");
 }
@@ -151,49 +172,123 @@ fn a_test_host_that_reboots_comes_back_by_itself() {
     if !skip_unless_lab() {
         return;
     }
-    let guard = fresh_host();
-    let before: LabHost = (*guard).clone();
-    let lab = guard.lab().clone();
-    let dir: PathBuf = before.root_dir.parent().expect("host dir").to_path_buf();
-    let old_boot = remote(&before, BOOT_ID);
-    remote(
-        &before,
-        &format!("echo 'before the reboot' > {MARKER}; sync"),
+    reboots_come_back(
+        fresh_host(),
+        &["systemctl reboot", "shutdown -r now", "reboot"],
     );
-    let (known_line, served_key) = host_key_lines(&before);
+}
 
-    let started = Instant::now();
-    let o = reboot(&before);
-    poll_until(Duration::from_secs(60), "the old nspawn exiting", || {
-        !alive(before.nspawn_pid)
-    });
-    let new_boot = boot_id_when_back(&before);
-    let round_trip = started.elapsed();
-    eprintln!(
-        "{}: reboot round trip (systemctl reboot to a login) {:.1}s",
-        test_os(),
-        round_trip.as_secs_f64()
+/// The image's sudo user (as a provider hands it out) reboots it with sudo.
+#[test]
+fn a_sudo_user_host_that_reboots_comes_back_by_itself() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let guard = fresh_host_of(HostSpec::new(test_os()));
+    assert_ne!(guard.user, "root");
+    reboots_come_back(guard, &["systemctl reboot"]);
+}
+
+/// Reboot the guard's host with each command in turn: each time it is back at its old
+/// identity with a new boot id, booted again by the guard's watcher; then the guard goes
+/// and nothing is left.
+fn reboots_come_back(guard: LabGuard, commands: &[&str]) {
+    let created: LabHost = (*guard).clone();
+    let lab = guard.lab().clone();
+    let dir: PathBuf = created.root_dir.parent().expect("host dir").to_path_buf();
+    remote(
+        &created,
+        &format!("set -e; echo 'before the reboot' > {MARKER}; sync"),
     );
-    let now = guard.current().expect("running again");
-    assert_same_host_after_reboot(&before, &now, &old_boot, &new_boot);
-    assert_eq!(
-        guard.watch_report(),
-        WatchReport {
-            restarts: 1,
-            ended: None
-        },
-        "reboot: {:?}",
-        o
+    let (known_line, served_key) = host_key_lines(&created);
+    // A running host is not booted a second time.
+    let err = lab.restart_host(&created.name).unwrap_err();
+    assert!(
+        matches!(err, LabError::StillRunning { pid, .. } if pid == created.nspawn_pid),
+        "{err}"
     );
-    // Strict host key checking passed with the key recorded at creation.
-    assert_eq!(
-        host_key_lines(&now),
-        (known_line.clone(), served_key.clone())
-    );
-    assert!(known_line.ends_with(&served_key[..served_key.rfind(' ').unwrap_or(served_key.len())]));
+
+    // Each way of rebooting; the watcher follows each new nspawn.
+    let mut before = created.clone();
+    let mut boot_ids = vec![remote(&before, BOOT_ID)];
+    for (n, command) in commands.iter().enumerate() {
+        let started = Instant::now();
+        let o = as_root(&before, command);
+        poll_until(Duration::from_secs(60), "the old nspawn exiting", || {
+            !alive(before.nspawn_pid)
+        });
+        let new_boot = boot_id_when_back(&before);
+        eprintln!(
+            "{} as {}: reboot round trip (`{command}` to a login) {:.1}s",
+            test_os(),
+            before.user,
+            started.elapsed().as_secs_f64()
+        );
+        let now = guard.current().expect("running again");
+        assert_same_host_after_reboot(&before, &now, boot_ids.last().unwrap(), &new_boot);
+        assert!(!boot_ids.contains(&new_boot), "{new_boot} seen before");
+        assert_eq!(
+            guard.watch_report(),
+            WatchReport {
+                restarts: n as u32 + 1,
+                ended: None
+            },
+            "`{command}`: {o:?}"
+        );
+        // Strict host key checking passed with the key recorded at creation.
+        assert_eq!(
+            host_key_lines(&now),
+            (known_line.clone(), served_key.clone())
+        );
+        boot_ids.push(new_boot);
+        before = now;
+    }
+    let key = served_key.rsplit_once(' ').map_or(&*served_key, |(k, _)| k);
+    assert!(known_line.ends_with(key), "{known_line} / {served_key}");
 
     drop(guard);
-    assert_nothing_left(&lab, &now, &dir);
+    assert_nothing_left(&lab, &before, &dir);
+}
+
+/// The guard dropped while its watcher boots the host again: the boot ends first, then
+/// the host goes, with the processes of the new boot.
+#[test]
+fn a_test_host_dropped_while_booting_again_leaves_nothing() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let guard = fresh_host();
+    let created: LabHost = (*guard).clone();
+    let lab = guard.lab().clone();
+    let dir = created.root_dir.parent().expect("host dir").to_path_buf();
+    let _ = reboot(&created);
+    // `Creating` while the watcher holds the host's creation lock to boot it again.
+    let mut seen = None;
+    poll_until(
+        Duration::from_secs(60),
+        "the watcher booting it again",
+        || {
+            seen = lab
+                .status()
+                .expect("status")
+                .into_iter()
+                .find(|s| s.name == created.name);
+            seen.as_ref()
+                .is_some_and(|s| s.state == HostState::Creating)
+        },
+    );
+    drop(guard);
+    assert!(!alive(created.nspawn_pid));
+    assert_eq!(nspawns_of(&created.root_dir), Vec::<u32>::new());
+    assert!(
+        !iface_exists(&created.iface),
+        "{} left behind",
+        created.iface
+    );
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert_eq!(cgroups_of(&created.name), Vec::<PathBuf>::new());
+    let st = lab.status().expect("status");
+    assert!(st.iter().all(|s| s.name != created.name), "{st:?}");
 }
 
 #[test]
@@ -248,7 +343,7 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     let old_boot = remote(&before, BOOT_ID);
     remote(
         &before,
-        &format!("echo 'before the reboot' > {MARKER}; sync"),
+        &format!("set -e; echo 'before the reboot' > {MARKER}; sync"),
     );
 
     let started = Instant::now();
@@ -279,6 +374,27 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     // A third `up` finds it running: nothing restarted, nothing created.
     let third = lab.up(1, spec).expect("lab up 1 a third time");
     assert!(third.restarted.is_empty() && third.created.is_empty());
+
+    // As after a reboot of this machine: the host is down and its disk unmounted.
+    let _ = as_root(&now, "systemctl poweroff");
+    poll_until(Duration::from_secs(60), "the host powering off", || {
+        !alive(now.nspawn_pid)
+    });
+    // The disk stayed mounted when nspawn exited (else this umount fails).
+    let umount = std::process::Command::new("umount")
+        .arg(&now.root_dir)
+        .output()
+        .expect("umount");
+    assert!(umount.status.success(), "{umount:?}");
+    assert!(!now.root_dir.join("etc").exists());
+    let fourth = lab
+        .up(1, spec)
+        .expect("lab up 1 after the disk was unmounted");
+    assert_eq!(fourth.restarted, [before.name.as_str()]);
+    assert!(fourth.created.is_empty(), "replaced: {:?}", fourth.created);
+    let now = fourth.hosts[0].clone();
+    assert_eq!(remote(&now, &format!("cat {MARKER}")), "before the reboot");
+    assert_eq!(now.address, before.address);
 
     let report = lab.down().expect("lab down");
     assert_eq!(report.hosts_removed, [before.name.as_str()]);
