@@ -386,3 +386,57 @@ fn a_required_reboot_is_reported_and_waits_for_its_window() {
         "unattended-upgrades reboots at the window's start:\n{uu}"
     );
 }
+
+/// Issue 15: `reboot = "if-required"` without a window: `up` reboots the host at the end of
+/// its run, waits for SSH and proves the new boot (the lab boots the container again, as a
+/// provider's hypervisor does); the second `up` has nothing to reboot and changes nothing.
+#[test]
+fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
+    let boot = require_a_reboot(&host);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &host, "root");
+    with_reboot(&inv, "reboot = \"if-required\"");
+
+    let check = support::provision(&inv, &["check"], &[]);
+    let flag = resource(&check, "reboot-required");
+    assert!(
+        flag["notes"]
+            .to_string()
+            .contains("`up` reboots the host at the end of its run"),
+        "{flag:#}"
+    );
+
+    let up = support::provision(&inv, &["up"], &[]);
+    assert_eq!(up.code, 0, "{}", up.text);
+    let reboot = resource(&up, "reboot");
+    assert_eq!(reboot["status"], "changed", "{reboot:#}");
+    let detail = reboot["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("rebooted (required by libc6, linux-image-lab): SSH back after"),
+        "{detail}"
+    );
+    let (ok, after) = login(
+        &host,
+        "deploy",
+        "cat /proc/sys/kernel/random/boot_id; test ! -e /var/run/reboot-required && echo cleared",
+    );
+    assert!(ok, "{after}");
+    let mut lines = after.lines();
+    assert_ne!(lines.next(), Some(boot.as_str()), "a new boot");
+    assert_eq!(lines.next(), Some("cleared"));
+
+    let again = support::provision(&inv, &["up"], &[]);
+    assert_eq!(again.code, 0, "{}", again.text);
+    assert_eq!(again.changes(), 0, "{}", again.text);
+    assert!(
+        again.json["hosts"][0]["resources"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().all(|r| r["id"] != "reboot")),
+        "nothing to reboot: {}",
+        again.text
+    );
+}
