@@ -35,6 +35,13 @@
 //!   for systemd, sshd, ufw and Docker, so `--capability=all` is not used.
 //! * Indices are allocated machine-wide in `/run/provision-lab/slots`, so
 //!   several labs (state dirs) and parallel test processes never collide.
+//! * A reboot inside a host (`systemctl reboot`) ends its nspawn with status
+//!   133 ([`NSPAWN_REBOOT_EXIT`]); the disk stays mounted, and
+//!   [`Lab::restart_host`] boots the host again from it (the boot half of
+//!   creation: new nspawn, link configured, ssh waited for). A test's
+//!   [`testing::LabGuard`] does that by itself (a watcher thread polling the
+//!   exit status of its nspawn, a child of the test process); `up` does it for
+//!   a host that rebooted while nobody watched.
 //! * Everything is torn down by recorded pids; nothing is killed by name.
 
 #![warn(missing_docs)]
@@ -201,7 +208,9 @@ pub struct UpReport {
     pub created: Vec<String>,
     /// Names of recorded hosts whose nspawn was gone (a reboot inside, a
     /// crash, a reboot of this machine) that this call booted again from
-    /// their disks ([`Lab::restart_host`]) instead of replacing them.
+    /// their disks ([`Lab::restart_host`]) instead of replacing them; they
+    /// are in `hosts`. One booted again whose login the lab's key no longer
+    /// gets is in `unreachable` and `kept` instead.
     pub restarted: Vec<String>,
     /// Running hosts that did not answer the lab's login (kept, listed in
     /// the inventory), with why.

@@ -401,3 +401,64 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     assert_nothing_left(&lab, &now, &dir);
     std::fs::remove_dir_all(&state).expect("remove scratch state dir");
 }
+
+/// A host a run hardened (the lab's login refused) that rebooted unwatched is booted again
+/// and kept, never removed: `lab up` does not destroy a host because its login is refused.
+#[test]
+fn up_keeps_a_hardened_host_that_rebooted() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let default = Lab::open_default().expect("lab");
+    let state =
+        std::env::temp_dir().join(format!("provision-lab-reboot-kept-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    // Short: the kept host's login is refused for as long as the lab waits.
+    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf())
+        .with_ready_timeout(Duration::from_secs(8));
+    let spec = default_spec();
+    let before = lab.up(1, spec).expect("lab up 1").hosts[0].clone();
+    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    // What a hardening run does to the lab's login, then a reboot.
+    let keys = if before.user == "root" {
+        "/root/.ssh/authorized_keys".to_string()
+    } else {
+        format!("/home/{}/.ssh/authorized_keys", before.user)
+    };
+    let _ = as_root(&before, &format!("rm {keys} && systemctl reboot"));
+    poll_until(Duration::from_secs(60), "the host showing stale", || {
+        lab.status()
+            .expect("status")
+            .iter()
+            .any(|s| s.name == before.name && s.state == HostState::Stale)
+    });
+
+    let again = lab.up(0, spec).expect("lab up 0");
+    assert!(again.restarted.is_empty(), "{:?}", again.restarted);
+    assert_eq!(
+        again
+            .unreachable
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        [before.name.as_str()]
+    );
+    let kept = &again.kept[0];
+    assert_eq!((&kept.name, kept.address), (&before.name, before.address));
+    assert!(alive(kept.nspawn_pid), "booted again and running");
+    assert_ne!(kept.nspawn_pid, before.nspawn_pid);
+    assert!(
+        before.root_dir.join("etc/hostname").exists(),
+        "its disk is kept"
+    );
+    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
+    assert!(
+        inventory.contains(&format!("[hosts.{}]", before.name)),
+        "{inventory}"
+    );
+
+    let report = lab.down().expect("lab down");
+    assert_eq!(report.hosts_removed, [before.name.as_str()]);
+    assert_nothing_left(&lab, kept, &dir);
+    std::fs::remove_dir_all(&state).expect("remove scratch state dir");
+}
