@@ -70,11 +70,12 @@ done
 harden=$(printf '%s\n' "${harden_runs[@]}" | median)
 
 # Floor of a no-op: one bare SSH login (`true`) to the same hardened host.
+addr_b=$(lab_address "$B")
 login_runs=()
 for _ in 1 2 3; do
   sleep 6
   t0=$(now_ms)
-  ssh_lab "$B" true
+  ssh_to "$addr_b" true
   login_runs+=($(( $(now_ms) - t0 )))
 done
 login=$(printf '%s\n' "${login_runs[@]}" | median)

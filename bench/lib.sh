@@ -20,18 +20,27 @@ lab_job_inventory() {
   { cat "$LAB_INVENTORY"; echo; cat "$ROOT/crates/jobs/src/demo-vars.toml"; } > "$out"
 }
 
-# ssh_lab HOST CMD...: plain ssh to a lab host (no multiplexing).
-ssh_lab() {
-  local host=$1; shift
-  local addr
-  addr=$(python3 - "$LAB_INVENTORY" "$host" <<'PY'
+# lab_address HOST: the host's address in the lab's inventory.
+lab_address() {
+  python3 - "$LAB_INVENTORY" "$1" <<'PY'
 import sys, tomllib
 inv = tomllib.load(open(sys.argv[1], "rb"))
 print(inv["hosts"][sys.argv[2]]["address"])
 PY
-)
+}
+
+# ssh_to ADDRESS CMD...: plain ssh as root to a lab address (no multiplexing, no lookup:
+# what timed floors run).
+ssh_to() {
+  local addr=$1; shift
   ssh -o BatchMode=yes -o ControlPath=none -o UserKnownHostsFile="$LAB_DIR/known_hosts" \
       -i "$LAB_DIR/id_ed25519" "root@$addr" "$@"
+}
+
+# ssh_lab HOST CMD...: plain ssh to a lab host by its inventory name.
+ssh_lab() {
+  local host=$1; shift
+  ssh_to "$(lab_address "$host")" "$@"
 }
 
 # median of numbers on stdin

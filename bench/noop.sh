@@ -22,11 +22,14 @@ print(tomllib.load(open(sys.argv[1], "rb"))["groups"]["lab"]["hosts"][0])
 PY
 )
 
+addr=$(lab_address "$host")
+
 rows=()
 for policy in security full; do
   lab_job_inventory "$inv"
   sed -i "s/^upgrade = .*/upgrade = \"$policy\"/" "$inv"
   grep -q "^upgrade = \"$policy\"" "$inv"
+  [ "${#rows[@]}" -eq 0 ] || sleep 30  # the rate limit's window of the last measured logins
   "$P" -i "$inv" up >/dev/null
   # The hardened host limits new SSH connections (6 within 30 s): let the window of the
   # `up` pass, then space the measured logins (the pauses are not timed).
@@ -39,7 +42,7 @@ for policy in security full; do
     noop_runs+=($(( $(now_ms) - t0 )))
     sleep 6
     t0=$(now_ms)
-    ssh_lab "$host" true
+    ssh_to "$addr" true
     login_runs+=($(( $(now_ms) - t0 )))
   done
   round_trips=$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts"][0]["round_trips"])')
