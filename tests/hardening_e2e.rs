@@ -975,4 +975,91 @@ done"#,
         code, 0,
         "still converged after both restarts: {report:#}\n{stderr}"
     );
+
+    // And across a reboot: UFW loads the block at boot, before docker.service starts
+    // the containers again (the guard's watcher boots the host again).
+    let _ = ssh_as(host, "root", "systemctl reboot");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let watched = guard.watch_report();
+        if let Some(ended) = watched.ended {
+            panic!("the host did not come back from its reboot: {ended}");
+        }
+        if watched.restarts >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reboot seen within 180 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    expect_filtered("after a reboot");
+    let (code, report, stderr) = run(&["check"]);
+    assert_eq!(
+        code, 0,
+        "still converged after the reboot: {report:#}\n{stderr}"
+    );
+}
+
+/// [`firewall_inventory`] with Docker on (the distribution's packages), `allow_ports`
+/// as given and SSH allowed instead of rate-limited.
+fn docker_firewall_inventory(
+    host: &lab::LabHost,
+    allow_ports: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let (dir, inventory) = firewall_inventory(
+        host,
+        &format!("allow_ports = {allow_ports}\nssh_rate_limit = false"),
+    );
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    let on = text.replace(
+        "[vars.docker]\nenabled = false\n",
+        "[vars.docker]\nsource = \"distribution\"\n",
+    );
+    assert_ne!(on, text, "firewall_inventory has a [vars.docker] table");
+    std::fs::write(&inventory, on).unwrap();
+    (dir, inventory)
+}
+
+/// Issue 15: the DOCKER-USER change is commit-confirmed with UFW's. A change that locks
+/// new logins out (the firewall test hook) is rolled back by the host: after.rules,
+/// after6.rules and both chains come back exactly as they were, and `check` with the
+/// old inventory finds nothing to do.
+#[test]
+fn docker_user_change_is_rolled_back_with_the_firewall() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = fresh_host();
+    let (_dir, before) = docker_firewall_inventory(&host, "[8081]");
+    let (code, report, stderr) = provision(&before, &["--rollback-window", "30", "up"], &[]);
+    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let state = "PATH=$PATH:/usr/sbin:/sbin; iptables -w -S DOCKER-USER; ip6tables -w -S DOCKER-USER; cat /etc/ufw/after.rules /etc/ufw/after6.rules";
+    let converged = remote(&host, "root", state);
+    assert!(
+        converged.contains("--ctorigdstport 8081 -j RETURN"),
+        "{converged}"
+    );
+
+    let (_dir2, after) = docker_firewall_inventory(&host, "[8082]");
+    let (code, report, stderr) = provision(
+        &after,
+        &["--rollback-window", "15", "up"],
+        &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
+    );
+    assert_eq!(code, 1, "{report:#}\n{stderr}");
+    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("firewall:ufw, firewall:docker-user"),
+        "one commit-confirmed change: {error}"
+    );
+    assert!(
+        error.contains("rolled back: a new login works again"),
+        "{error}"
+    );
+    assert_eq!(
+        remote(&host, "root", state),
+        converged,
+        "files and chains as they were"
+    );
+    let (code, report, stderr) = provision(&before, &["check"], &[]);
+    assert_eq!(code, 0, "nothing to do: {report:#}\n{stderr}");
 }

@@ -744,7 +744,13 @@ async fn apply_guarded(
             let refused = matches!(login_error, TransportError::Refused { .. });
             let mut after = loop {
                 let last = match transport.verify_fresh_login().await {
-                    Ok(()) => break "; rolled back: a new login works again".to_string(),
+                    Ok(()) => {
+                        // A login can get through while the restore still runs (`ufw
+                        // reload` lets everything in between its stop and its start):
+                        // the rollback is done when its unit has ended.
+                        let _ = transport.run(&wait_for_unit_end(&unit), b"").await;
+                        break "; rolled back: a new login works again".to_string();
+                    }
                     Err(e) => e.to_string(),
                 };
                 if tokio::time::Instant::now() >= deadline {
@@ -768,6 +774,14 @@ async fn apply_guarded(
             })
         }
     }
+}
+
+/// Shell that waits (at most 60 s) until the rollback unit `unit` is no longer running.
+fn wait_for_unit_end(unit: &str) -> String {
+    format!(
+        "i=0; while [ $i -lt 600 ]; do case \"$(systemctl show -p ActiveState --value {unit}.service 2>/dev/null)\" in \
+         active|activating|deactivating|reloading) sleep 0.1; i=$((i + 1)) ;; *) exit 0 ;; esac; done; exit 1"
+    )
 }
 
 /// Paths of the files an action list writes.

@@ -235,6 +235,21 @@ async fn proof_fails_then_the_host_rolls_back_and_the_run_fails_saying_so() {
         "{error}"
     );
     assert!(host.fired(), "the armed timer restored the files");
+    // The run ends only once the restore has ended, not at the first login that works.
+    let calls = host.calls();
+    let waited = calls
+        .iter()
+        .position(|c| {
+            c.script
+                .contains("systemctl show -p ActiveState --value provision-rollback-")
+        })
+        .expect("waits for the rollback unit to end");
+    assert!(
+        calls[..waited]
+            .iter()
+            .any(|c| c.script.contains("systemd-run")),
+        "after arming"
+    );
     let t = host.timer.lock().unwrap();
     assert!(!t.disarmed, "a failed proof never disarms");
     assert!(
