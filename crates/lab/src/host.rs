@@ -476,14 +476,14 @@ pub fn build_and_boot(
         copy_ms = copied.as_millis() as u64,
         "lab host disk ready"
     );
-    boot(lab, dir, record)
+    boot(lab, dir, record, &|| false)
 }
 
 /// Boot a recorded host again from its disk after its nspawn exited (a
 /// reboot inside, a crash, or this machine rebooted): same index, address,
 /// name, host keys, login, OS and owner; a new nspawn, init and link. The
-/// caller holds its creation lock.
-pub fn boot_again(lab: &Lab, dir: &Path) -> Result<LabHost, LabError> {
+/// caller holds its creation lock; `stop` ends the wait for ssh early.
+pub fn boot_again(lab: &Lab, dir: &Path, stop: &dyn Fn() -> bool) -> Result<LabHost, LabError> {
     let record = read_record(dir).ok_or_else(|| LabError::BadState {
         path: dir.join(RECORD),
         detail: "no readable host record; the host cannot be booted again".into(),
@@ -508,7 +508,7 @@ pub fn boot_again(lab: &Lab, dir: &Path) -> Result<LabHost, LabError> {
         mount_disk(&disk, &record.rootfs)?;
     }
     claim_slot(lab, record.index, dir)?;
-    boot(lab, dir, record)
+    boot(lab, dir, record, stop)
 }
 
 fn mount_disk(disk: &Path, rootfs: &Path) -> Result<(), LabError> {
@@ -544,9 +544,14 @@ fn claim_slot(lab: &Lab, index: u32, dir: &Path) -> Result<(), LabError> {
 
 /// The boot half of a host, shared by creation and [`boot_again`]: its
 /// cgroups (and NAT) set up, nspawn started and recorded, the machine side of
-/// its veth configured, then ssh waited for. `record` has the host's
-/// identity; its process and link fields are filled in here.
-fn boot(lab: &Lab, dir: &Path, mut record: HostRecord) -> Result<LabHost, LabError> {
+/// its veth configured, then ssh waited for (until `stop` says so). `record`
+/// has the host's identity; its process and link fields are filled in here.
+fn boot(
+    lab: &Lab,
+    dir: &Path,
+    mut record: HostRecord,
+    stop: &dyn Fn() -> bool,
+) -> Result<LabHost, LabError> {
     let started = Instant::now();
     let name = record.name.clone();
     let iface_guess = net::expected_iface(&name);
@@ -579,7 +584,7 @@ fn boot(lab: &Lab, dir: &Path, mut record: HostRecord) -> Result<LabHost, LabErr
     let booted = started.elapsed();
 
     let host = lab.host_from_record(&record);
-    wait_ready(&host, &record, &log, lab.ready_timeout)?;
+    wait_ready(&host, &record, &log, lab.ready_timeout, stop)?;
     tracing::info!(
         host = %name,
         address = %record.address,
@@ -699,12 +704,14 @@ fn wait_for_leader_and_link(record: &HostRecord, log: &Path) -> Result<(u32, Str
 }
 
 /// Readiness poll: TCP 22 accepts, then `ssh ... true` succeeds; fails
-/// early when nspawn exits, and with the log tail after `timeout`.
+/// early when nspawn exits or `stop` says so, and with the log tail after
+/// `timeout`.
 pub fn wait_ready(
     host: &LabHost,
     record: &HostRecord,
     log: &Path,
     timeout: Duration,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), LabError> {
     let started = Instant::now();
     let deadline = started + timeout;
@@ -735,7 +742,11 @@ pub fn wait_ready(
             }
             Err(e) => reason = format!("port 22: {e}"),
         }
-        if Instant::now() >= deadline {
+        let stopping = stop();
+        if stopping {
+            reason = format!("stopped waiting ({reason})");
+        }
+        if stopping || Instant::now() >= deadline {
             return Err(LabError::NotReady {
                 name: host.name.clone(),
                 address: host.address,

@@ -622,6 +622,7 @@ impl Lab {
                         &record,
                         &dir.join(host::LOG),
                         Duration::from_secs(10),
+                        &|| false,
                     ) {
                         Ok(()) => {
                             if st.spec == Some(spec) {
@@ -690,17 +691,18 @@ impl Lab {
     /// [`Lab::destroy_host`]) removes it.
     pub fn restart_host(&self, name: &str) -> Result<LabHost, LabError> {
         self.host_dir_of(name)?;
-        self.restart_host_unless(name, || false)?
+        self.restart_host_unless(name, &|| false)?
             .ok_or_else(|| self.unknown_host(name))
     }
 
     /// [`Lab::restart_host`], unless `stop` says so once the host's creation
     /// lock is held (checked under it, so that a test guard's teardown and
-    /// its watcher never race). None when stopped or the host is gone.
+    /// its watcher never race); `stop` also ends the wait for ssh early. None
+    /// when stopped before the boot or the host is gone.
     pub(crate) fn restart_host_unless(
         &self,
         name: &str,
-        stop: impl FnOnce() -> bool,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<LabHost>, LabError> {
         let dir = self.hosts_dir().join(name);
         if !dir.is_dir() {
@@ -708,7 +710,7 @@ impl Lab {
         }
         // Waits while another thread/process creates, boots or removes it.
         match lock_host(&dir)? {
-            Some(_creating) if !stop() => host::boot_again(self, &dir).map(Some),
+            Some(_creating) if !stop() => host::boot_again(self, &dir, stop).map(Some),
             _ => Ok(None),
         }
     }

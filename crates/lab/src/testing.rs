@@ -87,7 +87,8 @@ pub struct LabGuard {
 /// What a guard's watcher has seen and done so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WatchReport {
-    /// Times it booted the host again after a reboot inside.
+    /// Times it booted the host again after a reboot inside (also when the
+    /// lab's login was refused afterwards: a host a run hardened).
     pub restarts: u32,
     /// Why it stopped watching before the guard was dropped: an exit of
     /// nspawn other than a reboot (left alone), or a failed boot.
@@ -155,12 +156,15 @@ fn watch(lab: &Lab, name: &str, mut nspawn_pid: u32, shared: &Shared) {
         );
         // The stop flag is checked under the host's creation lock: once the
         // guard's teardown has it, no boot starts.
-        match lab.restart_host_unless(name, stopped) {
+        let restarted = |shared: &Shared| {
+            if let Ok(mut r) = shared.report.lock() {
+                r.restarts += 1;
+            }
+        };
+        match lab.restart_host_unless(name, &stopped) {
             Ok(Some(h)) => {
                 nspawn_pid = h.nspawn_pid;
-                if let Ok(mut r) = shared.report.lock() {
-                    r.restarts += 1;
-                }
+                restarted(shared);
             }
             Ok(None) => return, // stopping, or removed by someone else
             Err(LabError::StillRunning { .. }) => {
@@ -170,6 +174,17 @@ fn watch(lab: &Lab, name: &str, mut nspawn_pid: u32, shared: &Shared) {
                     Err(e) => return end(format!("{name} vanished: {e}")),
                 }
             }
+            Err(e @ LabError::NotReady { .. }) if !stopped() => match lab.host(name) {
+                // Booted, but the lab's login is refused (a run hardened
+                // it, or moved sshd): the host runs; keep watching it.
+                Ok(h) => {
+                    tracing::warn!(host = name, error = %e, "booted again; the lab's login is refused");
+                    nspawn_pid = h.nspawn_pid;
+                    restarted(shared);
+                }
+                Err(_) => return end(format!("booting {name} again failed: {e}")),
+            },
+            Err(_) if stopped() => return,
             Err(e) => return end(format!("booting {name} again failed: {e}")),
         }
     }

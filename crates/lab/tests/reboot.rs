@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use lab::testing::{
-    LabGuard, WatchReport, default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab,
-    test_os,
+    LabGuard, WatchReport, default_spec, fresh_host, fresh_host_in_with, fresh_host_of, remote,
+    skip_unless_lab, test_os,
 };
 use lab::{HostSpec, HostState, Lab, LabError, LabHost};
 
@@ -461,4 +461,53 @@ fn up_keeps_a_hardened_host_that_rebooted() {
     assert_eq!(report.hosts_removed, [before.name.as_str()]);
     assert_nothing_left(&lab, kept, &dir);
     std::fs::remove_dir_all(&state).expect("remove scratch state dir");
+}
+
+/// A test host a run hardened (the lab's login refused) is booted again after a reboot
+/// too, and watched on: the watcher counts the boot once the lab's login stays refused for
+/// its ready timeout, and boots it again on the next reboot.
+#[test]
+fn a_hardened_test_host_is_booted_again_and_watched_on() {
+    if !skip_unless_lab() {
+        return;
+    }
+    let lab = Lab::open_default()
+        .expect("lab")
+        .with_ready_timeout(Duration::from_secs(20));
+    let guard = fresh_host_in_with(lab.clone(), default_spec());
+    let created: LabHost = (*guard).clone();
+    let dir = created.root_dir.parent().expect("host dir").to_path_buf();
+    let keys = if created.user == "root" {
+        "/root/.ssh/authorized_keys".to_string()
+    } else {
+        format!("/home/{}/.ssh/authorized_keys", created.user)
+    };
+    let _ = as_root(&created, &format!("rm {keys} && systemctl reboot"));
+    let mut before = created.clone();
+    for n in 1..=2u32 {
+        poll_until(
+            Duration::from_secs(90),
+            "the watcher booting it again",
+            || guard.watch_report().restarts == n,
+        );
+        assert_eq!(guard.watch_report().ended, None);
+        let now = guard.current().expect("running");
+        assert_ne!(now.nspawn_pid, before.nspawn_pid);
+        assert!(alive(now.nspawn_pid) && !alive(before.nspawn_pid));
+        assert_eq!(now.address, created.address);
+        let o = now.ssh("true").expect("ssh");
+        assert!(!o.status.success(), "the lab's login is refused");
+        before = now;
+        if n == 1 {
+            // No login: reboot it from outside, in the container's namespaces.
+            let o = std::process::Command::new("nsenter")
+                .args(["--target", &before.leader_pid.to_string(), "--all", "--"])
+                .args(["systemctl", "reboot"])
+                .output()
+                .expect("nsenter");
+            assert!(o.status.success(), "{o:?}");
+        }
+    }
+    drop(guard);
+    assert_nothing_left(&lab, &before, &dir);
 }
