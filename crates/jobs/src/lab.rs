@@ -18,8 +18,12 @@ pub fn up_text(report: &lab::UpReport, elapsed: std::time::Duration, inventory: 
         .hosts
         .iter()
         .map(|h| {
+            let restarted = match report.restarted.contains(&h.name) {
+                true => "  (booted again from its disk: it had rebooted or stopped)",
+                false => "",
+            };
             format!(
-                "{}  {}  {:<12}  {}@  ssh: provision lab ssh {}\n",
+                "{}  {}  {:<12}  {}@  ssh: provision lab ssh {}{restarted}\n",
                 h.name, h.address, h.os, h.user, h.name
             )
         })
