@@ -131,10 +131,11 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
 
 /// Build the single script that runs every probe. Probes run concurrently on the host (each
 /// in its own subshell, stdin closed), so a gather takes as long as the slowest probe, not
-/// the sum. Each writes its own section — delimiters, stdout, stderr, exit status — into
-/// two files of a temporary directory, and one `cat` prints them all in order: the script
-/// itself starts no process per probe beyond the probe's own commands (the processes a
-/// no-op pays for on a small host).
+/// the sum. Each subshell writes its section's start and the probe's stdout and stderr
+/// into two files of a temporary directory; the script waits for each in turn, appends the
+/// delimiters and the exit status, and one `cat` prints every section in order: beyond the
+/// probes' own commands, the script starts one subshell per probe and no other process per
+/// probe (the processes a no-op pays for on a small host).
 pub fn batch_script(probes: &[Probe]) -> String {
     let d = delimiter(probes);
     let mut s =
@@ -143,12 +144,17 @@ pub fn batch_script(probes: &[Probe]) -> String {
     for (i, p) in probes.iter().enumerate() {
         let key = crate::shell::quote(&p.key);
         s.push_str(&format!(
-            "( {{ printf '%s BEGIN %s\\n' '{d}' {key}; ( {script}\n) 2>\"$__d/{i}.e\" </dev/null; __rc=$?; printf '\\n%s STDERR %s\\n' '{d}' {key}; }} >\"$__d/{i}.o\"; printf '\\n%s END %s %s\\n' '{d}' {key} $__rc >>\"$__d/{i}.e\" ) &\n",
+            "( exec >\"$__d/{i}.o\" 2>\"$__d/{i}.e\" </dev/null; printf '%s BEGIN %s\\n' '{d}' {key}; {script}\n) & __p{i}=$!\n",
             script = p.script
         ));
         sections.push(format!("\"$__d/{i}.o\" \"$__d/{i}.e\""));
     }
-    s.push_str("wait\n");
+    for (i, p) in probes.iter().enumerate() {
+        let key = crate::shell::quote(&p.key);
+        s.push_str(&format!(
+            "wait $__p{i}; __rc=$?; printf '\\n%s STDERR %s\\n' '{d}' {key} >>\"$__d/{i}.o\"; printf '\\n%s END %s %s\\n' '{d}' {key} $__rc >>\"$__d/{i}.e\"\n"
+        ));
+    }
     s.push_str(&format!("cat {}\n", sections.join(" ")));
     s
 }
