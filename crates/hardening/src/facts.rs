@@ -593,8 +593,7 @@ impl Fact for DockerUserChains {
 for t in iptables:v4 ip6tables:v6; do
   c=${{t%:*}}; f=${{t#*:}}
   if ! command -v "$c" >/dev/null 2>&1; then echo "$f no-tool"; continue; fi
-  if out=$("$c" -w -S DOCKER-USER 2>/dev/null); then printf '%s
-' "$out" | sed "s/^/$f rule /"; else echo "$f absent"; fi
+  if out=$("$c" -w -S DOCKER-USER 2>/dev/null); then printf '%s\n' "$out" | sed "s/^/$f rule /"; else echo "$f absent"; fi
 done"#
             ),
         }
