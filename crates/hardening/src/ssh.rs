@@ -192,9 +192,20 @@ pub const PUBKEY_ALGORITHMS: &[&str] = &[
     "rsa-sha2-256-cert-v01@openssh.com",
 ];
 
-/// Host keys sshd may use (ed25519 and RSA only), in preference order; the drop-in lists
-/// those that exist (some images have no RSA key; ECDSA keys are left unused).
-pub const HOST_KEYS: &[&str] = &["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"];
+/// Host keys sshd uses (ed25519 and RSA only), in preference order. The drop-in always
+/// lists both and the plan generates a missing one first: were the list to follow the keys
+/// present, an `openssh-server` upgrade in the same run (whose postinst creates missing
+/// keys, as on Ubuntu 22.04 images without RSA) would leave sshd pending after the apply.
+/// ECDSA keys are left unused.
+pub const HOST_KEYS: &[(&str, &str)] = &[
+    ("/etc/ssh/ssh_host_ed25519_key", "-t ed25519"),
+    ("/etc/ssh/ssh_host_rsa_key", "-t rsa -b 3072"),
+];
+
+/// The paths of [`HOST_KEYS`].
+pub fn host_key_paths() -> Vec<&'static str> {
+    HOST_KEYS.iter().map(|(path, _)| *path).collect()
+}
 
 /// The drop-in's directives for this OpenSSH version, root-login decision and the host
 /// keys present.
@@ -507,19 +518,7 @@ impl SshdConfig {
         let version = facts.read(&OpenSshVersion)?;
         let login_user = facts.read(&LoginUser)?;
         let root = root_login(&self.settings, &login_user);
-        let mut host_keys = Vec::new();
-        for key in HOST_KEYS {
-            if facts.read(&PathState::new(*key))?.kind == PathKind::File {
-                host_keys.push(*key);
-            }
-        }
-        if host_keys.is_empty() {
-            return Err(FactError::Parse {
-                key: format!("path:{}", HOST_KEYS[0]),
-                what: "an ed25519 or RSA host key (create one with `ssh-keygen -A`)".into(),
-                line: HOST_KEYS.join(", "),
-            });
-        }
+        let host_keys = host_key_paths();
         let directives = directives(&self.settings, version, &root, &host_keys);
         let text = render_drop_in(&directives, version, &root, self.settings.break_for_test);
         Ok((directives, text, root))
@@ -541,8 +540,8 @@ impl Resource for SshdConfig {
             PathState::new(SOCKET_DROP_IN_PATH).probe(),
             SshdDropIns { own: DROP_IN_PATH }.probe(),
             socket_unit().probe(),
-            PathState::new(HOST_KEYS[0]).probe(),
-            PathState::new(HOST_KEYS[1]).probe(),
+            PathState::new(HOST_KEYS[0].0).probe(),
+            PathState::new(HOST_KEYS[1].0).probe(),
         ]
     }
 
@@ -568,6 +567,21 @@ impl Resource for SshdConfig {
         if self.settings.port.is_some() {
             for d in facts.read(&SshdDropIns { own: DROP_IN_PATH })? {
                 changes.add(neutralise_drop_in(&d)?);
+            }
+        }
+
+        for (path, kind) in HOST_KEYS {
+            if facts.read(&PathState::new(*path))?.kind == PathKind::Absent {
+                changes.push(
+                    format!("generate the missing host key {path}"),
+                    vec![Action::run(
+                        format!("ssh-keygen {path}"),
+                        format!(
+                            "[ -e {p} ] || ssh-keygen -q {kind} -N '' -f {p} </dev/null",
+                            p = quote(path)
+                        ),
+                    )],
+                );
             }
         }
 
@@ -801,9 +815,9 @@ mod tests {
         );
         assert_eq!(kex_algorithms(Version(9, 9))[0], "mlkem768x25519-sha256");
         let root = root_login(&settings(), "root");
-        let old = directives(&settings(), Version(8, 2), &root, HOST_KEYS);
+        let old = directives(&settings(), Version(8, 2), &root, &host_key_paths());
         assert!(old.iter().any(|d| d.keyword == "PubkeyAcceptedKeyTypes"));
-        let new = directives(&settings(), Version(9, 2), &root, HOST_KEYS);
+        let new = directives(&settings(), Version(9, 2), &root, &host_key_paths());
         assert!(new.iter().any(|d| d.keyword == "PubkeyAcceptedAlgorithms"));
     }
 
@@ -924,24 +938,24 @@ mod tests {
             include_str!("../tests/fixtures/sshd-T-debian12-hardened.txt"),
         );
         let f = with(
-            &with(
-                &f,
-                "path:/etc/ssh/sshd_config",
-                file_state(
-                    include_str!("../tests/fixtures/sshd_config-debian12"),
-                    0o600,
-                    "root",
-                    "root",
-                ),
+            &f,
+            "path:/etc/ssh/sshd_config",
+            file_state(
+                include_str!("../tests/fixtures/sshd_config-debian12"),
+                0o600,
+                "root",
+                "root",
             ),
-            "path:/etc/ssh/ssh_host_rsa_key",
-            ok("absent\n"),
         );
         assert!(
             plan_of(&r, &f)
                 .expect_noop()
                 .starts_with("sshd -T matches /etc/ssh/sshd_config.d/00-provision.conf")
         );
+        // The lab's Debian 12 image has no RSA host key: the first run makes one.
+        let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
+        let (summary, _) = plan_of(&r, &no_rsa).expect_change();
+        assert_eq!(summary, "generate the missing host key /etc/ssh/ssh_host_rsa_key");
     }
 
     #[test]
@@ -1224,7 +1238,7 @@ mod tests {
     }
 
     #[test]
-    fn host_keys_listed_only_when_present() {
+    fn a_missing_host_key_is_generated_and_both_are_always_listed() {
         let r = SshdConfig {
             settings: settings(),
         };
@@ -1238,19 +1252,27 @@ mod tests {
         );
         let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
         let (directives, text, _) = r.desired(&no_rsa).unwrap();
-        assert!(text.contains("\nHostKey /etc/ssh/ssh_host_ed25519_key\n"));
-        assert!(!text.contains("ssh_host_rsa_key"));
+        assert!(text.contains(
+            "\nHostKey /etc/ssh/ssh_host_ed25519_key\nHostKey /etc/ssh/ssh_host_rsa_key\n"
+        ));
         assert_eq!(
             directives.iter().filter(|d| d.keyword == "HostKey").count(),
-            1
+            2
         );
-        let none = with(
-            &no_rsa,
-            "path:/etc/ssh/ssh_host_ed25519_key",
-            ok("absent\n"),
+        let (summary, actions) = plan_of(&r, &no_rsa).expect_change();
+        assert!(
+            summary.starts_with("generate the missing host key /etc/ssh/ssh_host_rsa_key"),
+            "{summary}"
         );
-        let err = r.plan(&none).unwrap_err().to_string();
-        assert!(err.contains("ssh-keygen -A"), "{err}");
+        let keygen = scripts(&actions)[0].clone();
+        assert_eq!(
+            keygen,
+            "[ -e /etc/ssh/ssh_host_rsa_key ] || ssh-keygen -q -t rsa -b 3072 -N '' -f /etc/ssh/ssh_host_rsa_key </dev/null"
+        );
+        // Generated before sshd -t and the restart that reads it.
+        let all = scripts(&actions);
+        let t = all.iter().position(|s| s.contains("sshd -t")).unwrap();
+        assert!(t > 0, "{all:?}");
     }
 
     #[test]
