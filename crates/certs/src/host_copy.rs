@@ -48,16 +48,20 @@ pub const DIGEST_CACHE: &str = "/var/cache/provision/sha256";
 /// `$p`: the path. Prints the digest, then `mode owner group`; or `not-a-file`, `absent`.
 const DIGEST_SCRIPT: &str = r#"c=${PROVISION_DIGEST_CACHE:-/var/cache/provision/sha256}
 if [ -f "$p" ]; then
-  st=$(stat -c '%s %Y %Z %i' -- "$p") || exit 1
+  st=$(stat -L -c '%s %Y %Z %i' -- "$p") || exit 1
   f=$c/$(printf %s "$p" | tr / %)
   d=
   if [ -r "$f" ] && read -r s1 s2 s3 s4 cd < "$f" && [ "$s1 $s2 $s3 $s4" = "$st" ]; then d=$cd; fi
   if [ -z "$d" ]; then
     d=$(sha256sum -- "$p" | cut -d' ' -f1) || exit 1
-    { mkdir -p "$c" && printf '%s %s
-' "$st" "$d" > "$f.$$" && mv -f "$f.$$" "$f"; } 2>/dev/null || rm -f "$f.$$"
+    # Kept only if the file did not change while it was hashed, nor within this second
+    # (the times have whole seconds: a rewrite in the same second would look the same).
+    set -- $st
+    if [ "$(stat -L -c '%s %Y %Z %i' -- "$p")" = "$st" ] && [ "${PROVISION_DIGEST_NOW:-$(date +%s)}" -gt "$3" ]; then
+      { mkdir -p "$c" && printf '%s %s\n' "$st" "$d" > "$f.$$" && mv -f "$f.$$" "$f"; } 2>/dev/null || rm -f "$f.$$"
+    fi
   fi
-  echo "$d"; stat -c '%a %U %G' -- "$p"
+  echo "$d"; stat -L -c '%a %U %G' -- "$p"
 elif [ -e "$p" ] || [ -L "$p" ]; then echo not-a-file; else echo absent; fi"#;
 
 impl Fact for FileDigest {
@@ -557,6 +561,16 @@ mod tests {
                 .arg("-c")
                 .arg(fact.probe().script)
                 .env("PROVISION_DIGEST_CACHE", &cache)
+                // "Now" a minute on: the file was not written within this second.
+                .env(
+                    "PROVISION_DIGEST_NOW",
+                    (std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        + 60)
+                        .to_string(),
+                )
                 .output()
                 .unwrap();
             let output = ProbeOutput {

@@ -184,6 +184,7 @@ impl HostReport {
     pub fn append(&mut self, later: HostReport, mode: Mode) {
         let failed = later.outcome == HostOutcome::Failed || self.outcome == HostOutcome::Failed;
         self.resources.extend(later.resources);
+        self.notes.extend(later.notes);
         self.round_trips += later.round_trips;
         self.elapsed_ms += later.elapsed_ms;
         self.outcome = match failed {

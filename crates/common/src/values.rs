@@ -284,6 +284,9 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
+    /// Contains no minute (what an unparsable window falls back to: fail closed).
+    pub const NEVER: TimeWindow = TimeWindow { start: 0, end: 0 };
+
     pub fn parse(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
@@ -316,7 +319,9 @@ impl TimeWindow {
 
     /// Whether `minute` (after midnight) is inside the window.
     pub fn contains(&self, minute: u16) -> bool {
-        if self.start < self.end {
+        if self.start == self.end {
+            false
+        } else if self.start < self.end {
             (self.start..self.end).contains(&minute)
         } else {
             minute >= self.start || minute < self.end

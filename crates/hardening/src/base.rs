@@ -6,7 +6,6 @@ use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, Origins, RebootPolicy, UpgradePolicy, Vars};
 use common::resources::{Directory, File, Line, Packages, Timezone, User, file_id};
 use common::shell::{Command, quote};
-use common::values::TimeWindow;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -429,12 +428,11 @@ impl UnattendedUpgrades {
     pub fn of(vars: &Vars) -> Self {
         let reboot_time = match vars.reboot.unwrap_or_default() {
             RebootPolicy::Never => None,
-            RebootPolicy::IfRequired => Some(
-                vars.reboot_window
-                    .as_deref()
-                    .and_then(|w| TimeWindow::parse(w).ok())
-                    .map_or_else(|| "now".to_string(), |w| w.start_hhmm()),
-            ),
+            RebootPolicy::IfRequired => match crate::reboot::window_of(vars) {
+                Ok(Some(w)) => Some(w.start_hhmm()),
+                Ok(None) => Some("now".to_string()),
+                Err(_) => None, // fail closed (the load refuses such a window)
+            },
         };
         Self { reboot_time }
     }

@@ -885,6 +885,8 @@ pub struct RebootStateValue {
     pub boot_id: String,
     /// The host's local time, minutes after midnight.
     pub local_minute: u16,
+    /// What a reboot step wrote to `/run/provision-reboot-token` (tmpfs) before rebooting.
+    pub reboot_token: Option<String>,
 }
 
 pub const REBOOT_REQUIRED: &str = "/var/run/reboot-required";
@@ -900,6 +902,7 @@ impl Fact for RebootState {
   if [ -r /var/run/reboot-required.pkgs ]; then sort -u /var/run/reboot-required.pkgs | sed 's/^/package /'; fi
 else echo none; fi
 printf 'boot %s\n' "$(cat /proc/sys/kernel/random/boot_id)"
+if [ -r /run/provision-reboot-token ]; then printf 'token %s\n' "$(cat /run/provision-reboot-token)"; fi
 date '+time %H:%M'"#
                 .into(),
         }
@@ -924,6 +927,7 @@ date '+time %H:%M'"#
                 "package" if !rest.trim().is_empty() => v.packages.push(rest.trim().to_string()),
                 "package" => {}
                 "boot" => v.boot_id = rest.trim().to_string(),
+                "token" => v.reboot_token = Some(rest.trim().to_string()),
                 "time" => time = common::values::TimeWindow::minutes(rest.trim()),
                 _ => return Err(parse_error(key, "required/package/boot/time lines", line)),
             }
@@ -947,11 +951,12 @@ mod tests {
             status: 0,
         };
         let v = RebootState
-            .parse(&out("required 1764547200\npackage linux-image-amd64\npackage libc6\nboot 4f1c\ntime 02:15\n"))
+            .parse(&out("required 1764547200\npackage linux-image-amd64\npackage libc6\nboot 4f1c\ntoken t1\ntime 02:15\n"))
             .unwrap();
         assert_eq!(v.required_since, Some(1_764_547_200));
         assert_eq!(v.packages, ["linux-image-amd64", "libc6"]);
         assert_eq!((v.boot_id.as_str(), v.local_minute), ("4f1c", 135));
+        assert_eq!(v.reboot_token.as_deref(), Some("t1"));
         let none = RebootState
             .parse(&out("none\nboot b\ntime 23:59\n"))
             .unwrap();

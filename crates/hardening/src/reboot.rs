@@ -54,14 +54,20 @@ pub struct RebootRequired {
     pub window: Option<TimeWindow>,
 }
 
+/// The host's `reboot_window`, typed (checked when the inventory loads; a value that
+/// skipped those checks and does not parse allows no reboot, never every time).
+pub fn window_of(vars: &Vars) -> Result<Option<TimeWindow>, String> {
+    vars.reboot_window
+        .as_deref()
+        .map(TimeWindow::parse)
+        .transpose()
+}
+
 impl RebootRequired {
     pub fn of(vars: &Vars) -> Self {
         Self {
             policy: vars.reboot.unwrap_or_default(),
-            window: vars
-                .reboot_window
-                .as_deref()
-                .and_then(|w| TimeWindow::parse(w).ok()),
+            window: window_of(vars).unwrap_or(Some(TimeWindow::NEVER)),
         }
     }
 }
@@ -107,6 +113,7 @@ mod tests {
             packages: packages.iter().map(|p| p.to_string()).collect(),
             boot_id: "b1".into(),
             local_minute: minute,
+            reboot_token: None,
         }
     }
 
@@ -141,5 +148,10 @@ mod tests {
             decide(RebootPolicy::IfRequired, None, &state(false, &[], 180)),
             Decision::NotRequired
         );
+        // A window that did not parse (the load refuses it) allows no reboot.
+        assert!(matches!(
+            decide(RebootPolicy::IfRequired, Some(TimeWindow::NEVER), &at_three),
+            Decision::NotNow(_)
+        ));
     }
 }

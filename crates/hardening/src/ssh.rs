@@ -955,7 +955,10 @@ mod tests {
         // The lab's Debian 12 image has no RSA host key: the first run makes one.
         let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
         let (summary, _) = plan_of(&r, &no_rsa).expect_change();
-        assert_eq!(summary, "generate the missing host key /etc/ssh/ssh_host_rsa_key");
+        assert_eq!(
+            summary,
+            "generate the missing host key /etc/ssh/ssh_host_rsa_key"
+        );
     }
 
     #[test]

@@ -195,6 +195,7 @@ pub async fn converge_hosts(
         connector: session.connector.clone(),
         progress: progress.clone(),
         timeout: reboot::COME_BACK_TIMEOUT,
+        one_at_a_time: Arc::default(),
     });
     let converge = run::Converge {
         resources: move |spec: &HostSpec| job.resources(spec),

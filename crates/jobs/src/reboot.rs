@@ -25,12 +25,19 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// The id of the step's line in the host's report (only when it reboots or fails).
 pub(crate) const ID: &str = "reboot";
 
-/// The reboot step of one host.
+/// Written to /run (a tmpfs) right before the reboot: gone after any real reboot, also in
+/// containers (LXC, OpenVZ) whose boot id is the host kernel's and does not change.
+const TOKEN_PATH: &str = "/run/provision-reboot-token";
+
+/// The reboot step of every host of a run.
 pub(crate) struct RebootStep {
     pub(crate) mode: Mode,
     pub(crate) connector: Arc<dyn Connector>,
     pub(crate) progress: Arc<dyn Progress>,
     pub(crate) timeout: Duration,
+    /// One host reboots at a time (never a whole group at once), and none after a host
+    /// whose reboot failed: `true` once one failed.
+    pub(crate) one_at_a_time: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl RebootStep {
@@ -50,14 +57,27 @@ impl RebootStep {
             Err(e) => return Some(line(ResourceStatus::Failed, e)),
         };
         let policy = spec.vars.reboot.unwrap_or_default();
-        let window = spec
-            .vars
-            .reboot_window
-            .as_deref()
-            .and_then(|w| TimeWindow::parse(w).ok());
+        let window = hardening::reboot::window_of(&spec.vars).unwrap_or(Some(TimeWindow::NEVER));
         match decide(policy, window, &state) {
-            Decision::Reboot(by) => Some(self.reboot(spec, transport, &state, &by).await),
-            Decision::NotRequired | Decision::NotNow(_) => None,
+            Decision::Reboot(by) => {
+                let mut failed_before = self.one_at_a_time.lock().await;
+                if *failed_before {
+                    return Some(line(
+                        ResourceStatus::Failed,
+                        format!(
+                            "not rebooted ({by}): another host's reboot in this run failed, so no more hosts are rebooted"
+                        ),
+                    ));
+                }
+                let report = self.reboot(spec, transport, &state, &by).await;
+                *failed_before = report.status == ResourceStatus::Failed;
+                Some(report)
+            }
+            Decision::NotNow(why) => Some(ResourceReport {
+                notes: vec![why],
+                ..line(ResourceStatus::Ok, "not rebooting now".into())
+            }),
+            Decision::NotRequired => None,
         }
     }
 
@@ -69,8 +89,11 @@ impl RebootStep {
         by: &str,
     ) -> ResourceReport {
         let started = Instant::now();
+        let token = format!("{:032x}", rand::random::<u128>());
         // --no-block: the command returns before the connection goes down with the host.
-        match transport.run("systemctl reboot --no-block", b"").await {
+        let command =
+            format!("printf '%s\\n' {token} > {TOKEN_PATH} && systemctl reboot --no-block");
+        match transport.run(&command, b"").await {
             Ok(out) if out.status == 0 => {}
             Ok(out) => {
                 return line(
@@ -95,36 +118,44 @@ impl RebootStep {
                     self.timeout.as_secs()
                 ),
             );
-            match self.connector.connect(spec).await {
-                Ok(again) => {
-                    let state = read_state(&*again).await;
-                    let _ = again.close().await;
-                    match state {
-                        Ok(s) if s.boot_id == before.boot_id => {
-                            last = "the host still runs the boot before the reboot".into();
-                        }
-                        Ok(s) if s.required_since.is_some() => {
-                            return line(
-                                ResourceStatus::Failed,
-                                format!(
-                                    "rebooted ({by}), but {REBOOT_REQUIRED} is there again after {} s",
-                                    started.elapsed().as_secs()
-                                ),
-                            );
-                        }
-                        Ok(_) => {
-                            return line(
-                                ResourceStatus::Changed,
-                                format!(
-                                    "rebooted ({by}): SSH back after {} s, new boot, no reboot required",
-                                    started.elapsed().as_secs()
-                                ),
-                            );
-                        }
-                        Err(e) => last = e,
-                    }
+            let left = self.timeout.saturating_sub(started.elapsed());
+            let attempt = tokio::time::timeout(left, async {
+                let again = self
+                    .connector
+                    .connect(spec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let state = read_state(&*again).await;
+                let _ = again.close().await;
+                state
+            });
+            match attempt.await {
+                Err(_) => last = "the last login attempt did not finish in time".into(),
+                Ok(Err(e)) => last = e,
+                Ok(Ok(s))
+                    if s.boot_id == before.boot_id
+                        && s.reboot_token.as_deref() == Some(token.as_str()) =>
+                {
+                    last = "the host still runs the boot before the reboot".into();
                 }
-                Err(e) => last = e.to_string(),
+                Ok(Ok(s)) if s.required_since.is_some() => {
+                    return line(
+                        ResourceStatus::Failed,
+                        format!(
+                            "rebooted ({by}), but {REBOOT_REQUIRED} is there again after {} s",
+                            started.elapsed().as_secs()
+                        ),
+                    );
+                }
+                Ok(Ok(_)) => {
+                    return line(
+                        ResourceStatus::Changed,
+                        format!(
+                            "rebooted ({by}): SSH back after {} s, new boot, no reboot required",
+                            started.elapsed().as_secs()
+                        ),
+                    );
+                }
             }
             tokio::time::sleep(RETRY_EVERY).await;
         }

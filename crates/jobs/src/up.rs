@@ -210,6 +210,8 @@ where
             Some(step) => match declaration_of(spec, step.base_dir.as_deref())? {
                 Some(d) => match step.folded(&d) {
                     Some(current) => {
+                        // The current certificate is installed with them: no placeholder.
+                        resources.retain(|r| !r.id().starts_with("certs-placeholder:"));
                         resources.extend(current);
                         None
                     }
