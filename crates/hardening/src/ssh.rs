@@ -463,6 +463,11 @@ pub fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec
     let mut notes = Vec::new();
     for (path, text) in files {
         let mut in_match = false;
+        // sshd takes a keyword's first value: the main config's lines above its Include
+        // and drop-ins sorting before this one are read before it.
+        let mut read_before = *path != MAIN_CONFIG_PATH && *path < DROP_IN_PATH;
+        let main = *path == MAIN_CONFIG_PATH;
+        let mut above_include = main;
         for (n, line) in text.lines().enumerate() {
             let Some(keyword) = keyword_of(line) else {
                 continue;
@@ -470,6 +475,13 @@ pub fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec
             if keyword == "match" {
                 in_match = true;
                 continue;
+            }
+            if keyword == "include" {
+                above_include = false;
+                continue;
+            }
+            if main {
+                read_before = above_include;
             }
             let Some(ours) = directives
                 .iter()
@@ -479,15 +491,17 @@ pub fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec
             };
             let value = line.trim_start()[keyword.len()..]
                 .trim_start_matches(|c: char| c.is_whitespace() || c == '=')
-                .trim();
+                .trim()
+                .trim_matches('"');
             let accumulates = matches!(keyword.as_str(), "hostkey" | "port" | "listenaddress");
             if !accumulates && !in_match && value.eq_ignore_ascii_case(&ours.value) {
                 continue; // agrees with the drop-in
             }
-            let outcome = match (in_match, accumulates) {
-                (true, _) => "wins over this drop-in for the users its Match block matches",
-                (false, true) => "adds to this drop-in's (the keyword adds up across files)",
-                (false, false) => "loses to this drop-in's today (read first)",
+            let outcome = match (in_match, accumulates, read_before) {
+                (true, _, _) => "wins over this drop-in for the users its Match block matches",
+                (false, true, _) => "adds to this drop-in's (the keyword adds up across files)",
+                (false, false, true) => "wins over this drop-in's (read before it)",
+                (false, false, false) => "loses to this drop-in's today (read first)",
             };
             notes.push(format!(
                 "{path}:{}: `{}` also sets {}: {outcome}, `{}`",
@@ -1070,9 +1084,12 @@ mod tests {
             &fresh_effective(),
         );
         let (directives, text, _) = r.desired(&probe).unwrap();
-        let cloud_init = "PasswordAuthentication yes\n#PermitRootLogin yes\nUsePAM yes\n";
+        let cloud_init =
+            "PasswordAuthentication yes\n#PermitRootLogin yes\nUsePAM yes\nMaxAuthTries \"3\"\n";
+        let early = "X11Forwarding yes\n";
         let listing = format!(
-            "/etc/ssh/sshd_config.d/50-cloud-init.conf\n600|root|root\n{}\n",
+            "/etc/ssh/sshd_config.d/0-early.conf\n600|root|root\n{}\n/etc/ssh/sshd_config.d/50-cloud-init.conf\n600|root|root\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode(early),
             base64::engine::general_purpose::STANDARD.encode(cloud_init)
         );
         let main = format!("{DEBIAN_MAIN}Match User backup\n  X11Forwarding yes\n");
@@ -1093,6 +1110,7 @@ mod tests {
             [
                 "/etc/ssh/sshd_config:9: `X11Forwarding yes` also sets X11Forwarding: loses to this drop-in's today (read first), `no`",
                 "/etc/ssh/sshd_config:14: `X11Forwarding yes` also sets X11Forwarding: wins over this drop-in for the users its Match block matches, `no`",
+                "/etc/ssh/sshd_config.d/0-early.conf:1: `X11Forwarding yes` also sets X11Forwarding: wins over this drop-in's (read before it), `no`",
                 "/etc/ssh/sshd_config.d/50-cloud-init.conf:1: `PasswordAuthentication yes` also sets PasswordAuthentication: loses to this drop-in's today (read first), `no`",
             ]
         );
