@@ -440,3 +440,76 @@ fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
         again.text
     );
 }
+
+/// Issue 15: `.env` values from the operator's vault (`app.env_commands`, argv on this
+/// machine, no shell): the value reaches the host's `.env` and nothing else — not the
+/// run's text or JSON output, not a file on this machine; a second run changes nothing.
+#[test]
+fn a_vault_value_reaches_the_hosts_env_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "vault-4f9c2e81b7d3";
+    let vault = dir.path().join("vault");
+    std::fs::write(
+        &vault,
+        format!("#!/bin/sh\n[ \"$1\" = smtp ] || exit 3\necho {secret}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vault, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let inv = inventory(dir.path(), &host, "root");
+    let mut text = std::fs::read_to_string(&inv).unwrap();
+    text.push_str(&format!(
+        "\n[vars.app]\nname = \"meeting\"\ntemplate = \"ai-meeting\"\ndomain = \"app.example.com\"\n\
+         [vars.app.env_commands]\nSMTP_PASSWORD = [{:?}, \"smtp\"]\n",
+        vault.display().to_string()
+    ));
+    std::fs::write(&inv, text).unwrap();
+
+    let up = support::provision(&inv, &["up"], &[]);
+    assert_eq!(up.code, 0, "{}", up.text);
+    assert!(
+        !up.text.contains(secret),
+        "the value was printed:\n{}",
+        up.text
+    );
+    let (ok, env) = login(&host, "deploy", "sudo -n cat /opt/meeting/.env");
+    assert!(ok, "{env}");
+    assert!(
+        env.lines().any(|l| l == format!("SMTP_PASSWORD={secret}")),
+        "{env}"
+    );
+    let check = support::provision(&inv, &["check"], &[]);
+    assert_eq!(check.code, 0, "{}", check.text);
+    assert!(!check.text.contains(secret), "{}", check.text);
+    let again = support::provision(&inv, &["up"], &[]);
+    assert_eq!(again.changes(), 0, "{}", again.text);
+    // Nothing on this machine keeps it, but the vault itself.
+    for entry in walk(dir.path()) {
+        if entry != vault {
+            let bytes = std::fs::read(&entry).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{} holds the value",
+                entry.display()
+            );
+        }
+    }
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
