@@ -316,6 +316,32 @@ struct AliMock {
 }
 
 async fn alidns() -> AliMock {
+    alidns_publishing_to(None).await
+}
+
+/// POST `body` to `url` (a challtestsrv management API) from a mock's handler.
+fn post_json(url: &str, path: &str, body: &serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let body = body.to_string();
+    let mut stream = std::net::TcpStream::connect(addr).expect("challtestsrv answers");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "challtestsrv {path}: {answer}"
+    );
+}
+
+/// Like [`alidns`]; with `dns`, its records are also published in that challtestsrv's
+/// mock DNS, which Pebble asks: DNS-01 end to end through the signed API.
+async fn alidns_publishing_to(dns: Option<String>) -> AliMock {
     let secrets: BTreeMap<String, String> = [("LTAIkey".to_string(), "alisecret".to_string())]
         .into_iter()
         .collect();
@@ -358,10 +384,19 @@ async fn alidns() -> AliMock {
                     return fail("InvalidDomainName.NoExist", 400);
                 }
                 let id = format!("{}", 1000 + records.len());
+                if let Some(dns) = &dns {
+                    let host = format!("{}.example.com.", get("RR"));
+                    post_json(dns, "/set-txt", &json!({"host": host, "value": get("Value")}));
+                }
                 records.insert(id.clone(), (get("RR"), get("Value")));
                 MockResponse::json(200, json!({"RequestId": "r", "RecordId": id}))
             }
             "DeleteDomainRecord" => match records.remove(&get("RecordId")) {
+                Some((rr, _)) if dns.is_some() => {
+                    let host = format!("{rr}.example.com.");
+                    post_json(dns.as_deref().unwrap_or_default(), "/clear-txt", &json!({"host": host}));
+                    MockResponse::json(200, json!({"RequestId": "r", "RecordId": get("RecordId")}))
+                }
                 Some(_) => MockResponse::json(200, json!({"RequestId": "r", "RecordId": get("RecordId")})),
                 None => fail("DomainRecordNotBelongToUser", 400),
             },
@@ -712,4 +747,80 @@ async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
         .await
         .unwrap_err();
     assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
+}
+
+/// Issue 15: Alibaba Cloud DNS end to end: Pebble orders a wildcard and its base name over
+/// DNS-01, the records go out through the signed API (the mock checks every signature and
+/// publishes them in challtestsrv's DNS, which Pebble asks), the certificate is issued and
+/// installed, and the records are deleted again through the same API.
+#[tokio::test]
+async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
+    use certs::testing::{Pebble, PebbleOptions, pebble_installed};
+    use std::os::unix::fs::PermissionsExt;
+    if !pebble_installed() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "pebble is required here but not installed"
+        );
+        eprintln!("skipping: pebble is not installed (apt-get install pebble)");
+        return;
+    }
+    let pebble = Pebble::start(PebbleOptions::default()).expect("pebble starts");
+    let ali = alidns_publishing_to(Some(pebble.challtestsrv_url.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("alidns.env");
+    std::fs::write(
+        &credentials,
+        "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIkey\nALIBABA_CLOUD_ACCESS_KEY_SECRET=alisecret\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let challenge = certs::ChallengeConfig::Dns01(certs::DnsProviderConfig {
+        provider: certs::DnsProviderKind::Alidns,
+        api_url: ali.server.url.clone(),
+        token_env: None,
+        zone_id: None,
+        credentials_file: Some(credentials),
+        propagation_seconds: 0,
+    });
+    let ssl = dir.path().join("ssl").display().to_string();
+    let d = pebble.declaration(
+        "local",
+        &["*.shop.example.com", "shop.example.com"],
+        challenge,
+        &ssl,
+        "true",
+    );
+    let settings = certs::Settings::new(certs::StateDir::new(dir.path().join("state")));
+    let transport = common::transport::local::LocalTransport::new("local");
+    let out = certs::issue(&d, &transport, &settings)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}\npebble:\n{}",
+                common::error::error_chain(&e),
+                pebble.log()
+            )
+        });
+    assert!(out.renewed);
+    assert_eq!(out.info.names, ["*.shop.example.com", "shop.example.com"]);
+    assert!(out.info.issuer.contains("Pebble"), "{}", out.info.issuer);
+    let installed = std::fs::read(format!("{ssl}/fullchain.pem")).unwrap();
+    assert_eq!(
+        certs::CertInfo::from_pem(&installed).unwrap().names,
+        out.info.names
+    );
+    let calls = actions(&ali.server);
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c.starts_with("AddDomainRecord"))
+            .count(),
+        2,
+        "{calls:?}"
+    );
+    assert!(
+        ali.records.lock().unwrap().is_empty(),
+        "the records were cleaned up: {calls:?}"
+    );
 }
