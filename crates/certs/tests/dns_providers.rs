@@ -754,6 +754,7 @@ async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
 /// publishes them in challtestsrv's DNS, which Pebble asks), the certificate is issued and
 /// installed, and the records are deleted again through the same API.
 #[tokio::test]
+#[allow(clippy::print_stderr)] // says why it skips
 async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
     use certs::testing::{Pebble, PebbleOptions, pebble_installed};
     use std::os::unix::fs::PermissionsExt;
