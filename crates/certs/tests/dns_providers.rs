@@ -608,6 +608,11 @@ struct PodMock {
 }
 
 async fn dnspod() -> PodMock {
+    dnspod_publishing_to(None).await
+}
+
+/// Like [`dnspod`]; with `dns`, records are also published in that challtestsrv.
+async fn dnspod_publishing_to(dns: Option<String>) -> PodMock {
     let secrets: BTreeMap<String, String> = [("AKIDkey".to_string(), "tcsecret".to_string())]
         .into_iter()
         .collect();
@@ -646,10 +651,19 @@ async fn dnspod() -> PodMock {
                     return fail("InvalidParameter");
                 }
                 let id = 500 + records.len() as u64;
+                if let Some(dns) = &dns {
+                    let host = format!("{}.example.com.", s("SubDomain"));
+                    post_json(dns, "/set-txt", &json!({"host": host, "value": s("Value")}));
+                }
                 records.insert(id, (s("SubDomain"), s("Value")));
                 MockResponse::json(200, json!({"Response": {"RecordId": id, "RequestId": "r"}}))
             }
             "DeleteRecord" => match body["RecordId"].as_u64().and_then(|id| records.remove(&id)) {
+                Some((sub, _)) if dns.is_some() => {
+                    let host = format!("{sub}.example.com.");
+                    post_json(dns.as_deref().unwrap_or_default(), "/clear-txt", &json!({"host": host}));
+                    MockResponse::json(200, json!({"Response": {"RequestId": "r"}}))
+                }
                 Some(_) => MockResponse::json(200, json!({"Response": {"RequestId": "r"}})),
                 None => fail("InvalidParameter.RecordIdInvalid"),
             },
@@ -749,13 +763,17 @@ async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
     assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
 }
 
-/// Issue 15: Alibaba Cloud DNS end to end: Pebble orders a wildcard and its base name over
-/// DNS-01, the records go out through the signed API (the mock checks every signature and
+/// Issue 15: DNS-01 end to end through a signed provider API: Pebble orders a wildcard and
+/// its base name, the records go out through the API mock (which checks every signature and
 /// publishes them in challtestsrv's DNS, which Pebble asks), the certificate is issued and
-/// installed, and the records are deleted again through the same API.
-#[tokio::test]
+/// installed, and the records are deleted again through the same API. `None` when Pebble
+/// is not installed (an error under CI).
 #[allow(clippy::print_stderr)] // says why it skips
-async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
+async fn dns01_end_to_end(
+    provider: certs::DnsProviderKind,
+    mock: impl AsyncFnOnce(String) -> MockServer,
+    credentials: &str,
+) -> Option<Vec<String>> {
     use certs::testing::{Pebble, PebbleOptions, pebble_installed};
     use std::os::unix::fs::PermissionsExt;
     if !pebble_installed() {
@@ -764,24 +782,20 @@ async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
             "pebble is required here but not installed"
         );
         eprintln!("skipping: pebble is not installed (apt-get install pebble)");
-        return;
+        return None;
     }
     let pebble = Pebble::start(PebbleOptions::default()).expect("pebble starts");
-    let ali = alidns_publishing_to(Some(pebble.challtestsrv_url.clone())).await;
+    let server = mock(pebble.challtestsrv_url.clone()).await;
     let dir = tempfile::tempdir().unwrap();
-    let credentials = dir.path().join("alidns.env");
-    std::fs::write(
-        &credentials,
-        "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIkey\nALIBABA_CLOUD_ACCESS_KEY_SECRET=alisecret\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&credentials, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let file = dir.path().join("keys.env");
+    std::fs::write(&file, credentials).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let challenge = certs::ChallengeConfig::Dns01(certs::DnsProviderConfig {
-        provider: certs::DnsProviderKind::Alidns,
-        api_url: ali.server.url.clone(),
+        provider,
+        api_url: server.url.clone(),
         token_env: None,
         zone_id: None,
-        credentials_file: Some(credentials),
+        credentials_file: Some(file),
         propagation_seconds: 0,
     });
     let ssl = dir.path().join("ssl").display().to_string();
@@ -811,17 +825,49 @@ async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
         certs::CertInfo::from_pem(&installed).unwrap().names,
         out.info.names
     );
-    let calls = actions(&ali.server);
-    assert_eq!(
-        calls
-            .iter()
-            .filter(|c| c.starts_with("AddDomainRecord"))
-            .count(),
-        2,
-        "{calls:?}"
-    );
-    assert!(
-        ali.records.lock().unwrap().is_empty(),
-        "the records were cleaned up: {calls:?}"
-    );
+    Some(actions(&server))
+}
+
+#[tokio::test]
+async fn alidns_dns01_end_to_end_with_pebble_through_challtestsrv() {
+    let records = Arc::new(Mutex::new(None));
+    let keep = records.clone();
+    let mock = async move |dns: String| {
+        let ali = alidns_publishing_to(Some(dns)).await;
+        *keep.lock().unwrap() = Some(ali.records.clone());
+        ali.server
+    };
+    let keys = "ALIBABA_CLOUD_ACCESS_KEY_ID=LTAIkey\nALIBABA_CLOUD_ACCESS_KEY_SECRET=alisecret\n";
+    let Some(calls) = dns01_end_to_end(certs::DnsProviderKind::Alidns, mock, keys).await else {
+        return;
+    };
+    let added = calls
+        .iter()
+        .filter(|c| c.starts_with("AddDomainRecord"))
+        .count();
+    assert_eq!(added, 2, "{calls:?}");
+    let left = records.lock().unwrap().clone().unwrap();
+    assert!(left.lock().unwrap().is_empty(), "cleaned up: {calls:?}");
+}
+
+#[tokio::test]
+async fn dnspod_dns01_end_to_end_with_pebble_through_challtestsrv() {
+    let records = Arc::new(Mutex::new(None));
+    let keep = records.clone();
+    let mock = async move |dns: String| {
+        let pod = dnspod_publishing_to(Some(dns)).await;
+        *keep.lock().unwrap() = Some(pod.records.clone());
+        pod.server
+    };
+    let keys = "TENCENTCLOUD_SECRET_ID=AKIDkey\nTENCENTCLOUD_SECRET_KEY=tcsecret\n";
+    let Some(calls) = dns01_end_to_end(certs::DnsProviderKind::Dnspod, mock, keys).await else {
+        return;
+    };
+    let added = calls
+        .iter()
+        .filter(|c| c.starts_with("CreateRecord"))
+        .count();
+    assert_eq!(added, 2, "{calls:?}");
+    let left = records.lock().unwrap().clone().unwrap();
+    assert!(left.lock().unwrap().is_empty(), "cleaned up: {calls:?}");
 }
