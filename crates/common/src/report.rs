@@ -69,15 +69,20 @@ impl ResourceReport {
         }
     }
 
-    pub fn failed(id: &str, error: String) -> Self {
+    /// A line with no actions, diffs or notes (a step's own, outside the engine's plans).
+    pub fn new(id: &str, status: ResourceStatus, detail: String) -> Self {
         Self {
             id: id.to_string(),
-            status: ResourceStatus::Failed,
-            detail: error,
+            status,
+            detail,
             actions: Vec::new(),
             diffs: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    pub fn failed(id: &str, error: String) -> Self {
+        Self::new(id, ResourceStatus::Failed, error)
     }
 }
 

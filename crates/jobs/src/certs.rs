@@ -167,7 +167,7 @@ pub struct CertificateRun {
 }
 
 impl CertificateRun {
-    fn new(declaration: &CertificateDeclaration, status: CertificateStatus) -> Self {
+    pub(crate) fn new(declaration: &CertificateDeclaration, status: CertificateStatus) -> Self {
         Self {
             host: declaration.host.clone(),
             name: declaration.name.clone(),

@@ -14,9 +14,8 @@ use common::facts::{self, Fact};
 use common::inventory::{HostSpec, RebootPolicy};
 use common::report::{ResourceReport, ResourceStatus};
 use common::run::{Connector, Progress};
-use common::values::TimeWindow;
 use hardening::facts::{REBOOT_REQUIRED, RebootState, RebootStateValue};
-use hardening::reboot::{Decision, decide};
+use hardening::reboot::{Decision, RebootRequired, decide};
 
 /// How long the host may take to answer SSH again after the reboot.
 pub(crate) const COME_BACK_TIMEOUT: Duration = Duration::from_secs(300);
@@ -49,16 +48,15 @@ impl RebootStep {
         spec: &HostSpec,
         transport: &dyn Transport,
     ) -> Option<ResourceReport> {
-        if self.mode == Mode::Check || spec.vars.reboot.unwrap_or_default() == RebootPolicy::Never {
+        let rule = RebootRequired::of(&spec.vars);
+        if self.mode == Mode::Check || rule.policy == RebootPolicy::Never {
             return None;
         }
         let state = match read_state(transport).await {
             Ok(s) => s,
             Err(e) => return Some(line(ResourceStatus::Failed, e)),
         };
-        let policy = spec.vars.reboot.unwrap_or_default();
-        let window = hardening::reboot::window_of(&spec.vars).unwrap_or(Some(TimeWindow::NEVER));
-        match decide(policy, window, &state) {
+        match decide(rule.policy, rule.window, &state) {
             Decision::Reboot(by) => {
                 let mut failed_before = self.one_at_a_time.lock().await;
                 if *failed_before {
@@ -180,12 +178,5 @@ async fn read_state(transport: &dyn Transport) -> Result<RebootStateValue, Strin
 }
 
 fn line(status: ResourceStatus, detail: String) -> ResourceReport {
-    ResourceReport {
-        id: ID.into(),
-        status,
-        detail,
-        actions: Vec::new(),
-        diffs: Vec::new(),
-        notes: Vec::new(),
-    }
+    ResourceReport::new(ID, status, detail)
 }

@@ -70,21 +70,20 @@ impl CertificateStep {
         }
         let binary = self.binary.as_ref().ok()?;
         let schedule = schedule_job(d, &self.settings.state, Some(binary), &self.schedule).ok()?;
-        let now = self.settings.now();
-        let mut detail = format!(
-            "up to date ({}); expires {} ({} days left)",
-            check.decision.reason(),
-            certs::info::rfc3339(info.not_after),
-            info.days_left(now)
-        );
-        if let certs::Decision::NotDue { at, reason } = &check.decision
-            && !reason.contains(&certs::info::rfc3339(*at))
-        {
-            detail.push_str(&format!("; next renewal {}", certs::info::rfc3339(*at)));
-        }
+        let current = CertificateRun {
+            reason: Some(check.decision.reason().to_string()),
+            not_after: Some(certs::info::rfc3339(info.not_after)),
+            days_left: Some(info.days_left(self.settings.now())),
+            next_renewal: match &check.decision {
+                certs::Decision::NotDue { at, .. } => Some(certs::info::rfc3339(*at)),
+                certs::Decision::Due { .. } => None,
+            },
+            ..CertificateRun::new(d, CertificateStatus::Unchanged)
+        };
+        let line = certificate_report(&current);
         let mut out: Vec<Box<dyn Resource>> = vec![Box::new(CurrentCertificate {
-            id: format!("certificate:{}", d.name),
-            detail,
+            id: line.id,
+            detail: line.detail,
         })];
         out.extend(certs::install_resources(d, &stored));
         out.extend(schedule);
@@ -174,14 +173,7 @@ fn certificate_report(run: &CertificateRun) -> ResourceReport {
         .strip_prefix(&format!("{}/{}: ", run.host, run.name))
         .unwrap_or(&line)
         .to_string();
-    ResourceReport {
-        id: format!("certificate:{}", run.name),
-        status,
-        detail,
-        actions: Vec::new(),
-        diffs: Vec::new(),
-        notes: Vec::new(),
-    }
+    ResourceReport::new(&format!("certificate:{}", run.name), status, detail)
 }
 
 /// `up`/`check` on one host: [`Converge`], then the certificate step where one is declared,
@@ -242,15 +234,13 @@ where
             && report.outcome != HostOutcome::Failed
             && let Some(line) = step.run(spec, transport).await
         {
-            let mut rebooted = HostReport::new(&spec.name);
-            rebooted.resources.push(line);
-            if let Some(failed) = rebooted
-                .resources
-                .iter()
-                .find(|r| r.status == ResourceStatus::Failed)
-            {
-                rebooted.error = Some(format!("reboot: {}", failed.detail));
-            }
+            let error =
+                (line.status == ResourceStatus::Failed).then(|| format!("reboot: {}", line.detail));
+            let rebooted = HostReport {
+                resources: vec![line],
+                error,
+                ..HostReport::new(&spec.name)
+            };
             report.append(rebooted, step.mode);
         }
         report.elapsed_ms = converged_ms.max(started.elapsed().as_millis() as u64);
