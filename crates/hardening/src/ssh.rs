@@ -738,6 +738,18 @@ mod tests {
     const SOCKET_ON: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
 
     /// Facts of a host; `drop_in` is the current drop-in content, if any.
+    /// What the `sshd-drop-ins` probe prints for these drop-ins (0600 root:root).
+    fn drop_ins_listing(files: &[(&str, &str)]) -> String {
+        use base64::Engine as _;
+        files
+            .iter()
+            .map(|(path, text)| {
+                let content = base64::engine::general_purpose::STANDARD.encode(text);
+                format!("{path}\n600|root|root\n{content}\n")
+            })
+            .collect()
+    }
+
     fn host(
         ssh_v: &str,
         login: &str,
@@ -1071,7 +1083,6 @@ mod tests {
     /// with the drop-in are not noted.
     #[test]
     fn foreign_lines_setting_managed_keywords_are_noted_even_when_the_drop_in_wins() {
-        use base64::Engine as _;
         let r = SshdConfig {
             settings: settings(),
         };
@@ -1087,11 +1098,10 @@ mod tests {
         let cloud_init =
             "PasswordAuthentication yes\n#PermitRootLogin yes\nUsePAM yes\nMaxAuthTries \"3\"\n";
         let early = "X11Forwarding yes\n";
-        let listing = format!(
-            "/etc/ssh/sshd_config.d/0-early.conf\n600|root|root\n{}\n/etc/ssh/sshd_config.d/50-cloud-init.conf\n600|root|root\n{}\n",
-            base64::engine::general_purpose::STANDARD.encode(early),
-            base64::engine::general_purpose::STANDARD.encode(cloud_init)
-        );
+        let listing = drop_ins_listing(&[
+            ("/etc/ssh/sshd_config.d/0-early.conf", early),
+            ("/etc/ssh/sshd_config.d/50-cloud-init.conf", cloud_init),
+        ]);
         let main = format!("{DEBIAN_MAIN}Match User backup\n  X11Forwarding yes\n");
         let f = with(
             &host(
@@ -1123,7 +1133,6 @@ mod tests {
     /// files, so a port move comments them out (backed up, rollback-snapshotted).
     #[test]
     fn foreign_port_lines_in_other_drop_ins_are_neutralised_when_the_port_moves() {
-        use base64::Engine as _;
         let r = SshdConfig {
             settings: SshSettings {
                 port: Some(2200),
@@ -1131,10 +1140,7 @@ mod tests {
             },
         };
         let provider = "# provider\nPort 2222\nlistenaddress=0.0.0.0\nPasswordAuthentication yes\n";
-        let listing = format!(
-            "/etc/ssh/sshd_config.d/60-provider.conf\n600|root|root\n{}\n",
-            base64::engine::general_purpose::STANDARD.encode(provider)
-        );
+        let listing = drop_ins_listing(&[("/etc/ssh/sshd_config.d/60-provider.conf", provider)]);
         let main = format!("{DEBIAN_MAIN}Port 22\n");
         let f = with(
             &host(
