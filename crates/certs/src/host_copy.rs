@@ -17,6 +17,32 @@ use crate::info::CertInfo;
 use crate::state::StateDir;
 use common::PlanError;
 
+/// Why the running provision binary could not be read to install it on a host.
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("cannot find the running provision binary: {0}")]
+    CurrentExe(std::io::Error),
+    #[error("cannot read {}: {error}", path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// Why this machine's state of a certificate could not be copied for a host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostCopyError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error("the stored certificate in {} does not parse: {error}", dir.display())]
+    Parse {
+        dir: PathBuf,
+        error: crate::info::CertParseError,
+    },
+    #[error("{0}")]
+    Record(serde_json::Error),
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -216,11 +242,12 @@ impl InstalledBinary {
     }
 
     /// The running executable, read here, to go to `path` on the host.
-    pub fn current_executable(path: &str) -> Result<Self, String> {
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the running provision binary: {e}"))?;
-        let content =
-            std::fs::read(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+    pub fn current_executable(path: &str) -> Result<Self, BinaryError> {
+        let exe = std::env::current_exe().map_err(BinaryError::CurrentExe)?;
+        let content = std::fs::read(&exe).map_err(|error| BinaryError::Read {
+            path: exe.clone(),
+            error,
+        })?;
         Ok(Self::new(path, content))
     }
 
@@ -423,24 +450,17 @@ impl HostStateCopy {
     pub fn from_state(
         declaration: &CertificateDeclaration,
         state: &StateDir,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, HostCopyError> {
         let (host, name) = (&declaration.host, &declaration.name);
-        let Some(stored) = state
-            .load_certificate(host, name)
-            .map_err(|e| common::error::error_chain(&e))?
-        else {
+        let Some(stored) = state.load_certificate(host, name)? else {
             return Ok(None);
         };
-        let info = CertInfo::from_pem(&stored.fullchain).map_err(|e| {
-            format!(
-                "the stored certificate in {} does not parse: {e}",
-                state.cert_dir(host, name).display()
-            )
+        let info = CertInfo::from_pem(&stored.fullchain).map_err(|error| HostCopyError::Parse {
+            dir: state.cert_dir(host, name),
+            error,
         })?;
-        let record = state
-            .load_record(host, name)
-            .map_err(|e| common::error::error_chain(&e))?;
-        let mut record = serde_json::to_vec_pretty(&record).map_err(|e| e.to_string())?;
+        let record = state.load_record(host, name)?;
+        let mut record = serde_json::to_vec_pretty(&record).map_err(HostCopyError::Record)?;
         record.push(b'\n');
         let root = crate::schedule::LOCAL_STATE_DIR;
         let dir = StateDir::new(root).cert_dir(host, name);

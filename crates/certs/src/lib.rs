@@ -40,7 +40,8 @@ pub use declaration::{
     LETSENCRYPT_STAGING, NGINX_ACME_LOCATION, declaration_from_vars,
 };
 pub use host_copy::{
-    FileDigest, FileDigestValue, HostStateCopy, InstalledBinary, StoredCopy, StoredCopyValue,
+    BinaryError, FileDigest, FileDigestValue, HostCopyError, HostStateCopy, InstalledBinary,
+    StoredCopy, StoredCopyValue,
 };
 pub use http::TlsSetupError;
 pub use info::{CertInfo, CertParseError};

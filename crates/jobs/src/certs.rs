@@ -29,7 +29,7 @@ use common::run::{self, HostWork, Progress};
 use common::transport::local::LocalTransport;
 use serde::Serialize;
 
-use crate::{JobError, Session};
+use crate::{ComposeError, JobError, Session};
 
 /// Why a `certs` command could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +47,8 @@ pub enum CertsJobError {
     LocalConfig(#[from] LocalConfigError),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
-    Binary(String),
+    #[error(transparent)]
+    Binary(#[from] certs::BinaryError),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ pub fn declarations(
         match declaration_of(&spec, base.as_deref()) {
             Ok(Some(d)) => out.push((spec, d)),
             Ok(None) => {}
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     if !problems.is_empty() {
@@ -87,9 +87,8 @@ pub fn declarations(
 pub(crate) fn declaration_of(
     spec: &HostSpec,
     base: Option<&Path>,
-) -> Result<Option<CertificateDeclaration>, String> {
-    let mut declared =
-        certs::declaration_from_vars(&spec.name, &spec.vars).map_err(|e| e.to_string())?;
+) -> Result<Option<CertificateDeclaration>, certs::DeclarationError> {
+    let mut declared = certs::declaration_from_vars(&spec.name, &spec.vars)?;
     if let Some(d) = &mut declared
         && let (Some(root), Some(base)) = (&d.ca.root_pem, base)
         && root.is_relative()
@@ -346,10 +345,12 @@ impl HostWork for Obtain {
     }
 
     fn prepare(&self, spec: &HostSpec) -> Result<CertificateDeclaration, String> {
-        self.by_host
-            .get(&spec.name)
-            .cloned()
-            .ok_or_else(|| format!("{} declares no certificate", spec.name))
+        self.by_host.get(&spec.name).cloned().ok_or_else(|| {
+            ComposeError::NoDeclaration {
+                host: spec.name.clone(),
+            }
+            .message()
+        })
     }
 
     async fn run(
@@ -610,10 +611,11 @@ pub async fn schedule(
     let hosts: Vec<HostSpec> = declared.into_iter().map(|(spec, _)| spec).collect();
     let job_options = options.clone();
     let job = move |spec: &HostSpec| -> Result<Vec<Box<dyn Resource>>, String> {
-        let d = by_host
-            .get(&spec.name)
-            .ok_or_else(|| format!("{} declares no certificate", spec.name))?;
-        schedule_job(d, &state, binary.as_ref(), &job_options)
+        let Some(d) = by_host.get(&spec.name) else {
+            let host = spec.name.clone();
+            return Err(ComposeError::NoDeclaration { host }.message());
+        };
+        schedule_job(d, &state, binary.as_ref(), &job_options).map_err(|e| e.message())
     };
     let options_run = session.options(mode);
     let connector = session.connector.clone();
@@ -632,7 +634,7 @@ pub(crate) fn schedule_job(
     state: &StateDir,
     binary: Option<&InstalledBinary>,
     options: &certs::ScheduleOptions,
-) -> Result<Vec<Box<dyn Resource>>, String> {
+) -> Result<Vec<Box<dyn Resource>>, ComposeError> {
     let mut resources: Vec<Box<dyn Resource>> = Vec::new();
     if let Some(b) = binary {
         resources.push(Box::new(b.clone()));
@@ -644,10 +646,10 @@ pub(crate) fn schedule_job(
         environment: certs::secret_environment(std::slice::from_ref(declaration)),
         ..options.clone()
     };
-    resources.extend(
-        certs::schedule_resources(std::slice::from_ref(declaration), &options)
-            .map_err(|e| error_chain(&e))?,
-    );
+    resources.extend(certs::schedule_resources(
+        std::slice::from_ref(declaration),
+        &options,
+    )?);
     Ok(resources)
 }
 

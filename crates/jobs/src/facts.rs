@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use common::Resource;
-use common::facts::Facts;
+use common::facts::{FactError, Facts};
 use common::inventory::HostSpec;
 use common::report::HostReport;
 use common::run::{self, HostWork, Quiet};
@@ -20,14 +20,25 @@ use crate::{Job, JobError, Session, Set};
 #[derive(Debug)]
 pub struct HostFacts {
     pub host: String,
-    pub facts: Result<Facts, String>,
+    pub facts: Result<Facts, HostFactsError>,
+}
+
+/// Why a host's facts could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HostFactsError {
+    /// The host failed before or while connecting (the runner's message).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The probes could not be gathered, or two of them collide.
+    #[error(transparent)]
+    Gather(#[from] FactError),
 }
 
 impl HostFacts {
     /// As JSON: each probe's status, stdout and stderr, file contents redacted; or the error.
     pub fn to_json(&self) -> Value {
         match &self.facts {
-            Err(e) => json!({ "error": e }),
+            Err(e) => json!({ "error": e.to_string() }),
             Ok(facts) => Value::Object(
                 facts
                     .iter()
@@ -101,21 +112,21 @@ impl HostWork for Gather {
             host: spec.name.clone(),
             facts: run::gather_facts(t, &resources)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(HostFactsError::from),
         }
     }
 
     fn failed(&self, spec: &HostSpec, error: String) -> HostFacts {
         HostFacts {
             host: spec.name.clone(),
-            facts: Err(error),
+            facts: Err(HostFactsError::Unreachable(error)),
         }
     }
 
     fn finish(&self, output: &mut HostFacts, _: Duration) -> HostReport {
         match &output.facts {
             Ok(_) => HostReport::new(&output.host),
-            Err(e) => HostReport::failed(&output.host, e.clone()),
+            Err(e) => HostReport::failed(&output.host, e.to_string()),
         }
     }
 }

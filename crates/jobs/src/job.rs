@@ -4,7 +4,37 @@
 use std::path::PathBuf;
 
 use common::Resource;
+use common::error::error_chain;
 use common::inventory::HostSpec;
+
+/// Why a host's resources could not be composed: the host fails before it is connected to.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The app's resources: its templates, or an `app.env_commands` command that failed.
+    #[error(transparent)]
+    App(#[from] app::AppError),
+    /// The certificate declaration in the host's vars.
+    #[error(transparent)]
+    Declaration(#[from] ::certs::DeclarationError),
+    #[error("the placeholder certificate: {0}")]
+    Placeholder(rcgen::Error),
+    /// `certs schedule` on a host that declares no certificate.
+    #[error("{host} declares no certificate")]
+    NoDeclaration { host: String },
+    /// The host's copy of this machine's certificate state.
+    #[error(transparent)]
+    StateCopy(#[from] ::certs::HostCopyError),
+    /// The renewal timer's resources.
+    #[error(transparent)]
+    Schedule(#[from] ::certs::ScheduleError),
+}
+
+impl ComposeError {
+    /// With its causes, on one line: how a host that fails before connecting is reported.
+    pub(crate) fn message(&self) -> String {
+        error_chain(self)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Set {
@@ -42,7 +72,7 @@ impl Job {
         self
     }
 
-    pub fn resources(&self, spec: &HostSpec) -> Result<Vec<Box<dyn Resource>>, String> {
+    pub fn resources(&self, spec: &HostSpec) -> Result<Vec<Box<dyn Resource>>, ComposeError> {
         let mut vars = spec.vars.clone();
         if self.strict
             && let Some(minimum) = &mut vars.minimum
@@ -60,13 +90,11 @@ impl Job {
                     base_dir: self.base_dir.clone(),
                     run_env_commands: true,
                 };
-                all.extend(
-                    app::resources(vars, &options).map_err(|e| common::error::error_chain(&e))?,
-                );
+                all.extend(app::resources(vars, &options)?);
                 // nginx starts before the first real certificate exists (see `up.rs`).
                 if let Some(declaration) = crate::certs::declaration_of(spec, None)? {
                     let placeholder = ::certs::Placeholder::new(&declaration)
-                        .map_err(|e| format!("the placeholder certificate: {e}"))?;
+                        .map_err(ComposeError::Placeholder)?;
                     all.push(Box::new(placeholder));
                 }
                 Ok(all)
@@ -92,7 +120,7 @@ mod tests {
                 for set in [Set::All, Set::Hardening] {
                     let mut job = Job::new(set);
                     job.base_dir = path.parent().map(PathBuf::from);
-                    let resources = job.resources(spec).unwrap();
+                    let resources = job.resources(spec).unwrap_or_else(|e| panic!("{e}"));
                     common::engine::probes_of(&resources)
                         .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), spec.name));
                 }
@@ -156,7 +184,7 @@ mod tests {
         let job = Job::new(Set::All);
         let reports = common::run::converge_all(
             loaded.hosts,
-            move |spec| job.resources(spec),
+            move |spec| job.resources(spec).map_err(|e| e.message()),
             &common::run::RunOptions::default(),
             connector.clone(),
             std::sync::Arc::new(common::run::Quiet),

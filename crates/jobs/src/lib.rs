@@ -26,7 +26,7 @@ use common::run::{self, Connector, Progress, RunOptions, SshConnector};
 use common::transport::ssh::HostKeyPolicy;
 
 pub use facts::{HostFacts, facts, facts_exit_code, facts_json, redact_probe};
-pub use job::{Job, Set};
+pub use job::{ComposeError, Job, Set};
 
 /// Why a command could not start (a host failing is a report, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +39,8 @@ pub enum JobError {
     #[error("no hosts selected in {}", .0.display())]
     NoHosts(PathBuf),
     /// A host's resources could not be composed (`facts` stops before connecting).
-    #[error("{0}")]
-    Compose(String),
+    #[error("{}", .0.message())]
+    Compose(ComposeError),
     #[error(transparent)]
     Certs(#[from] certs::CertsJobError),
 }
@@ -198,7 +198,7 @@ pub async fn converge_hosts(
         one_at_a_time: Arc::default(),
     });
     let converge = run::Converge {
-        resources: move |spec: &HostSpec| job.resources(spec),
+        resources: move |spec: &HostSpec| job.resources(spec).map_err(|e| e.message()),
         engine: options.engine.clone(),
         connector: session.connector.clone(),
     };

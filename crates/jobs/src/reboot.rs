@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::Transport;
 use common::engine::Mode;
-use common::facts::{self, Fact};
+use common::facts::{self, Fact, FactError};
 use common::inventory::{HostSpec, RebootPolicy};
 use common::report::{ResourceReport, ResourceStatus};
 use common::run::{Connector, Progress};
@@ -54,7 +54,7 @@ impl RebootStep {
         }
         let state = match read_state(transport).await {
             Ok(s) => s,
-            Err(e) => return Some(line(ResourceStatus::Failed, e)),
+            Err(e) => return Some(line(ResourceStatus::Failed, e.to_string())),
         };
         match decide(rule.policy, rule.window, &state) {
             Decision::Reboot(by) => {
@@ -123,7 +123,7 @@ impl RebootStep {
                     .connect(spec)
                     .await
                     .map_err(|e| e.to_string())?;
-                let state = read_state(&*again).await;
+                let state = read_state(&*again).await.map_err(|e| e.to_string());
                 let _ = again.close().await;
                 state
             });
@@ -167,14 +167,17 @@ impl RebootStep {
     }
 }
 
-async fn read_state(transport: &dyn Transport) -> Result<RebootStateValue, String> {
+/// The reboot state could not be read (gathered, or parsed).
+#[derive(Debug, thiserror::Error)]
+#[error("reading the reboot state: {0}")]
+struct ReadStateError(FactError);
+
+async fn read_state(transport: &dyn Transport) -> Result<RebootStateValue, ReadStateError> {
     let probe = RebootState.probe();
     let gathered = facts::gather(transport, &[probe])
         .await
-        .map_err(|e| format!("reading the reboot state: {e}"))?;
-    gathered
-        .read(&RebootState)
-        .map_err(|e| format!("reading the reboot state: {e}"))
+        .map_err(ReadStateError)?;
+    gathered.read(&RebootState).map_err(ReadStateError)
 }
 
 fn line(status: ResourceStatus, detail: String) -> ResourceReport {

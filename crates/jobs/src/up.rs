@@ -22,8 +22,19 @@ use common::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
 use common::resource::Resource;
 use common::run::{Converge, HostWork};
 
+use crate::ComposeError;
 use crate::certs::{CertificateRun, CertificateStatus, declaration_of, schedule_job};
 use crate::reboot::RebootStep;
+
+/// Why the certificate step has no binary for the renewal timer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NoBinary {
+    /// Not read: no host needs it.
+    #[error("no selected host declares a certificate")]
+    NotNeeded,
+    #[error(transparent)]
+    Unreadable(#[from] certs::BinaryError),
+}
 
 /// What the certificate step needs besides the declaration.
 pub(crate) struct CertificateStep {
@@ -32,7 +43,7 @@ pub(crate) struct CertificateStep {
     pub(crate) base_dir: Option<PathBuf>,
     /// What the renewal timer runs (read only when a selected host declares a
     /// certificate), or why it could not be read.
-    pub(crate) binary: Result<InstalledBinary, String>,
+    pub(crate) binary: Result<InstalledBinary, NoBinary>,
     pub(crate) schedule: certs::ScheduleOptions,
 }
 
@@ -44,8 +55,8 @@ impl CertificateStep {
             .any(|h| matches!(declaration_of(h, base_dir.as_deref()), Ok(Some(_))));
         // A host that declares a certificate and gets no binary fails in its own step.
         let binary = match declares {
-            true => InstalledBinary::current_executable(&schedule.binary),
-            false => Err("no selected host declares a certificate".into()),
+            true => InstalledBinary::current_executable(&schedule.binary).map_err(NoBinary::from),
+            false => Err(NoBinary::NotNeeded),
         };
         Self {
             settings,
@@ -135,7 +146,7 @@ impl CertificateStep {
                     engine::converge(transport, &resources, &self.settings.engine).await;
                 report.append(scheduled, mode);
             }
-            Err(e) => report.append(HostReport::failed(&declaration.host, e), mode),
+            Err(e) => report.append(HostReport::failed(&declaration.host, e.message()), mode),
         }
     }
 }
@@ -199,7 +210,9 @@ where
     fn prepare(&self, spec: &HostSpec) -> Result<Self::Ready, String> {
         let mut resources = self.converge.prepare(spec)?;
         let declaration = match &self.certificates {
-            Some(step) => match declaration_of(spec, step.base_dir.as_deref())? {
+            Some(step) => match declaration_of(spec, step.base_dir.as_deref())
+                .map_err(|e| ComposeError::from(e).message())?
+            {
                 Some(d) => match step.folded(&d) {
                     Some(current) => {
                         // The current certificate is installed with them: no placeholder.
