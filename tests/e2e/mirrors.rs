@@ -17,7 +17,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -691,7 +691,7 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
     let gateway = lab::gateway_address(host.index);
     let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
     let server = Server::start(gateway, repo.root());
-    let other_key = include_str!("../crates/common/tests/fixtures/test-repo-key.asc");
+    let other_key = include_str!("../../crates/common/tests/fixtures/test-repo-key.asc");
     assert_ne!(other_key.trim(), repo.key.trim());
     let work = tempfile::tempdir().unwrap();
     let inventory = write_inventory(

@@ -1,4 +1,4 @@
-//! Helpers shared by the end-to-end test binaries (each declares `mod support;`).
+//! Helpers shared by the modules of the end-to-end test binary.
 #![allow(dead_code)]
 #![allow(clippy::print_stdout)] // a test run says how each `provision` run ended
 

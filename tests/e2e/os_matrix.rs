@@ -9,7 +9,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod support;
+use crate::support;
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use lab::{HostSpec, LabHost, Os};
 use support::Run;
 
 /// The seeds/002 job, as `provision lab demo` runs it.
-const JOB: &str = include_str!("../crates/jobs/src/demo-vars.toml");
+const JOB: &str = include_str!("../../crates/jobs/src/demo-vars.toml");
 
 /// `script` as root over a plain login as `user` on `port`; panics with the output when
 /// it fails.
@@ -74,7 +74,7 @@ impl Workspace {
         assert_ne!(job, JOB, "the job names its deploy user");
         // SSH is allowed, not rate-limited (`ufw limit` refuses the 6th new connection
         // within 30 s): this test logs in far more often than an operator does; the limit
-        // has tests of its own (hardening_e2e).
+        // has tests of its own (the hardening module).
         let job = format!("{job}\n[vars.hardening]\nssh_rate_limit = false\n{hardening}");
         let text = format!(
             "[defaults]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{known}\"\n\n\
