@@ -1,32 +1,48 @@
 #!/usr/bin/env bash
-# Fresh converge of one lab host with the seeds/002 job vs the floor (a plain shell script
-# over one ssh doing only the same apt work on an identical fresh host), then the no-op
-# re-run (time and round trips) and `harden --check` on the converged host.
-# Prints ratios against the floor measured in the same run; writes
-# bench/results/converge-<os>.json. Usage: bench/converge.sh [OS] (default debian-12; `all`
-# runs each lab OS in turn).
-source "$(dirname "$0")/lib.sh"
+# Fresh converge of lab hosts with the seeds/002 job (`upgrade = "full"`) vs the floor: a
+# plain shell script over one ssh doing only the same apt work (one `apt-get update`, then
+# the upgrade and the job's installs in one `apt-get upgrade` transaction, with the job's
+# apt options) on an identical fresh host booted at the same moment. N such pairs per OS;
+# in each pair the floor and the job start at the same moment and run side by side, so
+# the load of the shared machine (other builds, the other side) hits both alike; the
+# ratio reported is the median over the pairs. Then a "first boot" pair: `up` right after
+# apt-daily.service was started the way a first boot starts it (a background `apt-get
+# update` holding the lists lock), beside a fresh floor host, with how `up` dealt with
+# the lock. Then the no-op re-run (time and round trips) and `harden --check` on a
+# converged host. Writes bench/results/converge-<os>.json and converge-<os>-profile.json
+# (the apt transactions of both sides from the hosts' /var/log/apt/history.log, the job's
+# round trips, service starts and stops). Usage: bench/converge.sh [OS] (default
+# debian-12; `all` runs each lab OS in turn); N=3 pairs by default. Each OS has its own lab
+# state under the bench's lab dir, so two OSes can run at once.
 OS=${1:-debian-12}
+N=${N:-3}
 if [ "$OS" = all ]; then
   for os in ubuntu-24.04 ubuntu-22.04 debian-13 debian-12; do "$0" "$os"; done
   exit
 fi
+export PROVISION_LAB_DIR=${PROVISION_LAB_DIR:-/var/lib/provision-lab-bench}/converge-$OS
+source "$(dirname "$0")/lib.sh"
 build
 "$P" lab down >/dev/null
-# Root logins on both (the floor script needs root; the job is the same either way).
-"$P" lab up 2 --os "$OS" --login root >/dev/null
+# Root logins on all (the floor script needs root; the job is the same either way):
+# N pairs and the first-boot pair, all booted together.
+"$P" lab up $((2 * N + 2)) --os "$OS" --login root >/dev/null
 inv=$(mktemp --suffix=.toml)
-trap 'rm -f "$inv"; "$P" lab down >/dev/null' EXIT
+work=$(mktemp -d)
+trap 'rm -rf "$inv" "$work"; "$P" lab down >/dev/null' EXIT
 lab_job_inventory "$inv"
-# Two identical fresh hosts: A gets the floor script, B gets `provision up`.
-read -r A B < <(python3 - "$LAB_INVENTORY" <<'PY'
+sed -i 's/^upgrade = .*/upgrade = "full"/' "$inv"
+grep -q '^upgrade = "full"' "$inv"
+mapfile -t HOSTS < <(python3 - "$LAB_INVENTORY" <<'PY'
 import sys, tomllib
-print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["groups"]["lab"]["hosts"][:2]))
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["groups"]["lab"]["hosts"]))
 PY
 )
+FIRST_BOOT_FLOOR=${HOSTS[$((2 * N))]}
+FIRST_BOOT=${HOSTS[$((2 * N + 1))]}
 
-# The apt work the job will do, read from its own plan on the fresh host.
-plan=$("$P" -i "$inv" --limit "$B" --format json check || true)  # exit 2: changes pending
+# The apt work the job will do, read from its own plan on a fresh host.
+plan=$("$P" -i "$inv" --limit "${HOSTS[1]}" --format json check || true)  # exit 2: changes pending
 packages=$(echo "$plan" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
@@ -36,19 +52,58 @@ for res in r["hosts"][0]["resources"]:
         if a.startswith("apt install "):
             names += [n for n in a.split()[2:] if n not in names]
 print(" ".join(names))')
-echo "apt work: $packages"
+echo "apt work: update, then upgrade + install of: $packages"
+# Exactly what the job's apt runs with (crates/common/src/apt.rs), nothing else.
+APT_OPTS="-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+FLOOR="export DEBIAN_FRONTEND=noninteractive LC_ALL=C NEEDRESTART_MODE=a; apt-get $APT_OPTS -q update >/dev/null && apt-get $APT_OPTS -y -q --no-install-recommends upgrade $packages >/dev/null"
 
-t0=$(now_ms)
-ssh_lab "$A" "export DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a; apt-get -q update >/dev/null && apt-get -y -q --no-install-recommends install $packages >/dev/null"
-floor=$(( $(now_ms) - t0 ))
+floor_run() {  # HOST -> ms
+  local t0; t0=$(now_ms)
+  ssh_lab "$1" "$FLOOR"
+  echo $(( $(now_ms) - t0 ))
+}
+job_run() {  # HOST TAG -> ms; report and debug log kept for the profile
+  local t0; t0=$(now_ms)
+  PROVISION_LOG=info,common=debug,jobs=debug "$P" -i "$inv" --limit "$1" --format json up \
+    >"$work/$2.json" 2>"$work/$2.log"
+  echo $(( $(now_ms) - t0 ))
+}
+history_of() {  # HOST -> the host's apt history written since the offset taken below
+  ssh_lab "$1" "tail -c +\$(( $(cat "$work/$1.offset") + 1 )) /var/log/apt/history.log 2>/dev/null || true"
+}
 
-t0=$(now_ms)
-"$P" -i "$inv" --limit "$B" up >/dev/null
-converge=$(( $(now_ms) - t0 ))
+# Where each host's apt history stands before the timed runs (the image's own entries).
+for h in "${HOSTS[@]}"; do
+  ssh_lab "$h" 'stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0' >"$work/$h.offset"
+done
+floors=(); jobs=()
+for i in $(seq 0 $((N - 1))); do
+  a=${HOSTS[$((2 * i))]}; b=${HOSTS[$((2 * i + 1))]}
+  floor_run "$a" >"$work/floor$i.ms" &
+  j=$(job_run "$b" "job$i")
+  wait $!
+  f=$(cat "$work/floor$i.ms")
+  floors+=("$f"); jobs+=("$j")
+  echo "pair $((i + 1))/$N: floor $f ms, job $j ms"
+  history_of "$a" >"$work/floor$i.history"
+  history_of "$b" >"$work/job$i.history"
+  ssh_lab "$b" 'journalctl -q --no-pager -o short-unix' >"$work/job$i.journal" 2>/dev/null || true
+done
+
+# First boot: apt-daily.service started just before `up` (its `apt-get update` holds the
+# lists lock the way it does on a provider's first boot), its floor host beside it.
+ssh_lab "$FIRST_BOOT" 'systemctl start --no-block apt-daily.service'
+floor_run "$FIRST_BOOT_FLOOR" >"$work/firstboot-floor.ms" &
+fb=$(job_run "$FIRST_BOOT" firstboot)
+wait $!
+fbf=$(cat "$work/firstboot-floor.ms")
+echo "first boot: floor $fbf ms, job $fb ms"
+history_of "$FIRST_BOOT" >"$work/firstboot.history"
 
 # The hardened host rate-limits SSH (ufw limit: the 6th new connection from one address
 # within 30 s is dropped), and `up` just opened several (its commit-confirmed fresh-login
 # checks): let the window pass, then space the measured runs. The pauses are not timed.
+B=${HOSTS[1]}
 sleep 30
 noop_runs=()
 for _ in 1 2 3 4 5; do
@@ -80,20 +135,5 @@ for _ in 1 2 3; do
 done
 login=$(printf '%s\n' "${login_runs[@]}" | median)
 
-python3 - "$floor" "$converge" "$noop" "$round_trips" "$harden" "$RESULTS/converge-$OS.json" "$login" "$OS" <<'PY'
-import json, sys
-floor, conv, noop, rt, harden = map(float, sys.argv[1:6])
-login = float(sys.argv[7])
-r = {
-  "os": sys.argv[8],
-  "ssh_login_floor_ms": login, "noop_check_vs_login": round(noop / login, 3),
-  "floor_apt_ms": floor, "converge_ms": conv, "converge_vs_floor": round(conv / floor, 3),
-  "noop_check_ms_median": noop, "noop_round_trips": int(rt), "harden_check_ms_median": harden,
-  "goals": {"converge_vs_floor": 1.15, "noop_check_ms": 500, "noop_round_trips": 3, "harden_check_ms": 1000},
-}
-json.dump(r, open(sys.argv[6], "w"), indent=2)
-print(f"== {sys.argv[8]}")
-print(f"fresh converge  {conv/1000:6.1f} s   floor (plain apt) {floor/1000:6.1f} s   ratio {conv/floor:.2f}x (goal <= 1.15x)")
-print(f"no-op check     {noop:6.0f} ms  round trips {int(rt)} (goals <= 500 ms, <= 3); bare ssh login {login:.0f} ms, ratio {noop/login:.2f}x")
-print(f"harden --check  {harden:6.0f} ms  (goal <= 1000 ms)")
-PY
+python3 "$ROOT/bench/converge_report.py" "$OS" "$work" "$RESULTS" "$N" "$fb" "$fbf" \
+  "${floors[*]}" "${jobs[*]}" "$noop" "$round_trips" "$harden" "$login"

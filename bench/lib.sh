@@ -1,7 +1,8 @@
 # Shared helpers for the benchmarks. Source it; needs root (the lab).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-P="$ROOT/target/release/provision"
+# PROVISION_BIN: measure that binary instead of building this checkout's release binary.
+P=${PROVISION_BIN:-$ROOT/target/release/provision}
 # The benchmarks' own lab state (PROVISION_LAB_DIR), so their `lab down` never touches
 # hosts of another lab on the machine (tests use the default one).
 export PROVISION_LAB_DIR=${PROVISION_LAB_DIR:-/var/lib/provision-lab-bench}
@@ -9,7 +10,7 @@ LAB_DIR=$PROVISION_LAB_DIR
 LAB_INVENTORY=$LAB_DIR/inventory.toml
 RESULTS="$ROOT/bench/results"
 
-build() { (cd "$ROOT" && cargo build --release -q -p provision); }
+build() { [ -n "${PROVISION_BIN:-}" ] || (cd "$ROOT" && cargo build --release -q -p provision); }
 
 # now_ms: wall clock in milliseconds.
 now_ms() { date +%s%3N; }
