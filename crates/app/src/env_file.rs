@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use base64::Engine as _;
 use common::facts::builtin::{PathKind, PathState};
 use common::shell::quote;
-use common::{Action, Fact, FactError, Facts, FileWrite, Plan, Probe, Resource};
+use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use rand::CryptoRng;
 
 use crate::AppError;
@@ -696,45 +696,25 @@ impl Resource for EnvFile {
             }
         };
         let outcome = self.outcome(existing.as_deref());
-        let attrs_ok =
-            current.mode == MODE && current.owner == self.owner && current.group == self.group;
-        if existing.as_deref() == Some(outcome.content.as_str()) {
-            if attrs_ok {
-                return Ok(Plan::noop(format!(
-                    "{} is up to date ({})",
-                    self.path,
-                    outcome.summary()
-                )));
-            }
-            return Ok(Plan::change(
-                format!(
-                    "{}: set mode {MODE:o} owner {}:{} (was {:o} {}:{})",
-                    self.path, self.owner, self.group, current.mode, current.owner, current.group
-                ),
-                vec![Action::run(
-                    format!("chmod/chown {}", self.path),
-                    common::shell::chown_chmod(&self.path, &self.owner, &self.group, MODE),
-                )],
-            ));
-        }
-        let verb = if existing.is_none() {
-            "create"
-        } else {
-            "update"
+        let summary = outcome.summary();
+        let desired = common::resources::File::new(&self.path, outcome.content)
+            .mode(MODE)
+            .owned_by(&self.owner, &self.group)
+            .sensitive();
+        let Some((change, action)) = desired.changes(&current)? else {
+            return Ok(Plan::noop(format!(
+                "{} is up to date ({summary})",
+                self.path
+            )));
         };
+        if !matches!(action, Action::WriteFile(_)) {
+            // Only the mode or owner differ: fixed in place, the file is not rewritten.
+            return Ok(Plan::change(change, vec![action]));
+        }
         Ok(Plan::change(
-            format!("{verb} {} ({})", self.path, outcome.summary()),
+            format!("{change} ({summary})"),
             vec![
-                Action::WriteFile(FileWrite {
-                    path: self.path.clone(),
-                    content: outcome.content.into_bytes(),
-                    mode: MODE,
-                    owner: self.owner.clone(),
-                    group: self.group.clone(),
-                    previous: current.content.clone(),
-                    sensitive: true,
-                    validate: None,
-                }),
+                action,
                 // The writer keeps the replaced file as a backup with its old mode: it holds
                 // the old secrets, so it gets the same protection.
                 Action::run(format!("protect the backup of {}", self.path), {

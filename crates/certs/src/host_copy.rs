@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput};
+use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
 use common::resource::{Action, FileWrite, Plan, Resource};
 use common::shell::quote;
 use sha2::{Digest, Sha256};
@@ -102,13 +102,7 @@ impl Fact for FileDigest {
 
     fn parse(&self, output: &ProbeOutput) -> Result<FileDigestValue, FactError> {
         let key = self.probe().key;
-        if output.status != 0 {
-            return Err(FactError::ProbeFailed {
-                key,
-                status: output.status,
-                stderr: output.stderr.clone(),
-            });
-        }
+        require_success(&key, output)?;
         let error = |what: &str, line: &str| FactError::Parse {
             key: key.clone(),
             what: what.into(),
@@ -326,9 +320,8 @@ impl Resource for InstalledBinary {
                     "{}: set mode 755 owner root:root (was {mode:o} {owner}:{group})",
                     self.path
                 ),
-                vec![Action::run(
-                    format!("chmod/chown {}", self.path),
-                    format!("chown root:root {p}\nchmod 755 {p}", p = quote(&self.path)),
+                vec![common::resources::set_owner_and_mode(
+                    &self.path, "root", "root", 0o755,
                 )],
             )),
             FileDigestValue::File { .. } => Ok(Plan::noop(format!(
@@ -371,13 +364,7 @@ impl Fact for StoredCopy {
 
     fn parse(&self, output: &ProbeOutput) -> Result<StoredCopyValue, FactError> {
         let key = self.probe().key;
-        if output.status != 0 {
-            return Err(FactError::ProbeFailed {
-                key,
-                status: output.status,
-                stderr: output.stderr.clone(),
-            });
-        }
+        require_success(&key, output)?;
         let (head, chain) = match output.stdout.split_once(&format!("{CHAIN_MARK}\n")) {
             Some((head, chain)) => (head, Some(chain.to_string())),
             None => (output.stdout.as_str(), None),
@@ -754,7 +741,7 @@ mod tests {
                 "/usr/local/bin/provision: set mode 755 owner root:root (was 700 deploy:deploy)",
                 vec![Action::run(
                     "chmod/chown /usr/local/bin/provision",
-                    "chown root:root /usr/local/bin/provision\nchmod 755 /usr/local/bin/provision"
+                    "chown -- root:root /usr/local/bin/provision\nchmod -- 755 /usr/local/bin/provision"
                 )]
             )
         );

@@ -2,6 +2,8 @@
 //! lines built from them (the engine's package install, Docker's repository refresh, the
 //! `full` upgrade policy, the refresh after a mirror change).
 
+use crate::facts::builtin::{PathKind, PathStateValue};
+use crate::resource::Action;
 use crate::shell::{Command, quote};
 
 /// Wait up to ten minutes for the dpkg lock; on a config-file conflict keep the file on
@@ -17,6 +19,44 @@ pub const OPTIONS: [&str; 6] = [
 
 /// Shell that waits for cloud-init to finish (it runs apt itself on a first boot).
 pub const WAIT_FOR_CLOUD_INIT: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi";
+
+/// The environment of every apt run of the apply script: no prompt from debconf, and
+/// needrestart restarts services instead of asking.
+pub const ENVIRONMENT: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a";
+
+/// What apt prints (a grep basic regex) when another process holds a lock it needs; a
+/// command that meets it tries again 2 s later, [`LOCK_RETRIES`] times at the most.
+const LOCKED: &str = r"Could not get lock\|Unable to lock";
+const LOCK_RETRIES: u32 = 300;
+
+/// Shell function of the apply script, `__provision_apt_install PACKAGE…` (call it through
+/// [`install_call`]): waits for cloud-init, refreshes the package lists when none is
+/// younger than `$__provision_lists_age` minutes (its errors in `$__provision_apt_err`),
+/// then [`install`]s the packages in one transaction.
+pub(crate) fn install_function() -> String {
+    format!(
+        r#"__provision_apt_install() {{
+  {WAIT_FOR_CLOUD_INIT}
+  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -$__provision_lists_age 2>/dev/null | head -n1)" ]; then
+    __i=0
+    until {update} 2>"$__provision_apt_err"; do
+      __i=$((__i + 1))
+      if [ $__i -ge {LOCK_RETRIES} ] || ! grep -q '{LOCKED}' "$__provision_apt_err"; then cat "$__provision_apt_err" >&2; return 1; fi
+      sleep 2
+    done
+  fi
+  {install} -- "$@"
+}}"#,
+        update = update(),
+        install = install(Vec::<String>::new()),
+    )
+}
+
+/// The apply script's one package step: [`install_function`] with `packages`, each quoted.
+pub(crate) fn install_call(packages: &[String]) -> String {
+    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
+    format!("__provision_apt_install {}", names.join(" "))
+}
 
 fn apt_get() -> Command {
     Command::new("apt-get").args(OPTIONS)
@@ -51,6 +91,20 @@ pub struct Restore {
     pub existed: bool,
 }
 
+impl Restore {
+    /// How to put back the file `action` writes, `current` its state now (`None` for an
+    /// action that writes no file: a chmod, a command).
+    pub fn of(action: &Action, current: &PathStateValue) -> Option<Self> {
+        match action {
+            Action::WriteFile(w) => Some(Self {
+                path: w.path.clone(),
+                existed: current.kind != PathKind::Absent,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// Shell: `apt-get update` after new apt sources (a mirror, a repository). It waits for
 /// cloud-init and for the lists lock; it fails when apt fails or reports a failed fetch
 /// from one of `urls` (apt only warns about an unreachable source and exits 0), and then
@@ -82,7 +136,7 @@ pub fn update_or_restore(what: &str, urls: &[String], restore: &[Restore]) -> St
          while :; do\n\
          \x20 __rc=0\n\
          \x20 {update} >\"$__u\" 2>&1 || __rc=$?\n\
-         \x20 if [ $__rc -ne 0 ] && [ $__n -lt 300 ] && grep -q 'Could not get lock\\|Unable to lock' \"$__u\"; then __n=$((__n + 1)); sleep 2; continue; fi\n\
+         \x20 if [ $__rc -ne 0 ] && [ $__n -lt {LOCK_RETRIES} ] && grep -q '{LOCKED}' \"$__u\"; then __n=$((__n + 1)); sleep 2; continue; fi\n\
          \x20 break\n\
          done\n\
          if [ $__rc -ne 0 ] || grep -E '^(W|E):' \"$__u\" | grep -qF{patterns}; then\n\
@@ -119,6 +173,27 @@ mod tests {
             ],
         );
         insta::assert_snapshot!("update-or-restore", script);
+    }
+
+    #[test]
+    fn the_apply_scripts_install_function_runs_the_one_update_and_install_command_line() {
+        let f = install_function();
+        let opts = OPTIONS.join(" ");
+        assert!(
+            f.contains(&format!("until apt-get {opts} -q update 2>")),
+            "{f}"
+        );
+        assert!(
+            f.contains(&format!(
+                "apt-get {opts} -y -q --no-install-recommends install -- \"$@\""
+            )),
+            "{f}"
+        );
+        assert!(f.contains(WAIT_FOR_CLOUD_INIT), "{f}");
+        assert_eq!(
+            install_call(&["curl".into(), "-x".into()]),
+            "__provision_apt_install curl '-x'"
+        );
     }
 
     #[test]

@@ -355,29 +355,6 @@ pub struct ApplyScript {
     marker: String,
 }
 
-/// Shell helper: apt with lock waiting, noninteractive, keeping existing config files
-/// (the options of [`crate::apt`]); the package lists are refreshed when older than
-/// `$__provision_lists_age` minutes.
-fn apt_function() -> String {
-    format!(
-        r#"__provision_apt_install() {{
-  {wait}
-  __o="{options}"
-  if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -$__provision_lists_age 2>/dev/null | head -n1)" ]; then
-    __i=0
-    until apt-get $__o -q update 2>"$__provision_apt_err"; do
-      __i=$((__i + 1))
-      if [ $__i -ge 300 ] || ! grep -q 'Could not get lock\|Unable to lock' "$__provision_apt_err"; then cat "$__provision_apt_err" >&2; return 1; fi
-      sleep 2
-    done
-  fi
-  apt-get $__o -y -q --no-install-recommends install -- "$@"
-}}"#,
-        wait = crate::apt::WAIT_FOR_CLOUD_INIT,
-        options = crate::apt::OPTIONS.join(" "),
-    )
-}
-
 /// Build the apply script for `actions`, merging every package install into the first.
 pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
     let mut packages: Vec<String> = Vec::new();
@@ -403,11 +380,12 @@ pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript
             .collect::<String>()
     );
     let mut script = format!(
-        "export DEBIAN_FRONTEND=noninteractive LC_ALL=C NEEDRESTART_MODE=a\n\
+        "export {env} LC_ALL=C\n\
          __provision_lists_age={}\n__log=$(mktemp) || exit 1\n__provision_apt_err=$(mktemp) || exit 1\n\
          trap 'rm -f \"$__log\" \"$__provision_apt_err\"' EXIT\n{PUT_FUNCTION}\n{apt}\n",
         options.apt_lists_max_age_minutes,
-        apt = apt_function(),
+        env = crate::apt::ENVIRONMENT,
+        apt = crate::apt::install_function(),
     );
     let mut stdin = Vec::new();
     let mut steps = Vec::new();
@@ -418,11 +396,7 @@ pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript
             Action::InstallPackages { .. } => {
                 packages_done = true;
                 steps.push(format!("apt install {}", packages.join(" ")));
-                let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
-                (
-                    format!("__provision_apt_install {}", names.join(" ")),
-                    false,
-                )
+                (crate::apt::install_call(&packages), false)
             }
             Action::WriteFile(w) => {
                 steps.push(format!("write {}", w.path));

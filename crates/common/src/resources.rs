@@ -7,7 +7,10 @@ mod packages;
 mod service;
 mod system;
 
-pub use file::{Block, Directory, File, Line, editable_text, file_id, plan_edit};
+pub use file::{
+    Block, Directory, File, Line, editable_text, file_id, owner_and_mode_change, plan_edit,
+    set_owner_and_mode,
+};
 pub use packages::Packages;
 pub use service::Service;
 pub use system::{Timezone, User};

@@ -214,12 +214,7 @@ fn add(
     change: Option<(String, Action)>,
 ) {
     if let Some((summary, action)) = change {
-        if let Action::WriteFile(w) = &action {
-            restore.push(Restore {
-                path: w.path.clone(),
-                existed: current.kind != PathKind::Absent,
-            });
-        }
+        restore.extend(Restore::of(&action, current));
         changes.push(summary, vec![action]);
     }
 }

@@ -363,12 +363,7 @@ impl Resource for AptMirror {
                 .mode(current.mode)
                 .owned_by(&current.owner, &current.group);
             if let Some((_, write)) = desired.changes(&current)? {
-                if matches!(write, Action::WriteFile(_)) {
-                    restore.push(Restore {
-                        path: path.to_string(),
-                        existed: true,
-                    });
-                }
+                restore.extend(Restore::of(&write, &current));
                 changes.push(
                     format!("point {path} at {}", archive.urls().join(" and ")),
                     vec![write],

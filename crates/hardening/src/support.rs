@@ -4,7 +4,7 @@
 
 use common::PlanError;
 use common::facts::builtin::{PathKind, PathState};
-use common::resources::{File, file_id, plan_edit};
+use common::resources::{File, file_id, owner_and_mode_change, plan_edit, set_owner_and_mode};
 use common::shell::quote;
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
@@ -47,13 +47,6 @@ impl DesiredFile {
     pub fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> File {
         File::new(path, content).mode(mode)
     }
-}
-
-fn chmod_chown(path: &str, mode: u32, owner: &str, group: &str) -> Action {
-    Action::run(
-        format!("chmod/chown {path}"),
-        common::shell::chown_chmod(path, owner, group, mode),
-    )
 }
 
 /// Collects the changes of a composite resource into one plan.
@@ -240,24 +233,22 @@ impl Resource for PathMode {
                 self.path
             )));
         }
-        if current.mode == self.mode && current.owner == self.owner && current.group == self.group {
+        let Some(summary) =
+            owner_and_mode_change(&self.path, self.mode, &self.owner, &self.group, &current)
+        else {
             return Ok(Plan::noop(format!(
                 "{} is {:o} {}:{}",
                 self.path, self.mode, self.owner, self.group
             )));
-        }
+        };
         Ok(Plan::change(
-            format!(
-                "{}: mode {:o} {}:{} (was {:o} {}:{})",
-                self.path,
+            summary,
+            vec![set_owner_and_mode(
+                &self.path,
+                &self.owner,
+                &self.group,
                 self.mode,
-                self.owner,
-                self.group,
-                current.mode,
-                current.owner,
-                current.group
-            ),
-            vec![chmod_chown(&self.path, self.mode, &self.owner, &self.group)],
+            )],
         ))
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::credentials::{KeyNames, KeyPair};
-use super::zones::{ApiError, CreatedRecords, Zones, relative, txt_is};
+use super::zones::{ApiError, CreatedRecords, Zones, found, relative, txt_is};
 use super::{DnsError, DnsProvider, signing};
 use crate::http::{self, Hyper};
 
@@ -73,29 +73,17 @@ impl AlidnsDns {
             return Ok(Ok(parsed));
         }
         let code = code.unwrap_or_default().to_string();
-        let mut message = match parsed.get("Message").and_then(Value::as_str) {
-            Some(m) => format!("{m} (code {code})"),
-            None => String::from_utf8_lossy(&rsp.body)
-                .chars()
-                .take(300)
-                .collect(),
-        };
-        if code.contains("Signature") || code.contains("AccessKey") || code.starts_with("Forbidden")
-        {
-            message.push_str(&format!(
-                "; check {} and {}, and that the RAM user may manage DNS records",
-                ALIDNS_KEYS.id, ALIDNS_KEYS.secret
-            ));
-        }
-        Ok(Err(ApiError {
+        let keys_refused = code.contains("Signature")
+            || code.contains("AccessKey")
+            || code.starts_with("Forbidden");
+        Ok(Err(ApiError::new(
+            PROVIDER,
+            what,
+            &rsp,
             code,
-            refused: DnsError::Refused {
-                provider: PROVIDER,
-                what: what.to_string(),
-                status: rsp.status.as_u16(),
-                message,
-            },
-        }))
+            parsed.get("Message").and_then(Value::as_str),
+            keys_refused.then_some((&ALIDNS_KEYS, "the RAM user may manage DNS records")),
+        )))
     }
 
     /// The zone holding `name`: the configured one, else the longest suffix the account has.
@@ -103,15 +91,10 @@ impl AlidnsDns {
         let lookup = |candidate: String| async move {
             let params = [("DomainName", candidate.clone()), ("PageSize", "1".into())];
             let what = format!("look up the domain {candidate}");
-            match self.call("DescribeDomainRecords", &params, &what).await? {
-                Ok(_) => Ok(Some(candidate)),
-                Err(e)
-                    if e.code.starts_with("InvalidDomainName") || e.code.contains("NotExist") =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e.refused),
-            }
+            let answer = self.call("DescribeDomainRecords", &params, &what).await?;
+            found(candidate, answer, |code| {
+                code.starts_with("InvalidDomainName") || code.contains("NotExist")
+            })
         };
         self.zones.zone_for(PROVIDER, name, lookup).await
     }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::credentials::{KeyNames, KeyPair};
-use super::zones::{ApiError, CreatedRecords, Zones, relative, txt_is};
+use super::zones::{ApiError, CreatedRecords, Zones, found, relative, txt_is};
 use super::{DnsError, DnsProvider, signing};
 use crate::http::{self, Hyper};
 
@@ -101,28 +101,16 @@ impl DnspodDns {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        let mut message = match error.and_then(|e| e.get("Message")).and_then(Value::as_str) {
-            Some(m) => format!("{m} (code {code})"),
-            None => String::from_utf8_lossy(&rsp.body)
-                .chars()
-                .take(300)
-                .collect(),
-        };
-        if code.starts_with("AuthFailure") || code.starts_with("UnauthorizedOperation") {
-            message.push_str(&format!(
-                "; check {} and {}, and that the key may manage DNSPod records",
-                DNSPOD_KEYS.id, DNSPOD_KEYS.secret
-            ));
-        }
-        Ok(Err(ApiError {
+        let keys_refused =
+            code.starts_with("AuthFailure") || code.starts_with("UnauthorizedOperation");
+        Ok(Err(ApiError::new(
+            PROVIDER,
+            what,
+            &rsp,
             code,
-            refused: DnsError::Refused {
-                provider: PROVIDER,
-                what: what.to_string(),
-                status: rsp.status.as_u16(),
-                message,
-            },
-        }))
+            error.and_then(|e| e.get("Message")).and_then(Value::as_str),
+            keys_refused.then_some((&DNSPOD_KEYS, "the key may manage DNSPod records")),
+        )))
     }
 
     /// The TXT records under `subdomain` of `zone` (none is not an error).
@@ -155,15 +143,10 @@ impl DnspodDns {
         let lookup = |candidate: String| async move {
             let rr = relative(name, &candidate);
             let what = format!("look up the domain {candidate}");
-            match self.txt_records(&candidate, &rr, &what).await? {
-                Ok(_) => Ok(Some(candidate)),
-                Err(e)
-                    if e.code.contains("DomainNotExist") || e.code.contains("NoDataOfDomain") =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e.refused),
-            }
+            let answer = self.txt_records(&candidate, &rr, &what).await?;
+            found(candidate, answer, |code| {
+                code.contains("DomainNotExist") || code.contains("NoDataOfDomain")
+            })
         };
         self.zones.zone_for(PROVIDER, name, lookup).await
     }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use common::facts::{Fact, FactError, Probe, ProbeOutput, require_success};
 use common::shell::quote;
-use common::transport::Transport;
+use common::transport::{ExecOutput, Transport};
 use instant_acme::ChallengeType;
 
 use super::{ChallengeError, ChallengeSolver, PendingChallenge};
@@ -143,6 +143,26 @@ impl<'a> Http01Solver<'a> {
 
     fn host(&self) -> String {
         self.transport.host().to_string()
+    }
+
+    /// `script` on the host; a lost connection is the host's error.
+    async fn run(&self, script: &str) -> Result<ExecOutput, ChallengeError> {
+        self.transport
+            .run(script, b"")
+            .await
+            .map_err(|source| ChallengeError::Host {
+                host: self.host(),
+                source,
+            })
+    }
+
+    /// A script that ran and failed: `message`, with what it printed on stderr.
+    fn script_failed(&self, message: String, out: &ExecOutput) -> ChallengeError {
+        ChallengeError::Script {
+            host: self.host(),
+            message,
+            stderr: out.stderr_lossy().trim_end().to_string(),
+        }
     }
 
     fn unit(&self) -> String {
@@ -295,28 +315,18 @@ impl ChallengeSolver for Http01Solver<'_> {
             });
         }
         let fact = PortListener { port: self.port };
-        let facts = common::facts::gather(self.transport, &[fact.probe()])
-            .await
-            .map_err(|source| ChallengeError::Fact {
-                host: self.host(),
-                port: self.port,
-                source,
-            })?;
-        let port_use = facts.read(&fact).map_err(|source| ChallengeError::Fact {
+        let fact_error = |source| ChallengeError::Fact {
             host: self.host(),
             port: self.port,
             source,
-        })?;
+        };
+        let facts = common::facts::gather(self.transport, &[fact.probe()])
+            .await
+            .map_err(fact_error)?;
+        let port_use = facts.read(&fact).map_err(fact_error)?;
         tracing::debug!(host = %self.host(), port = self.port, owner = %port_use.owner(), "HTTP-01 port");
         let script = self.deploy_script(challenges, &port_use);
-        let out =
-            self.transport
-                .run(&script, b"")
-                .await
-                .map_err(|source| ChallengeError::Host {
-                    host: self.host(),
-                    source,
-                })?;
+        let out = self.run(&script).await?;
         let stdout = out.stdout_lossy();
         let responder = if let Some(pid) = stdout
             .lines()
@@ -332,14 +342,13 @@ impl ChallengeSolver for Http01Solver<'_> {
         };
         *self.responder.lock().expect("not poisoned") = responder;
         if !out.success() {
-            return Err(ChallengeError::Script {
-                host: self.host(),
-                message: format!(
+            return Err(self.script_failed(
+                format!(
                     "putting the answers under {} failed (exit status {})",
                     self.webroot, out.status
                 ),
-                stderr: out.stderr_lossy().trim_end().to_string(),
-            });
+                &out,
+            ));
         }
         if let Some(line) = stdout.lines().find_map(|l| l.strip_prefix("@@selfcheck ")) {
             let mut words = line.splitn(3, ' ');
@@ -385,20 +394,9 @@ impl ChallengeSolver for Http01Solver<'_> {
     async fn cleanup(&self, challenges: &[PendingChallenge]) -> Result<(), ChallengeError> {
         let responder = self.responder.lock().expect("not poisoned").take();
         let script = self.cleanup_script(challenges, responder.as_ref());
-        let out =
-            self.transport
-                .run(&script, b"")
-                .await
-                .map_err(|source| ChallengeError::Host {
-                    host: self.host(),
-                    source,
-                })?;
+        let out = self.run(&script).await?;
         if !out.success() {
-            return Err(ChallengeError::Script {
-                host: self.host(),
-                message: "removing the HTTP-01 answers failed".into(),
-                stderr: out.stderr_lossy().trim_end().to_string(),
-            });
+            return Err(self.script_failed("removing the HTTP-01 answers failed".into(), &out));
         }
         Ok(())
     }

@@ -7,11 +7,64 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use super::DnsError;
+use super::credentials::KeyNames;
+use crate::http::JsonResponse;
 
 /// A refusal, with the API's error code to tell "not this domain" from the rest.
 pub(super) struct ApiError {
     pub(super) code: String,
     pub(super) refused: DnsError,
+}
+
+impl ApiError {
+    /// The refusal of `what` in `rsp`: the API's `message` and `code`, else the start of
+    /// the body; when `keys_refused` (the code says the key pair was refused), a hint to
+    /// check the key pair and that `allowed` (what the key must be allowed to do).
+    pub(super) fn new(
+        provider: &'static str,
+        what: &str,
+        rsp: &JsonResponse,
+        code: String,
+        message: Option<&str>,
+        keys_refused: Option<(&KeyNames, &str)>,
+    ) -> Self {
+        let mut message = match message {
+            Some(m) => format!("{m} (code {code})"),
+            None => String::from_utf8_lossy(&rsp.body)
+                .chars()
+                .take(300)
+                .collect(),
+        };
+        if let Some((keys, allowed)) = keys_refused {
+            message.push_str(&format!(
+                "; check {} and {}, and that {allowed}",
+                keys.id, keys.secret
+            ));
+        }
+        Self {
+            code,
+            refused: DnsError::Refused {
+                provider,
+                what: what.to_string(),
+                status: rsp.status.as_u16(),
+                message,
+            },
+        }
+    }
+}
+
+/// A zone lookup's answer for `candidate`: the zone when the API found it, none when
+/// `absent` says the code means "no such domain in this account", else the refusal.
+pub(super) fn found<T>(
+    candidate: String,
+    answer: Result<T, ApiError>,
+    absent: impl Fn(&str) -> bool,
+) -> Result<Option<String>, DnsError> {
+    match answer {
+        Ok(_) => Ok(Some(candidate)),
+        Err(e) if absent(&e.code) => Ok(None),
+        Err(e) => Err(e.refused),
+    }
 }
 
 /// The zone of each record name.

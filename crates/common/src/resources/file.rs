@@ -128,10 +128,7 @@ impl File {
                     current.owner,
                     current.group
                 ),
-                Action::run(
-                    format!("chmod/chown {}", desired.path),
-                    chown_chmod(&desired.path, &desired.owner, &desired.group, desired.mode),
-                ),
+                set_owner_and_mode(&desired.path, &desired.owner, &desired.group, desired.mode),
             )));
         }
         let summary = if current.kind == PathKind::Absent {
@@ -205,6 +202,32 @@ pub fn file_id(path: &str) -> String {
     format!("file:{path}")
 }
 
+/// The action that gives `path` its owner and mode (the file is not rewritten).
+pub fn set_owner_and_mode(path: &str, owner: &str, group: &str, mode: u32) -> Action {
+    Action::run(
+        format!("chmod/chown {path}"),
+        chown_chmod(path, owner, group, mode),
+    )
+}
+
+/// `PATH: mode 750 deploy:deploy (was 755 root:root)`, or `None` when `current` already
+/// has this mode and owner.
+pub fn owner_and_mode_change(
+    path: &str,
+    mode: u32,
+    owner: &str,
+    group: &str,
+    current: &PathStateValue,
+) -> Option<String> {
+    if current.mode == mode && current.owner == owner && current.group == group {
+        return None;
+    }
+    Some(format!(
+        "{path}: mode {mode:o} {owner}:{group} (was {:o} {}:{})",
+        current.mode, current.owner, current.group
+    ))
+}
+
 impl Resource for File {
     fn id(&self) -> String {
         file_id(&self.path)
@@ -257,26 +280,18 @@ impl Resource for Directory {
         );
         match current.kind {
             PathKind::Absent => Ok(Plan::change(format!("create {}", self.path), vec![fix])),
-            PathKind::Directory
-                if current.mode == self.mode
-                    && current.owner == self.owner
-                    && current.group == self.group =>
-            {
-                Ok(Plan::noop(format!("{} exists", self.path)))
-            }
-            PathKind::Directory => Ok(Plan::change(
-                format!(
-                    "{}: mode {:o} {}:{} (was {:o} {}:{})",
-                    self.path,
+            PathKind::Directory => Ok(
+                match owner_and_mode_change(
+                    &self.path,
                     self.mode,
-                    self.owner,
-                    self.group,
-                    current.mode,
-                    current.owner,
-                    current.group
-                ),
-                vec![fix],
-            )),
+                    &self.owner,
+                    &self.group,
+                    &current,
+                ) {
+                    None => Plan::noop(format!("{} exists", self.path)),
+                    Some(summary) => Plan::change(summary, vec![fix]),
+                },
+            ),
             other => Err(FactError::Parse {
                 key: format!("path:{}", self.path),
                 what: "a directory".into(),
