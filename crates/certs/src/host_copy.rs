@@ -609,15 +609,8 @@ mod tests {
     }
 
     use super::*;
+    use common::testing::ok;
     use std::collections::BTreeMap;
-
-    fn ok(stdout: &str) -> ProbeOutput {
-        ProbeOutput {
-            status: 0,
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
-    }
 
     fn facts_with(probe: Probe, stdout: &str) -> Facts {
         Facts::from_outputs(BTreeMap::from([(probe.key, ok(stdout))]))

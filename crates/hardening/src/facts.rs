@@ -978,13 +978,7 @@ mod tests {
 
     use super::*;
 
-    pub(crate) fn ok(stdout: &str) -> ProbeOutput {
-        ProbeOutput {
-            status: 0,
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
-    }
+    use crate::testing::ok;
 
     #[test]
     fn login_user() {

@@ -790,6 +790,28 @@ mod tests {
         ])
     }
 
+    /// A Debian 12 host logged in as root, its stock main config, ssh.socket off.
+    fn debian12(drop_in: Option<&str>, effective: &str) -> Facts {
+        host(
+            SSH_V_DEBIAN12,
+            "root",
+            drop_in,
+            DEBIAN_MAIN,
+            SOCKET_OFF,
+            effective,
+        )
+    }
+
+    /// The default resource, and the drop-in (directives and text) it wants on a fresh
+    /// Debian 12 host.
+    fn fresh_debian12_drop_in() -> (SshdConfig, Vec<Directive>, String) {
+        let r = SshdConfig {
+            settings: settings(),
+        };
+        let (directives, text, _) = r.desired(&debian12(None, &fresh_effective())).unwrap();
+        (r, directives, text)
+    }
+
     fn fresh_effective() -> String {
         include_str!("../tests/fixtures/sshd-T-debian12-fresh.txt").to_string()
     }
@@ -871,14 +893,7 @@ mod tests {
                 ..settings()
             },
         };
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
+        let f = debian12(None, &fresh_effective());
         insta::assert_snapshot!(
             "sshd-test-hook-port-forwarding",
             broken.desired(&f).unwrap().1
@@ -890,14 +905,7 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
+        let f = debian12(None, &fresh_effective());
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
         assert_eq!(actions.len(), 3, "{actions:?}");
@@ -922,26 +930,8 @@ mod tests {
 
     #[test]
     fn converged_when_files_and_effective_config_agree() {
-        let r = SshdConfig {
-            settings: settings(),
-        };
-        let probe = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
-        let (directives, text, _) = r.desired(&probe).unwrap();
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            Some(&text),
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &effective_of(&directives),
-        );
+        let (r, directives, text) = fresh_debian12_drop_in();
+        let f = debian12(Some(&text), &effective_of(&directives));
         assert_eq!(
             plan_of(&r, &f).expect_noop(),
             "sshd -T matches /etc/ssh/sshd_config.d/00-provision.conf (PermitRootLogin prohibit-password: the deploy user's key login is not proven yet (this run logged in as root, not deploy))"
@@ -989,25 +979,10 @@ mod tests {
 
     #[test]
     fn hand_edit_of_the_drop_in_is_drift() {
-        let r = SshdConfig {
-            settings: settings(),
-        };
-        let probe = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
-        let (directives, text, _) = r.desired(&probe).unwrap();
+        let (r, directives, text) = fresh_debian12_drop_in();
         let edited = text.replace("MaxAuthTries 3", "MaxAuthTries 6");
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
+        let f = debian12(
             Some(&edited),
-            DEBIAN_MAIN,
-            SOCKET_OFF,
             &effective_of(&directives).replace("maxauthtries 3", "maxauthtries 6"),
         );
         let (summary, actions) = plan_of(&r, &f).expect_change();
@@ -1017,24 +992,9 @@ mod tests {
 
     #[test]
     fn override_from_an_earlier_file_is_reported_not_papered_over() {
-        let r = SshdConfig {
-            settings: settings(),
-        };
-        let probe = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
-        let (directives, text, _) = r.desired(&probe).unwrap();
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
+        let (r, directives, text) = fresh_debian12_drop_in();
+        let f = debian12(
             Some(&text),
-            DEBIAN_MAIN,
-            SOCKET_OFF,
             &effective_of(&directives)
                 .replace("passwordauthentication no", "passwordauthentication yes"),
         );
@@ -1083,18 +1043,7 @@ mod tests {
     /// with the drop-in are not noted.
     #[test]
     fn foreign_lines_setting_managed_keywords_are_noted_even_when_the_drop_in_wins() {
-        let r = SshdConfig {
-            settings: settings(),
-        };
-        let probe = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
-        let (directives, text, _) = r.desired(&probe).unwrap();
+        let (r, directives, text) = fresh_debian12_drop_in();
         let cloud_init =
             "PasswordAuthentication yes\n#PermitRootLogin yes\nUsePAM yes\nMaxAuthTries \"3\"\n";
         let early = "X11Forwarding yes\n";
@@ -1244,14 +1193,7 @@ mod tests {
         );
 
         // Debian 12: ssh.socket exists but is off; the Port line is enough.
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
+        let f = debian12(None, &fresh_effective());
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "create /etc/ssh/sshd_config.d/00-provision.conf");
         assert!(written(&actions, DROP_IN_PATH).contains("\nPort 2222\n"));
@@ -1269,14 +1211,7 @@ mod tests {
         let r = SshdConfig {
             settings: settings(),
         };
-        let f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
+        let f = debian12(None, &fresh_effective());
         let no_rsa = with(&f, "path:/etc/ssh/ssh_host_rsa_key", ok("absent\n"));
         let (directives, text, _) = r.desired(&no_rsa).unwrap();
         assert!(text.contains(
@@ -1304,26 +1239,8 @@ mod tests {
 
     #[test]
     fn failed_sshd_t_is_an_error_not_a_noop() {
-        let r = SshdConfig {
-            settings: settings(),
-        };
-        let probe = host(
-            SSH_V_DEBIAN12,
-            "root",
-            None,
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            &fresh_effective(),
-        );
-        let (_, text, _) = r.desired(&probe).unwrap();
-        let mut f = host(
-            SSH_V_DEBIAN12,
-            "root",
-            Some(&text),
-            DEBIAN_MAIN,
-            SOCKET_OFF,
-            "",
-        );
+        let (r, _, text) = fresh_debian12_drop_in();
+        let mut f = debian12(Some(&text), "");
         let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
             f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         outputs.insert(

@@ -10,13 +10,7 @@ pub const HOST_DEBIAN12_KVM: &str = include_str!("../tests/fixtures/host-debian1
 pub const HOST_UBUNTU2204_KVM: &str = include_str!("../tests/fixtures/host-ubuntu2204-kvm.txt");
 pub const HOST_UBUNTU2404_KVM: &str = include_str!("../tests/fixtures/host-ubuntu2404-kvm.txt");
 
-pub fn ok(stdout: &str) -> ProbeOutput {
-    ProbeOutput {
-        status: 0,
-        stdout: stdout.into(),
-        stderr: String::new(),
-    }
-}
+pub use common::testing::ok;
 
 pub fn failed(status: i32, stderr: &str) -> ProbeOutput {
     ProbeOutput {

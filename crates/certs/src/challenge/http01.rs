@@ -405,15 +405,8 @@ impl ChallengeSolver for Http01Solver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::testing::ok;
     use common::transport::fake::{FakeTransport, output};
-
-    fn ok(stdout: &str) -> ProbeOutput {
-        ProbeOutput {
-            status: 0,
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
-    }
 
     fn challenge(name: &str, token: &str) -> PendingChallenge {
         PendingChallenge {

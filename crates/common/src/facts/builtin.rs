@@ -459,13 +459,7 @@ impl Fact for CommandOutput {
 mod tests {
     use super::*;
 
-    fn ok(stdout: &str) -> ProbeOutput {
-        ProbeOutput {
-            status: 0,
-            stdout: stdout.into(),
-            stderr: String::new(),
-        }
-    }
+    use crate::testing::ok;
 
     #[test]
     fn host_info_from_debian_nspawn() {
