@@ -655,11 +655,14 @@ impl Resource for SshdConfig {
         let keywords: Vec<String> = differences.iter().map(|(k, _, _)| k.clone()).collect();
         // Nothing to write: another file sets these first. Show which, and fail.
         let script = format!(
-            "echo 'the effective sshd configuration differs from {DROP_IN_PATH}: {}' >&2\n\
+            "echo {} >&2\n\
              echo 'files setting these keywords (the first one read wins):' >&2\n\
              grep -n -i -E '^[[:space:]]*({})[[:space:]]' /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf >&2 || true\n\
              exit 1",
-            listed.join("; ").replace('\'', ""),
+            quote(&format!(
+                "the effective sshd configuration differs from {DROP_IN_PATH}: {}",
+                listed.join("; ")
+            )),
             keywords.join("|")
         );
         Ok(Plan::change(

@@ -186,7 +186,7 @@ impl<'a> Http01Solver<'a> {
         match port_use {
             PortUse::Free => {
                 s.push_str(&format!(
-                    r#"command -v python3 >/dev/null 2>&1 || {{ echo 'nothing listens on port {port} and python3 is missing for a temporary responder: install python3, or serve {w} at /.well-known/acme-challenge/ with a web server' >&2; exit 3; }}
+                    r#"command -v python3 >/dev/null 2>&1 || {{ echo {no_python} >&2; exit 3; }}
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemctl stop {unit} >/dev/null 2>&1 || true
   systemctl reset-failed {unit} >/dev/null 2>&1 || true
@@ -209,7 +209,10 @@ done
 "#,
                     port = self.port,
                     unit = self.unit(),
-                    w = self.webroot.replace('\'', ""),
+                    no_python = quote(&format!(
+                        "nothing listens on port {} and python3 is missing for a temporary responder: install python3, or serve {} at /.well-known/acme-challenge/ with a web server",
+                        self.port, self.webroot
+                    )),
                 ));
             }
             PortUse::Taken { .. } => {
@@ -501,6 +504,33 @@ mod tests {
         assert!(script.contains("systemd-run --quiet --collect --unit=provision-acme-http-80"));
         assert!(script.contains("python3 -m http.server --directory \"$w\" 80"));
         assert!(!script.contains("@@selfcheck"));
+    }
+
+    /// Regression: the message for a host without python3 dropped every `'` of the
+    /// webroot (pasted between single quotes, its quotes stripped); it is one quoted word.
+    #[test]
+    fn missing_python3_message_names_a_webroot_with_a_quote_as_it_is() {
+        let t = FakeTransport::with_responses("h", []);
+        let solver = Http01Solver::new(&t, 80, "/srv/o'brien/acme");
+        let script = solver.deploy_script(&[], &PortUse::Free);
+        let line = script
+            .lines()
+            .find(|l| l.starts_with("command -v python3"))
+            .expect(&script);
+        let echo = line
+            .split_once("|| { ")
+            .and_then(|(_, rest)| rest.split_once(" >&2;"))
+            .map(|(echo, _)| echo)
+            .expect(line);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(echo)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "nothing listens on port 80 and python3 is missing for a temporary responder: install python3, or serve /srv/o'brien/acme at /.well-known/acme-challenge/ with a web server\n"
+        );
     }
 
     #[test]
