@@ -61,7 +61,7 @@ async fn main() {
             &path("unused"),
             "true",
         );
-        let solver = certs::lifecycle::solver_for(&d, &transport)
+        let solver = certs::solver_for(&d, &transport)
             .expect("solver")
             .expect("acme");
         let t = Instant::now();

@@ -4,12 +4,12 @@
 //! costs one round trip to the host (or one API call per record), and takes them away again
 //! afterwards — also when the order failed.
 
-pub mod alidns;
-pub mod credentials;
-pub mod dns;
-pub mod dnspod;
-pub mod http01;
-pub mod signing;
+pub(crate) mod alidns;
+pub(crate) mod credentials;
+pub(crate) mod dns;
+pub(crate) mod dnspod;
+pub(crate) mod http01;
+pub(crate) mod signing;
 mod zones;
 
 use async_trait::async_trait;
@@ -19,7 +19,7 @@ pub use alidns::{ALIDNS_KEYS, AlidnsDns};
 pub use credentials::{KeyNames, KeyPair};
 pub use dns::{ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError, DnsProvider};
 pub use dnspod::{DNSPOD_KEYS, DnspodDns};
-pub use http01::{Http01Solver, PortListener, PortUse};
+pub use http01::{Http01Solver, PortListener};
 
 /// One challenge to answer.
 #[derive(Clone, PartialEq, Eq)]

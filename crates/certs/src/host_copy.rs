@@ -66,10 +66,10 @@ pub enum FileDigestValue {
     },
 }
 
-/// Where [`FileDigest`] keeps the digests it computed, by path (`/` as `%`), each with the
-/// file's size, mtime, ctime and inode: hashing a 40 MiB binary on every no-op run costs
-/// the host a second; any write or chmod moves its ctime, and the digest is computed again.
-pub const DIGEST_CACHE: &str = "/var/cache/provision/sha256";
+// Where [`FileDigest`] keeps the digests it computed (`/var/cache/provision/sha256`), by
+// path (`/` as `%`), each with the file's size, mtime, ctime and inode: hashing a 40 MiB
+// binary on every no-op run costs the host a second; any write or chmod moves its ctime,
+// and the digest is computed again.
 
 /// `$p`: the path. Prints the digest, then `mode owner group`; or `not-a-file`, `absent`.
 const DIGEST_SCRIPT: &str = r#"c=${PROVISION_DIGEST_CACHE:-/var/cache/provision/sha256}
@@ -148,7 +148,7 @@ pub struct InstalledBinary {
 
 /// A glibc version, `(2, 36)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct GlibcVersion(pub u32, pub u32);
+pub(crate) struct GlibcVersion(pub u32, pub u32);
 
 impl std::fmt::Display for GlibcVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,7 +158,7 @@ impl std::fmt::Display for GlibcVersion {
 
 /// The newest `GLIBC_x.y` version string in an ELF binary's bytes (its symbol version
 /// needs); `None` for a binary without any (static, musl).
-pub fn glibc_needed(binary: &[u8]) -> Option<GlibcVersion> {
+pub(crate) fn glibc_needed(binary: &[u8]) -> Option<GlibcVersion> {
     const TAG: &[u8] = b"GLIBC_";
     let mut best = None;
     let mut i = 0;
@@ -184,7 +184,7 @@ pub fn glibc_needed(binary: &[u8]) -> Option<GlibcVersion> {
 
 /// The host's glibc (`getconf GNU_LIBC_VERSION`: `glibc 2.31`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HostGlibc;
+pub(crate) struct HostGlibc;
 
 impl Fact for HostGlibc {
     type Value = Option<GlibcVersion>;

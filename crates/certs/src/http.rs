@@ -21,7 +21,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 /// Longest time one HTTP request may take.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) type Hyper = Client<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>;
 
@@ -100,18 +100,18 @@ pub(crate) struct AcmeHttp {
 }
 
 impl AcmeHttp {
-    pub fn new(hyper: Hyper) -> Self {
+    pub(crate) fn new(hyper: Hyper) -> Self {
         Self {
             hyper,
             seen: Arc::default(),
         }
     }
 
-    pub fn observations(&self) -> Observations {
+    pub(crate) fn observations(&self) -> Observations {
         self.seen.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if let Ok(mut o) = self.seen.lock() {
             *o = Observations::default();
         }

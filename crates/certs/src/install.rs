@@ -48,7 +48,7 @@ impl Resource for ReloadHook {
 }
 
 /// Paths of the installed files.
-pub fn installed_paths(declaration: &CertificateDeclaration) -> (String, String) {
+pub(crate) fn installed_paths(declaration: &CertificateDeclaration) -> (String, String) {
     let dir = declaration.ssl_dir.trim_end_matches('/');
     (format!("{dir}/fullchain.pem"), format!("{dir}/privkey.pem"))
 }

@@ -11,19 +11,21 @@
 //! [`revoke`], [`schedule_resources`] (plus [`cron_line`]) and, on the host itself,
 //! [`load_local_declarations`].
 
-pub mod acme;
-pub mod challenge;
+#![deny(unreachable_pub)]
+
+mod acme;
+mod challenge;
 pub mod declaration;
-pub mod host_copy;
+mod host_copy;
 mod http;
 pub mod info;
-pub mod install;
-pub mod lifecycle;
-pub mod renewal;
-pub mod schedule;
-pub mod selfsigned;
-pub mod state;
-pub mod status;
+mod install;
+mod lifecycle;
+mod renewal;
+mod schedule;
+mod selfsigned;
+mod state;
+mod status;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -31,9 +33,8 @@ pub use acme::{AcmeClient, AcmeError, ChallengeFailure};
 pub use challenge::{
     ALIDNS_KEYS, AlidnsDns, ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns,
     DNSPOD_KEYS, Dns01Solver, DnsError, DnsProvider, DnspodDns, Http01Solver, KeyNames, KeyPair,
-    PendingChallenge,
+    PendingChallenge, PortListener,
 };
-pub use common::values::{DomainError, DomainName};
 pub use declaration::{
     ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DEFAULT_SCHEDULE,
     DeclarationError, DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, LETSENCRYPT,
@@ -46,11 +47,13 @@ pub use host_copy::{
 pub use http::TlsSetupError;
 pub use info::{CertInfo, CertParseError};
 pub use install::{Placeholder, ReloadHook, install_resources, key_matches};
-pub use lifecycle::{Outcome, RenewalCheck, Settings, issue, renew, renewal_check, revoke};
+pub use lifecycle::{
+    Outcome, RenewalCheck, Settings, issue, renew, renewal_check, revoke, solver_for,
+};
 pub use renewal::{Decision, RenewalWindow, renewal_due, rng_for};
 pub use schedule::{
-    ScheduleError, ScheduleOptions, cron_line, load_local_declarations, schedule_resources,
-    secret_environment,
+    LOCAL_CONFIG_DIR, LocalConfigError, ScheduleError, ScheduleOptions, cron_line,
+    load_local_declarations, schedule_resources, secret_environment, service_unit,
 };
 pub use selfsigned::self_signed;
 pub use state::{CertRecord, DEFAULT_STATE_DIR, StateDir, StateError, StoredCertificate};

@@ -46,7 +46,7 @@ impl Decision {
 }
 
 /// The window used without ARI: from two thirds to three quarters of the lifetime.
-pub fn default_window(cert: &CertInfo) -> RenewalWindow {
+pub(crate) fn default_window(cert: &CertInfo) -> RenewalWindow {
     let lifetime = cert.lifetime();
     RenewalWindow {
         start: cert.not_before + lifetime * 2 / 3,

@@ -17,9 +17,9 @@ use common::PlanError;
 /// Where the host keeps what the timer needs.
 pub const LOCAL_CONFIG_DIR: &str = "/etc/provision/certs";
 /// State directory on the host itself.
-pub const LOCAL_STATE_DIR: &str = "/var/lib/provision/certs";
+pub(crate) const LOCAL_STATE_DIR: &str = "/var/lib/provision/certs";
 /// The timer's unit name.
-pub const TIMER_UNIT: &str = "provision-certs-renew.timer";
+pub(crate) const TIMER_UNIT: &str = "provision-certs-renew.timer";
 const SERVICE_PATH: &str = "/etc/systemd/system/provision-certs-renew.service";
 const TIMER_PATH: &str = "/etc/systemd/system/provision-certs-renew.timer";
 
@@ -126,7 +126,10 @@ pub fn service_unit(options: &ScheduleOptions) -> Result<String, ScheduleError> 
 }
 
 /// The systemd timer unit.
-pub fn timer_unit(schedule: &str, options: &ScheduleOptions) -> Result<String, ScheduleError> {
+pub(crate) fn timer_unit(
+    schedule: &str,
+    options: &ScheduleOptions,
+) -> Result<String, ScheduleError> {
     render(
         "provision-certs-renew.timer",
         TIMER_TEMPLATE,
@@ -148,7 +151,7 @@ pub fn cron_line(options: &ScheduleOptions) -> String {
 
 /// Runs `systemctl daemon-reload` when a unit file changed in the same run.
 #[derive(Debug, Clone)]
-pub struct DaemonReload {
+pub(crate) struct DaemonReload {
     pub watched: Vec<String>,
 }
 

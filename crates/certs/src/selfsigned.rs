@@ -7,7 +7,7 @@ use crate::declaration::CertificateDeclaration;
 use crate::state::StoredCertificate;
 
 /// Validity of a self-signed certificate.
-pub const SELF_SIGNED_DAYS: i64 = 365;
+pub(crate) const SELF_SIGNED_DAYS: i64 = 365;
 
 /// A self-signed certificate with CN=localhost and `localhost` plus the declared names as
 /// subject alternative names, valid for [`SELF_SIGNED_DAYS`] from `now`.

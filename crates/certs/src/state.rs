@@ -27,7 +27,7 @@ use crate::renewal::RenewalWindow;
 /// Default state directory on the machine running provision.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/provision/certs";
 /// Environment variable overriding the default state directory.
-pub const STATE_DIR_ENV: &str = "PROVISION_CERTS_STATE";
+pub(crate) const STATE_DIR_ENV: &str = "PROVISION_CERTS_STATE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

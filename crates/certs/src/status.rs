@@ -82,7 +82,7 @@ pub fn status(
 }
 
 /// `3d 4h`, `2h 5m`, `40s`.
-pub fn human_duration(seconds: i64) -> String {
+pub(crate) fn human_duration(seconds: i64) -> String {
     let s = seconds.max(0);
     let (d, h, m) = (s / 86_400, (s % 86_400) / 3_600, (s % 3_600) / 60);
     match (d, h, m) {

@@ -82,7 +82,7 @@ async fn offered_profile_is_requested_in_the_order() {
     offered.sort();
     assert_eq!(offered[1], ("shortlived".to_string(), "6 days".to_string()));
     let local = common::transport::local::LocalTransport::new("l");
-    let solver = certs::lifecycle::solver_for(&d, &local).unwrap().unwrap();
+    let solver = certs::solver_for(&d, &local).unwrap().unwrap();
     let e = client.order(&d, solver.as_ref(), None).await.err().unwrap();
     assert!(e.to_string().contains("the mock stops here"), "{e}");
     let order = ca

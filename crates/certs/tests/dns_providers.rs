@@ -2,8 +2,8 @@
 
 use provision_certs as certs;
 
-use certs::challenge::{ChallengeSolver, PendingChallenge};
 use certs::testing::{MockResponse, MockServer};
+use certs::{ChallengeSolver, PendingChallenge};
 use certs::{CloudflareDns, Dns01Solver, DnsError, DnsProvider};
 use serde_json::json;
 

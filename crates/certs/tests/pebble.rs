@@ -301,7 +301,7 @@ async fn unreachable_challenge_names_the_url_the_ca_tried() {
     };
     let scratch = Scratch::new();
     // The host "accepts" the answers, but nothing serves them where the name points.
-    let probe = certs::challenge::PortListener {
+    let probe = certs::PortListener {
         port: pebble.http_port,
     };
     let probes = vec![common::facts::Fact::probe(&probe)];

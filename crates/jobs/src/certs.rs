@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use certs::host_copy::{HostStateCopy, InstalledBinary};
-use certs::schedule::LocalConfigError;
+use certs::LocalConfigError;
 use certs::time::OffsetDateTime;
 use certs::{
     CertStatus, CertificateDeclaration, CertsError, Outcome, RevocationReason, Settings, StateDir,
     StateError,
 };
+use certs::{HostStateCopy, InstalledBinary};
 use common::Transport;
 use common::engine::Mode;
 use common::error::error_chain;

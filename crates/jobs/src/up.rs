@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use certs::host_copy::InstalledBinary;
+use certs::InstalledBinary;
 use certs::{CertificateDeclaration, Settings};
 use common::Transport;
 use common::engine;

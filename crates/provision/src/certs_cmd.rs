@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use certs::schedule::LOCAL_CONFIG_DIR;
+use certs::LOCAL_CONFIG_DIR;
 use common::engine::Mode;
 use common::report::{exit_code, exit_code_for};
 use jobs::certs::{self as job, CertificateRun, Trigger};
@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn the_timer_command_line_parses() {
         // Exactly what the service unit runs (certs/src/templates/provision-certs-renew.service.j2).
-        let unit = certs::schedule::service_unit(&certs::ScheduleOptions::default()).unwrap();
+        let unit = certs::service_unit(&certs::ScheduleOptions::default()).unwrap();
         let exec = unit
             .lines()
             .find_map(|l| l.strip_prefix("ExecStart="))
@@ -102,7 +102,7 @@ mod tests {
                 force: false,
                 check: false,
                 config_dir: Some(dir),
-            }) => assert_eq!(dir, Path::new(certs::schedule::LOCAL_CONFIG_DIR)),
+            }) => assert_eq!(dir, Path::new(certs::LOCAL_CONFIG_DIR)),
             other => panic!("{other:?}"),
         }
         // The cron line runs the same command.

@@ -31,7 +31,7 @@ pub struct KeyNames {
 
 /// Read the pair from `file` when given (lines `NAME=value`; `#` comments; the file must not
 /// be readable by group or others), else from the environment.
-pub fn key_pair(names: KeyNames, file: Option<&Path>) -> Result<KeyPair, DnsError> {
+pub(crate) fn key_pair(names: KeyNames, file: Option<&Path>) -> Result<KeyPair, DnsError> {
     let (id, secret) = match file {
         Some(path) => {
             let entries = read_file(path)?;

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 /// Alibaba's percent-encoding: RFC 3986 unreserved characters (`A-Z a-z 0-9 - _ . ~`) as
 /// they are, every other UTF-8 byte as `%XX` (upper case): a space is `%20`, `*` is `%2A`.
-pub fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -24,7 +24,7 @@ pub fn percent_encode(s: &str) -> String {
 
 /// The canonicalised query string: parameters sorted by name, each `name=value`
 /// percent-encoded, joined with `&`.
-pub fn canonical_query(params: &[(String, String)]) -> String {
+pub(crate) fn canonical_query(params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     sorted
@@ -36,7 +36,7 @@ pub fn canonical_query(params: &[(String, String)]) -> String {
 
 /// Alibaba RPC signature of `params` (every parameter but `Signature`):
 /// `Base64(HMAC-SHA1(secret + "&", METHOD + "&" + enc("/") + "&" + enc(canonical query)))`.
-pub fn alibaba_signature(method: &str, params: &[(String, String)], secret: &str) -> String {
+pub(crate) fn alibaba_signature(method: &str, params: &[(String, String)], secret: &str) -> String {
     let string_to_sign = format!(
         "{method}&{}&{}",
         percent_encode("/"),
@@ -50,7 +50,7 @@ pub fn alibaba_signature(method: &str, params: &[(String, String)], secret: &str
 
 /// The common parameters of an Alibaba RPC call, then `extra`, then `Signature`: the query
 /// string to send.
-pub fn alibaba_signed_query(
+pub(crate) fn alibaba_signed_query(
     action: &str,
     version: &str,
     extra: &[(&str, String)],
@@ -92,7 +92,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// What a TC3-HMAC-SHA256 signature covers: a POST of a JSON body to `/`.
-pub struct Tc3Request<'a> {
+pub(crate) struct Tc3Request<'a> {
     /// `Host` header as sent (with the port when it is not the default).
     pub host: &'a str,
     /// `Content-Type` header as sent.
@@ -110,7 +110,7 @@ pub struct Tc3Request<'a> {
 /// request (method, URI `/`, empty query, the signed headers `content-type;host;x-tc-action`
 /// and the payload's SHA-256), signed with a key derived from `"TC3" + secret_key`, the UTC
 /// date, the service and `tc3_request`.
-pub fn tc3_authorization(r: &Tc3Request<'_>, secret_id: &str, secret_key: &str) -> String {
+pub(crate) fn tc3_authorization(r: &Tc3Request<'_>, secret_id: &str, secret_key: &str) -> String {
     let signed_headers = "content-type;host;x-tc-action";
     let canonical_headers = format!(
         "content-type:{}\nhost:{}\nx-tc-action:{}\n",
