@@ -19,7 +19,7 @@ use crate::templates::Templates;
 use crate::tree::{AppDirectory, Principal};
 
 /// Where nginx serves ACME HTTP-01 challenge files from (the certs step writes them here).
-pub const ACME_ROOT: &str = common::ACME_WEBROOT;
+pub(crate) const ACME_ROOT: &str = common::ACME_WEBROOT;
 
 /// Options that do not come from the inventory.
 #[derive(Debug, Clone, Default)]

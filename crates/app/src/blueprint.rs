@@ -92,10 +92,10 @@ pub struct Blueprint {
 
 /// Common templates, used by every set that needs them.
 pub mod common {
-    pub const BACKUP_SCRIPT: &str = include_str!("../templates/common/backup.sh");
-    pub const BACKUP_SERVICE: &str = include_str!("../templates/common/backup.service");
-    pub const BACKUP_TIMER: &str = include_str!("../templates/common/backup.timer");
-    pub const PM2_SERVICE: &str = include_str!("../templates/common/pm2.service");
+    pub(crate) const BACKUP_SCRIPT: &str = include_str!("../templates/common/backup.sh");
+    pub(crate) const BACKUP_SERVICE: &str = include_str!("../templates/common/backup.service");
+    pub(crate) const BACKUP_TIMER: &str = include_str!("../templates/common/backup.timer");
+    pub(crate) const PM2_SERVICE: &str = include_str!("../templates/common/pm2.service");
 }
 
 const fn dir(path: &'static str, mode: u32, owner: OwnerSpec) -> DirectorySpec {
@@ -173,7 +173,7 @@ const DAILY_2AM: &str = "*-*-* 02:00:00";
 
 /// seeds/000: NestJS API + worker under PM2, PostgreSQL, Redis, nginx; daily pg_dump at
 /// 02:00 kept 7 days (the seed's backup-db.sh and crontab).
-pub const LULAB_BACKEND: Blueprint = Blueprint {
+pub(crate) const LULAB_BACKEND: Blueprint = Blueprint {
     name: "lulab-backend",
     seed: "seeds/000",
     settings: include_str!("../templates/lulab-backend/settings.toml"),
@@ -209,7 +209,7 @@ pub const LULAB_BACKEND: Blueprint = Blueprint {
 
 /// seeds/001: API + two Dramatiq worker queues, PostgreSQL, Redis, all in containers. The
 /// seed names no schedule: daily at 02:00, kept 7 days, like seeds/000.
-pub const BACKEND2: Blueprint = Blueprint {
+pub(crate) const BACKEND2: Blueprint = Blueprint {
     name: "backend2",
     seed: "seeds/001",
     settings: include_str!("../templates/backend2/settings.toml"),
@@ -238,7 +238,7 @@ pub const BACKEND2: Blueprint = Blueprint {
 
 /// seeds/002: postgres, redis, minio, api, web, nginx with TLS; daily backup at 02:00 of
 /// the database and the configuration, kept 30 days (§8.3).
-pub const AI_MEETING: Blueprint = Blueprint {
+pub(crate) const AI_MEETING: Blueprint = Blueprint {
     name: "ai-meeting",
     seed: "seeds/002",
     settings: include_str!("../templates/ai-meeting/settings.toml"),
@@ -277,7 +277,7 @@ pub const AI_MEETING: Blueprint = Blueprint {
 
 /// seeds/003: Vue front end served by nginx, Node back end under PM2, MongoDB; daily
 /// mongodump at 02:00 (setup_cron_backup.sh daily), kept 7 days.
-pub const VUE_NODE_PM2: Blueprint = Blueprint {
+pub(crate) const VUE_NODE_PM2: Blueprint = Blueprint {
     name: "vue-node-pm2",
     seed: "seeds/003",
     settings: include_str!("../templates/vue-node-pm2/settings.toml"),
@@ -309,7 +309,7 @@ pub const VUE_NODE_PM2: Blueprint = Blueprint {
 
 /// seeds/004: api, dashboard, mongo, redis; daily mongodump and Redis snapshot (§8.1) at
 /// 02:00, kept 7 days (the seed ships them to S3 and names no retention).
-pub const MONITOR_SAAS: Blueprint = Blueprint {
+pub(crate) const MONITOR_SAAS: Blueprint = Blueprint {
     name: "monitor-saas",
     seed: "seeds/004",
     settings: include_str!("../templates/monitor-saas/settings.toml"),

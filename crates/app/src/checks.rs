@@ -20,7 +20,7 @@
 use common::shell::Command;
 
 /// The compose check, as a `File::validate` command (`$1`: the file).
-pub fn compose_command() -> Command {
+pub(crate) fn compose_command() -> Command {
     let script = r#"f=$1
 if command -v docker >/dev/null 2>&1 && docker compose version >/dev/null 2>&1; then
   docker compose -f "$f" config -q
@@ -33,7 +33,7 @@ fi"#;
 }
 
 /// The nginx check script; `$1` is the app's certificate dir, `$2` the config file.
-pub const NGINX_SCRIPT: &str = r#"ssl=$1; f=$2
+pub(crate) const NGINX_SCRIPT: &str = r#"ssl=$1; f=$2
 if ! command -v nginx >/dev/null 2>&1; then
   echo "nginx is not installed on the host: $f not checked (the container checks it when it starts)" >&2
   exit 0

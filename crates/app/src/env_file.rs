@@ -35,7 +35,7 @@ use crate::AppError;
 use common::PlanError;
 
 /// A value on the host that is only a placeholder, never a real secret.
-pub const PLACEHOLDER: &str = "CHANGE_ME";
+pub(crate) const PLACEHOLDER: &str = "CHANGE_ME";
 
 /// Alphabet of a generated secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +73,7 @@ pub struct SecretSpec {
 
 impl SecretSpec {
     /// A new value from a cryptographically secure generator.
-    pub fn generate(&self, rng: &mut dyn CryptoRng) -> String {
+    pub(crate) fn generate(&self, rng: &mut dyn CryptoRng) -> String {
         let size = self.size as usize;
         match self.kind {
             SecretKind::Alnum => {
@@ -110,7 +110,7 @@ const MARK: char = '\u{1}';
 
 /// What the template functions recorded while the `.env` template rendered.
 #[derive(Debug, Clone, Default)]
-pub struct EnvRegistry {
+pub(crate) struct EnvRegistry {
     specs: BTreeMap<String, SecretSpec>,
     keeps: Vec<String>,
 }
@@ -123,7 +123,7 @@ fn valid_key(key: &str) -> bool {
 
 impl EnvRegistry {
     /// `secret(KEY)` or `secret(KEY, kind, size)`.
-    pub fn secret(
+    pub(crate) fn secret(
         &mut self,
         key: &str,
         kind: Option<&str>,
@@ -164,7 +164,7 @@ impl EnvRegistry {
     }
 
     /// `keep(default)`.
-    pub fn keep(&mut self, default: String) -> String {
+    pub(crate) fn keep(&mut self, default: String) -> String {
         self.keeps.push(default);
         format!("{MARK}keep:{}{MARK}", self.keeps.len() - 1)
     }
@@ -215,7 +215,7 @@ impl std::fmt::Debug for EnvTemplate {
 
 impl EnvTemplate {
     /// Parse rendered text; errors carry the rendered line number.
-    pub fn parse(text: &str, registry: EnvRegistry) -> Result<Self, (usize, String)> {
+    pub(crate) fn parse(text: &str, registry: EnvRegistry) -> Result<Self, (usize, String)> {
         let mut lines = Vec::new();
         let mut own_lines: BTreeSet<String> = BTreeSet::new();
         let mut referenced: BTreeSet<String> = BTreeSet::new();

@@ -38,6 +38,8 @@
 //! Templates are minijinja with strict undefined (a missing variable is an error naming
 //! the template, line and variable); `app.template_dir` overrides any of them by name.
 
+#![deny(unreachable_pub)]
+
 pub mod app;
 pub mod blueprint;
 pub mod checks;
@@ -53,8 +55,7 @@ use std::path::PathBuf;
 use common::Resource;
 use common::inventory::Vars;
 
-pub use app::{ACME_ROOT, App, AppOptions, RenderedFile};
-pub use env_file::{EnvFile, EnvOutcome, SecretKind, SecretSpec};
+pub use app::{App, AppOptions};
 pub use layout::AppLayout;
 
 #[derive(Debug, thiserror::Error)]

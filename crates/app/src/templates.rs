@@ -135,7 +135,7 @@ impl Templates {
     /// Render the `.env` template: `secret(KEY, kind, size)` declares a generated secret
     /// (and `secret(KEY)` refers to it), `keep(default)` marks a value the operator fills in
     /// on the host.
-    pub fn render_env(
+    pub(crate) fn render_env(
         &self,
         name: &str,
         context: &serde_json::Value,

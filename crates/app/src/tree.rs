@@ -37,12 +37,12 @@ impl Principal {
 
 /// Kind, mode and owners (names and numbers) of a path.
 #[derive(Debug, Clone)]
-pub struct Ownership {
+pub(crate) struct Ownership {
     pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OwnershipValue {
+pub(crate) struct OwnershipValue {
     /// `absent`, `directory`, `regular file`, ...
     pub kind: String,
     pub mode: u32,

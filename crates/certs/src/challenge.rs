@@ -15,11 +15,16 @@ mod zones;
 use async_trait::async_trait;
 use instant_acme::ChallengeType;
 
-pub use alidns::{ALIDNS_KEYS, AlidnsDns};
-pub use credentials::{KeyNames, KeyPair};
-pub use dns::{ChalltestsrvDns, CloudflareDns, Dns01Solver, DnsError, DnsProvider};
-pub use dnspod::{DNSPOD_KEYS, DnspodDns};
-pub use http01::{Http01Solver, PortListener};
+pub(crate) use alidns::ALIDNS_KEYS;
+pub use alidns::AlidnsDns;
+pub(crate) use credentials::KeyNames;
+pub use credentials::KeyPair;
+pub(crate) use dns::ChalltestsrvDns;
+pub use dns::{CloudflareDns, Dns01Solver, DnsError, DnsProvider};
+pub(crate) use dnspod::DNSPOD_KEYS;
+pub use dnspod::DnspodDns;
+pub(crate) use http01::Http01Solver;
+pub use http01::{PortListener, PortUse};
 
 /// One challenge to answer.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,7 +49,7 @@ impl std::fmt::Debug for PendingChallenge {
 
 impl PendingChallenge {
     /// The name without a leading `*.`.
-    pub fn base_name(&self) -> &str {
+    pub(crate) fn base_name(&self) -> &str {
         self.identifier
             .strip_prefix("*.")
             .unwrap_or(&self.identifier)

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use common::values::{DomainError, DomainName};
 
 /// Directory of Let's Encrypt's production CA.
-pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Directory of Let's Encrypt's staging CA (untrusted certificates, generous rate limits).
-pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub(crate) const LETSENCRYPT_STAGING: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// Directory on the host served at `/.well-known/acme-challenge/` for HTTP-01. The app's
 /// nginx template serves it (`location /.well-known/acme-challenge/ { root ACME_WEBROOT; }`),
@@ -25,7 +26,7 @@ pub const ACME_WEBROOT: &str = common::ACME_WEBROOT;
 pub const NGINX_ACME_LOCATION: &str = "location ^~ /.well-known/acme-challenge/ {\n    root /var/www/acme;\n    default_type text/plain;\n    try_files $uri =404;\n}\n";
 
 /// Default systemd `OnCalendar=` of the renewal timer (twice a day, as Let's Encrypt suggests).
-pub const DEFAULT_SCHEDULE: &str = "*-*-* 03,15:00:00";
+pub(crate) const DEFAULT_SCHEDULE: &str = "*-*-* 03,15:00:00";
 
 /// A certificate to obtain and keep installed on one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +99,7 @@ pub enum DnsProviderKind {
 
 impl DnsProviderKind {
     /// Where the key pair of a provider that signs its requests comes from.
-    pub fn key_names(self) -> Option<crate::challenge::KeyNames> {
+    pub(crate) fn key_names(self) -> Option<crate::challenge::KeyNames> {
         match self {
             DnsProviderKind::Alidns => Some(crate::challenge::ALIDNS_KEYS),
             DnsProviderKind::Dnspod => Some(crate::challenge::DNSPOD_KEYS),
@@ -109,7 +110,7 @@ impl DnsProviderKind {
 
 impl DnsProviderConfig {
     /// The key pair of `alidns` / `dnspod` (from the credentials file, else the environment).
-    pub fn key_pair(
+    pub(crate) fn key_pair(
         &self,
     ) -> Result<Option<crate::challenge::KeyPair>, crate::challenge::DnsError> {
         self.provider
@@ -122,13 +123,13 @@ impl DnsProviderConfig {
 }
 
 /// Default Cloudflare API base.
-pub const CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
+pub(crate) const CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
 /// Default pebble-challtestsrv management API.
-pub const CHALLTESTSRV_API: &str = "http://127.0.0.1:8055";
+pub(crate) const CHALLTESTSRV_API: &str = "http://127.0.0.1:8055";
 /// Default Alibaba Cloud DNS API endpoint.
-pub const ALIDNS_API: &str = "https://alidns.aliyuncs.com";
+pub(crate) const ALIDNS_API: &str = "https://alidns.aliyuncs.com";
 /// Default Tencent Cloud API endpoint of DNSPod.
-pub const DNSPOD_API: &str = "https://dnspod.tencentcloudapi.com";
+pub(crate) const DNSPOD_API: &str = "https://dnspod.tencentcloudapi.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -49,12 +49,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A regular file's sha256, mode and owner, read on the host (any size).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileDigest {
+pub(crate) struct FileDigest {
     pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileDigestValue {
+pub(crate) enum FileDigestValue {
     Absent,
     /// Something other than a regular file is there.
     NotAFile,
@@ -334,7 +334,7 @@ impl Resource for InstalledBinary {
 
 /// What the host's copy of a certificate's state holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCopyValue {
+pub(crate) struct StoredCopyValue {
     pub fullchain: Option<String>,
     pub privkey: bool,
     pub record: bool,
@@ -342,7 +342,7 @@ pub struct StoredCopyValue {
 
 /// The host's copy of one certificate's state directory: which files exist, and the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredCopy {
+pub(crate) struct StoredCopy {
     pub dir: String,
 }
 
@@ -794,7 +794,7 @@ mod tests {
 
     /// A certificate for the test declaration issued at `at` (it expires 365 days later).
     fn certificate_issued_at(at: OffsetDateTime) -> crate::StoredCertificate {
-        crate::self_signed(&test_declaration(), at).unwrap()
+        crate::selfsigned::self_signed(&test_declaration(), at).unwrap()
     }
 
     fn chain(c: &crate::StoredCertificate) -> String {

@@ -60,7 +60,7 @@ impl CertInfo {
     }
 
     /// Parse one DER certificate.
-    pub fn from_der(der: &[u8]) -> Result<CertInfo, CertParseError> {
+    pub(crate) fn from_der(der: &[u8]) -> Result<CertInfo, CertParseError> {
         let (_, cert) = x509_parser::parse_x509_certificate(der)
             .map_err(|e| CertParseError::X509(e.to_string()))?;
         let mut names = Vec::new();
@@ -121,7 +121,7 @@ impl CertInfo {
     }
 
     /// Whether the certificate covers exactly these names (order does not matter).
-    pub fn covers_exactly(&self, names: &[String]) -> bool {
+    pub(crate) fn covers_exactly(&self, names: &[String]) -> bool {
         let mut a: Vec<&str> = self.names.iter().map(String::as_str).collect();
         let mut b: Vec<&str> = names.iter().map(String::as_str).collect();
         a.sort_unstable();

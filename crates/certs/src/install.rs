@@ -14,7 +14,7 @@ use common::PlanError;
 
 /// Runs the reload hook when the certificate files changed in the same run; nothing else.
 #[derive(Debug, Clone)]
-pub struct ReloadHook {
+pub(crate) struct ReloadHook {
     pub ssl_dir: String,
     pub script: String,
     pub watched: Vec<String>,

@@ -31,32 +31,31 @@ pub mod testing;
 
 pub use acme::{AcmeClient, AcmeError, ChallengeFailure};
 pub use challenge::{
-    ALIDNS_KEYS, AlidnsDns, ChallengeError, ChallengeSolver, ChalltestsrvDns, CloudflareDns,
-    DNSPOD_KEYS, Dns01Solver, DnsError, DnsProvider, DnspodDns, Http01Solver, KeyNames, KeyPair,
-    PendingChallenge, PortListener,
+    AlidnsDns, ChallengeError, ChallengeSolver, CloudflareDns, Dns01Solver, DnsError, DnsProvider,
+    DnspodDns, KeyPair, PendingChallenge, PortListener, PortUse,
 };
 pub use declaration::{
-    ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DEFAULT_SCHEDULE,
-    DeclarationError, DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, LETSENCRYPT,
-    LETSENCRYPT_STAGING, NGINX_ACME_LOCATION, declaration_from_vars,
+    ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DeclarationError,
+    DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, NGINX_ACME_LOCATION,
+    declaration_from_vars,
 };
-pub use host_copy::{
-    BinaryError, FileDigest, FileDigestValue, HostCopyError, HostStateCopy, InstalledBinary,
-    StoredCopy, StoredCopyValue,
-};
+pub use host_copy::{BinaryError, HostCopyError, HostStateCopy, InstalledBinary};
+
 pub use http::TlsSetupError;
 pub use info::{CertInfo, CertParseError};
-pub use install::{Placeholder, ReloadHook, install_resources, key_matches};
+pub use install::{KeyCheckError, Placeholder, install_resources, key_matches};
 pub use lifecycle::{
     Outcome, RenewalCheck, Settings, issue, renew, renewal_check, revoke, solver_for,
 };
-pub use renewal::{Decision, RenewalWindow, renewal_due, rng_for};
+pub use renewal::{Decision, RenewalWindow};
 pub use schedule::{
     LOCAL_CONFIG_DIR, LocalConfigError, ScheduleError, ScheduleOptions, cron_line,
     load_local_declarations, schedule_resources, secret_environment, service_unit,
 };
-pub use selfsigned::self_signed;
-pub use state::{CertRecord, DEFAULT_STATE_DIR, StateDir, StateError, StoredCertificate};
+
+pub use state::{
+    AriRecord, CertLock, CertRecord, DEFAULT_STATE_DIR, StateDir, StateError, StoredCertificate,
+};
 pub use status::{CertStatus, render_table, status};
 
 pub use instant_acme::RevocationReason;

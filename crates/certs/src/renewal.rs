@@ -58,7 +58,7 @@ pub(crate) fn default_window(cert: &CertInfo) -> RenewalWindow {
 ///
 /// Inside the window the renewal point is drawn from `rng`; pass [`rng_for`] of the
 /// certificate so that every check of the same certificate picks the same point.
-pub fn renewal_due(
+pub(crate) fn renewal_due(
     cert: &CertInfo,
     ari: Option<RenewalWindow>,
     now: OffsetDateTime,
@@ -109,7 +109,7 @@ pub fn renewal_due(
 
 /// A random generator seeded by the certificate's serial and names: the same certificate
 /// always gets the same point in its window, different certificates get different points.
-pub fn rng_for(cert: &CertInfo) -> rand::rngs::StdRng {
+pub(crate) fn rng_for(cert: &CertInfo) -> rand::rngs::StdRng {
     let mut hash = Sha256::new();
     hash.update(cert.serial.as_bytes());
     for n in &cert.names {

@@ -11,7 +11,7 @@ pub(crate) const SELF_SIGNED_DAYS: i64 = 365;
 
 /// A self-signed certificate with CN=localhost and `localhost` plus the declared names as
 /// subject alternative names, valid for [`SELF_SIGNED_DAYS`] from `now`.
-pub fn self_signed(
+pub(crate) fn self_signed(
     declaration: &CertificateDeclaration,
     now: OffsetDateTime,
 ) -> Result<StoredCertificate, rcgen::Error> {
@@ -54,7 +54,7 @@ pub(crate) mod tests {
             profile: None,
             ssl_dir: "/opt/app/ssl".into(),
             reload: "true".into(),
-            schedule: crate::DEFAULT_SCHEDULE.into(),
+            schedule: crate::declaration::DEFAULT_SCHEDULE.into(),
         }
     }
 

@@ -52,7 +52,7 @@ pub enum StateError {
 
 /// An account as stored: the credentials instant-acme restores from, plus what it is for.
 #[derive(Serialize, Deserialize)]
-pub struct StoredAccount {
+pub(crate) struct StoredAccount {
     pub directory_url: String,
     pub email: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
@@ -146,7 +146,7 @@ impl StateDir {
     }
 
     /// Where the account for a CA directory lives.
-    pub fn account_path(&self, directory_url: &str) -> PathBuf {
+    pub(crate) fn account_path(&self, directory_url: &str) -> PathBuf {
         let host = directory_url
             .split("://")
             .nth(1)
@@ -171,15 +171,18 @@ impl StateDir {
             .join(format!("{host}-{short}.json"))
     }
 
-    pub fn cert_dir(&self, host: &str, name: &str) -> PathBuf {
+    pub(crate) fn cert_dir(&self, host: &str, name: &str) -> PathBuf {
         self.root.join("certs").join(safe(host)).join(safe(name))
     }
 
-    pub fn load_account(&self, directory_url: &str) -> Result<Option<StoredAccount>, StateError> {
+    pub(crate) fn load_account(
+        &self,
+        directory_url: &str,
+    ) -> Result<Option<StoredAccount>, StateError> {
         read_json(&self.account_path(directory_url))
     }
 
-    pub fn save_account(&self, account: &StoredAccount) -> Result<(), StateError> {
+    pub(crate) fn save_account(&self, account: &StoredAccount) -> Result<(), StateError> {
         let path = self.account_path(&account.directory_url);
         write_json(&self.root, &path, account, 0o600)
     }
@@ -201,7 +204,7 @@ impl StateDir {
 
     /// Store a new certificate (key, then chain). Installing checks that the chain matches
     /// the key, so a crash between the two renames cannot install a mismatched pair.
-    pub fn save_certificate(
+    pub(crate) fn save_certificate(
         &self,
         host: &str,
         name: &str,
@@ -221,7 +224,7 @@ impl StateDir {
         Ok(read_json(&self.cert_dir(host, name).join("state.json"))?.unwrap_or_default())
     }
 
-    pub fn save_record(
+    pub(crate) fn save_record(
         &self,
         host: &str,
         name: &str,

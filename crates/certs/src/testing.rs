@@ -82,7 +82,7 @@ pub fn declaration(
         profile: None,
         ssl_dir: ssl_dir.into(),
         reload: reload.into(),
-        schedule: crate::DEFAULT_SCHEDULE.into(),
+        schedule: crate::declaration::DEFAULT_SCHEDULE.into(),
     }
 }
 

@@ -8,7 +8,7 @@ use crate::shell::{Command, quote};
 
 /// Wait up to ten minutes for the dpkg lock; on a config-file conflict keep the file on
 /// the host (never prompt).
-pub const OPTIONS: [&str; 6] = [
+pub(crate) const OPTIONS: [&str; 6] = [
     "-o",
     "DPkg::Lock::Timeout=600",
     "-o",

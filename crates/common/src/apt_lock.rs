@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::shell::quote;
 
 /// The locks apt and dpkg take, in the order they are reported.
-pub const LOCKS: [&str; 4] = [
+pub(crate) const LOCKS: [&str; 4] = [
     "/var/lib/dpkg/lock-frontend",
     "/var/lib/dpkg/lock",
     "/var/lib/apt/lists/lock",
@@ -22,17 +22,17 @@ pub const LOCKS: [&str; 4] = [
 ];
 
 /// The unit that only refreshes lists and downloads (`apt.systemd.daily update`).
-pub const LISTS_UNIT: &str = "apt-daily.service";
+pub(crate) const LISTS_UNIT: &str = "apt-daily.service";
 
 /// Timers that start apt in the background, held (stopped) for a run that took over.
-pub const TIMERS: [&str; 2] = ["apt-daily.timer", "apt-daily-upgrade.timer"];
+pub(crate) const TIMERS: [&str; 2] = ["apt-daily.timer", "apt-daily-upgrade.timer"];
 
 /// How long one round trip waits on the host for the locks before reporting again.
 pub const POLL: Duration = Duration::from_secs(10);
 
 /// An apt script of this run: it takes the locks (every apt-get of [`crate::apt`] waits for
 /// them with this option).
-pub fn uses_apt(script: &str) -> bool {
+pub(crate) fn uses_apt(script: &str) -> bool {
     script.contains(crate::apt::OPTIONS[1])
 }
 
@@ -40,7 +40,7 @@ pub fn uses_apt(script: &str) -> bool {
 /// of [`LOCKS`] (`pid= age= lock= unit_cgroup= comm= cmd=`), one `dpkg pid=` line per
 /// running dpkg; nothing when every lock is free. Reads `/proc/locks` (POSIX, OFD and
 /// flock locks, blocked waiters skipped), no tool beyond coreutils and awk.
-pub fn holders_function() -> String {
+pub(crate) fn holders_function() -> String {
     holders_function_for(&LOCKS)
 }
 
@@ -86,11 +86,11 @@ const HOLDERS_FUNCTION: &str = r#"__provision_lock_holders() {
 }"#;
 
 /// Marker line of a segment that did not run because a lock was held.
-pub const LOCKED_MARKER: &str = "@@provision-apt-locked";
+pub(crate) const LOCKED_MARKER: &str = "@@provision-apt-locked";
 
 /// Shell put before the steps of a segment with apt work: when a lock is held, print
 /// [`LOCKED_MARKER`] and the holders, and stop before changing anything.
-pub fn prelude() -> String {
+pub(crate) fn prelude() -> String {
     format!(
         "{}\n__holders=$(__provision_lock_holders)\n\
          if [ -n \"$__holders\" ]; then echo {LOCKED_MARKER}; printf '%s\\n' \"$__holders\"; exit 0; fi\n",
@@ -100,7 +100,7 @@ pub fn prelude() -> String {
 
 /// Shell that waits up to `seconds` on the host for every lock to be free, then prints the
 /// holders left (nothing when free). One round trip: progress is reported between them.
-pub fn wait_script(seconds: u64) -> String {
+pub(crate) fn wait_script(seconds: u64) -> String {
     format!(
         "{}\n__end=$(( $(cut -d. -f1 /proc/uptime) + {seconds} ))\n\
          while __holders=$(__provision_lock_holders); [ -n \"$__holders\" ] && [ \"$(cut -d. -f1 /proc/uptime)\" -lt $__end ]; do sleep 0.5; done\n\
@@ -134,7 +134,7 @@ impl Lock {
     }
 
     /// Whether holding it means dpkg may be changing the system.
-    pub fn is_dpkg(self) -> bool {
+    pub(crate) fn is_dpkg(self) -> bool {
         matches!(self, Lock::Frontend | Lock::Dpkg)
     }
 
@@ -172,7 +172,7 @@ pub struct LockState {
 }
 
 impl LockState {
-    pub fn is_free(&self) -> bool {
+    pub(crate) fn is_free(&self) -> bool {
         self.holders.is_empty()
     }
 
@@ -265,7 +265,7 @@ impl LockState {
 }
 
 /// The unit of a cgroup path: its last `.service` or `.scope` component.
-pub fn unit_of_cgroup(path: &str) -> Option<String> {
+pub(crate) fn unit_of_cgroup(path: &str) -> Option<String> {
     path.rsplit('/')
         .find(|c| c.ends_with(".service") || c.ends_with(".scope"))
         .map(str::to_string)
@@ -338,18 +338,18 @@ pub fn decide(state: &LockState) -> Decision {
 
 /// Name of the host-side safety timer that restores held apt timers if this run never
 /// gets to (connection lost, tool killed).
-pub fn restore_unit() -> String {
+pub(crate) fn restore_unit() -> String {
     format!("provision-apt-timers-{}", std::process::id())
 }
 
 /// How long the safety timer waits before restoring the apt timers itself.
-pub const RESTORE_AFTER: Duration = Duration::from_secs(30 * 60);
+pub(crate) const RESTORE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 /// Shell that takes over from a lists-only `unit`: checks again on the host that no dpkg
 /// runs and no dpkg lock is held (else changes nothing and prints `busy`), holds the
 /// active apt timers (armed to be restored by a transient timer after
 /// [`RESTORE_AFTER`]), stops the unit and prints `held TIMER…`.
-pub fn take_over_script(unit: &str) -> String {
+pub(crate) fn take_over_script(unit: &str) -> String {
     let timers = TIMERS.join(" ");
     let restore = restore_unit();
     format!(
@@ -372,7 +372,7 @@ pub fn take_over_script(unit: &str) -> String {
 
 /// Parse what [`take_over_script`] printed: `Ok(timers held)` or `Err(holders)` when
 /// the host turned busy meanwhile.
-pub fn parse_take_over(stdout: &str) -> Result<Vec<String>, LockState> {
+pub(crate) fn parse_take_over(stdout: &str) -> Result<Vec<String>, LockState> {
     if let Some(rest) = stdout.strip_prefix("busy\n") {
         return Err(LockState::parse(rest));
     }
@@ -388,7 +388,7 @@ pub fn parse_take_over(stdout: &str) -> Result<Vec<String>, LockState> {
 }
 
 /// Shell that starts the held timers again and disarms the safety timer.
-pub fn restore_script(timers: &[String]) -> String {
+pub(crate) fn restore_script(timers: &[String]) -> String {
     let names: Vec<String> = timers.iter().map(|t| quote(t)).collect();
     format!(
         "systemctl stop {}.timer >/dev/null 2>&1; systemctl start {}",

@@ -17,7 +17,7 @@ use crate::transport::TransportError;
 
 /// Whether a connect error means the login itself was refused (no such user, key not
 /// accepted), as opposed to an unreachable host or a host-key problem.
-pub fn login_refused(e: &TransportError) -> bool {
+pub(crate) fn login_refused(e: &TransportError) -> bool {
     match e {
         TransportError::Connect { reason, .. } => {
             reason.contains("Permission denied") || reason.contains("Too many authentication")
@@ -28,7 +28,7 @@ pub fn login_refused(e: &TransportError) -> bool {
 
 /// The first-contact login to fall back to for `spec`, when it has one that differs from
 /// its final login.
-pub fn bootstrap_login(spec: &HostSpec) -> Option<&str> {
+pub(crate) fn bootstrap_login(spec: &HostSpec) -> Option<&str> {
     let user = spec.connection.user.as_deref();
     spec.connection
         .bootstrap_user
@@ -48,7 +48,7 @@ fn key_blob(line: &str) -> Option<String> {
 
 /// Public keys this tool's `ssh` would offer: the identity file's `.pub` when the inventory
 /// names one; else the agent's keys and ssh's default key files.
-pub fn local_login_keys(identity_file: Option<&Path>) -> Vec<String> {
+pub(crate) fn local_login_keys(identity_file: Option<&Path>) -> Vec<String> {
     let read_pub = |p: &Path| -> Vec<String> {
         let mut pub_path = p.as_os_str().to_owned();
         pub_path.push(".pub");
@@ -90,7 +90,7 @@ pub fn local_login_keys(identity_file: Option<&Path>) -> Vec<String> {
 /// Before a bootstrap login: the final login must be the inventory's deploy user, and the
 /// key this tool logs in with must be among its `authorized_keys`. `local_keys` are the
 /// blobs of [`local_login_keys`].
-pub fn check_deploy_keys(spec: &HostSpec, local_keys: &[String]) -> Result<(), String> {
+pub(crate) fn check_deploy_keys(spec: &HostSpec, local_keys: &[String]) -> Result<(), String> {
     let user = spec.connection.user.as_deref().unwrap_or("(unset)");
     let Some(deploy) = spec.vars.deploy_user.as_ref() else {
         return Err(format!(
@@ -133,7 +133,7 @@ pub fn check_deploy_keys(spec: &HostSpec, local_keys: &[String]) -> Result<(), S
 
 /// Shell that names the sshd lines restricting who may log in (for the message when the
 /// deploy user's login is refused right after it was created).
-pub const LOGIN_RESTRICTIONS: &str = "grep -H -n -i -E '^[[:space:]]*(AllowUsers|AllowGroups|DenyUsers|DenyGroups)[[:space:]]' /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf 2>/dev/null || true";
+pub(crate) const LOGIN_RESTRICTIONS: &str = "grep -H -n -i -E '^[[:space:]]*(AllowUsers|AllowGroups|DenyUsers|DenyGroups)[[:space:]]' /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf 2>/dev/null || true";
 
 #[cfg(test)]
 mod tests {

@@ -45,7 +45,7 @@ impl Default for Options {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error(transparent)]
     Fact(#[from] FactError),
     #[error(transparent)]
@@ -347,7 +347,7 @@ fn merge_package_installs(planned: &mut [Planned]) {
 }
 
 /// The script and stdin that run a list of actions in one round trip.
-pub struct ApplyScript {
+pub(crate) struct ApplyScript {
     pub script: String,
     pub stdin: Vec<u8>,
     /// Step descriptions, by index.
@@ -356,7 +356,7 @@ pub struct ApplyScript {
 }
 
 /// Build the apply script for `actions`, merging every package install into the first.
-pub fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
+pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
     let mut packages: Vec<String> = Vec::new();
     for a in actions {
         if let Action::InstallPackages { names } = a {
@@ -451,7 +451,7 @@ fn put_command(w: &FileWrite) -> String {
 
 impl ApplyScript {
     /// Which step failed (if any), from the markers in stdout.
-    pub fn outcome(&self, host: &str, out: &ExecOutput) -> Result<(), EngineError> {
+    pub(crate) fn outcome(&self, host: &str, out: &ExecOutput) -> Result<(), EngineError> {
         let stdout = out.stdout_lossy();
         let mut ok = 0usize;
         for line in stdout.lines() {

@@ -136,7 +136,7 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
 /// delimiters and the exit status, and one `cat` prints every section in order: beyond the
 /// probes' own commands, the script starts one subshell per probe and no other process per
 /// probe (the processes a no-op pays for on a small host).
-pub fn batch_script(probes: &[Probe]) -> String {
+pub(crate) fn batch_script(probes: &[Probe]) -> String {
     let d = delimiter(probes);
     let mut s =
         String::from("export LC_ALL=C\n__d=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$__d\"' EXIT\n");
@@ -160,7 +160,7 @@ pub fn batch_script(probes: &[Probe]) -> String {
 }
 
 /// Parse the output of [`batch_script`]. Every probe must be present and complete.
-pub fn parse_batch(probes: &[Probe], stdout: &str) -> Result<Facts, FactError> {
+pub(crate) fn parse_batch(probes: &[Probe], stdout: &str) -> Result<Facts, FactError> {
     let d = delimiter(probes);
     let mut outputs = BTreeMap::new();
     let mut rest = stdout;

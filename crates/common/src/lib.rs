@@ -4,6 +4,8 @@
 //! Pure planning is kept apart from I/O: [`facts`] parse probe output, [`resource`] plans
 //! from facts, [`engine`] is the only place that talks to a [`transport::Transport`].
 
+#![deny(unreachable_pub)]
+
 pub mod apt;
 pub mod apt_lock;
 pub mod bootstrap;
@@ -11,7 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod facts;
 pub mod inventory;
-pub mod mode;
+mod mode;
 pub mod report;
 pub mod resource;
 pub mod resources;

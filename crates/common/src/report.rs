@@ -39,7 +39,7 @@ pub struct ResourceReport {
 
 impl ResourceReport {
     /// `Pending` until applied; the engine marks applied resources `Changed`.
-    pub fn from_plan(id: &str, plan: &Plan, triggered: &[Action]) -> Self {
+    pub(crate) fn from_plan(id: &str, plan: &Plan, triggered: &[Action]) -> Self {
         let pending = ResourceStatus::Pending;
         let (status, detail, actions): (ResourceStatus, String, Vec<&Action>) = match plan {
             Plan::Noop { reason } if triggered.is_empty() => {
@@ -286,7 +286,7 @@ pub fn render_host(r: &HostReport, mode: Mode) -> String {
 }
 
 /// The table closing a run: one row a host, then how many failed.
-pub fn render_summary(reports: &[HostReport]) -> String {
+pub(crate) fn render_summary(reports: &[HostReport]) -> String {
     use std::fmt::Write;
     let name_width = reports
         .iter()

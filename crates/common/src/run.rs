@@ -97,7 +97,7 @@ impl Connector for SshConnector {
 /// How to reach a host. When the inventory moves sshd (`hardening.ssh_port` differs from
 /// the connection's port), that port is tried first — where a converged host listens —
 /// and the inventory's port (22 when unset) second, for a host not moved yet.
-pub fn ssh_target(spec: &HostSpec, policy: HostKeyPolicy) -> SshTarget {
+pub(crate) fn ssh_target(spec: &HostSpec, policy: HostKeyPolicy) -> SshTarget {
     let moved_to = spec
         .vars
         .hardening

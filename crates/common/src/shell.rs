@@ -191,7 +191,7 @@ pub fn make_directory(path: &str, owner: &str, group: &str, mode: u32) -> String
 /// check (a cut connection leaves no half-written file), fsync, backup of the old file as
 /// `PATH.provision-bak`, rename over the target. A backup that cannot be written completely
 /// (disk full) is removed, never left truncated: a rollback copies it over the target.
-pub const PUT_FUNCTION: &str = r#"__provision_put() {
+pub(crate) const PUT_FUNCTION: &str = r#"__provision_put() {
   __p=$1; __d=$(dirname -- "$__p")
   __t=$(mktemp -- "$__d/.provision-tmp.XXXXXX") || return 1
   head -c "$4" > "$__t" || { rm -f -- "$__t"; return 1; }

@@ -85,7 +85,7 @@ pub enum TransportError {
 }
 
 /// Linux limits one argv string to 128 KiB (MAX_ARG_STRLEN); stay well below.
-pub const MAX_SCRIPT_BYTES: usize = 100 * 1024;
+pub(crate) const MAX_SCRIPT_BYTES: usize = 100 * 1024;
 
 /// Run shell on a host. Implementations must be cheap to share between tasks.
 #[async_trait]
@@ -123,7 +123,7 @@ pub trait Transport: Send + Sync {
 }
 
 /// Turn a non-zero exit into [`TransportError::Remote`] with the stderr verbatim.
-pub fn expect_success(
+pub(crate) fn expect_success(
     host: &str,
     what: &str,
     out: ExecOutput,

@@ -13,14 +13,16 @@ mod url;
 
 use base64::Engine as _;
 
-pub use calendar::calendar;
+pub(crate) use calendar::calendar;
 pub use domain::{DomainError, DomainName};
-pub use openpgp::{armored_key_file, openpgp_public_key};
-pub use url::{http_url, url_host};
+pub use openpgp::armored_key_file;
+pub(crate) use openpgp::openpgp_public_key;
+pub(crate) use url::http_url;
+pub use url::url_host;
 
 /// Debian policy §5.6.1: lowercase letters, digits, `+`, `-`, `.`; at least two characters,
 /// starting with a letter or digit. An architecture qualifier (`libc6:amd64`) is allowed.
-pub fn package_name(s: &str) -> Result<(), String> {
+pub(crate) fn package_name(s: &str) -> Result<(), String> {
     let (name, arch) = match s.split_once(':') {
         Some((n, a)) => (n, Some(a)),
         None => (s, None),
@@ -47,7 +49,7 @@ pub fn package_name(s: &str) -> Result<(), String> {
 
 /// The `useradd` default NAME_REGEX: `[a-z_][a-z0-9_-]*[$]?`, at most 32 characters. A
 /// leading `-` is not allowed (it would be an option).
-pub fn user_name(s: &str) -> Result<(), String> {
+pub(crate) fn user_name(s: &str) -> Result<(), String> {
     let body = s.strip_suffix('$').unwrap_or(s);
     let ok = !body.is_empty()
         && s.len() <= 32
@@ -73,7 +75,7 @@ pub fn owner(s: &str) -> Result<(), String> {
 }
 
 /// The deploy user: a user name, and not `root` (its keys would replace root's).
-pub fn deploy_user_name(s: &str) -> Result<(), String> {
+pub(crate) fn deploy_user_name(s: &str) -> Result<(), String> {
     user_name(s)?;
     if s == "root" {
         return Err(
@@ -110,7 +112,7 @@ pub fn host_name(s: &str) -> Result<(), String> {
 /// A name nginx serves and a certificate can hold: [`DomainName`] rules (LDH labels,
 /// 63/253, a wildcard only as the whole first label, IDNs in their `xn--` form); a single
 /// label (`localhost`) is allowed here.
-pub fn domain_name(s: &str) -> Result<(), String> {
+pub(crate) fn domain_name(s: &str) -> Result<(), String> {
     if s != s.trim() || s.ends_with('.') {
         return Err(format!(
             "{s:?} is not a domain name: no surrounding spaces or trailing dot"
@@ -144,7 +146,7 @@ pub fn address(s: &str) -> Result<(), String> {
 
 /// An absolute, normalised path: starts with `/`, no empty, `.` or `..` components, no
 /// trailing `/`, no control characters. Spaces and other printable characters are fine.
-pub fn absolute_path(s: &str) -> Result<(), String> {
+pub(crate) fn absolute_path(s: &str) -> Result<(), String> {
     if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(format!(
             "{s:?} contains the control character {c:?}; a path cannot"
@@ -169,7 +171,7 @@ pub fn absolute_path(s: &str) -> Result<(), String> {
 
 /// A controller-side path (a key, a template directory): any path without control
 /// characters, relative ones resolve against the inventory's directory.
-pub fn local_path(s: &str) -> Result<(), String> {
+pub(crate) fn local_path(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("the path is empty".into());
     }
@@ -183,7 +185,7 @@ pub fn local_path(s: &str) -> Result<(), String> {
 
 /// A controller-side file ssh reads through `-o NAME=PATH` (known_hosts): ssh splits such
 /// a value at whitespace into several files, so none is allowed (nor control characters).
-pub fn ssh_option_path(s: &str) -> Result<(), String> {
+pub(crate) fn ssh_option_path(s: &str) -> Result<(), String> {
     local_path(s)?;
     if s.chars().any(char::is_whitespace) {
         return Err(format!(
@@ -212,7 +214,7 @@ pub fn within(n: u64, min: u64, max: u64) -> Result<(), String> {
 }
 
 /// An IP address or a network in CIDR form (`192.0.2.0/24`, `2001:db8::/32`).
-pub fn ip_or_network(s: &str) -> Result<(), String> {
+pub(crate) fn ip_or_network(s: &str) -> Result<(), String> {
     let rule = || {
         format!(
             "{s:?} is not an IP address or network (e.g. `203.0.113.7`, `192.0.2.0/24`, `2001:db8::/32`)"
@@ -359,7 +361,7 @@ const KEY_TYPES: &[&str] = &[
 
 /// An SSH public key line: `TYPE BASE64 [COMMENT]` on one line, a known type, base64 that
 /// decodes to a key blob of that type. No `authorized_keys` options (`command=`, ...).
-pub fn ssh_public_key(s: &str) -> Result<(), String> {
+pub(crate) fn ssh_public_key(s: &str) -> Result<(), String> {
     let short: String = s.chars().take(40).collect();
     if let Some(c) = s.chars().find(|c| c.is_control()) {
         return Err(format!(
@@ -419,7 +421,7 @@ pub fn email(s: &str) -> Result<(), String> {
 
 /// A short name used in paths and unit names (an app, a template, a certificate): letters,
 /// digits, `-`, `_`, `.`, starting with a letter or digit, at most 64 characters.
-pub fn short_name(s: &str) -> Result<(), String> {
+pub(crate) fn short_name(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -435,7 +437,7 @@ pub fn short_name(s: &str) -> Result<(), String> {
 }
 
 /// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn env_name(s: &str) -> Result<(), String> {
+pub(crate) fn env_name(s: &str) -> Result<(), String> {
     let ok = s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if ok {
@@ -466,7 +468,7 @@ pub fn program(s: &str) -> Result<(), String> {
 
 /// A value of one line: no control characters (a newline would start another line of
 /// the file it goes into).
-pub fn one_line(s: &str) -> Result<(), String> {
+pub(crate) fn one_line(s: &str) -> Result<(), String> {
     match s.chars().find(|c| c.is_control()) {
         Some(c) => Err(format!("the value contains {c:?}; it must be one line")),
         None => Ok(()),
@@ -474,7 +476,7 @@ pub fn one_line(s: &str) -> Result<(), String> {
 }
 
 /// An octal file mode such as `0640`.
-pub fn file_mode(s: &str) -> Result<(), String> {
+pub(crate) fn file_mode(s: &str) -> Result<(), String> {
     let digits = s.strip_prefix('0').filter(|d| !d.is_empty()).unwrap_or(s);
     let ok = (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c));
     if ok {
@@ -487,7 +489,7 @@ pub fn file_mode(s: &str) -> Result<(), String> {
 }
 
 /// An `https://` URL (an ACME directory, a DNS API) without spaces or control characters.
-pub fn https_url(s: &str) -> Result<(), String> {
+pub(crate) fn https_url(s: &str) -> Result<(), String> {
     let ok = s
         .strip_prefix("https://")
         .or_else(|| s.strip_prefix("http://"))

@@ -17,22 +17,22 @@ use crate::support::{
 use common::PlanError;
 
 /// The seeds' tool set (seeds/002 §3.1), used when the inventory sets no `packages`.
-pub const DEFAULT_PACKAGES: &[&str] = &["curl", "wget", "git", "vim", "htop", "net-tools"];
+pub(crate) const DEFAULT_PACKAGES: &[&str] = &["curl", "wget", "git", "vim", "htop", "net-tools"];
 
 /// Open files, soft and hard (seeds/002 §3.1), when the inventory sets no `nofile`.
-pub const DEFAULT_NOFILE: u64 = 65536;
+pub(crate) const DEFAULT_NOFILE: u64 = 65536;
 
 /// Default deploy user name when the `deploy_user` section sets none.
-pub const DEFAULT_DEPLOY_USER: &str = "deploy";
+pub(crate) const DEFAULT_DEPLOY_USER: &str = "deploy";
 
-pub const NOFILE_LIMITS_PATH: &str = "/etc/security/limits.d/90-provision-nofile.conf";
-pub const NOFILE_SYSTEMD_PATH: &str = "/etc/systemd/system.conf.d/90-provision-nofile.conf";
-pub const AUTO_UPGRADES_PATH: &str = "/etc/apt/apt.conf.d/20auto-upgrades";
-pub const UNATTENDED_UPGRADES_PATH: &str = "/etc/apt/apt.conf.d/50unattended-upgrades";
+pub(crate) const NOFILE_LIMITS_PATH: &str = "/etc/security/limits.d/90-provision-nofile.conf";
+pub(crate) const NOFILE_SYSTEMD_PATH: &str = "/etc/systemd/system.conf.d/90-provision-nofile.conf";
+pub(crate) const AUTO_UPGRADES_PATH: &str = "/etc/apt/apt.conf.d/20auto-upgrades";
+pub(crate) const UNATTENDED_UPGRADES_PATH: &str = "/etc/apt/apt.conf.d/50unattended-upgrades";
 
 /// The deploy user as the inventory describes it, with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeployUser {
+pub(crate) struct DeployUser {
     pub name: String,
     pub home: String,
     pub shell: String,
@@ -43,7 +43,7 @@ pub struct DeployUser {
 
 impl DeployUser {
     /// `None` when the inventory has no `deploy_user` section.
-    pub fn from_vars(vars: &Vars) -> Option<DeployUser> {
+    pub(crate) fn from_vars(vars: &Vars) -> Option<DeployUser> {
         let d = vars.deploy_user.as_ref()?;
         let name = d.name.clone().unwrap_or_else(|| DEFAULT_DEPLOY_USER.into());
         let home = d.home.clone().unwrap_or_else(|| {
@@ -62,12 +62,12 @@ impl DeployUser {
         })
     }
 
-    pub fn authorized_keys_path(&self) -> String {
+    pub(crate) fn authorized_keys_path(&self) -> String {
         format!("{}/.ssh/authorized_keys", self.home)
     }
 
     /// sudo ignores drop-ins whose names contain a dot.
-    pub fn sudoers_path(&self) -> String {
+    pub(crate) fn sudoers_path(&self) -> String {
         format!(
             "/etc/sudoers.d/90-provision-{}",
             self.name.replace('.', "_")
@@ -75,7 +75,7 @@ impl DeployUser {
     }
 }
 
-pub fn upgrade_policy(vars: &Vars) -> UpgradePolicy {
+pub(crate) fn upgrade_policy(vars: &Vars) -> UpgradePolicy {
     vars.upgrade.unwrap_or(UpgradePolicy::Security)
 }
 
@@ -103,7 +103,7 @@ pub fn packages(vars: &Vars) -> Vec<String> {
 }
 
 /// The base packages alone (the run's first resource with packages: they are merged).
-pub fn package_resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
+pub(crate) fn package_resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
     vec![Box::new(Packages::new("base", packages(vars)))]
 }
 
@@ -176,7 +176,7 @@ pub fn resources(vars: &Vars, docker_group: bool, origins: &Origins) -> Vec<Box<
 }
 
 /// systemd reads manager settings (`DefaultLimit*`) only when it (re)executes.
-pub fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
+pub(crate) fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
     Box::new(Trigger {
         id: "systemd:daemon-reexec".into(),
         watches: watched,
@@ -188,7 +188,7 @@ pub fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
 }
 
 /// `visudo -c -f` + the file: sudo must accept a sudoers drop-in before it is kept.
-pub fn visudo_check() -> Command {
+pub(crate) fn visudo_check() -> Command {
     Command::new("visudo").args(["-c", "-f"])
 }
 
@@ -198,7 +198,7 @@ pub fn visudo_check() -> Command {
 /// literal characters of the name, never sudoers syntax. `None` for a name with spaces,
 /// control or non-ASCII characters (a backslash-newline would continue the line).
 /// Inventory names are checked against the useradd rule at load; this holds for any string.
-pub fn sudoers_user(name: &str) -> Option<String> {
+pub(crate) fn sudoers_user(name: &str) -> Option<String> {
     let mut out = String::with_capacity(name.len() * 2);
     for c in name.chars() {
         if !c.is_ascii_graphic() {
@@ -214,7 +214,7 @@ pub fn sudoers_user(name: &str) -> Option<String> {
 
 /// The deploy user's key and sudo rights: applied commit-confirmed, because a wrong
 /// key list or sudoers file can cut the tool's own access when it logs in as that user.
-pub fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
+pub(crate) fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
     let user = DeployUser::from_vars(vars)?;
     let mut members: Vec<Box<dyn Resource>> = Vec::new();
     if let Some(keys) = &user.authorized_keys {
@@ -286,7 +286,7 @@ pub fn files(files: &[FileVar]) -> Vec<Box<dyn Resource>> {
     out
 }
 
-pub fn nofile_limits(n: u64) -> String {
+pub(crate) fn nofile_limits(n: u64) -> String {
     render(
         "limits-nofile.conf",
         include_str!("templates/limits-nofile.conf.j2"),
@@ -297,7 +297,7 @@ pub fn nofile_limits(n: u64) -> String {
     )
 }
 
-pub fn nofile_systemd(n: u64) -> String {
+pub(crate) fn nofile_systemd(n: u64) -> String {
     render(
         "system-nofile.conf",
         include_str!("templates/system-nofile.conf.j2"),
@@ -314,14 +314,14 @@ struct NofileContext {
     nofile: u64,
 }
 
-pub const AUTO_UPGRADES: &str = "// Managed by provision; local changes are overwritten.\n\
+pub(crate) const AUTO_UPGRADES: &str = "// Managed by provision; local changes are overwritten.\n\
 APT::Periodic::Update-Package-Lists \"1\";\n\
 APT::Periodic::Unattended-Upgrade \"1\";\n\
 APT::Periodic::AutocleanInterval \"7\";\n";
 
 /// The static host name (`/etc/hostname`) and the running one.
 #[derive(Debug, Clone)]
-pub struct Hostname {
+pub(crate) struct Hostname {
     pub name: String,
 }
 
@@ -360,7 +360,7 @@ impl Resource for Hostname {
 /// Accounts the tool logs in with must not be locked out by password aging: with
 /// `PASS_MAX_DAYS` set, an expired (even unused) password makes PAM refuse key logins.
 #[derive(Debug, Clone)]
-pub struct NoPasswordExpiry {
+pub(crate) struct NoPasswordExpiry {
     pub user: String,
 }
 
@@ -417,7 +417,7 @@ impl Resource for NoPasswordExpiry {
 /// distribution (read from HostInfo at plan time), and its own reboot when the inventory
 /// says `reboot = "if-required"`.
 #[derive(Debug, Clone, Default)]
-pub struct UnattendedUpgrades {
+pub(crate) struct UnattendedUpgrades {
     /// `Automatic-Reboot-Time` (`HH:MM`, or `now`) when it may reboot; `None`: never.
     pub reboot_time: Option<String>,
 }
@@ -425,7 +425,7 @@ pub struct UnattendedUpgrades {
 impl UnattendedUpgrades {
     /// From `reboot` and `reboot_window` (checked at load): at the window's start, or right
     /// after the run without a window.
-    pub fn of(vars: &Vars) -> Self {
+    pub(crate) fn of(vars: &Vars) -> Self {
         let reboot_time = match vars.reboot.unwrap_or_default() {
             RebootPolicy::Never => None,
             RebootPolicy::IfRequired => match crate::reboot::window_of(vars) {
@@ -446,7 +446,7 @@ struct OriginsContext<'a> {
 }
 
 /// The rendered `50unattended-upgrades` for `os_id`, or `None` for other systems.
-pub fn unattended_upgrades_config(os_id: &str, reboot_time: Option<&str>) -> Option<String> {
+pub(crate) fn unattended_upgrades_config(os_id: &str, reboot_time: Option<&str>) -> Option<String> {
     let os = match os_id {
         "debian" => "debian",
         "ubuntu" => "ubuntu",
@@ -499,10 +499,10 @@ impl Resource for UnattendedUpgrades {
 /// the package lists, refreshed on apply, offer upgrades. The plan says what the current
 /// lists offer and how old they are; lists older than a day count as pending.
 #[derive(Debug, Clone, Copy)]
-pub struct SystemUpgrade;
+pub(crate) struct SystemUpgrade;
 
 /// Lists older than this make the upgrade pending even when they offer nothing.
-pub const STALE_LISTS_MINUTES: u64 = 24 * 60;
+pub(crate) const STALE_LISTS_MINUTES: u64 = 24 * 60;
 
 impl Resource for SystemUpgrade {
     fn id(&self) -> String {

@@ -27,14 +27,14 @@ use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use crate::support::{DesiredFile, PlanBuilder};
 use common::PlanError;
 
-pub const KEYRING_PATH: &str = "/etc/apt/keyrings/docker.asc";
-pub const SOURCES_PATH: &str = "/etc/apt/sources.list.d/docker.list";
-pub const PIN_PATH: &str = "/etc/apt/preferences.d/docker.pref";
-pub const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
+pub(crate) const KEYRING_PATH: &str = "/etc/apt/keyrings/docker.asc";
+pub(crate) const SOURCES_PATH: &str = "/etc/apt/sources.list.d/docker.list";
+pub(crate) const PIN_PATH: &str = "/etc/apt/preferences.d/docker.pref";
+pub(crate) const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
 
 /// The source for this host: the inventory's, else Docker's repository on Ubuntu and the
 /// distribution's packages elsewhere.
-pub fn source_for(vars: &DockerVars, host: &HostInfoValue) -> DockerSource {
+pub(crate) fn source_for(vars: &DockerVars, host: &HostInfoValue) -> DockerSource {
     vars.source.unwrap_or(if host.os_id == "ubuntu" {
         DockerSource::Docker
     } else {
@@ -66,10 +66,10 @@ fn debian_before_13(host: &HostInfoValue) -> bool {
 }
 
 /// What `check` and `up` say where the distribution's compose is v1 only.
-pub const COMPOSE_V1_ONLY: &str = "Debian 12's archive has only compose v1 (docker-compose 1.29, end-of-life; no `docker compose` v2); templates that need compose >= 2.20 will not run: set docker.source = \"docker\" (Docker's repository or a mirror of it)";
+pub(crate) const COMPOSE_V1_ONLY: &str = "Debian 12's archive has only compose v1 (docker-compose 1.29, end-of-life; no `docker compose` v2); templates that need compose >= 2.20 will not run: set docker.source = \"docker\" (Docker's repository or a mirror of it)";
 
 /// Packages for a source on a host.
-pub fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static str> {
+pub(crate) fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static str> {
     match source {
         DockerSource::Docker => vec![
             "docker-ce",
@@ -92,10 +92,10 @@ pub fn packages_for(source: DockerSource, host: &HostInfoValue) -> Vec<&'static 
 }
 
 /// Docker's own apt repository: the default of `docker.repository.url`.
-pub const DEFAULT_REPOSITORY: &str = "https://download.docker.com";
+pub(crate) const DEFAULT_REPOSITORY: &str = "https://download.docker.com";
 
 /// Docker's packages, held to its repository by [`PIN_PATH`] (apt_preferences(5) globs).
-pub const PINNED_PACKAGES: &str =
+pub(crate) const PINNED_PACKAGES: &str =
     "docker-ce* containerd.io docker-buildx-plugin docker-compose-plugin";
 
 /// Where Docker's repository is for a host, and its signing key.
@@ -116,7 +116,7 @@ pub enum RepositoryKey {
 
 /// The repository for this host: `None` when Docker comes from the distribution and the
 /// inventory sets no `docker.repository`.
-pub fn repository_for(
+pub(crate) fn repository_for(
     vars: &DockerVars,
     host: &HostInfoValue,
 ) -> Result<Option<Repository>, PlanError> {
@@ -152,7 +152,7 @@ pub fn repository_for(
 
 /// The apt source of Docker's repository for this host (the key's origin in a comment:
 /// a new `key_url` changes the file, and the key is fetched again).
-pub fn sources_line(repo: &Repository, host: &HostInfoValue) -> String {
+pub(crate) fn sources_line(repo: &Repository, host: &HostInfoValue) -> String {
     let key = match &repo.key {
         RepositoryKey::Inline(_) => "docker.repository.key (inline)".to_string(),
         RepositoryKey::Url(url) => url.clone(),
@@ -167,7 +167,7 @@ pub fn sources_line(repo: &Repository, host: &HostInfoValue) -> String {
 
 /// The pin that makes Docker's packages come from its repository (priority 900: above
 /// every other source at 500, without downgrading an installed newer version).
-pub fn pin_file(repo: &Repository) -> String {
+pub(crate) fn pin_file(repo: &Repository) -> String {
     format!(
         "# Managed by provision; local changes are overwritten.\n\
          # Docker's packages come from its repository ({}), whatever else offers them.\n\
@@ -224,7 +224,7 @@ fn add(
 /// packages; if the repository does not answer, the files are put back and the run stops
 /// there. Must come before every package resource.
 #[derive(Debug, Clone)]
-pub struct DockerRepository {
+pub(crate) struct DockerRepository {
     pub vars: DockerVars,
 }
 
@@ -301,7 +301,7 @@ impl Resource for DockerRepository {
 
 /// Docker's packages for the host's source (merged into the run's apt transaction).
 #[derive(Debug, Clone)]
-pub struct DockerPackages {
+pub(crate) struct DockerPackages {
     pub vars: DockerVars,
 }
 
@@ -348,7 +348,7 @@ impl Resource for DockerPackages {
 }
 
 /// `daemon.json`: json-file logs rotated; the registry mirrors when the inventory has some.
-pub fn daemon_json(vars: &DockerVars) -> String {
+pub(crate) fn daemon_json(vars: &DockerVars) -> String {
     let size = vars.log_max_size.clone().unwrap_or_else(|| "10m".into());
     let files = vars.log_max_file.unwrap_or(3);
     let mut value = serde_json::json!({

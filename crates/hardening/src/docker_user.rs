@@ -47,13 +47,13 @@ use crate::facts::{ChainState, DockerUserChains, SshdEffective, UfwState};
 use crate::firewall::Firewall;
 use crate::support::MANAGED;
 
-pub const AFTER_RULES: &str = "/etc/ufw/after.rules";
-pub const AFTER6_RULES: &str = "/etc/ufw/after6.rules";
+pub(crate) const AFTER_RULES: &str = "/etc/ufw/after.rules";
+pub(crate) const AFTER6_RULES: &str = "/etc/ufw/after6.rules";
 /// The files and chains before this run's change, for the rollback.
 pub const SAVED_STATE: &str = "/var/lib/provision/docker-user-previous";
 
-pub const BLOCK_BEGIN: &str = "# BEGIN provision docker-user";
-pub const BLOCK_END: &str = "# END provision docker-user";
+pub(crate) const BLOCK_BEGIN: &str = "# BEGIN provision docker-user";
+pub(crate) const BLOCK_END: &str = "# END provision docker-user";
 
 const CHAIN: &str = "DOCKER-USER";
 
@@ -65,7 +65,7 @@ const DOCKER_BRIDGES: [&str; 2] = ["docker0", "br-+"];
 
 /// One rule of the chain, from typed values only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChainRule {
+pub(crate) enum ChainRule {
     /// Replies and related packets of connections already admitted.
     Established,
     /// Traffic coming out of a Docker network.
@@ -97,7 +97,7 @@ impl std::fmt::Display for ChainRule {
 }
 
 /// The chain for these open ports, in order.
-pub fn chain_rules(open_ports: &[u16]) -> Vec<ChainRule> {
+pub(crate) fn chain_rules(open_ports: &[u16]) -> Vec<ChainRule> {
     let mut rules = vec![ChainRule::Established];
     rules.extend(DOCKER_BRIDGES.map(ChainRule::FromBridge));
     rules.extend(open_ports.iter().map(|&p| ChainRule::OpenPort(p)));
@@ -108,7 +108,7 @@ pub fn chain_rules(open_ports: &[u16]) -> Vec<ChainRule> {
 
 /// `iptables-restore --noflush` input that (re)fills the chain: declaring it flushes it
 /// when it exists.
-pub fn restore_section(open_ports: &[u16]) -> String {
+pub(crate) fn restore_section(open_ports: &[u16]) -> String {
     let mut s = format!("*filter\n:{CHAIN} - [0:0]\n");
     for r in chain_rules(open_ports) {
         s.push_str(&format!("{r}\n"));
@@ -171,7 +171,7 @@ done"#;
 /// Puts the saved files back and the chains as they were (removed when they did not
 /// exist). Runs after the firewall's own rollback, whose `ufw reload` would load the
 /// new block again.
-pub const ROLLBACK: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/docker-user-previous
+pub(crate) const ROLLBACK: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/docker-user-previous
 for f in after.rules after6.rules; do
   if [ -f "$d/$f" ]; then cp -p "$d/$f" "/etc/ufw/$f"; fi
 done
@@ -210,7 +210,7 @@ fn load_script(command: &str, section: &str) -> String {
 
 /// The `DOCKER-USER` chains of the inventory's firewall (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerUserChain {
+pub(crate) struct DockerUserChain {
     /// The UFW policy whose ports the chain opens.
     pub firewall: Firewall,
 }

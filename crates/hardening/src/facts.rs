@@ -21,7 +21,7 @@ const SBIN_PATH: &str = "PATH=\"$PATH:/usr/sbin:/sbin\"";
 /// The account this run logged in as (before elevation): `$SUDO_USER` when the engine
 /// elevated with sudo, else the current user.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LoginUser;
+pub(crate) struct LoginUser;
 
 impl Fact for LoginUser {
     type Value = String;
@@ -45,7 +45,7 @@ impl Fact for LoginUser {
 
 /// OpenSSH version, from `ssh -V` (client and server come from one source package).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OpenSshVersion;
+pub(crate) struct OpenSshVersion;
 
 /// `(major, minor)`, e.g. `(9, 2)` for `OpenSSH_9.2p1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -85,14 +85,14 @@ impl Fact for OpenSshVersion {
 /// first-match-wins (a provider's `Port 2222` keeps sshd on 2222 whatever the tool's
 /// drop-in says), and any keyword the tool manages set in them is reported.
 #[derive(Debug, Clone)]
-pub struct SshdDropIns {
+pub(crate) struct SshdDropIns {
     /// The tool's own drop-in, left out.
     pub own: &'static str,
 }
 
 /// One drop-in of [`SshdDropIns`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DropIn {
+pub(crate) struct DropIn {
     pub path: String,
     pub mode: u32,
     pub owner: String,
@@ -101,11 +101,11 @@ pub struct DropIn {
 }
 
 /// The keywords that accumulate, lower-case.
-pub const ACCUMULATING_KEYWORDS: &[&str] = &["port", "listenaddress"];
+pub(crate) const ACCUMULATING_KEYWORDS: &[&str] = &["port", "listenaddress"];
 
 /// The keyword a config line sets, lower-case (sshd keywords are case-insensitive;
 /// `Port=2222` is accepted too); `None` for comments, blank and malformed lines.
-pub fn keyword_of(line: &str) -> Option<String> {
+pub(crate) fn keyword_of(line: &str) -> Option<String> {
     let t = line.trim_start();
     let keyword: String = t
         .chars()
@@ -120,7 +120,7 @@ pub fn keyword_of(line: &str) -> Option<String> {
 }
 
 /// Whether a config line sets one of [`ACCUMULATING_KEYWORDS`].
-pub fn sets_listen_keyword(line: &str) -> bool {
+pub(crate) fn sets_listen_keyword(line: &str) -> bool {
     keyword_of(line).is_some_and(|k| ACCUMULATING_KEYWORDS.contains(&k.as_str()))
 }
 
@@ -177,29 +177,29 @@ done",
 
 /// The effective sshd configuration: `sshd -T` (global section, all files included).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SshdEffective;
+pub(crate) struct SshdEffective;
 
 /// Lower-case keyword → values in the order printed (keywords like `hostkey` and `port`
 /// repeat).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SshdEffectiveValue {
+pub(crate) struct SshdEffectiveValue {
     pub values: BTreeMap<String, Vec<String>>,
 }
 
 impl SshdEffectiveValue {
-    pub fn first(&self, key: &str) -> Option<&str> {
+    pub(crate) fn first(&self, key: &str) -> Option<&str> {
         self.values
             .get(key)
             .and_then(|v| v.first())
             .map(String::as_str)
     }
 
-    pub fn all(&self, key: &str) -> &[String] {
+    pub(crate) fn all(&self, key: &str) -> &[String] {
         self.values.get(key).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// The ports sshd listens on.
-    pub fn ports(&self) -> Vec<u16> {
+    pub(crate) fn ports(&self) -> Vec<u16> {
         self.all("port")
             .iter()
             .filter_map(|p| p.parse().ok())
@@ -247,10 +247,10 @@ impl Fact for SshdEffective {
 /// against about 90 ms for the Python `ufw status verbose`, and every rule exactly as
 /// UFW stores it, IPv4 and IPv6.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct UfwState;
+pub(crate) struct UfwState;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UfwValue {
+pub(crate) struct UfwValue {
     pub installed: bool,
     /// `ENABLED=yes` in ufw.conf: started at boot.
     pub enabled: bool,
@@ -267,19 +267,19 @@ pub struct UfwValue {
 
 impl UfwValue {
     /// Enabled at boot and loaded now.
-    pub fn active(&self) -> bool {
+    pub(crate) fn active(&self) -> bool {
         self.enabled && self.loaded
     }
 
     /// The rules UFW applies: IPv6 ones only when it manages IPv6.
-    pub fn effective_rules(&self) -> impl Iterator<Item = &UfwRule> {
+    pub(crate) fn effective_rules(&self) -> impl Iterator<Item = &UfwRule> {
         self.rules.iter().filter(|r| !r.v6 || self.ipv6)
     }
 }
 
 /// One UFW rule, the fields of its `### tuple ###` line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UfwRule {
+pub(crate) struct UfwRule {
     pub v6: bool,
     /// A `ufw route` (forwarding) rule.
     pub route: bool,
@@ -312,7 +312,7 @@ fn is_anywhere(address: &str) -> bool {
 
 impl UfwRule {
     /// From anywhere, to anywhere, no interface, no application, not routed.
-    pub fn is_plain_incoming(&self) -> bool {
+    pub(crate) fn is_plain_incoming(&self) -> bool {
         !self.route
             && self.direction == "in"
             && is_anywhere(&self.src)
@@ -327,7 +327,7 @@ impl UfwRule {
     /// The arguments of the `ufw` command that adds this rule, without its comment (what
     /// `ufw show added` prints; `ufw delete` + these removes exactly this rule, and its
     /// IPv6 twin when both addresses are "anywhere"). Route rules start with `route`.
-    pub fn command(&self) -> Vec<String> {
+    pub(crate) fn command(&self) -> Vec<String> {
         let mut args: Vec<String> = Vec::new();
         if self.route {
             args.push("route".into());
@@ -393,7 +393,7 @@ impl UfwRule {
     }
 
     /// The command as a human reads it, e.g. `allow 8080/tcp`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         self.command()
             .iter()
             .map(|a| quote(a))
@@ -563,11 +563,11 @@ done"#
 /// `iptables -S DOCKER-USER` and `ip6tables -S DOCKER-USER` (the rules exactly as
 /// iptables prints them back, whichever backend, legacy or nftables, it uses).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DockerUserChains;
+pub(crate) struct DockerUserChains;
 
 /// One family's `DOCKER-USER` chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChainState {
+pub(crate) enum ChainState {
     /// No `iptables` (or `ip6tables`) command on the host.
     NoTool,
     /// The chain does not exist (Docker never started, UFW never loaded it).
@@ -577,7 +577,7 @@ pub enum ChainState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerUserChainsValue {
+pub(crate) struct DockerUserChainsValue {
     pub v4: ChainState,
     pub v6: ChainState,
 }
@@ -645,12 +645,12 @@ done"#
 /// Current values of kernel settings and whether they can be written here (inside
 /// containers most of /proc/sys is read-only; the network namespace's part may not be).
 #[derive(Debug, Clone)]
-pub struct SysctlState {
+pub(crate) struct SysctlState {
     pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SysctlEntry {
+pub(crate) enum SysctlEntry {
     /// The kernel has no such setting.
     Missing,
     Present {
@@ -710,12 +710,12 @@ impl Fact for SysctlState {
 /// Password aging of one account: the maximum password age field of its shadow entry
 /// (never the hash).
 #[derive(Debug, Clone)]
-pub struct PasswordMaxAge {
+pub(crate) struct PasswordMaxAge {
     pub user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MaxAge {
+pub(crate) enum MaxAge {
     NoAccount,
     /// Empty field: passwords never expire.
     Unlimited,
@@ -751,10 +751,10 @@ impl Fact for PasswordMaxAge {
 
 /// Static (`/etc/hostname`) and running host name.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HostnameState;
+pub(crate) struct HostnameState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostnameValue {
+pub(crate) struct HostnameValue {
     pub configured: String,
     pub running: String,
 }
@@ -801,13 +801,13 @@ impl Fact for HostnameState {
 /// and asks apt again only when one of them changed — the same rule apt's own
 /// `pkgcache.bin` follows (which `apt-get -s` also writes).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PendingUpgrades;
+pub(crate) struct PendingUpgrades;
 
 /// Where the probe keeps apt's last answer (a cache: safe to delete).
-pub const PENDING_UPGRADES_CACHE: &str = "/var/cache/provision/pending-upgrades";
+pub(crate) const PENDING_UPGRADES_CACHE: &str = "/var/cache/provision/pending-upgrades";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingUpgradesValue {
+pub(crate) struct PendingUpgradesValue {
     pub packages: Vec<String>,
     /// Minutes since the newest package list was fetched; `None` without lists.
     pub lists_age_minutes: Option<u64>,

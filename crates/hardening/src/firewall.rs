@@ -28,11 +28,11 @@ use crate::facts::{SshdEffective, UfwRule, UfwState, UfwValue};
 use crate::support::{DesiredFile, MANAGED, render};
 use common::PlanError;
 
-pub const BREAK_FIREWALL_ENV: &str = "PROVISION_TEST_BREAK_FIREWALL";
+pub(crate) const BREAK_FIREWALL_ENV: &str = "PROVISION_TEST_BREAK_FIREWALL";
 /// Kernel settings UFW applies whenever it starts.
-pub const UFW_SYSCTL_PATH: &str = "/etc/ufw/sysctl.conf";
-pub const JAIL_PATH: &str = "/etc/fail2ban/jail.d/provision.local";
-pub const AUTH_LOG: &str = "/var/log/auth.log";
+pub(crate) const UFW_SYSCTL_PATH: &str = "/etc/ufw/sysctl.conf";
+pub(crate) const JAIL_PATH: &str = "/etc/fail2ban/jail.d/provision.local";
+pub(crate) const AUTH_LOG: &str = "/var/log/auth.log";
 /// UFW's state before this run's change, for the rollback.
 pub const UFW_SAVED_STATE: &str = "/var/lib/provision/ufw-previous";
 
@@ -45,7 +45,7 @@ done
 if iptables -n -L ufw-user-input >/dev/null 2>&1; then echo active > "$d/state"; else echo inactive > "$d/state"; fi"#;
 
 /// Restores access: back to the saved rules when UFW was active before, else off.
-pub const ROLLBACK: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/ufw-previous
+pub(crate) const ROLLBACK: &str = r#"PATH="$PATH:/usr/sbin:/sbin"; d=/var/lib/provision/ufw-previous
 if [ "$(cat "$d/state" 2>/dev/null)" = active ]; then
   for f in /etc/ufw/user.rules /etc/ufw/user6.rules /etc/ufw/ufw.conf /etc/default/ufw; do
     s="$d/$(echo "$f" | tr / _)"; if [ -f "$s" ]; then cp -p "$s" "$f"; fi
@@ -57,7 +57,7 @@ fi"#;
 
 /// The UFW policy the inventory asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Firewall {
+pub(crate) struct Firewall {
     /// `hardening.ssh_port`: allowed besides the port(s) sshd listens on now — or alone,
     /// when `sshd_managed`.
     pub ssh_port: Option<u16>,
@@ -90,7 +90,7 @@ const UFW_LOG_MARTIANS: &str = "if [ -f /etc/ufw/sysctl.conf ]; then sed -i 's|^
 
 /// One rule the firewall must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WantedRule {
+pub(crate) struct WantedRule {
     pub port: u16,
     /// `limit` for SSH (unless `ssh_rate_limit = false`), `allow` otherwise.
     pub verb: &'static str,
@@ -224,7 +224,7 @@ impl Firewall {
     /// SSH first (the ports sshd listens on now, from `sshd -T`, and the inventory's; only
     /// the inventory's when this run moves sshd there), then 80, 443 and the inventory's
     /// ports.
-    pub fn rules(&self, sshd_ports: &[u16]) -> Vec<WantedRule> {
+    pub(crate) fn rules(&self, sshd_ports: &[u16]) -> Vec<WantedRule> {
         let mut rules: Vec<WantedRule> = Vec::new();
         let mut add = |port: u16, verb: &'static str, comment: &'static str| {
             if !rules.iter().any(|r| r.port == port) {
@@ -397,7 +397,7 @@ impl Resource for Firewall {
 
 /// fail2ban's jail file; the sshd backend is chosen from whether /var/log/auth.log exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fail2banJail {
+pub(crate) struct Fail2banJail {
     /// Ports of the sshd jail's bans.
     pub ssh_port: Option<u16>,
     /// Ban through UFW when it is managed, else nftables.
@@ -417,7 +417,7 @@ struct JailContext<'a> {
 
 impl Fail2banJail {
     /// `systemd` when sshd does not log to a file (Debian 12 has no rsyslog), else `auto`.
-    pub fn render(&self, auth_log_exists: bool) -> String {
+    pub(crate) fn render(&self, auth_log_exists: bool) -> String {
         let mut ignore = vec!["127.0.0.1/8".to_string(), "::1".to_string()];
         ignore.extend(self.ignore_ips.iter().cloned());
         let (banaction, allports) = if self.ufw {
@@ -488,7 +488,7 @@ pub fn packages(firewall: bool, fail2ban: bool) -> Vec<&'static str> {
 }
 
 /// fail2ban enabled and running, restarted when its jail changed.
-pub fn fail2ban_service() -> Service {
+pub(crate) fn fail2ban_service() -> Service {
     Service::running("fail2ban.service")
         .reload_on([format!("file:{JAIL_PATH}")])
         .restart_on_change()

@@ -16,6 +16,8 @@
 //! `PROVISION_TEST_BREAK_FIREWALL=1`, read when the resources are built, make the sshd
 //! and firewall changes lock every new login out, so that tests can prove the rollback.
 
+#![deny(unreachable_pub)]
+
 pub mod base;
 pub mod docker;
 pub mod docker_user;
@@ -23,7 +25,7 @@ pub mod facts;
 pub mod firewall;
 pub mod mirror;
 pub mod os;
-pub mod preflight;
+mod preflight;
 pub mod reboot;
 pub mod ssh;
 pub mod support;
@@ -39,7 +41,7 @@ pub use preflight::preflight;
 
 /// Which parts of the sets the inventory turns on (defaults applied).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Selection {
+pub(crate) struct Selection {
     pub ssh: bool,
     pub firewall: bool,
     pub fail2ban: bool,
@@ -48,7 +50,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn from_vars(vars: &Vars) -> Selection {
+    pub(crate) fn from_vars(vars: &Vars) -> Selection {
         let h = vars.hardening.clone().unwrap_or_default();
         let on = h.enabled.unwrap_or(true);
         let part = |v: Option<bool>| on && v.unwrap_or(true);
@@ -114,7 +116,7 @@ fn fail2ban(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
 }
 
 /// The UFW policy from the inventory (and the test hook from the environment).
-pub fn firewall_settings(vars: &Vars) -> firewall::Firewall {
+pub(crate) fn firewall_settings(vars: &Vars) -> firewall::Firewall {
     let h = vars.hardening.clone().unwrap_or_default();
     firewall::Firewall {
         ssh_port: h.ssh_port,

@@ -32,11 +32,11 @@ use common::{Action, Fact, FactError, Facts, Plan, PlanError, Probe, Resource};
 
 use crate::support::PlanBuilder;
 
-pub const SOURCES_LIST: &str = "/etc/apt/sources.list";
-pub const UBUNTU_SOURCES: &str = "/etc/apt/sources.list.d/ubuntu.sources";
-pub const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
+pub(crate) const SOURCES_LIST: &str = "/etc/apt/sources.list";
+pub(crate) const UBUNTU_SOURCES: &str = "/etc/apt/sources.list.d/ubuntu.sources";
+pub(crate) const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 /// Suffix of the original distribution file, kept once.
-pub const ORIGINAL_SUFFIX: &str = ".provision-orig";
+pub(crate) const ORIGINAL_SUFFIX: &str = ".provision-orig";
 
 /// The distribution archive of a host and where it should come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +55,10 @@ fn trimmed(url: &str) -> String {
 
 impl Archive {
     /// `None` without `apt.mirror`.
-    pub fn for_host(vars: &AptVars, host: &HostInfoValue) -> Result<Option<Archive>, PlanError> {
+    pub(crate) fn for_host(
+        vars: &AptVars,
+        host: &HostInfoValue,
+    ) -> Result<Option<Archive>, PlanError> {
         let Some(mirror) = vars.mirror.as_deref() else {
             return match &vars.security_mirror {
                 Some(s) => Err(PlanError::InvalidVar {
@@ -150,7 +153,7 @@ impl Archive {
 
 /// A rewritten sources file and how many of its entries are the distribution's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rewritten {
+pub(crate) struct Rewritten {
     pub text: String,
     pub entries: usize,
 }
@@ -158,7 +161,7 @@ pub struct Rewritten {
 /// deb822 (`*.sources`): stanzas separated by blank lines; the `URIs:` field of each
 /// enabled `deb`/`deb-src` stanza of the distribution is replaced (continuation lines of
 /// the old value dropped), everything else kept byte for byte.
-pub fn rewrite_deb822(text: &str, archive: &Archive) -> Result<Rewritten, String> {
+pub(crate) fn rewrite_deb822(text: &str, archive: &Archive) -> Result<Rewritten, String> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = String::with_capacity(text.len());
     let mut entries = 0;
@@ -236,7 +239,7 @@ pub fn rewrite_deb822(text: &str, archive: &Archive) -> Result<Rewritten, String
 
 /// One-line style (`sources.list`): `deb [options] URI SUITE COMPONENT…`; the URI of each
 /// `deb`/`deb-src` line of the distribution is replaced in place.
-pub fn rewrite_one_line(text: &str, archive: &Archive) -> Result<Rewritten, String> {
+pub(crate) fn rewrite_one_line(text: &str, archive: &Archive) -> Result<Rewritten, String> {
     let mut out = String::with_capacity(text.len());
     let mut entries = 0;
     for line in text.split_inclusive('\n') {
@@ -293,7 +296,7 @@ fn one_line_uri(line: &str) -> Option<(std::ops::Range<usize>, &str, &str)> {
 }
 
 /// The deb822 file of the host's distribution.
-pub fn deb822_path(host: &HostInfoValue) -> &'static str {
+pub(crate) fn deb822_path(host: &HostInfoValue) -> &'static str {
     if host.os_id == "debian" {
         DEBIAN_SOURCES
     } else {
@@ -304,7 +307,7 @@ pub fn deb822_path(host: &HostInfoValue) -> &'static str {
 /// The distribution archive pointed at `apt.mirror` (see the module docs). Must come
 /// before every resource that fetches or installs packages.
 #[derive(Debug, Clone)]
-pub struct AptMirror {
+pub(crate) struct AptMirror {
     pub vars: AptVars,
 }
 

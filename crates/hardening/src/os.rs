@@ -24,21 +24,22 @@ use crate::facts::{SysctlEntry, SysctlState};
 use crate::support::{DesiredFile, KeyValueFile, MANAGED, PathMode, render};
 use common::PlanError;
 
-pub const SYSCTL_PATH: &str = "/etc/sysctl.d/90-provision.conf";
-pub const COREDUMP_LIMITS_PATH: &str = "/etc/security/limits.d/90-provision-coredump.conf";
-pub const COREDUMP_SYSTEMD_PATH: &str = "/etc/systemd/coredump.conf.d/90-provision.conf";
-pub const COREDUMP_MANAGER_PATH: &str = "/etc/systemd/system.conf.d/90-provision-coredump.conf";
-pub const MODPROBE_PATH: &str = "/etc/modprobe.d/90-provision-blacklist.conf";
-pub const LOGIN_DEFS_PATH: &str = "/etc/login.defs";
-pub const PROFILE_PATH: &str = "/etc/profile.d/90-provision-hardening.sh";
+pub(crate) const SYSCTL_PATH: &str = "/etc/sysctl.d/90-provision.conf";
+pub(crate) const COREDUMP_LIMITS_PATH: &str = "/etc/security/limits.d/90-provision-coredump.conf";
+pub(crate) const COREDUMP_SYSTEMD_PATH: &str = "/etc/systemd/coredump.conf.d/90-provision.conf";
+pub(crate) const COREDUMP_MANAGER_PATH: &str =
+    "/etc/systemd/system.conf.d/90-provision-coredump.conf";
+pub(crate) const MODPROBE_PATH: &str = "/etc/modprobe.d/90-provision-blacklist.conf";
+pub(crate) const LOGIN_DEFS_PATH: &str = "/etc/login.defs";
+pub(crate) const PROFILE_PATH: &str = "/etc/profile.d/90-provision-hardening.sh";
 
 /// Shown before console (`/etc/issue`) and network (`/etc/issue.net`) logins.
-pub const LOGIN_BANNER: &str = "Authorized access only. This is a private system: all connections and \
+pub(crate) const LOGIN_BANNER: &str = "Authorized access only. This is a private system: all connections and \
 activity are monitored, recorded and audited. Unauthorized access is prohibited and evidence of \
 intrusion or misuse may be reported to law enforcement. By continuing you accept these terms.\n";
 
 /// Login shells: no core dumps (matches the limits.d and systemd settings).
-pub const PROFILE: &str = "# Managed by provision; local changes are overwritten.\n\
+pub(crate) const PROFILE: &str = "# Managed by provision; local changes are overwritten.\n\
 # No core dumps from login shells.\n\
 ulimit -c 0\n";
 
@@ -55,7 +56,7 @@ pub const PACKAGES: &[&str] = &[
 
 /// Kernel settings, with why each is set. `docker` keeps IPv4 forwarding on (Docker's
 /// bridge networking needs it; devsec#213) and leaves IPv6 forwarding alone.
-pub fn sysctl_settings(docker: bool) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn sysctl_settings(docker: bool) -> Vec<(&'static str, &'static str)> {
     let mut s = vec![
         // Network: no routing tricks, spoofing or redirects.
         ("net.ipv4.ip_forward", if docker { "1" } else { "0" }),
@@ -105,7 +106,7 @@ pub fn sysctl_settings(docker: bool) -> Vec<(&'static str, &'static str)> {
 
 /// The sysctl drop-in, managing only what this host lets it.
 #[derive(Debug, Clone)]
-pub struct Sysctl {
+pub(crate) struct Sysctl {
     pub docker: bool,
 }
 
@@ -128,7 +129,7 @@ impl Sysctl {
     }
 
     /// The drop-in for the settings this host can take, and what was skipped (and why).
-    pub fn render(
+    pub(crate) fn render(
         &self,
         state: &BTreeMap<String, SysctlEntry>,
         virtualization: &str,
@@ -231,17 +232,17 @@ impl Resource for Sysctl {
     }
 }
 
-pub const COREDUMP_LIMITS: &str = "# Managed by provision; local changes are overwritten.\n\
+pub(crate) const COREDUMP_LIMITS: &str = "# Managed by provision; local changes are overwritten.\n\
 # No core dumps: they can hold secrets from memory.\n\
 *\thard\tcore\t0\n\
 *\tsoft\tcore\t0\n";
 
-pub const COREDUMP_SYSTEMD: &str = "# Managed by provision; local changes are overwritten.\n\
+pub(crate) const COREDUMP_SYSTEMD: &str = "# Managed by provision; local changes are overwritten.\n\
 [Coredump]\n\
 Storage=none\n\
 ProcessSizeMax=0\n";
 
-pub const COREDUMP_MANAGER: &str = "# Managed by provision; local changes are overwritten.\n\
+pub(crate) const COREDUMP_MANAGER: &str = "# Managed by provision; local changes are overwritten.\n\
 # No core dumps from services (applied by `systemctl daemon-reexec`).\n\
 [Manager]\n\
 DefaultLimitCORE=0\n";
@@ -251,7 +252,7 @@ DefaultLimitCORE=0\n";
 /// the engine sets explicit modes on everything it writes, so managed files are not
 /// affected. Password aging only applies to accounts created afterwards; the deploy
 /// user is exempted (see `base::NoPasswordExpiry`).
-pub fn login_defs() -> KeyValueFile {
+pub(crate) fn login_defs() -> KeyValueFile {
     KeyValueFile {
         path: LOGIN_DEFS_PATH.into(),
         entries: [
@@ -272,7 +273,7 @@ pub fn login_defs() -> KeyValueFile {
 }
 
 /// Modules of filesystems and devices a server does not use: not loadable on demand.
-pub const BLACKLISTED_MODULES: &[(&str, &str)] = &[
+pub(crate) const BLACKLISTED_MODULES: &[(&str, &str)] = &[
     ("cramfs", "filesystem"),
     ("freevxfs", "filesystem"),
     ("jffs2", "filesystem"),
@@ -293,7 +294,7 @@ struct ModprobeContext {
     modules: Vec<(&'static str, &'static str)>,
 }
 
-pub fn modprobe_blacklist() -> String {
+pub(crate) fn modprobe_blacklist() -> String {
     render(
         "90-provision-blacklist.conf",
         include_str!("templates/modprobe-blacklist.conf.j2"),

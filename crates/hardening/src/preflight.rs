@@ -7,7 +7,7 @@ use common::inventory::{MinimumHardware, Vars};
 use common::{Fact, FactError, Facts, Plan, Probe, Resource};
 
 /// Shortfalls of `host` against `minimum`, one sentence each.
-pub fn shortfalls(minimum: &MinimumHardware, host: &HostInfoValue) -> Vec<String> {
+pub(crate) fn shortfalls(minimum: &MinimumHardware, host: &HostInfoValue) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(cpus) = minimum.cpus
         && host.cpus < cpus
@@ -60,7 +60,7 @@ pub fn preflight(vars: &Vars, host: &HostInfoValue, strict: bool) -> Result<Vec<
 /// The preflight as a resource, so a run reports it with the host: never changes
 /// anything; a shortfall shows in its reason (warning mode).
 #[derive(Debug, Clone)]
-pub struct MinimumHardwareCheck {
+pub(crate) struct MinimumHardwareCheck {
     pub minimum: MinimumHardware,
 }
 

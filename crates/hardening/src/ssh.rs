@@ -38,38 +38,38 @@ use crate::facts::{
 use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
 use common::PlanError;
 
-pub const DROP_IN_PATH: &str = "/etc/ssh/sshd_config.d/00-provision.conf";
-pub const MAIN_CONFIG_PATH: &str = "/etc/ssh/sshd_config";
-pub const INCLUDE_LINE: &str = "Include /etc/ssh/sshd_config.d/*.conf";
+pub(crate) const DROP_IN_PATH: &str = "/etc/ssh/sshd_config.d/00-provision.conf";
+pub(crate) const MAIN_CONFIG_PATH: &str = "/etc/ssh/sshd_config";
+pub(crate) const INCLUDE_LINE: &str = "Include /etc/ssh/sshd_config.d/*.conf";
 /// Sorts after the `addresses.conf` that Ubuntu's sshd socket generator writes, so its
 /// `ListenStream=` reset wins.
-pub const SOCKET_DROP_IN_PATH: &str = "/etc/systemd/system/ssh.socket.d/provision-port.conf";
+pub(crate) const SOCKET_DROP_IN_PATH: &str = "/etc/systemd/system/ssh.socket.d/provision-port.conf";
 /// What replaces a foreign `Port`/`ListenAddress` line (the original follows, commented).
-pub const NEUTRALISED: &str = "# Disabled by provision: Port and ListenAddress add up across all sshd files, and hardening.ssh_port sets the port.";
+pub(crate) const NEUTRALISED: &str = "# Disabled by provision: Port and ListenAddress add up across all sshd files, and hardening.ssh_port sets the port.";
 
 /// Environment variable of the lockout test hook (tests only).
-pub const BREAK_SSH_ENV: &str = "PROVISION_TEST_BREAK_SSH";
+pub(crate) const BREAK_SSH_ENV: &str = "PROVISION_TEST_BREAK_SSH";
 /// User name no host has: with `AllowUsers` set to it, every login fails.
-pub const BREAK_SSH_USER: &str = "nobody-provision-test";
+pub(crate) const BREAK_SSH_USER: &str = "nobody-provision-test";
 
 /// How sshd picks up a new configuration: a restart, not a reload. On SIGHUP sshd closes
 /// its listening sockets and re-executes itself, and a new login arriving in that window
 /// is refused (seen in the lab: the commit-confirmed login check raced it). ssh.service is
 /// `Type=notify` on Debian and Ubuntu, so `systemctl restart` returns once sshd listens
 /// again, and `KillMode=process` keeps open sessions (the engine's own) alive.
-pub const RESTART_SSHD: &str = "systemctl try-restart ssh.service";
+pub(crate) const RESTART_SSHD: &str = "systemctl try-restart ssh.service";
 
 /// Socket-activated sshd (Ubuntu 24.04) after its socket's port changed: the running
 /// sshd holds the listening socket systemd passed it, so restarting the socket while it
 /// runs fails to bind (`Job failed`) whenever the port stays the same. Stop the listener
 /// first (`KillMode=process`: open sessions, the engine's own, stay), then restart the
 /// socket; the next connection starts sshd with the new configuration.
-pub const RESTART_SOCKET: &str =
+pub(crate) const RESTART_SOCKET: &str =
     "systemctl daemon-reload\nsystemctl stop ssh.service\nsystemctl restart ssh.socket";
 
 /// Restores access after the engine put back the previous files: restart sshd (through
 /// its socket, on socket-activated hosts, as [`RESTART_SOCKET`]).
-pub const ROLLBACK: &str = "systemctl daemon-reload; \
+pub(crate) const ROLLBACK: &str = "systemctl daemon-reload; \
 if systemctl is-enabled --quiet ssh.socket 2>/dev/null || systemctl is-active --quiet ssh.socket; then systemctl stop ssh.service; systemctl restart ssh.socket; \
 else systemctl try-restart ssh.service; fi";
 
@@ -101,7 +101,7 @@ pub struct RootLogin {
     pub reason: String,
 }
 
-pub fn root_login(settings: &SshSettings, login_user: &str) -> RootLogin {
+pub(crate) fn root_login(settings: &SshSettings, login_user: &str) -> RootLogin {
     let keep = |reason: String| RootLogin {
         value: "prohibit-password",
         reason,
@@ -140,7 +140,7 @@ fn yes_no(b: bool) -> &'static str {
 }
 
 /// Key exchange: post-quantum hybrids where the OpenSSH version has them.
-pub fn kex_algorithms(version: Version) -> Vec<&'static str> {
+pub(crate) fn kex_algorithms(version: Version) -> Vec<&'static str> {
     let mut kex = Vec::new();
     if version >= Version(9, 9) {
         kex.push("mlkem768x25519-sha256");
@@ -157,7 +157,7 @@ pub fn kex_algorithms(version: Version) -> Vec<&'static str> {
     kex
 }
 
-pub const CIPHERS: &[&str] = &[
+pub(crate) const CIPHERS: &[&str] = &[
     "chacha20-poly1305@openssh.com",
     "aes256-gcm@openssh.com",
     "aes128-gcm@openssh.com",
@@ -166,13 +166,13 @@ pub const CIPHERS: &[&str] = &[
     "aes128-ctr",
 ];
 
-pub const MACS: &[&str] = &[
+pub(crate) const MACS: &[&str] = &[
     "hmac-sha2-512-etm@openssh.com",
     "hmac-sha2-256-etm@openssh.com",
     "umac-128-etm@openssh.com",
 ];
 
-pub const HOST_KEY_ALGORITHMS: &[&str] = &[
+pub(crate) const HOST_KEY_ALGORITHMS: &[&str] = &[
     "ssh-ed25519",
     "ssh-ed25519-cert-v01@openssh.com",
     "rsa-sha2-512",
@@ -181,7 +181,7 @@ pub const HOST_KEY_ALGORITHMS: &[&str] = &[
     "rsa-sha2-256-cert-v01@openssh.com",
 ];
 
-pub const PUBKEY_ALGORITHMS: &[&str] = &[
+pub(crate) const PUBKEY_ALGORITHMS: &[&str] = &[
     "ssh-ed25519",
     "ssh-ed25519-cert-v01@openssh.com",
     "sk-ssh-ed25519@openssh.com",
@@ -197,19 +197,19 @@ pub const PUBKEY_ALGORITHMS: &[&str] = &[
 /// present, an `openssh-server` upgrade in the same run (whose postinst creates missing
 /// keys, as on Ubuntu 22.04 images without RSA) would leave sshd pending after the apply.
 /// ECDSA keys are left unused.
-pub const HOST_KEYS: &[(&str, &str)] = &[
+pub(crate) const HOST_KEYS: &[(&str, &str)] = &[
     ("/etc/ssh/ssh_host_ed25519_key", "-t ed25519"),
     ("/etc/ssh/ssh_host_rsa_key", "-t rsa -b 3072"),
 ];
 
 /// The paths of [`HOST_KEYS`].
-pub fn host_key_paths() -> Vec<&'static str> {
+pub(crate) fn host_key_paths() -> Vec<&'static str> {
     HOST_KEYS.iter().map(|(path, _)| *path).collect()
 }
 
 /// The drop-in's directives for this OpenSSH version, root-login decision and the host
 /// keys present.
-pub fn directives(
+pub(crate) fn directives(
     settings: &SshSettings,
     version: Version,
     root: &RootLogin,
@@ -276,7 +276,7 @@ struct DropInContext<'a> {
     break_for_test: bool,
 }
 
-pub fn render_drop_in(
+pub(crate) fn render_drop_in(
     directives: &[Directive],
     version: Version,
     root: &RootLogin,
@@ -295,7 +295,7 @@ pub fn render_drop_in(
     )
 }
 
-pub fn render_socket_drop_in(port: u16) -> String {
+pub(crate) fn render_socket_drop_in(port: u16) -> String {
     render(
         "provision-port.conf",
         include_str!("templates/ssh-socket-port.conf.j2"),
@@ -323,7 +323,7 @@ fn effective_value(d: &Directive) -> String {
 /// Directives whose effective value differs from the drop-in's: `(keyword, effective,
 /// wanted)`. Multi-valued keywords (`HostKey`, `Port`) compare as sets. Keywords that
 /// `sshd -T` does not print at all (Debian's `DebianBanner`) cannot be checked there.
-pub fn effective_differences(
+pub(crate) fn effective_differences(
     directives: &[Directive],
     effective: &SshdEffectiveValue,
 ) -> Vec<(String, String, String)> {
@@ -360,7 +360,7 @@ pub fn effective_differences(
 /// `None` when the first directive of the main config is the drop-in `Include`, else the
 /// config with it inserted at the top (and other copies of it outside `Match` blocks
 /// removed).
-pub fn include_first(main: &str) -> Option<String> {
+pub(crate) fn include_first(main: &str) -> Option<String> {
     let is_include = |line: &str| {
         let mut w = line.split_whitespace();
         matches!(
@@ -398,7 +398,7 @@ pub fn include_first(main: &str) -> Option<String> {
 
 /// `text` with every `Port`/`ListenAddress` line commented out (see [`NEUTRALISED`]);
 /// `None` when it has none. Lines are kept, so the old value stays readable.
-pub fn neutralise_listen_lines(text: &str) -> Option<String> {
+pub(crate) fn neutralise_listen_lines(text: &str) -> Option<String> {
     let mut changed = false;
     let mut out = String::with_capacity(text.len() + 128);
     for line in text.split_inclusive('\n') {
@@ -459,7 +459,7 @@ fn neutralise_drop_in(d: &DropIn) -> Result<Option<(String, Action)>, FactError>
 /// today (`HostKey`, `Port` and `ListenAddress` add up instead) — but such a line is back
 /// in force the day the drop-in goes, and inside a `Match` block it wins for the users it
 /// matches.
-pub fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec<String> {
+pub(crate) fn foreign_settings(directives: &[Directive], files: &[(&str, &str)]) -> Vec<String> {
     let mut notes = Vec::new();
     for (path, text) in files {
         let mut in_match = false;

@@ -12,7 +12,7 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
 /// Marker at the top of every file this crate renders.
-pub const MANAGED: &str = "Managed by provision; local changes are overwritten.";
+pub(crate) const MANAGED: &str = "Managed by provision; local changes are overwritten.";
 
 /// Render an embedded template: strict undefined, no auto-escaping, block tags trimmed,
 /// trailing newline kept. Templates and contexts are fixed in code and covered by
@@ -38,47 +38,47 @@ pub fn render(name: &str, source: &str, context: impl Serialize) -> String {
 
 /// Desired whole content of a file, planned by the one file planner
 /// ([`File::changes`]): `DesiredFile::new(path, content, mode).changes(&current)`.
-pub struct DesiredFile;
+pub(crate) struct DesiredFile;
 
 impl DesiredFile {
     /// A root-owned file with this content and mode. (A name kept for the callers in
     /// ssh.rs and firewall.rs; new code writes `File::new(path, content).mode(mode)`.)
     #[allow(clippy::new_ret_no_self)]
-    pub fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> File {
+    pub(crate) fn new(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> File {
         File::new(path, content).mode(mode)
     }
 }
 
 /// Collects the changes of a composite resource into one plan.
 #[derive(Debug, Default)]
-pub struct PlanBuilder {
+pub(crate) struct PlanBuilder {
     summaries: Vec<String>,
     actions: Vec<Action>,
 }
 
 impl PlanBuilder {
-    pub fn add(&mut self, change: Option<(String, Action)>) {
+    pub(crate) fn add(&mut self, change: Option<(String, Action)>) {
         if let Some((summary, action)) = change {
             self.summaries.push(summary);
             self.actions.push(action);
         }
     }
 
-    pub fn push(&mut self, summary: impl Into<String>, actions: Vec<Action>) {
+    pub(crate) fn push(&mut self, summary: impl Into<String>, actions: Vec<Action>) {
         self.summaries.push(summary.into());
         self.actions.extend(actions);
     }
 
     /// Append steps that only make sense after the changes (validation, reload).
-    pub fn then(&mut self, action: Action) {
+    pub(crate) fn then(&mut self, action: Action) {
         self.actions.push(action);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
 
-    pub fn build(self, noop_reason: impl Into<String>) -> Plan {
+    pub(crate) fn build(self, noop_reason: impl Into<String>) -> Plan {
         if self.actions.is_empty() {
             Plan::noop(noop_reason)
         } else {
@@ -131,7 +131,7 @@ impl<R: Resource> Resource for Guarded<R> {
 }
 
 /// Several resources planned as one (one report line, one guarded apply).
-pub struct ResourceGroup {
+pub(crate) struct ResourceGroup {
     pub id: String,
     pub members: Vec<Box<dyn Resource>>,
 }
@@ -187,7 +187,7 @@ impl Resource for InvalidVar {
 }
 
 /// Parse an octal file mode as written in the inventory: `"0640"`, `"640"`, `"0o640"`.
-pub fn parse_mode(text: &str) -> Option<u32> {
+pub(crate) fn parse_mode(text: &str) -> Option<u32> {
     let digits = text.trim();
     let digits = digits.strip_prefix("0o").unwrap_or(digits);
     if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
@@ -208,7 +208,7 @@ pub struct PathMode {
 }
 
 impl PathMode {
-    pub fn new(path: &str, mode: u32, owner: &str, group: &str) -> Self {
+    pub(crate) fn new(path: &str, mode: u32, owner: &str, group: &str) -> Self {
         Self {
             path: path.into(),
             mode,
@@ -255,7 +255,7 @@ impl Resource for PathMode {
 
 /// A file that must not exist.
 #[derive(Debug, Clone)]
-pub struct AbsentFile {
+pub(crate) struct AbsentFile {
     pub path: String,
 }
 
@@ -286,14 +286,14 @@ impl Resource for AbsentFile {
 /// missing keys are appended. One resource per file, so one write per run (several
 /// line edits of one file planned from the same facts would overwrite each other).
 #[derive(Debug, Clone)]
-pub struct KeyValueFile {
+pub(crate) struct KeyValueFile {
     pub path: String,
     pub entries: Vec<(String, String)>,
 }
 
 impl KeyValueFile {
     /// Pure: the new content.
-    pub fn apply_to(&self, old: &str) -> String {
+    pub(crate) fn apply_to(&self, old: &str) -> String {
         let key_of = |line: &str| -> Option<String> {
             let t = line.trim_start();
             if t.starts_with('#') {

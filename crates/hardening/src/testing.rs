@@ -5,14 +5,17 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use common::{Action, Facts, Plan, ProbeOutput, Resource};
 
-pub const HOST_DEBIAN12_NSPAWN: &str = include_str!("../tests/fixtures/host-debian12-nspawn.txt");
-pub const HOST_DEBIAN12_KVM: &str = include_str!("../tests/fixtures/host-debian12-kvm.txt");
-pub const HOST_UBUNTU2204_KVM: &str = include_str!("../tests/fixtures/host-ubuntu2204-kvm.txt");
-pub const HOST_UBUNTU2404_KVM: &str = include_str!("../tests/fixtures/host-ubuntu2404-kvm.txt");
+pub(crate) const HOST_DEBIAN12_NSPAWN: &str =
+    include_str!("../tests/fixtures/host-debian12-nspawn.txt");
+pub(crate) const HOST_DEBIAN12_KVM: &str = include_str!("../tests/fixtures/host-debian12-kvm.txt");
+pub(crate) const HOST_UBUNTU2204_KVM: &str =
+    include_str!("../tests/fixtures/host-ubuntu2204-kvm.txt");
+pub(crate) const HOST_UBUNTU2404_KVM: &str =
+    include_str!("../tests/fixtures/host-ubuntu2404-kvm.txt");
 
-pub use common::testing::ok;
+pub(crate) use common::testing::ok;
 
-pub fn failed(status: i32, stderr: &str) -> ProbeOutput {
+pub(crate) fn failed(status: i32, stderr: &str) -> ProbeOutput {
     ProbeOutput {
         status,
         stdout: String::new(),
@@ -21,7 +24,7 @@ pub fn failed(status: i32, stderr: &str) -> ProbeOutput {
 }
 
 /// What the `PathState` probe prints for a regular file.
-pub fn file_state(content: &str, mode: u32, owner: &str, group: &str) -> ProbeOutput {
+pub(crate) fn file_state(content: &str, mode: u32, owner: &str, group: &str) -> ProbeOutput {
     ok(&format!(
         "regular file|{mode:o}|{owner}|{group}|{}\n{}\n",
         content.len(),
@@ -29,7 +32,7 @@ pub fn file_state(content: &str, mode: u32, owner: &str, group: &str) -> ProbeOu
     ))
 }
 
-pub fn facts(entries: &[(&str, ProbeOutput)]) -> Facts {
+pub(crate) fn facts(entries: &[(&str, ProbeOutput)]) -> Facts {
     Facts::from_outputs(
         entries
             .iter()
@@ -40,7 +43,7 @@ pub fn facts(entries: &[(&str, ProbeOutput)]) -> Facts {
 
 /// Every probe a resource declares must be answered by the fixture (and nothing else
 /// is read): catches plans reading undeclared facts.
-pub fn plan_of(resource: &dyn Resource, facts: &Facts) -> Plan {
+pub(crate) fn plan_of(resource: &dyn Resource, facts: &Facts) -> Plan {
     for p in resource.probes() {
         assert!(
             facts.raw(&p.key).is_some(),
@@ -54,7 +57,7 @@ pub fn plan_of(resource: &dyn Resource, facts: &Facts) -> Plan {
         .unwrap_or_else(|e| panic!("{}: plan failed: {e}", resource.id()))
 }
 
-pub trait PlanExt {
+pub(crate) trait PlanExt {
     fn expect_change(self) -> (String, Vec<Action>);
     fn expect_noop(self) -> String;
     fn expect_not_applicable(self) -> String;
@@ -82,7 +85,7 @@ impl PlanExt for Plan {
 }
 
 /// The content of the `i`th action, which must be a file write.
-pub fn written(actions: &[Action], path: &str) -> String {
+pub(crate) fn written(actions: &[Action], path: &str) -> String {
     actions
         .iter()
         .find_map(|a| match a {
@@ -94,7 +97,7 @@ pub fn written(actions: &[Action], path: &str) -> String {
         .unwrap_or_else(|| panic!("no write of {path} in {actions:?}"))
 }
 
-pub fn scripts(actions: &[Action]) -> Vec<String> {
+pub(crate) fn scripts(actions: &[Action]) -> Vec<String> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -106,7 +109,7 @@ pub fn scripts(actions: &[Action]) -> Vec<String> {
 
 /// What the `UfwState` probe prints for an active UFW (IPv6 on, deny incoming, allow
 /// outgoing) with these user.rules and user6.rules.
-pub fn ufw_probe_output(user_rules: &str, user6_rules: &str) -> String {
+pub(crate) fn ufw_probe_output(user_rules: &str, user6_rules: &str) -> String {
     let mut out = String::from("loaded=yes\nENABLED=yes\n");
     out.push_str("IPV6=yes\nDEFAULT_INPUT_POLICY=\"DROP\"\nDEFAULT_OUTPUT_POLICY=\"ACCEPT\"\n");
     for (family, text) in [("v4", user_rules), ("v6", user6_rules)] {

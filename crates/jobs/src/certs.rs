@@ -288,7 +288,7 @@ pub fn runs_exit_code(runs: &[CertificateRun]) -> i32 {
 }
 
 /// The closing line of `issue`/`renew`: how many certificates ended how.
-pub fn runs_summary(runs: &[CertificateRun]) -> String {
+pub(crate) fn runs_summary(runs: &[CertificateRun]) -> String {
     let count = |s: CertificateStatus| runs.iter().filter(|r| r.status == s).count();
     format!(
         "{} certificate(s): {} new, {} installed, {} up to date, {} pending, {} failed",

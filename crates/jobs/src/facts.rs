@@ -36,7 +36,7 @@ pub enum HostFactsError {
 
 impl HostFacts {
     /// As JSON: each probe's status, stdout and stderr, file contents redacted; or the error.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         match &self.facts {
             Err(e) => json!({ "error": e.to_string() }),
             Ok(facts) => Value::Object(
@@ -71,7 +71,7 @@ pub fn facts_exit_code(all: &[HostFacts]) -> i32 {
 }
 
 /// Probe output safe to show: file contents are replaced by their hash (they may be secrets).
-pub fn redact_probe(key: &str, stdout: &str) -> String {
+pub(crate) fn redact_probe(key: &str, stdout: &str) -> String {
     if !key.starts_with("path:") {
         return stdout.to_string();
     }

@@ -7,7 +7,7 @@
 //! The CLI parses arguments into a [`Session`], calls one function here and prints what
 //! comes back.
 
-#![warn(unreachable_pub)]
+#![deny(unreachable_pub)]
 
 pub mod certs;
 mod facts;
@@ -25,7 +25,7 @@ use common::report::HostReport;
 use common::run::{self, Connector, Progress, RunOptions, SshConnector};
 use common::transport::ssh::HostKeyPolicy;
 
-pub use facts::{HostFacts, facts, facts_exit_code, facts_json, redact_probe};
+pub use facts::{HostFacts, HostFactsError, facts, facts_exit_code, facts_json};
 pub use job::{ComposeError, Job, Set};
 
 /// Why a command could not start (a host failing is a report, not an error).
@@ -179,7 +179,7 @@ pub async fn converge(
 }
 
 /// Converge `job` on `hosts` (not read from the session's inventory, e.g. the lab demo's).
-pub async fn converge_hosts(
+pub(crate) async fn converge_hosts(
     session: &Session,
     hosts: Vec<HostSpec>,
     mode: Mode,

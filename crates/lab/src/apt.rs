@@ -12,11 +12,11 @@ use crate::LabError;
 use crate::os::{Family, Os};
 
 /// Variable overriding the Debian mirror.
-pub const DEBIAN_MIRROR_VAR: &str = "PROVISION_LAB_MIRROR";
+pub(crate) const DEBIAN_MIRROR_VAR: &str = "PROVISION_LAB_MIRROR";
 /// Variable overriding the Ubuntu mirror.
-pub const UBUNTU_MIRROR_VAR: &str = "PROVISION_LAB_UBUNTU_MIRROR";
+pub(crate) const UBUNTU_MIRROR_VAR: &str = "PROVISION_LAB_UBUNTU_MIRROR";
 /// debootstrap's script directory.
-pub const DEBOOTSTRAP_SCRIPTS: &str = "/usr/share/debootstrap/scripts";
+pub(crate) const DEBOOTSTRAP_SCRIPTS: &str = "/usr/share/debootstrap/scripts";
 
 /// Debian code names (and aliases) a machine's apt sources may name.
 const DEBIAN_SUITES: &[&str] = &[
@@ -35,7 +35,7 @@ const DEBIAN_SUITES: &[&str] = &[
 
 /// One enabled `deb` entry of the apt configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AptEntry {
+pub(crate) struct AptEntry {
     /// Repository URIs, trailing `/` removed.
     pub uris: Vec<String>,
     /// Suites (`bookworm`, `bookworm-updates`, ...).
@@ -46,7 +46,7 @@ pub struct AptEntry {
 
 /// Where an image gets its packages from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirrors {
+pub(crate) struct Mirrors {
     /// The distribution archive (release and `-updates` suites).
     pub main: String,
     /// The security archive, when separate from `main` and known.
@@ -58,7 +58,7 @@ pub struct Mirrors {
 impl Mirrors {
     /// Mirrors from an explicit Debian URL (the override): no separate
     /// security archive.
-    pub fn from_override(url: &str) -> Mirrors {
+    pub(crate) fn from_override(url: &str) -> Mirrors {
         Mirrors {
             main: normalize_uri(url),
             security: None,
@@ -67,7 +67,7 @@ impl Mirrors {
     }
 
     /// An Ubuntu archive: it carries the `-security` suites itself.
-    pub fn ubuntu(url: &str) -> Mirrors {
+    pub(crate) fn ubuntu(url: &str) -> Mirrors {
         Mirrors {
             main: normalize_uri(url),
             security: None,
@@ -78,7 +78,7 @@ impl Mirrors {
     /// The apt sources written into an image of `os`, and the file they go
     /// to (relative to the root): deb822 where the release ships deb822,
     /// else a one-line `sources.list`.
-    pub fn render_sources(&self, os: Os) -> (&'static str, String) {
+    pub(crate) fn render_sources(&self, os: Os) -> (&'static str, String) {
         let suite = os.suite();
         let keyring = os.keyring_in_image();
         let components = match os.family() {
@@ -132,7 +132,7 @@ fn debian_release_of(suite: &str) -> Option<(&str, &str)> {
 }
 /// Parse deb822 text (`*.sources`). Disabled entries (`Enabled: no`) and
 /// entries without the `deb` type are skipped.
-pub fn parse_deb822(text: &str) -> Vec<AptEntry> {
+pub(crate) fn parse_deb822(text: &str) -> Vec<AptEntry> {
     let mut entries = Vec::new();
     let mut fields: Vec<(String, String)> = Vec::new();
     let flush = |fields: &mut Vec<(String, String)>, entries: &mut Vec<AptEntry>| {
@@ -188,7 +188,7 @@ pub fn parse_deb822(text: &str) -> Vec<AptEntry> {
 
 /// Parse one-line style text (`sources.list`, `*.list`). Only `deb` lines;
 /// `[option=value ...]` blocks are skipped.
-pub fn parse_one_line(text: &str) -> Vec<AptEntry> {
+pub(crate) fn parse_one_line(text: &str) -> Vec<AptEntry> {
     let mut entries = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -221,7 +221,7 @@ pub fn parse_one_line(text: &str) -> Vec<AptEntry> {
 /// Pick Debian's mirrors from parsed entries: the first usable URI of the
 /// first entry carrying a Debian release (or its `-updates`); the security
 /// archive from an entry with a `-security` suite.
-pub fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
+pub(crate) fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
     let mut main = None;
     let mut security = None;
     for entry in entries {
@@ -249,7 +249,7 @@ pub fn pick_mirrors(entries: &[AptEntry]) -> Option<Mirrors> {
 
 /// The Ubuntu mirror debootstrap's own `gutsy` script names for `arch`
 /// (the `default_mirror` of its case, skipping old-releases).
-pub fn ubuntu_mirror_from_script(script: &str, arch: &str) -> Option<String> {
+pub(crate) fn ubuntu_mirror_from_script(script: &str, arch: &str) -> Option<String> {
     let mut current_arch_matches = false;
     let mut fallback = None;
     let mut depth = 0usize;
@@ -288,7 +288,7 @@ pub fn ubuntu_mirror_from_script(script: &str, arch: &str) -> Option<String> {
 
 /// The Ubuntu mirror: `override_url`, else `PROVISION_LAB_UBUNTU_MIRROR`,
 /// else the one debootstrap's `gutsy` script names for this machine's arch.
-pub fn ubuntu_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
+pub(crate) fn ubuntu_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
     if let Some(url) = override_url.filter(|u| !u.trim().is_empty()) {
         return Ok(Mirrors::ubuntu(url));
     }
@@ -310,7 +310,7 @@ pub fn ubuntu_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
 }
 
 /// dpkg's name for this machine's architecture.
-pub fn machine_arch() -> String {
+pub(crate) fn machine_arch() -> String {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -323,7 +323,7 @@ pub fn machine_arch() -> String {
 
 /// The apt source files of a configuration rooted at `etc_apt`
 /// (normally `/etc/apt`), in the order they are consulted.
-pub fn source_files(etc_apt: &Path) -> Vec<PathBuf> {
+pub(crate) fn source_files(etc_apt: &Path) -> Vec<PathBuf> {
     let mut deb822 = Vec::new();
     let mut lists = Vec::new();
     if let Ok(dir) = std::fs::read_dir(etc_apt.join("sources.list.d")) {
@@ -345,7 +345,7 @@ pub fn source_files(etc_apt: &Path) -> Vec<PathBuf> {
 }
 
 /// Read the apt configuration under `etc_apt` and pick the mirrors.
-pub fn mirrors_from_apt_config(etc_apt: &Path) -> Result<Mirrors, LabError> {
+pub(crate) fn mirrors_from_apt_config(etc_apt: &Path) -> Result<Mirrors, LabError> {
     let files = source_files(etc_apt);
     let mut entries = Vec::new();
     for file in &files {
@@ -371,7 +371,7 @@ pub fn mirrors_from_apt_config(etc_apt: &Path) -> Result<Mirrors, LabError> {
 
 /// Debian's mirrors: `override_url` if given, else `PROVISION_LAB_MIRROR`,
 /// else the machine's apt configuration.
-pub fn debian_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
+pub(crate) fn debian_mirrors(override_url: Option<&str>) -> Result<Mirrors, LabError> {
     if let Some(url) = override_url.filter(|u| !u.trim().is_empty()) {
         return Ok(Mirrors::from_override(url));
     }

@@ -14,7 +14,7 @@ use crate::{BaseImage, Lab, LabError, LabHost};
 
 /// Flags given to `systemd-nspawn` besides directory, machine name and
 /// `--boot`. See the crate docs for why each is there.
-pub const NSPAWN_FLAGS: &[&str] = &[
+pub(crate) const NSPAWN_FLAGS: &[&str] = &[
     "--register=no",
     "--keep-unit",
     "--network-veth",
@@ -28,10 +28,11 @@ pub const NSPAWN_FLAGS: &[&str] = &[
 /// The exit status of `systemd-nspawn --boot` when the OS inside rebooted
 /// (`systemctl reboot`, `shutdown -r`, `reboot`): the container is gone and
 /// nothing starts it again unless the lab does ([`crate::Lab::restart_host`]).
-pub const NSPAWN_REBOOT_EXIT: i32 = 133;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) const NSPAWN_REBOOT_EXIT: i32 = 133;
 
 /// Environment for `systemd-nspawn`.
-pub const NSPAWN_ENV: &[(&str, &str)] = &[
+pub(crate) const NSPAWN_ENV: &[(&str, &str)] = &[
     // cgroup v2 inside: on a hybrid host nspawn otherwise mounts the v1
     // controllers read-only and Docker's runc cannot create its cgroups.
     ("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1"),
@@ -41,7 +42,7 @@ pub const NSPAWN_ENV: &[(&str, &str)] = &[
 
 /// What the lab records about a host in `hosts/NAME/host.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct HostRecord {
+pub(crate) struct HostRecord {
     pub name: String,
     pub index: u32,
     pub address: Ipv4Addr,
@@ -73,13 +74,13 @@ fn legacy_login() -> Login {
     Login::Root
 }
 
-pub const RECORD: &str = "host.json";
-pub const CREATING_LOCK: &str = ".creating.lock";
-pub const LOG: &str = "nspawn.log";
-pub const ROOTFS: &str = "rootfs";
-pub const DISK: &str = "disk.img";
+pub(crate) const RECORD: &str = "host.json";
+pub(crate) const CREATING_LOCK: &str = ".creating.lock";
+pub(crate) const LOG: &str = "nspawn.log";
+pub(crate) const ROOTFS: &str = "rootfs";
+pub(crate) const DISK: &str = "disk.img";
 
-pub fn read_record(host_dir: &Path) -> Option<HostRecord> {
+pub(crate) fn read_record(host_dir: &Path) -> Option<HostRecord> {
     let text = std::fs::read_to_string(host_dir.join(RECORD)).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -93,19 +94,19 @@ fn write_record(host_dir: &Path, record: &HostRecord) -> Result<(), LabError> {
 }
 
 impl HostRecord {
-    pub fn nspawn_alive(&self) -> bool {
+    pub(crate) fn nspawn_alive(&self) -> bool {
         sys::pid_alive(self.nspawn_pid, self.nspawn_starttime)
     }
 
     /// Owned by a process that has exited.
-    pub fn orphaned(&self) -> bool {
+    pub(crate) fn orphaned(&self) -> bool {
         self.owner_pid
             .is_some_and(|p| !sys::pid_alive(p, self.owner_starttime))
     }
 }
 
 /// ssh options shared by every lab ssh invocation.
-pub fn ssh_base(identity: &Path, known_hosts: &Path, connect_timeout: u32) -> Command {
+pub(crate) fn ssh_base(identity: &Path, known_hosts: &Path, connect_timeout: u32) -> Command {
     let mut c = cmd("ssh");
     c.arg("-F")
         .arg("/dev/null")
@@ -135,7 +136,7 @@ pub fn ssh_base(identity: &Path, known_hosts: &Path, connect_timeout: u32) -> Co
 
 /// Nameserver lines for the hosts from the machine's resolver config,
 /// skipping loopback resolvers a container cannot reach.
-pub fn resolv_conf_for_hosts(machine_resolv: &str, fallback: Option<&str>) -> String {
+pub(crate) fn resolv_conf_for_hosts(machine_resolv: &str, fallback: Option<&str>) -> String {
     let usable = |text: &str| -> Vec<String> {
         text.lines()
             .map(str::trim)
@@ -173,7 +174,7 @@ fn random_machine_id() -> Result<String, LabError> {
 }
 
 /// The systemd-networkd config giving host0 its static address.
-pub fn host0_network(index: u32) -> String {
+pub(crate) fn host0_network(index: u32) -> String {
     format!(
         "# Written by provision-lab.\n[Match]\nName=host0\n\n[Network]\nAddress={}/30\nGateway={}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n",
         net::host_address(index),
@@ -197,7 +198,7 @@ fn ids_of(rootfs: &Path, user: &str) -> Result<(u32, u32), LabError> {
 
 /// What cloud-init puts in root's authorized_keys when it hands out a
 /// default user: the key authenticates, then the login is refused.
-pub fn cloud_init_root_refusal(user: &str, key: &str) -> String {
+pub(crate) fn cloud_init_root_refusal(user: &str, key: &str) -> String {
     format!(
         "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the user \\\"{user}\\\" rather than the user \\\"root\\\".';echo;sleep 10;exit 142\" {}\n",
         key.trim()
@@ -313,7 +314,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), LabError> {
 /// known_hosts text with the line for `address` replaced by `key` (or removed).
 /// The line matches every port of the address (`[addr]:*`), so a host whose
 /// sshd moved to another port is still checked strictly.
-pub fn update_known_hosts(text: &str, address: Ipv4Addr, key: Option<&str>) -> String {
+pub(crate) fn update_known_hosts(text: &str, address: Ipv4Addr, key: Option<&str>) -> String {
     let addr = address.to_string();
     let mut out: String = text
         .lines()
@@ -332,7 +333,11 @@ pub fn update_known_hosts(text: &str, address: Ipv4Addr, key: Option<&str>) -> S
 }
 
 /// Rewrite the lab known_hosts under the global lock.
-pub fn set_known_host(lab: &Lab, address: Ipv4Addr, key: Option<&str>) -> Result<(), LabError> {
+pub(crate) fn set_known_host(
+    lab: &Lab,
+    address: Ipv4Addr,
+    key: Option<&str>,
+) -> Result<(), LabError> {
     let _g = lab.global_lock()?;
     let path = lab.known_hosts_path();
     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -344,7 +349,7 @@ pub fn set_known_host(lab: &Lab, address: Ipv4Addr, key: Option<&str>) -> Result
 }
 
 /// A reserved slot and host directory, with the creation lock held.
-pub struct Allocation {
+pub(crate) struct Allocation {
     pub index: u32,
     pub name: String,
     pub dir: PathBuf,
@@ -355,7 +360,7 @@ pub struct Allocation {
 /// Reserve the lowest free index, machine-wide (across all lab state dirs):
 /// `RUN/slots/N` names the owning host directory; a slot whose directory is
 /// gone is free again.
-pub fn allocate(lab: &Lab) -> Result<Allocation, LabError> {
+pub(crate) fn allocate(lab: &Lab) -> Result<Allocation, LabError> {
     let _g = lab.global_lock()?;
     let slots = lab.slots_dir();
     std::fs::create_dir_all(&slots).map_err(|e| LabError::io("creating directory", &slots, e))?;
@@ -397,7 +402,7 @@ pub fn allocate(lab: &Lab) -> Result<Allocation, LabError> {
 
 /// Indices whose slot's host directory still exists; stale slots are removed.
 /// The caller holds the global lock.
-pub fn live_slots(lab: &Lab) -> Result<std::collections::BTreeSet<u32>, LabError> {
+pub(crate) fn live_slots(lab: &Lab) -> Result<std::collections::BTreeSet<u32>, LabError> {
     let slots = lab.slots_dir();
     let mut taken = std::collections::BTreeSet::new();
     let Ok(entries) = std::fs::read_dir(&slots) else {
@@ -419,7 +424,7 @@ pub fn live_slots(lab: &Lab) -> Result<std::collections::BTreeSet<u32>, LabError
 
 /// Copy the image, personalize it, boot it, wire its link and wait for ssh.
 /// On error the caller tears the host down.
-pub fn build_and_boot(
+pub(crate) fn build_and_boot(
     lab: &Lab,
     image: &BaseImage,
     alloc: &Allocation,
@@ -483,7 +488,11 @@ pub fn build_and_boot(
 /// reboot inside, a crash, or this machine rebooted): same index, address,
 /// name, host keys, login, OS and owner; a new nspawn, init and link. The
 /// caller holds its creation lock; `stop` ends the wait for ssh early.
-pub fn boot_again(lab: &Lab, dir: &Path, stop: &dyn Fn() -> bool) -> Result<LabHost, LabError> {
+pub(crate) fn boot_again(
+    lab: &Lab,
+    dir: &Path,
+    stop: &dyn Fn() -> bool,
+) -> Result<LabHost, LabError> {
     let record = read_record(dir).ok_or_else(|| LabError::BadState {
         path: dir.join(RECORD),
         detail: "no readable host record; the host cannot be booted again".into(),
@@ -706,7 +715,7 @@ fn wait_for_leader_and_link(record: &HostRecord, log: &Path) -> Result<(u32, Str
 /// Readiness poll: TCP 22 accepts, then `ssh ... true` succeeds; fails
 /// early when nspawn exits or `stop` says so, and with the log tail after
 /// `timeout`.
-pub fn wait_ready(
+pub(crate) fn wait_ready(
     host: &LabHost,
     record: &HostRecord,
     log: &Path,
@@ -765,13 +774,13 @@ pub fn wait_ready(
 }
 
 /// Whether TCP port 22 of `address` accepts within `timeout`.
-pub fn port_open(address: Ipv4Addr, timeout: Duration) -> bool {
+pub(crate) fn port_open(address: Ipv4Addr, timeout: Duration) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from((address, 22)), timeout).is_ok()
 }
 
 /// What tearing down one host did.
 #[derive(Debug, Default)]
-pub struct Teardown {
+pub(crate) struct Teardown {
     pub killed: Vec<u32>,
     pub iface_removed: Option<String>,
 }
@@ -800,7 +809,7 @@ fn find_nspawn_for(rootfs: &Path) -> Vec<u32> {
 
 /// Stop a host's processes (by recorded pid), remove its link, cgroups,
 /// known_hosts line, slot and directory. The caller holds its creation lock.
-pub fn teardown(lab: &Lab, dir: &Path, name: &str) -> Result<Teardown, LabError> {
+pub(crate) fn teardown(lab: &Lab, dir: &Path, name: &str) -> Result<Teardown, LabError> {
     let mut done = Teardown::default();
     let record = read_record(dir);
     let rootfs = dir.join(ROOTFS);

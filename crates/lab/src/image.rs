@@ -16,23 +16,24 @@ use crate::sys::{FileLock, cmd, remove_tree, tail_lines, write_file};
 const RECIPE_VERSION: u32 = 2;
 
 /// Marker written into the image's tree.
-pub const MARKER: &str = "etc/provision-lab-image";
+pub(crate) const MARKER: &str = "etc/provision-lab-image";
 
 /// Size of each host's (sparse) ext4 disk. Only what is written takes space;
 /// `df` inside shows this, so checks like "50 GB of disk" pass.
-pub const DISK_SIZE: u64 = 64 << 30;
+pub(crate) const DISK_SIZE: u64 = 64 << 30;
 
 /// Ubuntu's archive signing key (2018), shipped because Debian 12 has no
 /// Ubuntu keyring package. Its fingerprint is checked by a test.
-pub const UBUNTU_ARCHIVE_KEY: &[u8] = include_bytes!("../keys/ubuntu-archive-2018.gpg");
+pub(crate) const UBUNTU_ARCHIVE_KEY: &[u8] = include_bytes!("../keys/ubuntu-archive-2018.gpg");
 
 /// The OpenPGP v4 fingerprint of [`UBUNTU_ARCHIVE_KEY`].
-pub const UBUNTU_ARCHIVE_KEY_FINGERPRINT: &str = "F6ECB3762474EDA9D21B7022871920D1991BC93C";
+#[cfg(test)]
+const UBUNTU_ARCHIVE_KEY_FINGERPRINT: &str = "F6ECB3762474EDA9D21B7022871920D1991BC93C";
 
 /// Units masked in every image: useless in a container, or slowing boot.
 /// (apt's daily timers stay: a real host has them, and unattended
 /// upgrades rely on them.)
-pub const MASKED_UNITS: &[&str] = &[
+pub(crate) const MASKED_UNITS: &[&str] = &[
     // Nothing waits for "online" in the lab; it would add its timeout to boot.
     "systemd-networkd-wait-online.service",
     // No one logs in on the container console.
@@ -44,7 +45,7 @@ pub const MASKED_UNITS: &[&str] = &[
 
 /// What cloud-init writes on a provider's image: password logins on, which
 /// a hardening drop-in must beat (sshd keeps the first value it reads).
-pub const CLOUD_INIT_SSHD_DROP_IN: &str = "PasswordAuthentication yes\n";
+pub(crate) const CLOUD_INIT_SSHD_DROP_IN: &str = "PasswordAuthentication yes\n";
 
 /// Everything an image of `os` is made from; its hash names the image.
 fn recipe(os: Os) -> String {
@@ -59,7 +60,7 @@ fn recipe(os: Os) -> String {
 }
 
 /// `ubuntu-24.04-<12 hex digits of the recipe hash>`.
-pub fn image_name(os: Os) -> String {
+pub(crate) fn image_name(os: Os) -> String {
     let digest = Sha256::digest(recipe(os).as_bytes());
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
     format!("{os}-{hex}")
@@ -102,7 +103,7 @@ fn marker_text(os: Os, mirror: &str) -> String {
 
 /// The cached image if it is complete (the image file is renamed into
 /// place as the very last step of a build).
-pub fn cached(cache_dir: &Path, os: Os) -> Option<BaseImage> {
+pub(crate) fn cached(cache_dir: &Path, os: Os) -> Option<BaseImage> {
     let path = image_path(cache_dir, os);
     if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
         return None;
@@ -127,7 +128,7 @@ pub fn cached(cache_dir: &Path, os: Os) -> Option<BaseImage> {
 /// under a per-OS lock so parallel callers build once (and different OSes
 /// build in parallel). `mirror_override` applies to Debian images; Ubuntu's
 /// mirror comes from debootstrap or `PROVISION_LAB_UBUNTU_MIRROR`.
-pub fn ensure(
+pub(crate) fn ensure(
     cache_dir: &Path,
     os: Os,
     mirror_override: Option<&str>,

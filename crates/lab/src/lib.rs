@@ -36,7 +36,7 @@
 //! * Indices are allocated machine-wide in `/run/provision-lab/slots`, so
 //!   several labs (state dirs) and parallel test processes never collide.
 //! * A reboot inside a host (`systemctl reboot`) ends its nspawn with status
-//!   133 ([`NSPAWN_REBOOT_EXIT`]); the disk stays mounted, and
+//!   133 (`host::NSPAWN_REBOOT_EXIT`); the disk stays mounted, and
 //!   [`Lab::restart_host`] boots the host again from it (the boot half of
 //!   creation: new nspawn, link configured, ssh waited for). A test's
 //!   [`testing::LabGuard`] does that by itself (a watcher thread polling the
@@ -44,6 +44,7 @@
 //!   a host that rebooted while nobody watched.
 //! * Everything is torn down by recorded pids; nothing is killed by name.
 
+#![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
 mod apt;
@@ -54,6 +55,7 @@ mod inventory;
 mod net;
 mod os;
 mod sys;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::net::Ipv4Addr;
@@ -61,28 +63,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-pub use apt::{
-    AptEntry, DEBIAN_MIRROR_VAR, Mirrors, UBUNTU_MIRROR_VAR, parse_deb822, parse_one_line,
-    pick_mirrors, ubuntu_mirror_from_script,
-};
 pub use error::LabError;
-pub use host::{NSPAWN_ENV, NSPAWN_FLAGS, NSPAWN_REBOOT_EXIT};
-pub use image::{
-    BaseImage, CLOUD_INIT_SSHD_DROP_IN, DISK_SIZE, MASKED_UNITS, UBUNTU_ARCHIVE_KEY,
-    UBUNTU_ARCHIVE_KEY_FINGERPRINT, image_name,
-};
+pub use image::BaseImage;
 pub use inventory::{Entry as InventoryEntry, render as render_inventory};
-pub use net::{gateway_address, host_address, host_name};
-pub use os::{Family, HostSpec, Login, Os, UnknownOs};
+pub use net::{gateway_address, host_name};
+pub use os::{Family, HostSpec, Login, Os};
 
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/provision-lab";
 /// Default cache directory (base image).
-pub const DEFAULT_CACHE_DIR: &str = "/var/cache/provision-lab";
+pub(crate) const DEFAULT_CACHE_DIR: &str = "/var/cache/provision-lab";
 /// Default machine-wide runtime directory (slots, NAT bookkeeping, lock).
-pub const DEFAULT_RUN_DIR: &str = "/run/provision-lab";
+pub(crate) const DEFAULT_RUN_DIR: &str = "/run/provision-lab";
 /// How long a new host may take to answer ssh.
-pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A lab: where its state, image cache and bookkeeping live.
 #[derive(Debug, Clone)]
@@ -340,7 +334,8 @@ impl Lab {
 
     /// Use another machine-wide runtime directory (slots, NAT bookkeeping).
     /// Labs sharing addresses must share it.
-    pub fn with_run_dir(mut self, dir: PathBuf) -> Lab {
+    #[cfg(test)]
+    pub(crate) fn with_run_dir(mut self, dir: PathBuf) -> Lab {
         self.run_dir = absolute(dir);
         self
     }
@@ -362,7 +357,7 @@ impl Lab {
     }
 
     /// The machine-wide runtime directory.
-    pub fn run_dir(&self) -> &Path {
+    pub(crate) fn run_dir(&self) -> &Path {
         &self.run_dir
     }
 
@@ -372,7 +367,7 @@ impl Lab {
     }
 
     /// The lab's known_hosts file.
-    pub fn known_hosts_path(&self) -> PathBuf {
+    pub(crate) fn known_hosts_path(&self) -> PathBuf {
         self.state_dir.join("known_hosts")
     }
 
@@ -858,7 +853,8 @@ impl Lab {
 
     /// Remove test hosts whose owning process has exited (see
     /// [`HostState::Orphaned`]); returns their names.
-    pub fn reap_orphans(&self) -> Result<Vec<String>, LabError> {
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn reap_orphans(&self) -> Result<Vec<String>, LabError> {
         let mut reaped = Vec::new();
         for st in self.status()? {
             if st.state == HostState::Orphaned {
@@ -892,6 +888,7 @@ impl Lab {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::host_address;
 
     #[test]
     fn paths_of_a_lab() {

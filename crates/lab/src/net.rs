@@ -8,11 +8,11 @@ use crate::LabError;
 use crate::sys::{cmd, run, succeeds};
 
 /// Lab hosts use 10.77.N.0/30 for N in 1..=MAX_INDEX.
-pub const MAX_INDEX: u32 = 254;
+pub(crate) const MAX_INDEX: u32 = 254;
 /// The lab's address range.
-pub const LAB_NET: &str = "10.77.0.0/16";
+pub(crate) const LAB_NET: &str = "10.77.0.0/16";
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
+pub(crate) const IFNAME_MAX: usize = 15;
 
 /// `lab7` for index 7.
 pub fn host_name(index: u32) -> String {
@@ -20,7 +20,7 @@ pub fn host_name(index: u32) -> String {
 }
 
 /// The index of a host name made by [`host_name`].
-pub fn parse_host_name(name: &str) -> Option<u32> {
+pub(crate) fn parse_host_name(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("lab")?;
     if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -30,7 +30,7 @@ pub fn parse_host_name(name: &str) -> Option<u32> {
 }
 
 /// The host's own address: 10.77.N.2.
-pub fn host_address(index: u32) -> Ipv4Addr {
+pub(crate) fn host_address(index: u32) -> Ipv4Addr {
     Ipv4Addr::new(10, 77, index_octet(index), 2)
 }
 
@@ -44,14 +44,14 @@ fn index_octet(index: u32) -> u8 {
 }
 
 /// The lowest index in 1..=MAX_INDEX not in `taken`.
-pub fn lowest_free_index(taken: &std::collections::BTreeSet<u32>) -> Option<u32> {
+pub(crate) fn lowest_free_index(taken: &std::collections::BTreeSet<u32>) -> Option<u32> {
     (1..=MAX_INDEX).find(|i| !taken.contains(i))
 }
 
 /// The name systemd-nspawn gives the machine side of `--network-veth` for a
 /// short machine name (`ve-` + name). Longer names get shortened by nspawn,
 /// so the real name is looked up with [`peer_of_host0`] when this is absent.
-pub fn expected_iface(machine: &str) -> String {
+pub(crate) fn expected_iface(machine: &str) -> String {
     let mut name = format!("ve-{machine}");
     while name.len() > IFNAME_MAX {
         name.pop();
@@ -60,19 +60,19 @@ pub fn expected_iface(machine: &str) -> String {
 }
 
 /// Whether network interface `name` exists in this network namespace.
-pub fn iface_exists(name: &str) -> bool {
+pub(crate) fn iface_exists(name: &str) -> bool {
     !name.is_empty() && !name.contains('/') && Path::new("/sys/class/net").join(name).exists()
 }
 
 /// Parse `ip -o link show host0` output (`2: host0@if7: <...>`) into the peer's ifindex.
-pub fn parse_peer_ifindex(ip_link_line: &str) -> Option<u32> {
+pub(crate) fn parse_peer_ifindex(ip_link_line: &str) -> Option<u32> {
     let field = ip_link_line.split(':').nth(1)?.trim();
     let (_, peer) = field.split_once("@if")?;
     peer.parse().ok()
 }
 
 /// The name of the interface with `ifindex` in this namespace.
-pub fn iface_by_index(ifindex: u32) -> Option<String> {
+pub(crate) fn iface_by_index(ifindex: u32) -> Option<String> {
     let dir = std::fs::read_dir("/sys/class/net").ok()?;
     for entry in dir.flatten() {
         let idx = std::fs::read_to_string(entry.path().join("ifindex")).ok();
@@ -84,7 +84,7 @@ pub fn iface_by_index(ifindex: u32) -> Option<String> {
 }
 
 /// The machine-side peer of `host0` inside the container whose init is `leader`.
-pub fn peer_of_host0(leader: u32) -> Option<String> {
+pub(crate) fn peer_of_host0(leader: u32) -> Option<String> {
     let out = cmd("nsenter")
         .args([
             "-t",
@@ -108,7 +108,7 @@ pub fn peer_of_host0(leader: u32) -> Option<String> {
 }
 
 /// Give the machine side of host `index`'s link its address and bring it up.
-pub fn configure_machine_side(iface: &str, index: u32) -> Result<(), LabError> {
+pub(crate) fn configure_machine_side(iface: &str, index: u32) -> Result<(), LabError> {
     let addr = format!("{}/30", gateway_address(index));
     run(
         cmd("ip").args(["addr", "replace", &addr, "dev", iface]),
@@ -122,7 +122,7 @@ pub fn configure_machine_side(iface: &str, index: u32) -> Result<(), LabError> {
 }
 
 /// Delete interface `name` if it exists; tells whether it was deleted.
-pub fn delete_iface(name: &str) -> bool {
+pub(crate) fn delete_iface(name: &str) -> bool {
     iface_exists(name) && succeeds(cmd("ip").args(["link", "delete", "dev", name]))
 }
 
@@ -157,7 +157,7 @@ fn iptables(args: &[&str]) -> std::process::Command {
 /// Turn on IPv4 forwarding and add the MASQUERADE rule for the lab range,
 /// recording in `run_dir` what was changed so [`teardown_nat`] undoes
 /// exactly that. The caller holds the lab's global lock.
-pub fn ensure_nat(run_dir: &Path) -> Result<(), LabError> {
+pub(crate) fn ensure_nat(run_dir: &Path) -> Result<(), LabError> {
     let forward =
         std::fs::read_to_string(IP_FORWARD).map_err(|e| LabError::io("reading", IP_FORWARD, e))?;
     if forward.trim() != "1" {
@@ -247,7 +247,7 @@ fn forward_rules() -> [[&'static str; 5]; 2] {
 
 /// What [`teardown_nat`] undid.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct NatTeardown {
+pub(crate) struct NatTeardown {
     /// The MASQUERADE rule was removed.
     pub nat_rule_removed: bool,
     /// ip_forward was set back to its value before the lab.
@@ -256,7 +256,7 @@ pub struct NatTeardown {
 
 /// Undo what [`ensure_nat`] recorded. The caller holds the global lock and
 /// has checked that no lab host remains.
-pub fn teardown_nat(run_dir: &Path) -> NatTeardown {
+pub(crate) fn teardown_nat(run_dir: &Path) -> NatTeardown {
     let mut done = NatTeardown::default();
     let nat_marker = run_dir.join("nat-rule-added");
     if nat_marker.exists() {
@@ -310,17 +310,17 @@ pub fn teardown_nat(run_dir: &Path) -> NatTeardown {
 // ---------------------------------------------------------------- cgroups
 
 /// Name of the lab's cgroup directory in each hierarchy.
-pub const CGROUP_DIR: &str = "provision-lab";
+pub(crate) const CGROUP_DIR: &str = "provision-lab";
 
 /// Roots of the hierarchies a container's cgroup must be set up in: every
 /// cgroup2 mount (the unified hierarchy) and the v1 `name=systemd` one.
-pub fn cgroup_roots() -> Vec<PathBuf> {
+pub(crate) fn cgroup_roots() -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     parse_cgroup_roots(&text)
 }
 
 /// See [`cgroup_roots`]; split out for tests.
-pub fn parse_cgroup_roots(mounts: &str) -> Vec<PathBuf> {
+pub(crate) fn parse_cgroup_roots(mounts: &str) -> Vec<PathBuf> {
     let mut roots = Vec::new();
     for line in mounts.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -342,14 +342,14 @@ pub fn parse_cgroup_roots(mounts: &str) -> Vec<PathBuf> {
 
 /// Whether this machine has a cgroup2 hierarchy (needed: the hosts get a
 /// unified hierarchy so that Docker inside can create cgroups).
-pub fn has_cgroup2(mounts: &str) -> bool {
+pub(crate) fn has_cgroup2(mounts: &str) -> bool {
     mounts
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
 }
 
 /// Create the cgroup `provision-lab/NAME` in every root; returns the dirs.
-pub fn create_cgroups(name: &str) -> Result<Vec<PathBuf>, LabError> {
+pub(crate) fn create_cgroups(name: &str) -> Result<Vec<PathBuf>, LabError> {
     let mut dirs = Vec::new();
     for root in cgroup_roots() {
         let dir = root.join(CGROUP_DIR).join(name);
@@ -390,7 +390,7 @@ fn remove_cgroup_tree(dir: &Path) -> bool {
 }
 
 /// Remove host `name`'s cgroups (after its processes are gone).
-pub fn remove_cgroups(name: &str) -> bool {
+pub(crate) fn remove_cgroups(name: &str) -> bool {
     let mut ok = true;
     for root in cgroup_roots() {
         ok &= remove_cgroup_tree(&root.join(CGROUP_DIR).join(name));
@@ -399,7 +399,7 @@ pub fn remove_cgroups(name: &str) -> bool {
 }
 
 /// Remove the empty `provision-lab` cgroup parents (when no host remains).
-pub fn remove_cgroup_parents() {
+pub(crate) fn remove_cgroup_parents() {
     for root in cgroup_roots() {
         let _ = std::fs::remove_dir(root.join(CGROUP_DIR));
     }

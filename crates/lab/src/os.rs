@@ -83,7 +83,7 @@ impl Os {
     /// The debootstrap script that knows how to install the release.
     /// Debian 12's debootstrap has no `noble` script; its `gutsy` script
     /// serves every modern Ubuntu release.
-    pub fn debootstrap_script(self) -> &'static str {
+    pub(crate) fn debootstrap_script(self) -> &'static str {
         match self.family() {
             Family::Ubuntu => "gutsy",
             Family::Debian => self.suite(),
@@ -158,7 +158,7 @@ impl Os {
 
     /// The image's main archive key ring, as given to debootstrap and named
     /// by `Signed-By` inside the image.
-    pub fn keyring_in_image(self) -> &'static str {
+    pub(crate) fn keyring_in_image(self) -> &'static str {
         match self.family() {
             Family::Ubuntu => "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
             Family::Debian => "/usr/share/keyrings/debian-archive-keyring.gpg",

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use crate::LabError;
 
 /// PATH given to every command the lab runs (root tools live in sbin).
-pub const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Find `name` on `$PATH` or in the standard system directories.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let env_path = std::env::var("PATH").unwrap_or_default();
     env_path
         .split(':')
@@ -30,14 +30,14 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 
 /// A command for tool `name`, resolved to its full path, with a fixed PATH
 /// and the C locale (so error text is predictable).
-pub fn cmd(name: &str) -> Command {
+pub(crate) fn cmd(name: &str) -> Command {
     let mut c = Command::new(find_tool(name).unwrap_or_else(|| PathBuf::from(name)));
     c.env("PATH", PATH_ENV).env("LC_ALL", "C");
     c
 }
 
 /// Quote `s` for a POSIX shell.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
@@ -48,7 +48,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// The command line of `c`, for messages.
-pub fn describe(c: &Command) -> String {
+pub(crate) fn describe(c: &Command) -> String {
     let mut parts = vec![shell_quote(&c.get_program().to_string_lossy())];
     parts.extend(c.get_args().map(|a| shell_quote(&a.to_string_lossy())));
     parts.join(" ")
@@ -56,7 +56,7 @@ pub fn describe(c: &Command) -> String {
 
 /// Run `c` to completion (stdin from /dev/null), failing with its stderr
 /// when it exits non-zero.
-pub fn run(c: &mut Command, hint: &str) -> Result<Output, LabError> {
+pub(crate) fn run(c: &mut Command, hint: &str) -> Result<Output, LabError> {
     let command = describe(c);
     tracing::debug!(%command, "running");
     let out = c
@@ -79,7 +79,7 @@ pub fn run(c: &mut Command, hint: &str) -> Result<Output, LabError> {
 }
 
 /// Run `c` and tell whether it exited 0 (for checks such as `iptables -C`).
-pub fn succeeds(c: &mut Command) -> bool {
+pub(crate) fn succeeds(c: &mut Command) -> bool {
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -88,7 +88,7 @@ pub fn succeeds(c: &mut Command) -> bool {
 }
 
 /// Effective uid of this process.
-pub fn effective_uid() -> Option<u32> {
+pub(crate) fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()
@@ -110,7 +110,7 @@ static CHILDREN: Mutex<Children> = Mutex::new(Children {
 });
 
 /// Keep `child` so it gets reaped once it exits.
-pub fn adopt_child(child: Child) {
+pub(crate) fn adopt_child(child: Child) {
     if let Ok(mut c) = CHILDREN.lock() {
         // A reused pid: the status of its earlier process is not this one's.
         let pid = child.id();
@@ -121,7 +121,7 @@ pub fn adopt_child(child: Child) {
 
 /// Reap any of our adopted children that have exited, keeping their status
 /// for [`exit_status`].
-pub fn reap_children() {
+pub(crate) fn reap_children() {
     if let Ok(mut guard) = CHILDREN.lock() {
         let c = &mut *guard;
         c.running.retain_mut(|child| match child.try_wait() {
@@ -137,7 +137,7 @@ pub fn reap_children() {
 
 /// The exit status of adopted child `pid` once it has exited (None while it
 /// runs, and for processes this process did not start).
-pub fn exit_status(pid: u32) -> Option<ExitStatus> {
+pub(crate) fn exit_status(pid: u32) -> Option<ExitStatus> {
     reap_children();
     let c = CHILDREN.lock().ok()?;
     c.exited.iter().find(|(p, _)| *p == pid).map(|(_, s)| *s)
@@ -156,13 +156,13 @@ fn proc_stat(pid: u32) -> Option<(char, u32, u64)> {
 }
 
 /// Start time of `pid` (clock ticks since boot), to tell a reused pid apart.
-pub fn proc_starttime(pid: u32) -> Option<u64> {
+pub(crate) fn proc_starttime(pid: u32) -> Option<u64> {
     proc_stat(pid).map(|(_, _, start)| start)
 }
 
 /// Whether `pid` is running (not gone, not a zombie). When `starttime` is
 /// given, the process must also have that start time.
-pub fn pid_alive(pid: u32, starttime: Option<u64>) -> bool {
+pub(crate) fn pid_alive(pid: u32, starttime: Option<u64>) -> bool {
     if pid == 0 {
         return false;
     }
@@ -176,7 +176,7 @@ pub fn pid_alive(pid: u32, starttime: Option<u64>) -> bool {
 }
 
 /// Direct children of `pid`.
-pub fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
@@ -205,7 +205,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// The pid namespace of `pid` (the `pid:[...]` link text).
-pub fn pid_namespace(pid: u32) -> Option<String> {
+pub(crate) fn pid_namespace(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned())
@@ -213,7 +213,7 @@ pub fn pid_namespace(pid: u32) -> Option<String> {
 
 /// Send `signal` (e.g. "TERM", "KILL") to `pid`. Only ever called with
 /// pids the lab recorded for processes it started.
-pub fn send_signal(pid: u32, signal: &str) -> bool {
+pub(crate) fn send_signal(pid: u32, signal: &str) -> bool {
     if pid <= 1 {
         return false;
     }
@@ -221,7 +221,7 @@ pub fn send_signal(pid: u32, signal: &str) -> bool {
 }
 
 /// Poll until `pid` (with `starttime`) is gone or `timeout` passes.
-pub fn wait_gone(pid: u32, starttime: Option<u64>, timeout: Duration) -> bool {
+pub(crate) fn wait_gone(pid: u32, starttime: Option<u64>, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if !pid_alive(pid, starttime) {
@@ -238,7 +238,7 @@ pub fn wait_gone(pid: u32, starttime: Option<u64>, timeout: Duration) -> bool {
 
 /// An exclusive `flock` on a file, released on drop (also if the process dies).
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     _file: File,
 }
 
@@ -257,14 +257,14 @@ fn open_lock_file(path: &Path, create_parent: bool) -> Result<File, LabError> {
 
 impl FileLock {
     /// Block until the lock on `path` is ours (its directory is created).
-    pub fn acquire(path: &Path) -> Result<FileLock, LabError> {
+    pub(crate) fn acquire(path: &Path) -> Result<FileLock, LabError> {
         let file = open_lock_file(path, true)?;
         file.lock().map_err(|e| LabError::io("locking", path, e))?;
         Ok(FileLock { _file: file })
     }
 
     /// Like [`FileLock::acquire`], but the directory must exist already.
-    pub fn acquire_in_existing_dir(path: &Path) -> Result<FileLock, LabError> {
+    pub(crate) fn acquire_in_existing_dir(path: &Path) -> Result<FileLock, LabError> {
         let file = open_lock_file(path, false)?;
         file.lock().map_err(|e| LabError::io("locking", path, e))?;
         Ok(FileLock { _file: file })
@@ -272,7 +272,7 @@ impl FileLock {
 
     /// Take the lock on `path` if nobody holds it.
     /// The directory must exist already.
-    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, LabError> {
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<FileLock>, LabError> {
         let file = open_lock_file(path, false)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(FileLock { _file: file })),
@@ -283,7 +283,7 @@ impl FileLock {
 }
 
 /// Write `contents` to `path` atomically (temp file + rename), with `mode`.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabError> {
+pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| LabError::io("creating directory", dir, e))?;
@@ -313,7 +313,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabEr
 }
 
 /// Write a small file (not atomically), creating parent directories.
-pub fn write_file(path: &Path, contents: &str) -> Result<(), LabError> {
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<(), LabError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| LabError::io("creating directory", parent, e))?;
@@ -328,7 +328,7 @@ pub fn write_file(path: &Path, contents: &str) -> Result<(), LabError> {
 }
 
 /// The last `n` lines of a text file (empty when unreadable).
-pub fn tail_lines(path: &Path, n: usize) -> String {
+pub(crate) fn tail_lines(path: &Path, n: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
@@ -367,7 +367,7 @@ fn unescape_mount_path(s: &str) -> String {
 }
 
 /// Mount points at or below `dir` in this mount namespace, deepest first.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut found: Vec<PathBuf> = text
         .lines()
@@ -381,7 +381,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Unmount everything at or below `dir` (lazily when busy).
-pub fn unmount_all_under(dir: &Path) -> Result<(), LabError> {
+pub(crate) fn unmount_all_under(dir: &Path) -> Result<(), LabError> {
     for _ in 0..3 {
         let mounts = mounts_under(dir);
         if mounts.is_empty() {
@@ -413,7 +413,7 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), LabError> {
 
 /// Remove `dir` and everything in it, after unmounting anything below it.
 /// A missing directory is fine.
-pub fn remove_tree(dir: &Path) -> Result<(), LabError> {
+pub(crate) fn remove_tree(dir: &Path) -> Result<(), LabError> {
     if !dir.exists() {
         return Ok(());
     }

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::{HostSpec, Lab, LabError, LabHost, NSPAWN_REBOOT_EXIT, Os, sys};
+use crate::host::NSPAWN_REBOOT_EXIT;
+use crate::{HostSpec, Lab, LabError, LabHost, Os, sys};
 
 /// Variable choosing the OS of test hosts.
 pub const OS_VAR: &str = "PROVISION_LAB_OS";

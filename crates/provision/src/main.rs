@@ -2,7 +2,7 @@
 //! crates: [`jobs`] (what each command does, over the one runner), and below it `common`
 //! (engine), `hardening`, `certs`, `app`, `lab`.
 
-#![warn(unreachable_pub)]
+#![deny(unreachable_pub)]
 
 mod certs_cmd;
 mod cli;

@@ -13,7 +13,7 @@ const PROVIDER: &str = "Alibaba Cloud DNS";
 const VERSION: &str = "2015-01-09";
 
 /// Where the key pair comes from.
-pub const ALIDNS_KEYS: KeyNames = KeyNames {
+pub(crate) const ALIDNS_KEYS: KeyNames = KeyNames {
     provider: PROVIDER,
     id: "ALIBABA_CLOUD_ACCESS_KEY_ID",
     secret: "ALIBABA_CLOUD_ACCESS_KEY_SECRET",

@@ -23,7 +23,7 @@ impl std::fmt::Debug for KeyPair {
 
 /// The environment variables (or the names in a credentials file) holding a key pair.
 #[derive(Debug, Clone, Copy)]
-pub struct KeyNames {
+pub(crate) struct KeyNames {
     pub provider: &'static str,
     pub id: &'static str,
     pub secret: &'static str,

@@ -271,13 +271,13 @@ impl DnsProvider for CloudflareDns {
 }
 
 /// Pebble's `pebble-challtestsrv` mock DNS, through its management API (`:8055`).
-pub struct ChalltestsrvDns {
+pub(crate) struct ChalltestsrvDns {
     hyper: Hyper,
     api: String,
 }
 
 impl ChalltestsrvDns {
-    pub fn new(api: &str) -> Result<Self, DnsError> {
+    pub(crate) fn new(api: &str) -> Result<Self, DnsError> {
         Ok(Self {
             hyper: http::client(None).map_err(DnsError::Tls)?,
             api: api.trim_end_matches('/').to_string(),
@@ -307,7 +307,8 @@ impl ChalltestsrvDns {
     }
 
     /// Answer A queries for `host` with `addresses` (used to point test names at a host).
-    pub async fn add_a(&self, host: &str, addresses: &[String]) -> Result<(), DnsError> {
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) async fn add_a(&self, host: &str, addresses: &[String]) -> Result<(), DnsError> {
         self.post(
             "/add-a",
             json!({ "host": format!("{host}."), "addresses": addresses }),

@@ -16,7 +16,7 @@ const VERSION: &str = "2021-03-23";
 const CONTENT_TYPE: &str = "application/json";
 
 /// Where the key pair comes from.
-pub const DNSPOD_KEYS: KeyNames = KeyNames {
+pub(crate) const DNSPOD_KEYS: KeyNames = KeyNames {
     provider: PROVIDER,
     id: "TENCENTCLOUD_SECRET_ID",
     secret: "TENCENTCLOUD_SECRET_KEY",

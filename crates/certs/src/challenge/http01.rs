@@ -120,7 +120,7 @@ enum Responder {
 }
 
 /// HTTP-01 through a [`Transport`] to the host the names point at.
-pub struct Http01Solver<'a> {
+pub(crate) struct Http01Solver<'a> {
     transport: &'a dyn Transport,
     port: u16,
     webroot: String,
@@ -128,7 +128,7 @@ pub struct Http01Solver<'a> {
 }
 
 impl<'a> Http01Solver<'a> {
-    pub fn new(transport: &'a dyn Transport, port: u16, webroot: &str) -> Self {
+    pub(crate) fn new(transport: &'a dyn Transport, port: u16, webroot: &str) -> Self {
         Self {
             transport,
             port,
@@ -170,7 +170,11 @@ impl<'a> Http01Solver<'a> {
     }
 
     /// The script that writes the answers (and starts a responder when `start` is set).
-    pub fn deploy_script(&self, challenges: &[PendingChallenge], port_use: &PortUse) -> String {
+    pub(crate) fn deploy_script(
+        &self,
+        challenges: &[PendingChallenge],
+        port_use: &PortUse,
+    ) -> String {
         let mut s = format!(
             "set -e\numask 022\nw={w}\nd={d}\nmkdir -p \"$d\"\nchmod 755 \"$w\" \"$w/.well-known\" \"$d\"\n",
             w = quote(&self.webroot),

@@ -176,7 +176,7 @@ pub struct PathStateValue {
 
 /// Files larger than this are compared by size and SHA-256 instead of content (managed files
 /// are config-sized).
-pub const MAX_CONTENT: u64 = 1024 * 1024;
+pub(crate) const MAX_CONTENT: u64 = 1024 * 1024;
 
 impl Fact for PathState {
     type Value = PathStateValue;
@@ -279,7 +279,7 @@ impl UnitStateValue {
     pub fn is_active(&self) -> bool {
         self.active_state == "active"
     }
-    pub fn is_enabled(&self) -> bool {
+    pub(crate) fn is_enabled(&self) -> bool {
         matches!(
             self.unit_file_state.as_str(),
             "enabled" | "enabled-runtime" | "static" | "generated" | "alias" | "indirect"
@@ -321,13 +321,13 @@ impl Fact for UnitState {
 
 /// The configured time zone (`/etc/localtime` link target) and whether a zone exists.
 #[derive(Debug, Clone)]
-pub struct TimezoneState {
+pub(crate) struct TimezoneState {
     /// The zone the resource wants, checked for existence in the same probe.
     pub wanted: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TimezoneValue {
+pub(crate) struct TimezoneValue {
     pub current: String,
     pub wanted_exists: bool,
     /// The host has a zoneinfo database (tzdata): a missing zone is then a wrong name,

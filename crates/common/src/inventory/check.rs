@@ -85,10 +85,10 @@ impl fmt::Display for FieldPath {
 
 /// Byte ranges of every key and value of a TOML document, by path.
 #[derive(Debug, Default)]
-pub struct Spans(BTreeMap<FieldPath, Range<usize>>);
+pub(crate) struct Spans(BTreeMap<FieldPath, Range<usize>>);
 
 impl Spans {
-    pub fn of(text: &str) -> Spans {
+    pub(crate) fn of(text: &str) -> Spans {
         let mut spans = Spans::default();
         if let Ok(doc) = toml::de::DeTable::parse(text) {
             spans.table(&FieldPath::default(), doc.get_ref());
@@ -129,12 +129,12 @@ impl Spans {
     }
 
     /// The span of `path`, exactly.
-    pub fn get(&self, path: &FieldPath) -> Option<Range<usize>> {
+    pub(crate) fn get(&self, path: &FieldPath) -> Option<Range<usize>> {
         self.0.get(path).cloned()
     }
 
     /// The span of `path`, else of its nearest written ancestor.
-    pub fn nearest(&self, path: &FieldPath) -> Option<Range<usize>> {
+    pub(crate) fn nearest(&self, path: &FieldPath) -> Option<Range<usize>> {
         let mut p = path.0.clone();
         loop {
             if let Some(s) = self.0.get(&FieldPath(p.clone())) {
@@ -493,14 +493,14 @@ pub fn connection(conn: &Connection) -> Result<(), Broken> {
 
 /// Where a host's merged vars came from: the layers, highest precedence first.
 #[derive(Debug, Clone, Default)]
-pub struct Layers {
+pub(crate) struct Layers {
     pub(super) prefixes: Vec<FieldPath>,
 }
 
 impl Layers {
     /// The span of `field` (a path in the merged vars) in the layer that set it, or of its
     /// nearest written ancestor.
-    pub fn locate(&self, spans: &Spans, field: &FieldPath) -> Option<Range<usize>> {
+    pub(crate) fn locate(&self, spans: &Spans, field: &FieldPath) -> Option<Range<usize>> {
         let mut f = field.0.clone();
         loop {
             for prefix in &self.prefixes {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// How a failed connection attempt failed, from ssh's stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectFailure {
+pub(crate) enum ConnectFailure {
     /// `Connection refused`: nothing listens, or a firewall rejects (UFW's `limit`).
     Refused,
     /// Reset or closed by the host before SSH started (sshd's `MaxStartups`).
@@ -25,7 +25,7 @@ pub enum ConnectFailure {
 
 impl ConnectFailure {
     /// Classify ssh's error output.
-    pub fn of(text: &str) -> ConnectFailure {
+    pub(crate) fn of(text: &str) -> ConnectFailure {
         if text.contains("Connection refused") {
             ConnectFailure::Refused
         } else if text.contains("Connection reset by peer")
@@ -39,13 +39,13 @@ impl ConnectFailure {
     }
 
     /// Worth another attempt after a pause.
-    pub fn is_transient(self) -> bool {
+    pub(crate) fn is_transient(self) -> bool {
         self != ConnectFailure::Other
     }
 }
 
 /// What the operator is told when refusals outlast the retries.
-pub const RATE_LIMIT_HINT: &str = "likely cause: the host's SSH rate limit (UFW `limit` refuses the 6th new connection from one address within 30 s); wait half a minute and retry, or set `hardening.ssh_rate_limit = false` in the inventory (or sshd is not listening on that port)";
+pub(crate) const RATE_LIMIT_HINT: &str = "likely cause: the host's SSH rate limit (UFW `limit` refuses the 6th new connection from one address within 30 s); wait half a minute and retry, or set `hardening.ssh_rate_limit = false` in the inventory (or sshd is not listening on that port)";
 
 /// Pauses between attempts: one more attempt than pauses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use super::retry::{self, Backoff, ConnectFailure};
 use super::{ExecOutput, MAX_SCRIPT_BYTES, Transport, TransportError};
 
 /// Channels opened at once on one host's master connection.
-pub const MAX_CHANNELS: usize = 8;
+pub(crate) const MAX_CHANNELS: usize = 8;
 
 /// How long the first of two ports (the one the inventory moves sshd to) may take to answer.
 const FIRST_PORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -140,7 +140,7 @@ impl SshTransport {
     /// With a `fallback_port` (the inventory moves sshd): one attempt on `target.port`,
     /// where a converged host listens, then the fallback with the backoff, saying which
     /// answered. A fresh host refuses the first port at once, so it costs no backoff.
-    pub async fn connect_with(
+    pub(crate) async fn connect_with(
         target: SshTarget,
         backoff: &Backoff,
     ) -> Result<Self, TransportError> {
@@ -316,7 +316,7 @@ async fn classify_connect_error(target: &SshTarget, text: &str) -> TransportErro
 
 /// A destination ssh reads as a destination: non-empty, no leading `-`, no whitespace or
 /// control characters.
-pub fn destination_is_one_word(destination: &str) -> bool {
+pub(crate) fn destination_is_one_word(destination: &str) -> bool {
     !destination.is_empty()
         && !destination.starts_with('-')
         && !destination

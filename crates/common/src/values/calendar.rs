@@ -28,7 +28,7 @@ const WEEKDAYS: &[(&str, &str)] = &[
 ];
 
 /// Check a systemd calendar expression.
-pub fn calendar(s: &str) -> Result<(), String> {
+pub(crate) fn calendar(s: &str) -> Result<(), String> {
     parse(s).map_err(|why| {
         format!(
             "{s:?} is not a systemd calendar expression ({why}); write e.g. `daily`, `*-*-* 02:00:00` or `Mon..Fri 03:30`"

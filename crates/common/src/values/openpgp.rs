@@ -17,7 +17,7 @@ const MAX_LEN: usize = 256 * 1024;
 const KEY_PACKETS: &[u8] = &[2, 6, 12, 13, 14, 17, 21];
 
 /// The rule for `docker.repository.key`: see the module docs.
-pub fn openpgp_public_key(s: &str) -> Result<(), String> {
+pub(crate) fn openpgp_public_key(s: &str) -> Result<(), String> {
     if s.len() > MAX_LEN {
         return Err(format!(
             "the key is {} bytes; a signing key is at most {MAX_LEN}",

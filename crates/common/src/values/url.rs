@@ -18,7 +18,7 @@ fn path_char(c: char) -> bool {
 /// address (IPv6 in brackets), an optional port, an optional path. No user or password
 /// (apt reads those from `auth.conf`, Docker from `docker login`), no query or fragment,
 /// no spaces, quotes or control characters.
-pub fn http_url(s: &str) -> Result<(), String> {
+pub(crate) fn http_url(s: &str) -> Result<(), String> {
     let short: String = s.chars().take(80).collect();
     let Some((scheme, rest)) = s.split_once("://") else {
         return Err(format!(
