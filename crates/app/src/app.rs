@@ -14,9 +14,9 @@ use crate::AppError;
 use crate::blueprint::{self, Blueprint, Check, OwnerSpec, common as common_templates};
 use crate::checks;
 use crate::env_file::EnvFile;
-use crate::systemd::DaemonReload;
 use crate::templates::Templates;
 use crate::tree::{AppDirectory, Principal};
+use common::resources::Trigger;
 
 /// Where nginx serves ACME HTTP-01 challenge files from (the certs step writes them here).
 pub(crate) const ACME_ROOT: &str = common::ACME_WEBROOT;
@@ -380,10 +380,10 @@ impl App {
             out.push(Box::new(f.file));
         }
         if !self.unit_files.is_empty() {
-            out.push(Box::new(DaemonReload {
-                name: self.name.clone(),
-                unit_files: self.unit_files,
-            }));
+            out.push(Box::new(Trigger::daemon_reload(
+                format!("systemd-daemon-reload:{}", self.name),
+                self.unit_files,
+            )));
         }
         for s in self.services {
             out.push(Box::new(s));

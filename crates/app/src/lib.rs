@@ -45,7 +45,6 @@ pub mod blueprint;
 pub mod checks;
 pub mod env_file;
 pub mod layout;
-pub mod systemd;
 pub mod templates;
 pub mod tree;
 pub mod vault;

@@ -5,47 +5,12 @@
 use common::facts::builtin::{PathKind, PathState, PathStateValue};
 use common::facts::{Fact, Facts, Probe};
 use common::resource::{Action, Plan, Resource};
-use common::resources::File;
+use common::resources::{File, Trigger};
 
 use crate::declaration::CertificateDeclaration;
 use crate::info::CertParseError;
 use crate::state::StoredCertificate;
 use common::PlanError;
-
-/// Runs the reload hook when the certificate files changed in the same run; nothing else.
-#[derive(Debug, Clone)]
-pub(crate) struct ReloadHook {
-    pub ssl_dir: String,
-    pub script: String,
-    pub watched: Vec<String>,
-}
-
-impl Resource for ReloadHook {
-    fn id(&self) -> String {
-        format!("certs-reload:{}", self.ssl_dir)
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        Vec::new()
-    }
-
-    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
-        Ok(Plan::noop(
-            "the reload hook runs only when the certificate files change",
-        ))
-    }
-
-    fn watches(&self) -> Vec<String> {
-        self.watched.clone()
-    }
-
-    fn on_watched_change(&self) -> Vec<Action> {
-        vec![Action::run(
-            format!("reload after the certificate in {} changed", self.ssl_dir),
-            self.script.clone(),
-        )]
-    }
-}
 
 /// Paths of the installed files.
 pub(crate) fn installed_paths(declaration: &CertificateDeclaration) -> (String, String) {
@@ -63,12 +28,25 @@ pub fn install_resources(
     let key = File::new(&key_path, certificate.privkey.clone())
         .mode(0o600)
         .sensitive();
-    let hook = ReloadHook {
-        ssl_dir: declaration.ssl_dir.clone(),
-        script: declaration.reload.clone(),
-        watched: vec![chain.id(), key.id()],
-    };
+    let hook = reload_hook(declaration, vec![chain.id(), key.id()]);
     vec![Box::new(chain), Box::new(key), Box::new(hook)]
+}
+
+/// The declaration's reload hook, run when one of the `installed` files changed in the
+/// same run; nothing else.
+pub(crate) fn reload_hook(declaration: &CertificateDeclaration, installed: Vec<String>) -> Trigger {
+    Trigger::new(
+        format!("certs-reload:{}", declaration.ssl_dir),
+        installed,
+        vec![Action::run(
+            format!(
+                "reload after the certificate in {} changed",
+                declaration.ssl_dir
+            ),
+            declaration.reload.clone(),
+        )],
+    )
+    .because("the reload hook runs only when the certificate files change")
 }
 
 /// A self-signed pair put in the app's `ssl/` when neither file is there, so that the
@@ -238,11 +216,7 @@ mod tests {
                 .mode(0o600)
                 .owned_by(&owner, &group)
                 .sensitive();
-            let hook = ReloadHook {
-                ssl_dir: d.ssl_dir.clone(),
-                script: d.reload.clone(),
-                watched: vec![chain.id(), key.id()],
-            };
+            let hook = reload_hook(&d, vec![chain.id(), key.id()]);
             vec![Box::new(chain), Box::new(key), Box::new(hook)]
         };
         let options = Options {

@@ -6,13 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use common::facts::{Facts, Probe};
-use common::resource::{Action, Plan, Resource};
-use common::resources::{File, Service};
+use common::resource::Resource;
+use common::resources::{File, Service, Trigger};
 use minijinja::{Environment, UndefinedBehavior, context};
 
 use crate::declaration::{CertificateDeclaration, ChallengeConfig};
-use common::PlanError;
 
 /// Where the host keeps what the timer needs.
 pub const LOCAL_CONFIG_DIR: &str = "/etc/provision/certs";
@@ -149,37 +147,6 @@ pub fn cron_line(options: &ScheduleOptions) -> String {
     )
 }
 
-/// Runs `systemctl daemon-reload` when a unit file changed in the same run.
-#[derive(Debug, Clone)]
-pub(crate) struct DaemonReload {
-    pub watched: Vec<String>,
-}
-
-impl Resource for DaemonReload {
-    fn id(&self) -> String {
-        "systemd:daemon-reload".into()
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        Vec::new()
-    }
-
-    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
-        Ok(Plan::noop("systemd reloads only when a unit file changes"))
-    }
-
-    fn watches(&self) -> Vec<String> {
-        self.watched.clone()
-    }
-
-    fn on_watched_change(&self) -> Vec<Action> {
-        vec![Action::run(
-            "systemctl daemon-reload",
-            "systemctl daemon-reload",
-        )]
-    }
-}
-
 /// Everything the renewal timer needs on the declarations' host.
 pub fn schedule_resources(
     declarations: &[CertificateDeclaration],
@@ -222,9 +189,7 @@ pub fn schedule_resources(
     }
     let service = File::new(SERVICE_PATH, service_unit(options)?).mode(0o644);
     let timer = File::new(TIMER_PATH, timer_unit(&schedule, options)?).mode(0o644);
-    let reload = DaemonReload {
-        watched: vec![service.id(), timer.id()],
-    };
+    let reload = Trigger::daemon_reload("systemd:daemon-reload", vec![service.id(), timer.id()]);
     resources.push(Box::new(service));
     resources.push(Box::new(timer));
     resources.push(Box::new(reload));
@@ -283,6 +248,7 @@ pub fn load_local_declarations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::{Action, Facts, Plan};
 
     #[test]
     fn units_render() {
@@ -318,7 +284,7 @@ mod tests {
         assert_eq!(r[4].watches(), ids[2..4]);
         assert_eq!(
             r[4].plan(&Facts::default()).unwrap(),
-            Plan::noop("systemd reloads only when a unit file changes")
+            Plan::noop("runs only when a unit file changes")
         );
         assert_eq!(
             r[4].on_watched_change(),

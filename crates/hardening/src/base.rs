@@ -4,15 +4,14 @@
 
 use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, Origins, RebootPolicy, UpgradePolicy, Vars};
-use common::resources::{Directory, File, Line, Packages, Timezone, User, file_id};
+use common::resources::{Directory, File, Line, Packages, Timezone, Trigger, User, file_id};
 use common::shell::{Command, quote};
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{HostnameState, MaxAge, PasswordMaxAge, PendingUpgrades};
 use crate::support::{
-    AbsentFile, DesiredFile, Guarded, InvalidVar, MANAGED, ResourceGroup, Trigger, parse_mode,
-    render,
+    AbsentFile, DesiredFile, Guarded, InvalidVar, MANAGED, ResourceGroup, parse_mode, render,
 };
 use common::PlanError;
 
@@ -177,14 +176,14 @@ pub fn resources(vars: &Vars, docker_group: bool, origins: &Origins) -> Vec<Box<
 
 /// systemd reads manager settings (`DefaultLimit*`) only when it (re)executes.
 pub(crate) fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
-    Box::new(Trigger {
-        id: "systemd:daemon-reexec".into(),
-        watches: watched,
-        actions: vec![Action::run(
+    Box::new(Trigger::new(
+        "systemd:daemon-reexec",
+        watched,
+        vec![Action::run(
             "systemctl daemon-reexec",
             "systemctl daemon-reexec",
         )],
-    })
+    ))
 }
 
 /// `visudo -c -f` + the file: sudo must accept a sudoers drop-in before it is kept.

@@ -353,33 +353,6 @@ impl Resource for KeyValueFile {
     }
 }
 
-/// Runs steps when a watched resource changed in this run, and nothing otherwise
-/// (e.g. `systemctl daemon-reexec` after a manager drop-in changed).
-#[derive(Debug, Clone)]
-pub struct Trigger {
-    pub id: String,
-    pub watches: Vec<String>,
-    pub actions: Vec<Action>,
-}
-
-impl Resource for Trigger {
-    fn id(&self) -> String {
-        self.id.clone()
-    }
-    fn probes(&self) -> Vec<Probe> {
-        Vec::new()
-    }
-    fn plan(&self, _facts: &Facts) -> Result<Plan, PlanError> {
-        Ok(Plan::noop("runs only when a watched file changes"))
-    }
-    fn watches(&self) -> Vec<String> {
-        self.watches.clone()
-    }
-    fn on_watched_change(&self) -> Vec<Action> {
-        self.actions.clone()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
