@@ -1087,11 +1087,7 @@ mod tests {
         let failed = Facts::from_outputs(
             [(
                 p.probe().key,
-                ProbeOutput {
-                    status: 1,
-                    stdout: String::new(),
-                    stderr: "stat: permission denied".into(),
-                },
+                common::testing::failed(1, "stat: permission denied"),
             )]
             .into(),
         );

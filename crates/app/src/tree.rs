@@ -275,11 +275,7 @@ mod tests {
                 }
                 .probe()
                 .key,
-                ProbeOutput {
-                    status: 1,
-                    stdout: String::new(),
-                    stderr: "stat: boom".into(),
-                },
+                common::testing::failed(1, "stat: boom"),
             )]
             .into(),
         );

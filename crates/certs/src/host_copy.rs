@@ -638,14 +638,7 @@ mod tests {
         );
         assert!(f.parse(&ok("sha256sum: missing\n")).is_err());
         assert!(f.parse(&ok(&format!("{sum}\n755 root\n"))).is_err());
-        assert!(
-            f.parse(&ProbeOutput {
-                status: 1,
-                stdout: String::new(),
-                stderr: "boom".into()
-            })
-            .is_err()
-        );
+        assert!(f.parse(&common::testing::failed(1, "boom")).is_err());
     }
 
     fn binary() -> InstalledBinary {

@@ -954,6 +954,23 @@ mod tests {
         })
     }
 
+    /// Converges `curl` on a [`locked_host`]: the report, which must say changed, and the
+    /// scripts the host got.
+    async fn converge_locked(
+        holders: &'static str,
+        take_over: &'static str,
+        options: &Options,
+    ) -> (HostReport, Vec<String>) {
+        let host = locked_host(holders, take_over);
+        let report = converge(&host, &curl(), options).await;
+        assert_eq!(
+            report.outcome,
+            crate::report::HostOutcome::Changed,
+            "{report:?}"
+        );
+        (report, host.calls().into_iter().map(|c| c.script).collect())
+    }
+
     fn curl() -> Vec<Box<dyn Resource>> {
         vec![Box::new(crate::resources::Packages::new("base", ["curl"]))]
     }
@@ -962,17 +979,12 @@ mod tests {
     /// stopped, the apt timers are held for the run and started again after it.
     #[tokio::test]
     async fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
-        let host = locked_host(
+        let (report, scripts) = converge_locked(
             "holder pid=812 age=65 lock=/var/lib/apt/lists/lock unit_cgroup=/system.slice/apt-daily.service comm=apt-get cmd=apt-get -qq update\n",
             "held apt-daily.timer apt-daily-upgrade.timer\n",
-        );
-        let report = converge(&host, &curl(), &Options::default()).await;
-        assert_eq!(
-            report.outcome,
-            crate::report::HostOutcome::Changed,
-            "{report:?}"
-        );
-        let scripts: Vec<String> = host.calls().into_iter().map(|c| c.script).collect();
+            &Options::default(),
+        )
+        .await;
         let at = |needle: &str| scripts.iter().position(|s| s.contains(needle));
         let take_over = at("systemctl stop apt-daily.service").expect("taken over");
         let restore =
@@ -1007,17 +1019,12 @@ mod tests {
     /// Issue 14: a job inside dpkg (unattended-upgrades) is waited for, never stopped.
     #[tokio::test]
     async fn issue_14_a_job_inside_dpkg_is_waited_for_never_stopped() {
-        let host = locked_host(
+        let (report, scripts) = converge_locked(
             "holder pid=700 age=130 lock=/var/lib/dpkg/lock-frontend unit_cgroup=/system.slice/apt-daily-upgrade.service comm=unattended-upgr cmd=/usr/bin/python3 /usr/bin/unattended-upgrade\ndpkg pid=731\n",
             "unexpected",
-        );
-        let report = converge(&host, &curl(), &Options::default()).await;
-        assert_eq!(
-            report.outcome,
-            crate::report::HostOutcome::Changed,
-            "{report:?}"
-        );
-        let scripts: Vec<String> = host.calls().into_iter().map(|c| c.script).collect();
+            &Options::default(),
+        )
+        .await;
         assert!(
             !scripts.iter().any(|s| s.contains("systemctl stop")),
             "never stopped"

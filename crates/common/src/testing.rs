@@ -13,6 +13,15 @@ pub fn ok(stdout: &str) -> ProbeOutput {
     }
 }
 
+/// A probe that exited with `status`, printing `stderr`.
+pub fn failed(status: i32, stderr: &str) -> ProbeOutput {
+    ProbeOutput {
+        status,
+        stdout: String::new(),
+        stderr: stderr.into(),
+    }
+}
+
 /// A simulated host for engine tests: answers fact scripts from a table of probe outputs
 /// (`before` until an apply script ran, `after` from then on) and acknowledges every step
 /// of an apply script. Calls are recorded like any [`FakeTransport`].
@@ -45,10 +54,8 @@ pub fn simulated_host(
                 .split_once(' ')
                 .map(|(_, k)| k.split_once(';').map_or(k, |(k, _)| k).trim_matches('\''))
                 .unwrap_or_default();
-            let o = table.get(key).cloned().unwrap_or(ProbeOutput {
-                status: 1,
-                stdout: String::new(),
-                stderr: format!("simulated host has no output for probe {key}"),
+            let o = table.get(key).cloned().unwrap_or_else(|| {
+                failed(1, &format!("simulated host has no output for probe {key}"))
             });
             stdout.push_str(&format!(
                 "{delimiter} BEGIN {key}\n{}\n{delimiter} STDERR {key}\n{}\n{delimiter} END {key} {}\n",

@@ -428,6 +428,24 @@ mod tests {
         file_state(text, 0o644, "root", "root")
     }
 
+    /// A host (its `host` probe output) whose keyring holds `key`, with the source list
+    /// and pin of `repo` in place.
+    fn configured_repository(host_text: &str, key: &str, repo: &Repository) -> Facts {
+        let os = host(host_text);
+        facts(&[
+            ("host", ok(host_text)),
+            ("path:/etc/apt/keyrings/docker.asc", root_file(key)),
+            (
+                "path:/etc/apt/sources.list.d/docker.list",
+                root_file(&sources_line(repo, &os)),
+            ),
+            (
+                "path:/etc/apt/preferences.d/docker.pref",
+                root_file(&pin_file(repo)),
+            ),
+        ])
+    }
+
     #[test]
     fn ubuntu_gets_dockers_repository_with_signed_by() {
         let r = DockerRepository {
@@ -470,21 +488,11 @@ mod tests {
         let repo = repository_for(&DockerVars::default(), &jammy)
             .unwrap()
             .unwrap();
-        let f = facts(&[
-            ("host", ok(HOST_UBUNTU2204_KVM)),
-            (
-                "path:/etc/apt/keyrings/docker.asc",
-                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
-            ),
-            (
-                "path:/etc/apt/sources.list.d/docker.list",
-                root_file(&sources_line(&repo, &jammy)),
-            ),
-            (
-                "path:/etc/apt/preferences.d/docker.pref",
-                root_file(&pin_file(&repo)),
-            ),
-        ]);
+        let f = configured_repository(
+            HOST_UBUNTU2204_KVM,
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            &repo,
+        );
         assert_eq!(
             plan_of(&r, &f).expect_noop(),
             format!(
@@ -542,21 +550,11 @@ mod tests {
         // A changed key is drift: the keyring is rewritten, the refresh puts it back on failure.
         let bookworm = host(HOST_DEBIAN12_KVM);
         let repo = repository_for(&vars, &bookworm).unwrap().unwrap();
-        let f = facts(&[
-            ("host", ok(HOST_DEBIAN12_KVM)),
-            (
-                "path:/etc/apt/keyrings/docker.asc",
-                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----\nold\n"),
-            ),
-            (
-                "path:/etc/apt/sources.list.d/docker.list",
-                root_file(&sources_line(&repo, &bookworm)),
-            ),
-            (
-                "path:/etc/apt/preferences.d/docker.pref",
-                root_file(&pin_file(&repo)),
-            ),
-        ]);
+        let f = configured_repository(
+            HOST_DEBIAN12_KVM,
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----\nold\n",
+            &repo,
+        );
         let (summary, actions) = plan_of(&r, &f).expect_change();
         assert_eq!(summary, "update /etc/apt/keyrings/docker.asc");
         assert!(scripts(&actions).pop().unwrap().contains(
@@ -585,21 +583,11 @@ mod tests {
         // A new key URL changes the source file, so the key is fetched again.
         let old = DockerVars::default();
         let old_repo = repository_for(&old, &noble).unwrap().unwrap();
-        let f = facts(&[
-            ("host", ok(HOST_UBUNTU2404_KVM)),
-            (
-                "path:/etc/apt/keyrings/docker.asc",
-                root_file("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
-            ),
-            (
-                "path:/etc/apt/sources.list.d/docker.list",
-                root_file(&sources_line(&old_repo, &noble)),
-            ),
-            (
-                "path:/etc/apt/preferences.d/docker.pref",
-                root_file(&pin_file(&old_repo)),
-            ),
-        ]);
+        let f = configured_repository(
+            HOST_UBUNTU2404_KVM,
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            &old_repo,
+        );
         let (summary, actions) = plan_of(&DockerRepository { vars }, &f).expect_change();
         assert_eq!(
             summary,

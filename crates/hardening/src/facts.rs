@@ -1019,11 +1019,8 @@ mod tests {
         assert_eq!(v.first("passwordauthentication"), Some("yes"));
         assert_eq!(v.first("permitrootlogin"), Some("without-password"));
         assert_eq!(v.all("hostkey").len(), 3);
-        let failed = ProbeOutput {
-            status: 255,
-            stdout: String::new(),
-            stderr: "Missing privilege separation directory: /run/sshd\n".into(),
-        };
+        let failed =
+            crate::testing::failed(255, "Missing privilege separation directory: /run/sshd\n");
         assert!(matches!(
             SshdEffective.parse(&failed),
             Err(FactError::ProbeFailed { status: 255, .. })

@@ -13,15 +13,7 @@ pub(crate) const HOST_UBUNTU2204_KVM: &str =
 pub(crate) const HOST_UBUNTU2404_KVM: &str =
     include_str!("../tests/fixtures/host-ubuntu2404-kvm.txt");
 
-pub(crate) use common::testing::ok;
-
-pub(crate) fn failed(status: i32, stderr: &str) -> ProbeOutput {
-    ProbeOutput {
-        status,
-        stdout: String::new(),
-        stderr: stderr.into(),
-    }
-}
+pub(crate) use common::testing::{failed, ok};
 
 /// What the `PathState` probe prints for a regular file.
 pub(crate) fn file_state(content: &str, mode: u32, owner: &str, group: &str) -> ProbeOutput {

@@ -463,11 +463,7 @@ mod tests {
     #[test]
     fn port_listener_failures_are_errors() {
         let fact = PortListener { port: 80 };
-        let failed = ProbeOutput {
-            status: 1,
-            stdout: String::new(),
-            stderr: "ss: bad filter".into(),
-        };
+        let failed = common::testing::failed(1, "ss: bad filter");
         assert!(matches!(
             fact.parse(&failed),
             Err(FactError::ProbeFailed { .. })

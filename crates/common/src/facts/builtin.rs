@@ -516,11 +516,7 @@ mod tests {
 
     #[test]
     fn failed_probe_is_an_error_never_an_empty_list() {
-        let failed = ProbeOutput {
-            status: 127,
-            stdout: String::new(),
-            stderr: "dpkg-query: not found\n".into(),
-        };
+        let failed = crate::testing::failed(127, "dpkg-query: not found\n");
         assert!(matches!(
             InstalledPackages.parse(&failed),
             Err(FactError::ProbeFailed { status: 127, .. })
