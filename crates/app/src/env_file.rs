@@ -668,7 +668,7 @@ impl Resource for EnvFile {
             });
         }
         let current = facts.read(&self.fact())?;
-        let key = self.fact().probe().key;
+        let key = self.fact().probe().key.to_string();
         let existing = match (&current.kind, &current.content) {
             (PathKind::Absent, _) => None,
             (PathKind::File, Some(bytes)) => Some(String::from_utf8(bytes.clone()).map_err(
@@ -773,17 +773,14 @@ mod tests {
                 )
             }
         };
-        Facts::from_outputs(
-            [(
-                p.probe().key,
-                ProbeOutput {
-                    status: 0,
-                    stdout,
-                    stderr: String::new(),
-                },
-            )]
-            .into(),
-        )
+        Facts::from_outputs([(
+            p.probe().key,
+            ProbeOutput {
+                status: 0,
+                stdout,
+                stderr: String::new(),
+            },
+        )])
     }
 
     #[test]
@@ -1072,25 +1069,19 @@ mod tests {
     fn unreadable_existing_file_is_an_error_not_a_rewrite() {
         let f = env_file(TEMPLATE, &[], 1);
         let p = PathState::new("/opt/x/.env");
-        let too_big = Facts::from_outputs(
-            [(
-                p.probe().key,
-                ProbeOutput {
-                    status: 0,
-                    stdout: "regular file|600|deploy|deploy|2000000\n".into(),
-                    stderr: String::new(),
-                },
-            )]
-            .into(),
-        );
+        let too_big = Facts::from_outputs([(
+            p.probe().key,
+            ProbeOutput {
+                status: 0,
+                stdout: "regular file|600|deploy|deploy|2000000\n".into(),
+                stderr: String::new(),
+            },
+        )]);
         assert!(f.plan(&too_big).is_err());
-        let failed = Facts::from_outputs(
-            [(
-                p.probe().key,
-                common::testing::failed(1, "stat: permission denied"),
-            )]
-            .into(),
-        );
+        let failed = Facts::from_outputs([(
+            p.probe().key,
+            common::testing::failed(1, "stat: permission denied"),
+        )]);
         assert!(f.plan(&failed).is_err());
     }
 }

@@ -6,7 +6,7 @@
 //! fact that reads names and numbers.
 
 use common::PlanError;
-use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
+use common::facts::{Fact, FactError, Facts, Probe, ProbeKey, ProbeOutput, require_success};
 use common::shell::{make_directory, quote};
 use common::{Action, Plan, Resource};
 
@@ -59,7 +59,7 @@ impl Fact for Ownership {
     fn probe(&self) -> Probe {
         let p = quote(&self.path);
         Probe {
-            key: format!("ownership:{}", self.path),
+            key: ProbeKey::about("ownership", &self.path),
             script: format!(
                 "if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%u|%g|%U|%G' {p}; else echo absent; fi"
             ),
@@ -67,7 +67,7 @@ impl Fact for Ownership {
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<OwnershipValue, FactError> {
-        let key = self.probe().key;
+        let key = self.probe().key.to_string();
         require_success(&key, output)?;
         let line = output.stdout.lines().next().unwrap_or_default();
         let error = |what: &str| FactError::Parse {
@@ -162,7 +162,7 @@ impl Resource for AppDirectory {
                 vec![fix],
             )),
             other => Err(FactError::Parse {
-                key: self.fact().probe().key,
+                key: self.fact().probe().key.to_string(),
                 what: "a directory".into(),
                 line: other.to_string(),
             }
@@ -176,17 +176,14 @@ mod tests {
     use super::*;
 
     fn facts(path: &str, stdout: &str) -> Facts {
-        Facts::from_outputs(
-            [(
-                Ownership { path: path.into() }.probe().key,
-                ProbeOutput {
-                    status: 0,
-                    stdout: stdout.into(),
-                    stderr: String::new(),
-                },
-            )]
-            .into(),
-        )
+        Facts::from_outputs([(
+            Ownership { path: path.into() }.probe().key,
+            ProbeOutput {
+                status: 0,
+                stdout: stdout.into(),
+                stderr: String::new(),
+            },
+        )])
     }
 
     fn data_dir() -> AppDirectory {
@@ -268,17 +265,14 @@ mod tests {
                 ))
                 .is_err()
         );
-        let failed = Facts::from_outputs(
-            [(
-                Ownership {
-                    path: "/opt/x/data/postgres".into(),
-                }
-                .probe()
-                .key,
-                common::testing::failed(1, "stat: boom"),
-            )]
-            .into(),
-        );
+        let failed = Facts::from_outputs([(
+            Ownership {
+                path: "/opt/x/data/postgres".into(),
+            }
+            .probe()
+            .key,
+            common::testing::failed(1, "stat: boom"),
+        )]);
         assert!(data_dir().plan(&failed).is_err());
         assert!(
             Ownership { path: "/x".into() }

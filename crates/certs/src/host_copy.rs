@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
+use common::facts::{Fact, FactError, Facts, Probe, ProbeKey, ProbeOutput, require_success};
 use common::resource::{Action, FileWrite, Plan, Resource};
 use common::shell::quote;
 use sha2::{Digest, Sha256};
@@ -95,13 +95,13 @@ impl Fact for FileDigest {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: format!("sha256:{}", self.path),
+            key: ProbeKey::about("sha256", &self.path),
             script: format!("p={}\n{DIGEST_SCRIPT}", quote(&self.path)),
         }
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<FileDigestValue, FactError> {
-        let key = self.probe().key;
+        let key = self.probe().key.to_string();
         require_success(&key, output)?;
         let error = |what: &str, line: &str| FactError::Parse {
             key: key.clone(),
@@ -191,7 +191,7 @@ impl Fact for HostGlibc {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "glibc-version".into(),
+            key: ProbeKey::named("glibc-version"),
             script: "getconf GNU_LIBC_VERSION 2>/dev/null || true".into(),
         }
     }
@@ -300,7 +300,7 @@ impl Resource for InstalledBinary {
                 vec![self.write()],
             )),
             FileDigestValue::NotAFile => Err(FactError::Parse {
-                key: self.fact().probe().key,
+                key: self.fact().probe().key.to_string(),
                 what: "a regular file".into(),
                 line: format!("{} is not a regular file", self.path),
             }
@@ -354,7 +354,7 @@ impl Fact for StoredCopy {
     fn probe(&self) -> Probe {
         let d = quote(&self.dir);
         Probe {
-            key: format!("certs-state:{}", self.dir),
+            key: ProbeKey::about("certs-state", &self.dir),
             script: format!(
                 "for f in privkey.pem state.json; do if [ -f {d}/$f ]; then echo \"present $f\"; else echo \"absent $f\"; fi; done\n\
                  if [ -f {d}/fullchain.pem ]; then echo {CHAIN_MARK}; cat {d}/fullchain.pem; fi"
@@ -363,7 +363,7 @@ impl Fact for StoredCopy {
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<StoredCopyValue, FactError> {
-        let key = self.probe().key;
+        let key = self.probe().key.to_string();
         require_success(&key, output)?;
         let (head, chain) = match output.stdout.split_once(&format!("{CHAIN_MARK}\n")) {
             Some((head, chain)) => (head, Some(chain.to_string())),
@@ -613,7 +613,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn facts_with(probe: Probe, stdout: &str) -> Facts {
-        Facts::from_outputs(BTreeMap::from([(probe.key, ok(stdout))]))
+        Facts::from_outputs(BTreeMap::from([(probe.key.to_string(), ok(stdout))]))
     }
 
     #[test]
@@ -660,8 +660,8 @@ mod tests {
         let b = InstalledBinary::new("/usr/local/bin/provision", elf);
         let facts = |glibc: &str| {
             Facts::from_outputs(BTreeMap::from([
-                (b.fact().probe().key, ok("absent\n")),
-                (HostGlibc.probe().key, ok(glibc)),
+                (b.fact().probe().key.to_string(), ok("absent\n")),
+                (HostGlibc.probe().key.to_string(), ok(glibc)),
             ]))
         };
         let e = b.plan(&facts("glibc 2.31\n")).unwrap_err().to_string();

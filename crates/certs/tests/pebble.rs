@@ -307,7 +307,7 @@ async fn unreachable_challenge_names_the_url_the_ca_tried() {
     let probes = vec![common::facts::Fact::probe(&probe)];
     let facts_output = common::facts::render_batch_output(
         &probes,
-        &[(probes[0].key.clone(), common::ProbeOutput::default())]
+        &[(probes[0].key.to_string(), common::ProbeOutput::default())]
             .into_iter()
             .collect(),
     );

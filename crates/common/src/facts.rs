@@ -15,8 +15,93 @@ use crate::transport::{ExecOutput, Transport, TransportError};
 /// A probe to run on the host. Probes with the same key must be the same probe; it runs once.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Probe {
-    pub key: String,
+    pub key: ProbeKey,
     pub script: String,
+}
+
+/// What a probe reads, as the key its output is filed under. Built only by the
+/// constructors below, one shape per kind of fact, so that two different facts cannot
+/// share a key by accident: a host-wide fact is a bare name (`host`, `ufw`), a fact about
+/// one subject is `kind:subject` (`path:/etc/motd`), a fact about a set of subjects is
+/// `kind:` and the whole set, sorted (`sysctl:kernel.a,net.b`; never its size). A kind
+/// names one shape only. The text is what `provision facts` prints and fixtures name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProbeKey(String);
+
+impl ProbeKey {
+    /// A fact of the host as a whole: one per name (no `:` in it).
+    pub fn named(name: &'static str) -> Self {
+        debug_assert!(
+            !name.contains(':'),
+            "a host-wide probe name has no `:`: {name}"
+        );
+        Self(name.to_string())
+    }
+
+    /// A fact about one subject of a kind (a path, a unit, a user, a port).
+    pub fn about(kind: &'static str, subject: impl std::fmt::Display) -> Self {
+        debug_assert!(!kind.contains(':'), "a probe kind has no `:`: {kind}");
+        Self(format!("{kind}:{subject}"))
+    }
+
+    /// A fact about a set of subjects: the same set is the same key in any order, and two
+    /// different sets are different keys (commas and backslashes in a subject are escaped).
+    pub fn about_set<S: AsRef<str>>(kind: &'static str, subjects: &[S]) -> Self {
+        debug_assert!(!kind.contains(':'), "a probe kind has no `:`: {kind}");
+        let mut set: Vec<String> = subjects
+            .iter()
+            .map(|s| s.as_ref().replace('\\', "\\\\").replace(',', "\\,"))
+            .collect();
+        set.sort();
+        set.dedup();
+        Self(format!("{kind}:{}", set.join(",")))
+    }
+
+    /// Recorded output filed under this text ([`Facts::from_outputs`]): not for probes.
+    fn recorded(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ProbeKey {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for ProbeKey {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for ProbeKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProbeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for ProbeKey {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ProbeKey {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
 }
 
 /// What one probe printed.
@@ -63,18 +148,27 @@ pub trait Fact {
 /// Everything gathered from one host in one round trip.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
-    outputs: BTreeMap<String, ProbeOutput>,
+    outputs: BTreeMap<ProbeKey, ProbeOutput>,
 }
 
 impl Facts {
-    pub fn from_outputs(outputs: BTreeMap<String, ProbeOutput>) -> Self {
+    /// Recorded outputs, filed under their keys' text (fixtures, replays).
+    pub fn from_outputs<K: AsRef<str>>(
+        outputs: impl IntoIterator<Item = (K, ProbeOutput)>,
+    ) -> Self {
+        let outputs = outputs
+            .into_iter()
+            .map(|(k, v)| (ProbeKey::recorded(k.as_ref()), v))
+            .collect();
         Self { outputs }
     }
 
     /// Parse a typed fact. A probe that was not gathered is an error, never "nothing to do".
     pub fn read<F: Fact>(&self, fact: &F) -> Result<F::Value, FactError> {
         let key = fact.probe().key;
-        let output = self.outputs.get(&key).ok_or(FactError::Missing { key })?;
+        let output = self.outputs.get(&key).ok_or_else(|| FactError::Missing {
+            key: key.to_string(),
+        })?;
         fact.parse(output)
     }
 
@@ -95,7 +189,7 @@ impl Facts {
         self.outputs.is_empty()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &ProbeOutput)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&ProbeKey, &ProbeOutput)> {
         self.outputs.iter()
     }
 }
@@ -123,7 +217,7 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
     probes.dedup();
     if let Some(w) = probes.windows(2).find(|w| w[0].key == w[1].key) {
         return Err(FactError::KeyConflict {
-            key: w[0].key.clone(),
+            key: w[0].key.to_string(),
         });
     }
     Ok(probes)
@@ -165,7 +259,9 @@ pub(crate) fn parse_batch(probes: &[Probe], stdout: &str) -> Result<Facts, FactE
     let mut outputs = BTreeMap::new();
     let mut rest = stdout;
     for p in probes {
-        let malformed = || FactError::Malformed { key: p.key.clone() };
+        let malformed = || FactError::Malformed {
+            key: p.key.to_string(),
+        };
         let begin = format!("{d} BEGIN {}\n", p.key);
         let stderr_mark = format!("\n{d} STDERR {}\n", p.key);
         let end_mark = format!("\n{d} END {} ", p.key);
@@ -228,7 +324,7 @@ pub fn render_batch_output(probes: &[Probe], outputs: &BTreeMap<String, ProbeOut
     let d = delimiter(probes);
     let mut s = String::new();
     for p in probes {
-        let o = outputs.get(&p.key).cloned().unwrap_or_default();
+        let o = outputs.get(p.key.as_str()).cloned().unwrap_or_default();
         s.push_str(&format!(
             "{d} BEGIN {k}\n{out}\n{d} STDERR {k}\n{err}\n{d} END {k} {st}\n",
             k = p.key,
@@ -247,15 +343,15 @@ mod tests {
     fn probes() -> Vec<Probe> {
         normalize(vec![
             Probe {
-                key: "b".into(),
+                key: ProbeKey::named("b"),
                 script: "echo two".into(),
             },
             Probe {
-                key: "a".into(),
+                key: ProbeKey::named("a"),
                 script: "echo one".into(),
             },
             Probe {
-                key: "a".into(),
+                key: ProbeKey::named("a"),
                 script: "echo one".into(),
             },
         ])
@@ -307,16 +403,40 @@ mod tests {
     #[test]
     fn probes_with_one_key_and_different_scripts_are_an_error_not_deduplicated() {
         let p = |script: &str| Probe {
-            key: "sysctl:2".into(),
+            key: ProbeKey::about_set("sysctl", &["kernel.a", "net.b"]),
             script: script.into(),
         };
         let same = normalize(vec![p("echo a"), p("echo a")]).unwrap();
         assert_eq!(same.len(), 1, "the same probe twice runs once");
         let e = normalize(vec![p("echo a"), p("echo b")]).unwrap_err();
         assert!(
-            matches!(&e, FactError::KeyConflict { key } if key == "sysctl:2"),
+            matches!(&e, FactError::KeyConflict { key } if key == "sysctl:kernel.a,net.b"),
             "{e}"
         );
+    }
+
+    /// Each shape of key names one thing: a set in any order is one key, two sets of the
+    /// same size are two, a comma inside a subject cannot pass for two subjects, and a
+    /// host-wide name never equals a `kind:subject` key.
+    #[test]
+    fn probe_keys_of_different_facts_differ() {
+        let set = ProbeKey::about_set("sysctl", &["net.b", "kernel.a", "net.b"]);
+        assert_eq!(set, ProbeKey::about_set("sysctl", &["kernel.a", "net.b"]));
+        assert_eq!(set.as_str(), "sysctl:kernel.a,net.b");
+        assert_ne!(set, ProbeKey::about_set("sysctl", &["kernel.a", "net.c"]));
+        assert_ne!(
+            ProbeKey::about_set("sysctl", &["a,b"]),
+            ProbeKey::about_set("sysctl", &["a", "b"])
+        );
+        assert_ne!(
+            ProbeKey::about_set("sysctl", &["a\\", "b"]),
+            ProbeKey::about_set("sysctl", &["a\\,b"])
+        );
+        assert_eq!(
+            ProbeKey::about("path", "/etc/motd").as_str(),
+            "path:/etc/motd"
+        );
+        assert_ne!(ProbeKey::about("unit", "ufw"), ProbeKey::named("ufw"));
     }
 
     #[test]
@@ -327,14 +447,14 @@ mod tests {
         let _ = std::fs::remove_file(&flag);
         let probes = normalize(vec![
             Probe {
-                key: "a".into(),
+                key: ProbeKey::named("a"),
                 script: format!(
                     "i=0; while [ ! -e {f} ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; [ -e {f} ] && echo saw-b",
                     f = flag.display()
                 ),
             },
             Probe {
-                key: "b".into(),
+                key: ProbeKey::named("b"),
                 script: format!("touch {}", flag.display()),
             },
         ]).unwrap();
@@ -353,15 +473,15 @@ mod tests {
     fn batch_script_runs_for_real_under_sh() {
         let probes = normalize(vec![
             Probe {
-                key: "ok".into(),
+                key: ProbeKey::named("ok"),
                 script: "echo hello; echo warn >&2".into(),
             },
             Probe {
-                key: "fails".into(),
+                key: ProbeKey::named("fails"),
                 script: "exit 7".into(),
             },
             Probe {
-                key: "reads-stdin".into(),
+                key: ProbeKey::named("reads-stdin"),
                 script: "cat; echo done".into(),
             },
         ])

@@ -692,7 +692,7 @@ mod tests {
         };
         insta::assert_snapshot!("daemon.json-registry-mirrors", daemon_json(&mirrored));
         let rs = resources(&DockerVars::default());
-        assert_eq!(rs[1].watches(), [format!("file:{DAEMON_JSON_PATH}")]);
+        assert_eq!(rs[1].watches(), [file_id(DAEMON_JSON_PATH)]);
         assert_eq!(
             scripts(&rs[1].on_watched_change()),
             ["systemctl restart docker.service"]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use common::facts::require_success;
+use common::facts::{ProbeKey, require_success};
 use common::shell::quote;
 use common::{Fact, FactError, Probe, ProbeOutput};
 
@@ -28,7 +28,7 @@ impl Fact for LoginUser {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "login-user".into(),
+            key: ProbeKey::named("login-user"),
             script: r#"printf '%s\n' "${SUDO_USER:-$(id -un)}""#.into(),
         }
     }
@@ -56,7 +56,7 @@ impl Fact for OpenSshVersion {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "openssh-version".into(),
+            key: ProbeKey::named("openssh-version"),
             script: format!("{SBIN_PATH}; ssh -V 2>&1 || sshd -V 2>&1"),
         }
     }
@@ -129,7 +129,7 @@ impl Fact for SshdDropIns {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "sshd-drop-ins".into(),
+            key: ProbeKey::named("sshd-drop-ins"),
             script: format!(
                 "for f in /etc/ssh/sshd_config.d/*.conf; do
                    [ -f \"$f\" ] && [ ! -L \"$f\" ] && [ \"$f\" != {own} ] || continue
@@ -212,7 +212,7 @@ impl Fact for SshdEffective {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "sshd-effective".into(),
+            key: ProbeKey::named("sshd-effective"),
             // `sshd -T` refuses to run without its privilege-separation directory, which
             // is missing on socket-activated hosts until the first connection.
             script: format!("{SBIN_PATH}; [ -d /run/sshd ] || mkdir -p -m 0755 /run/sshd; sshd -T"),
@@ -499,7 +499,7 @@ impl Fact for UfwState {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "ufw".into(),
+            key: ProbeKey::named("ufw"),
             script: format!(
                 r#"{SBIN_PATH}
 if ! command -v ufw >/dev/null 2>&1; then echo 'ufw: not installed'; exit 0; fi
@@ -587,7 +587,7 @@ impl Fact for DockerUserChains {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "docker-user-chains".into(),
+            key: ProbeKey::named("docker-user-chains"),
             script: format!(
                 r#"{SBIN_PATH}
 for t in iptables:v4 ip6tables:v6; do
@@ -663,10 +663,14 @@ impl Fact for SysctlState {
     type Value = BTreeMap<String, SysctlEntry>;
 
     fn probe(&self) -> Probe {
-        let keys: Vec<String> = self.keys.iter().map(|k| quote(k)).collect();
+        // The same set of keys in any order is one probe; two sets are two probes (the key
+        // was once their size, and two sets of the same size shared it).
+        let mut set = self.keys.clone();
+        set.sort();
+        set.dedup();
+        let keys: Vec<String> = set.iter().map(|k| quote(k)).collect();
         Probe {
-            // Named by the keys it reads: two sets of the same size are different probes.
-            key: format!("sysctl:{}", self.keys.join(",")),
+            key: ProbeKey::about_set("sysctl", &set),
             // Shell builtins only (no process per key): the dots of a key become the
             // slashes of its path, a value's tabs become spaces.
             script: format!(
@@ -728,7 +732,7 @@ impl Fact for PasswordMaxAge {
     fn probe(&self) -> Probe {
         let getent = common::shell::Command::new("getent").operands(["shadow", self.user.as_str()]);
         Probe {
-            key: format!("password-max-age:{}", self.user),
+            key: ProbeKey::about("password-max-age", &self.user),
             script: format!(
                 "if e=$({getent}); then printf '%s\\n' \"$e\" | cut -d: -f5; else echo absent; fi"
             ),
@@ -764,7 +768,7 @@ impl Fact for HostnameState {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "hostname".into(),
+            key: ProbeKey::named("hostname"),
             script: r#"printf 'configured=%s\nrunning=%s\n' "$(cat /etc/hostname 2>/dev/null)" "$(uname -n)""#
                 .into(),
         }
@@ -840,7 +844,7 @@ impl Fact for PendingUpgrades {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "apt-pending-upgrades".into(),
+            key: ProbeKey::named("apt-pending-upgrades"),
             script: pending_upgrades_script(""),
         }
     }
@@ -896,7 +900,7 @@ impl Fact for RebootState {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "reboot-state".into(),
+            key: ProbeKey::named("reboot-state"),
             script: r#"if [ -e /var/run/reboot-required ]; then
   stat -c 'required %Y' /var/run/reboot-required
   if [ -r /var/run/reboot-required.pkgs ]; then sort -u /var/run/reboot-required.pkgs | sed 's/^/package /'; fi

@@ -19,7 +19,7 @@
 //! new logins out and the commit-confirmed apply must roll it back.
 
 use common::facts::builtin::{PathKind, PathState};
-use common::resources::Service;
+use common::resources::{Service, file_id};
 use common::shell::Command;
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
@@ -445,7 +445,7 @@ impl Fail2banJail {
 
 impl Resource for Fail2banJail {
     fn id(&self) -> String {
-        format!("file:{JAIL_PATH}")
+        file_id(JAIL_PATH)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -490,7 +490,7 @@ pub fn packages(firewall: bool, fail2ban: bool) -> Vec<&'static str> {
 /// fail2ban enabled and running, restarted when its jail changed.
 pub(crate) fn fail2ban_service() -> Service {
     Service::running("fail2ban.service")
-        .reload_on([format!("file:{JAIL_PATH}")])
+        .reload_on([file_id(JAIL_PATH)])
         .restart_on_change()
 }
 
@@ -945,7 +945,7 @@ mod tests {
     #[test]
     fn fail2ban_service_restarts_on_jail_change() {
         let s = fail2ban_service();
-        assert_eq!(s.watches(), [format!("file:{JAIL_PATH}")]);
+        assert_eq!(s.watches(), [file_id(JAIL_PATH)]);
         assert_eq!(
             scripts(&s.on_watched_change()),
             ["systemctl restart fail2ban.service"]

@@ -1204,7 +1204,7 @@ mod tests {
 
     fn with(f: &Facts, key: &str, output: common::ProbeOutput) -> Facts {
         let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
-            f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         outputs.insert(key.into(), output);
         Facts::from_outputs(outputs)
     }
@@ -1245,7 +1245,7 @@ mod tests {
         let (r, _, text) = fresh_debian12_drop_in();
         let mut f = debian12(Some(&text), "");
         let mut outputs: std::collections::BTreeMap<String, common::ProbeOutput> =
-            f.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         outputs.insert(
             "sshd-effective".into(),
             failed(

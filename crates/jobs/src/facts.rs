@@ -48,7 +48,7 @@ impl HostFacts {
                             "stdout": redact_probe(k, &v.stdout),
                             "stderr": v.stderr,
                         });
-                        (k.clone(), probe)
+                        (k.to_string(), probe)
                     })
                     .collect(),
             ),

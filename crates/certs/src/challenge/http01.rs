@@ -13,7 +13,7 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use common::facts::{Fact, FactError, Probe, ProbeOutput, require_success};
+use common::facts::{Fact, FactError, Probe, ProbeKey, ProbeOutput, require_success};
 use common::shell::quote;
 use common::transport::{ExecOutput, Transport};
 use instant_acme::ChallengeType;
@@ -52,7 +52,7 @@ impl Fact for PortListener {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: format!("listen:tcp:{}", self.port),
+            key: ProbeKey::about("listen", format!("tcp:{}", self.port)),
             script: format!(
                 "if command -v ss >/dev/null 2>&1; then ss -H -ltnp 'sport = :{port}'; \
                  else echo '{PROC_MARKER}'; awk -v p={hex} 'FNR>1 && $4==\"0A\" {{ n=split($2,a,\":\"); if (a[n]==p) print \"LISTEN\" }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null; true; fi",
@@ -63,7 +63,7 @@ impl Fact for PortListener {
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<PortUse, FactError> {
-        let key = self.probe().key;
+        let key = self.probe().key.to_string();
         require_success(&key, output)?;
         let lines: Vec<&str> = output
             .stdout
@@ -558,7 +558,9 @@ mod tests {
         let probes = vec![fact.probe()];
         let facts_out = common::facts::render_batch_output(
             &probes,
-            &[(fact.probe().key, ok(nginx))].into_iter().collect(),
+            &[(fact.probe().key.to_string(), ok(nginx))]
+                .into_iter()
+                .collect(),
         );
         let t = FakeTransport::with_responses(
             "web-1",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::Serialize;
 
-use super::{Fact, FactError, Probe, ProbeOutput, require_success};
+use super::{Fact, FactError, Probe, ProbeKey, ProbeOutput, require_success};
 use crate::shell::{Command, quote};
 
 fn parse_error(key: &str, what: &str, line: &str) -> FactError {
@@ -59,7 +59,7 @@ impl Fact for HostInfo {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "host".into(),
+            key: ProbeKey::named("host"),
             script: r#". /etc/os-release
 echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${VERSION_CODENAME:-}"
 echo "virtualization=$(systemd-detect-virt 2>/dev/null || echo none)"
@@ -114,7 +114,7 @@ impl Fact for InstalledPackages {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: "dpkg".into(),
+            key: ProbeKey::named("dpkg"),
             script: r"dpkg-query -W -f='${Package}\t${db:Status-Abbrev}\t${Version}\n'".into(),
         }
     }
@@ -184,7 +184,7 @@ impl Fact for PathState {
     fn probe(&self) -> Probe {
         let p = quote(&self.path);
         Probe {
-            key: format!("path:{}", self.path),
+            key: ProbeKey::about("path", &self.path),
             script: format!(
                 "if [ -L {p} ] || [ -e {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' {p}) && printf '%s\\n' \"$s\"; \
                  if [ -f {p} ] && [ ! -L {p} ]; then if [ \"${{s##*|}}\" -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; \
@@ -292,7 +292,7 @@ impl Fact for UnitState {
 
     fn probe(&self) -> Probe {
         Probe {
-            key: format!("unit:{}", self.unit),
+            key: ProbeKey::about("unit", &self.unit),
             script: format!(
                 "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {}",
                 quote(&self.unit)
@@ -341,7 +341,7 @@ impl Fact for TimezoneState {
     fn probe(&self) -> Probe {
         let file = quote(&format!("/usr/share/zoneinfo/{}", self.wanted));
         Probe {
-            key: format!("timezone:{}", self.wanted),
+            key: ProbeKey::about("timezone", &self.wanted),
             script: format!(
                 "t=$(readlink /etc/localtime 2>/dev/null); echo \"current=${{t#*/zoneinfo/}}\"; \
                  if [ -f {file} ]; then echo exists=1; else echo exists=0; fi; \
@@ -396,7 +396,7 @@ impl Fact for Account {
         let getent = Command::new("getent").operands(["passwd", self.name.as_str()]);
         let id = Command::new("id").arg("-nG").operand(self.name.as_str());
         Probe {
-            key: format!("account:{}", self.name),
+            key: ProbeKey::about("account", &self.name),
             script: format!("if e=$({getent}); then echo \"$e\"; {id}; else echo absent; fi"),
         }
     }
@@ -430,28 +430,6 @@ impl Fact for Account {
             shell: fields[6].to_string(),
             groups,
         })
-    }
-}
-
-/// Output of an arbitrary read-only command, for resources with their own parsers.
-#[derive(Debug, Clone)]
-pub struct CommandOutput {
-    pub key: String,
-    pub script: String,
-}
-
-impl Fact for CommandOutput {
-    type Value = ProbeOutput;
-
-    fn probe(&self) -> Probe {
-        Probe {
-            key: self.key.clone(),
-            script: self.script.clone(),
-        }
-    }
-
-    fn parse(&self, output: &ProbeOutput) -> Result<ProbeOutput, FactError> {
-        Ok(output.clone())
     }
 }
 

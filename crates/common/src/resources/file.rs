@@ -1,5 +1,5 @@
 use crate::facts::builtin::{PathKind, PathState, PathStateValue};
-use crate::facts::{Fact, FactError, Facts, Probe};
+use crate::facts::{Fact, FactError, Facts, Probe, ProbeKey};
 use crate::resource::PlanError;
 use crate::resource::{Action, FileWrite, Plan, Resource};
 use crate::shell::{chown_chmod, make_directory};
@@ -95,7 +95,7 @@ impl File {
             PathKind::Absent | PathKind::File => {}
             other => {
                 return Err(FactError::Parse {
-                    key: format!("path:{}", desired.path),
+                    key: ProbeKey::about("path", &desired.path).to_string(),
                     what: "a regular file".into(),
                     line: format!("{other:?}"),
                 });
@@ -158,7 +158,7 @@ impl File {
 pub fn editable_text(path: &str, current: &PathStateValue) -> Result<String, FactError> {
     if current.kind == PathKind::File && current.content.is_none() {
         return Err(FactError::Parse {
-            key: format!("path:{path}"),
+            key: ProbeKey::about("path", path).to_string(),
             what: "a file small enough to edit in place (at most 1 MiB)".into(),
             line: format!("{} bytes", current.size),
         });
@@ -293,7 +293,7 @@ impl Resource for Directory {
                 },
             ),
             other => Err(FactError::Parse {
-                key: format!("path:{}", self.path),
+                key: ProbeKey::about("path", &self.path).to_string(),
                 what: "a directory".into(),
                 line: format!("{other:?}"),
             }
