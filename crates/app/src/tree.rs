@@ -6,6 +6,7 @@
 //! fact that reads names and numbers.
 
 use common::PlanError;
+use common::facts::builtin::PathKind;
 use common::facts::{Fact, FactError, Facts, Probe, ProbeKey, ProbeOutput, require_success};
 use common::shell::{make_directory, quote};
 use common::{Action, Plan, Resource};
@@ -43,8 +44,7 @@ pub(crate) struct Ownership {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct OwnershipValue {
-    /// `absent`, `directory`, `regular file`, ...
-    pub kind: String,
+    pub kind: PathKind,
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -77,7 +77,7 @@ impl Fact for Ownership {
         };
         if line == "absent" {
             return Ok(OwnershipValue {
-                kind: "absent".into(),
+                kind: PathKind::Absent,
                 mode: 0,
                 uid: 0,
                 gid: 0,
@@ -90,7 +90,7 @@ impl Fact for Ownership {
             return Err(error("stat line"));
         };
         Ok(OwnershipValue {
-            kind: kind.to_string(),
+            kind: PathKind::from_stat(kind),
             mode: u32::from_str_radix(mode, 8).map_err(|_| error("mode"))?,
             uid: uid.parse().map_err(|_| error("uid"))?,
             gid: gid.parse().map_err(|_| error("gid"))?,
@@ -139,12 +139,12 @@ impl Resource for AppDirectory {
                 self.mode,
             ),
         );
-        match current.kind.as_str() {
-            "absent" => Ok(Plan::change(
+        match &current.kind {
+            PathKind::Absent => Ok(Plan::change(
                 format!("create {} ({owners} {:o})", self.path, self.mode),
                 vec![fix],
             )),
-            "directory"
+            PathKind::Directory
                 if current.mode == self.mode
                     && self.owner.matches(&current.user, current.uid)
                     && self.group.matches(&current.group, current.gid) =>
@@ -154,7 +154,7 @@ impl Resource for AppDirectory {
                     self.path, self.mode
                 )))
             }
-            "directory" => Ok(Plan::change(
+            PathKind::Directory => Ok(Plan::change(
                 format!(
                     "{}: {owners} {:o} (was {}:{} {:o})",
                     self.path, self.mode, current.user, current.group, current.mode
@@ -164,7 +164,7 @@ impl Resource for AppDirectory {
             other => Err(FactError::Parse {
                 key: self.fact().probe().key.to_string(),
                 what: "a directory".into(),
-                line: other.to_string(),
+                line: other.name().to_string(),
             }
             .into()),
         }
@@ -305,7 +305,7 @@ mod tests {
                 stderr: String::new(),
             })
             .unwrap();
-        assert_eq!(v.kind, "directory");
+        assert_eq!(v.kind, PathKind::Directory);
         assert_eq!(v.mode, 0o710);
         let missing = Ownership {
             path: dir.path().join("nope").display().to_string(),

@@ -160,6 +160,29 @@ pub enum PathKind {
     Other(String),
 }
 
+impl PathKind {
+    /// From `stat -c %F`.
+    pub fn from_stat(text: &str) -> PathKind {
+        match text {
+            "regular file" | "regular empty file" => PathKind::File,
+            "directory" => PathKind::Directory,
+            "symbolic link" => PathKind::Symlink,
+            other => PathKind::Other(other.to_string()),
+        }
+    }
+
+    /// As `stat` names it (`absent` when nothing is there).
+    pub fn name(&self) -> &str {
+        match self {
+            PathKind::Absent => "absent",
+            PathKind::File => "regular file",
+            PathKind::Directory => "directory",
+            PathKind::Symlink => "symbolic link",
+            PathKind::Other(other) => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathStateValue {
     pub kind: PathKind,
@@ -214,12 +237,7 @@ impl Fact for PathState {
         let [kind, mode, owner, group, size] = f.as_slice() else {
             return Err(parse_error(&key, "stat line", first));
         };
-        let kind = match *kind {
-            "regular file" | "regular empty file" => PathKind::File,
-            "directory" => PathKind::Directory,
-            "symbolic link" => PathKind::Symlink,
-            other => PathKind::Other(other.to_string()),
-        };
+        let kind = PathKind::from_stat(kind);
         let mode = u32::from_str_radix(mode, 8).map_err(|_| parse_error(&key, "mode", first))?;
         let size = size.parse().map_err(|_| parse_error(&key, "size", first))?;
         let (content, sha256) = match lines.next() {
