@@ -62,7 +62,7 @@ pub enum ChallengeError {
     Host {
         host: String,
         #[source]
-        source: common::TransportError,
+        source: common::transport::TransportError,
     },
     #[error("reading who listens on port {port} of {host} failed")]
     Fact {

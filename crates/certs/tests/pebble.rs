@@ -554,7 +554,7 @@ async fn self_signed_needs_no_ca() {
     let transport = LocalTransport::new("local");
     let settings = scratch.settings();
     let mut checking = settings.clone();
-    checking.engine.mode = common::Mode::Check;
+    checking.engine.mode = common::engine::Mode::Check;
     let e = issue(&d, &transport, &checking).await.unwrap_err();
     assert!(matches!(e, CertsError::WouldObtain { .. }), "{e}");
     assert!(

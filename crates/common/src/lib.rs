@@ -28,8 +28,8 @@ pub mod values;
 /// HTTP-01 tokens there and the app's nginx templates serve it.
 pub const ACME_WEBROOT: &str = "/var/www/acme";
 
-pub use engine::{Mode, Options};
+pub use engine::Options;
 pub use facts::{Fact, FactError, Facts, Probe, ProbeOutput};
-pub use report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
-pub use resource::{Action, FileWrite, Plan, PlanError, Resource};
-pub use transport::{ExecOutput, Transport, TransportError};
+pub use report::{HostOutcome, HostReport, ResourceStatus};
+pub use resource::{Action, Plan, PlanError, Resource};
+pub use transport::Transport;

@@ -15,7 +15,8 @@ use common::report::{HostOutcome, ResourceStatus};
 use common::resources::File;
 use common::testing::simulated_host;
 use common::transport::fake::{Call, FakeTransport, output};
-use common::{ExecOutput, Plan, Resource, Transport, TransportError};
+use common::transport::{ExecOutput, TransportError};
+use common::{Plan, Resource, Transport};
 use tokio::time::Instant;
 
 /// `/etc/motd`, applied commit-confirmed (as sshd and firewall changes are).
