@@ -703,3 +703,65 @@ dpkg-deb -b /tmp/blocker /tmp/blocker.deb >/dev/null"#
         "install ok installed\ninstall ok installed"
     );
 }
+
+/// Issue 14: with `upgrade = "full"` the upgrade and the run's installs are one apt
+/// transaction after one `apt-get update` (counted by an update hook on the host), and
+/// nothing is left to upgrade afterwards.
+#[test]
+fn issue_14_full_upgrade_and_installs_are_one_transaction_after_one_update() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = apt_job_inventory(&host, dir.path());
+    let text = std::fs::read_to_string(&inventory).unwrap();
+    std::fs::write(
+        &inventory,
+        text.replace("upgrade = \"none\"", "upgrade = \"full\""),
+    )
+    .unwrap();
+    // Lists two days old (the upgrade is due whatever the image's lists offer), an update
+    // hook that counts every `apt-get update`, and where the apt history stands now.
+    let before = remote(
+        &host,
+        r#"set -e
+touch -d '2 days ago' /var/lib/apt/lists/*_Packages 2>/dev/null || true
+echo 'APT::Update::Pre-Invoke { "echo update >> /run/provision-test-updates"; };' > /etc/apt/apt.conf.d/00provision-test-count
+rm -f /run/provision-test-updates
+stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0"#,
+    );
+    let (code, report, stderr) = provision(&inventory, &["up"]);
+    assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
+    let upgrade = report["hosts"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "apt:upgrade")
+        .unwrap_or_else(|| panic!("no apt:upgrade in {report:#}"));
+    assert_eq!(upgrade["status"], "changed", "{upgrade:#}");
+    assert_eq!(
+        remote(&host, "wc -l < /run/provision-test-updates"),
+        "1",
+        "one apt-get update"
+    );
+    let history = remote(
+        &host,
+        &format!("tail -c +$(( {before} + 1 )) /var/log/apt/history.log | grep '^Commandline:'"),
+    );
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 1, "one apt transaction: {history}");
+    assert!(
+        lines[0].contains(" upgrade -- htop"),
+        "the upgrade and the install together: {history}"
+    );
+    assert_eq!(
+        remote(&host, "dpkg-query -W -f='${Status}' htop"),
+        "install ok installed"
+    );
+    assert_eq!(
+        remote(&host, "apt-get -s upgrade | grep -c '^Inst ' || true"),
+        "0",
+        "nothing left to upgrade"
+    );
+}

@@ -1,6 +1,6 @@
 //! The one apt invocation: the options every `apt-get` of a run uses and the command
-//! lines built from them (the engine's package install, Docker's repository refresh, the
-//! `full` upgrade policy, the refresh after a mirror change).
+//! lines built from them (Docker's repository refresh, the refresh after a mirror change;
+//! the engine's one apt step, install or upgrade + install, uses the same options).
 
 use crate::facts::builtin::{PathKind, PathStateValue};
 use crate::resource::Action;
@@ -29,13 +29,14 @@ pub const ENVIRONMENT: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a
 const LOCKED: &str = r"Could not get lock\|Unable to lock";
 const LOCK_RETRIES: u32 = 300;
 
-/// Shell function of the apply script, `__provision_apt_install PACKAGE…` (call it through
-/// [`install_call`]): waits for cloud-init, refreshes the package lists when none is
-/// younger than `$__provision_lists_age` minutes (its errors in `$__provision_apt_err`),
-/// then [`install`]s the packages in one transaction.
-pub(crate) fn install_function() -> String {
+/// Shell function of the apply script, `__provision_apt install|upgrade PACKAGE…` (call it
+/// through [`package_call`]): waits for cloud-init, refreshes the package lists when none
+/// is younger than `$__provision_lists_age` minutes (its errors in `$__provision_apt_err`),
+/// then in one transaction [`install`]s the packages, or with `upgrade` [`upgrade`]s every
+/// package and installs these.
+pub(crate) fn package_function() -> String {
     format!(
-        r#"__provision_apt_install() {{
+        r#"__provision_apt() {{
   {WAIT_FOR_CLOUD_INIT}
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages' -mmin -$__provision_lists_age 2>/dev/null | head -n1)" ]; then
     __i=0
@@ -45,17 +46,30 @@ pub(crate) fn install_function() -> String {
       sleep 2
     done
   fi
-  {install} -- "$@"
+  case $1 in
+    install) shift; {install} -- "$@" ;;
+    upgrade) shift; {upgrade} -- "$@" ;;
+    *) echo "__provision_apt: install or upgrade, not $1" >&2; return 2 ;;
+  esac
 }}"#,
         update = update(),
         install = install(Vec::<String>::new()),
+        upgrade = upgrade(Vec::<String>::new()),
     )
 }
 
-/// The apply script's one package step: [`install_function`] with `packages`, each quoted.
-pub(crate) fn install_call(packages: &[String]) -> String {
-    let names: Vec<String> = packages.iter().map(|p| quote(p)).collect();
-    format!("__provision_apt_install {}", names.join(" "))
+/// The apply script's one package step: [`package_function`] with `packages`, each
+/// quoted; `upgrade`: every package upgraded in the same transaction.
+pub(crate) fn package_call(upgrade: bool, packages: &[String]) -> String {
+    let mut call = String::from(match upgrade {
+        true => "__provision_apt upgrade",
+        false => "__provision_apt install",
+    });
+    for p in packages {
+        call.push(' ');
+        call.push_str(&quote(p));
+    }
+    call
 }
 
 fn apt_get() -> Command {
@@ -67,11 +81,6 @@ pub fn update() -> Command {
     apt_get().arg("-q").arg("update")
 }
 
-/// `apt-get … -y -q upgrade`.
-pub fn upgrade() -> Command {
-    apt_get().args(["-y", "-q", "upgrade"])
-}
-
 /// `apt-get … -y -q --no-install-recommends install -- PACKAGES`.
 pub fn install<I, S>(packages: I) -> Command
 where
@@ -80,6 +89,18 @@ where
 {
     apt_get()
         .args(["-y", "-q", "--no-install-recommends", "install"])
+        .operands(packages)
+}
+
+/// `apt-get … -y -q --no-install-recommends upgrade -- PACKAGES`: every package upgraded
+/// (nothing removed) and PACKAGES installed, in one transaction.
+pub fn upgrade<I, S>(packages: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    apt_get()
+        .args(["-y", "-q", "--no-install-recommends", "upgrade"])
         .operands(packages)
 }
 
@@ -176,8 +197,8 @@ mod tests {
     }
 
     #[test]
-    fn the_apply_scripts_install_function_runs_the_one_update_and_install_command_line() {
-        let f = install_function();
+    fn the_apply_scripts_package_function_runs_the_one_update_and_install_command_line() {
+        let f = package_function();
         let opts = OPTIONS.join(" ");
         assert!(
             f.contains(&format!("until apt-get {opts} -q update 2>")),
@@ -189,11 +210,18 @@ mod tests {
             )),
             "{f}"
         );
+        assert!(
+            f.contains(&format!(
+                "apt-get {opts} -y -q --no-install-recommends upgrade -- \"$@\""
+            )),
+            "{f}"
+        );
         assert!(f.contains(WAIT_FOR_CLOUD_INIT), "{f}");
         assert_eq!(
-            install_call(&["curl".into(), "-x".into()]),
-            "__provision_apt_install curl '-x'"
+            package_call(false, &["curl".into(), "-x".into()]),
+            "__provision_apt install curl '-x'"
         );
+        assert_eq!(package_call(true, &[]), "__provision_apt upgrade");
     }
 
     #[test]
@@ -201,12 +229,12 @@ mod tests {
         let opts = "-o DPkg::Lock::Timeout=600 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
         assert_eq!(update().to_string(), format!("apt-get {opts} -q update"));
         assert_eq!(
-            upgrade().to_string(),
-            format!("apt-get {opts} -y -q upgrade")
-        );
-        assert_eq!(
             install(["curl", "-x"]).to_string(),
             format!("apt-get {opts} -y -q --no-install-recommends install -- curl '-x'")
+        );
+        assert_eq!(
+            upgrade(["curl"]).to_string(),
+            format!("apt-get {opts} -y -q --no-install-recommends upgrade -- curl")
         );
     }
 }

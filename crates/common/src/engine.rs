@@ -312,32 +312,53 @@ fn mark_changed(report: &mut HostReport, planned: &[Planned], range: std::ops::R
     }
 }
 
-/// One apt transaction per run: every package install moves into the first one, wherever
-/// it is (an access-guarded segment never has to wait for apt).
-fn merge_package_installs(planned: &mut [Planned]) {
+/// The apt work of `actions`: every package to install, in order, and whether the
+/// system upgrade is among them.
+fn apt_work<'a>(actions: impl IntoIterator<Item = &'a Action>) -> (Vec<String>, bool) {
     let mut all: Vec<String> = Vec::new();
-    for p in planned.iter() {
-        for a in p.actions() {
-            if let Action::InstallPackages { names } = a {
-                for n in names {
-                    if !all.contains(n) {
-                        all.push(n.clone());
-                    }
-                }
+    let mut upgrade = false;
+    for a in actions {
+        let names = match a {
+            Action::InstallPackages { names } => names,
+            Action::UpgradePackages { install } => {
+                upgrade = true;
+                install
+            }
+            _ => continue,
+        };
+        for n in names {
+            if !all.contains(n) {
+                all.push(n.clone());
             }
         }
     }
+    (all, upgrade)
+}
+
+/// The one apt action standing for all of a run's (or a script's) apt work.
+fn merged_apt_action(packages: Vec<String>, upgrade: bool) -> Action {
+    match upgrade {
+        true => Action::UpgradePackages { install: packages },
+        false => Action::InstallPackages { names: packages },
+    }
+}
+
+/// One apt transaction per run: every package install, and the system upgrade, move
+/// into the first of them, wherever it is (an access-guarded segment never has to wait
+/// for apt).
+fn merge_package_installs(planned: &mut [Planned]) {
+    let (all, upgrade) = apt_work(planned.iter().flat_map(|p| p.actions()));
     let mut first = true;
     for p in planned.iter_mut() {
         if let Plan::Change { actions, .. } = &mut p.plan {
             let mut kept = Vec::with_capacity(actions.len());
             for a in actions.drain(..) {
                 match a {
-                    Action::InstallPackages { .. } if first => {
+                    Action::InstallPackages { .. } | Action::UpgradePackages { .. } if first => {
                         first = false;
-                        kept.push(Action::InstallPackages { names: all.clone() });
+                        kept.push(merged_apt_action(all.clone(), upgrade));
                     }
-                    Action::InstallPackages { .. } => {}
+                    Action::InstallPackages { .. } | Action::UpgradePackages { .. } => {}
                     other => kept.push(other),
                 }
             }
@@ -355,18 +376,10 @@ pub(crate) struct ApplyScript {
     marker: String,
 }
 
-/// Build the apply script for `actions`, merging every package install into the first.
+/// Build the apply script for `actions`, merging every package install (and the system
+/// upgrade) into the first apt action.
 pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> ApplyScript {
-    let mut packages: Vec<String> = Vec::new();
-    for a in actions {
-        if let Action::InstallPackages { names } = a {
-            for n in names {
-                if !packages.contains(n) {
-                    packages.push(n.clone());
-                }
-            }
-        }
-    }
+    let (packages, upgrade) = apt_work(actions.iter().copied());
     let mut hash = Sha256::new();
     for a in actions {
         hash.update(a.describe().as_bytes());
@@ -385,18 +398,20 @@ pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> Appl
          trap 'rm -f \"$__log\" \"$__provision_apt_err\"' EXIT\n{PUT_FUNCTION}\n{apt}\n",
         options.apt_lists_max_age_minutes,
         env = crate::apt::ENVIRONMENT,
-        apt = crate::apt::install_function(),
+        apt = crate::apt::package_function(),
     );
     let mut stdin = Vec::new();
     let mut steps = Vec::new();
     let mut packages_done = false;
     for a in actions {
         let (body, reads_stdin) = match a {
-            Action::InstallPackages { .. } if packages_done => continue,
-            Action::InstallPackages { .. } => {
+            Action::InstallPackages { .. } | Action::UpgradePackages { .. } if packages_done => {
+                continue;
+            }
+            Action::InstallPackages { .. } | Action::UpgradePackages { .. } => {
                 packages_done = true;
-                steps.push(format!("apt install {}", packages.join(" ")));
-                (crate::apt::install_call(&packages), false)
+                steps.push(merged_apt_action(packages.clone(), upgrade).describe());
+                (crate::apt::package_call(upgrade, &packages), false)
             }
             Action::WriteFile(w) => {
                 steps.push(format!("write {}", w.path));
@@ -487,7 +502,7 @@ impl ApplyScript {
 /// Whether an action takes the dpkg/apt locks.
 fn uses_apt(action: &Action) -> bool {
     match action {
-        Action::InstallPackages { .. } => true,
+        Action::InstallPackages { .. } | Action::UpgradePackages { .. } => true,
         Action::Run { script, .. } => apt_lock::uses_apt(script),
         Action::WriteFile(_) => false,
     }
@@ -863,6 +878,84 @@ mod tests {
         assert!(!marker.exists());
     }
 
+    /// Issue 14: the system upgrade and every install of a script are one apt
+    /// transaction (`apt-get upgrade -- PACKAGES`) after one `apt-get update`, at the
+    /// place of the first apt action.
+    #[test]
+    fn the_upgrade_and_the_installs_are_one_transaction_after_one_update() {
+        let dir = tempfile::tempdir().unwrap();
+        let htop = Action::InstallPackages {
+            names: vec!["htop".into()],
+        };
+        let upgrade = Action::UpgradePackages { install: vec![] };
+        let curl = Action::InstallPackages {
+            names: vec!["curl".into(), "htop".into()],
+        };
+        let stale = Options {
+            apt_lists_max_age_minutes: 0,
+            ..Options::default()
+        };
+        let apply = build_apply_script(&[&htop, &upgrade, &curl], &stale);
+        assert_eq!(apply.steps, ["apt upgrade + install htop curl"]);
+        let (out, record) = run_locally(&apply, dir.path());
+        assert!(out.status.success(), "{out:?}");
+        let calls: Vec<Vec<&str>> = record
+            .split("\n\n")
+            .filter(|c| !c.is_empty())
+            .map(|c| c.lines().collect())
+            .collect();
+        let verbs: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| {
+                c.iter()
+                    .find(|w| ["update", "upgrade", "install"].contains(w))
+            })
+            .copied()
+            .collect();
+        assert_eq!(verbs, ["update", "upgrade"], "{record}");
+        assert_eq!(calls[1][calls[1].len() - 3..], ["--", "htop", "curl"]);
+        // Alone, the upgrade is the same step with nothing to install.
+        let alone = build_apply_script(&[&upgrade], &Options::default());
+        assert_eq!(alone.steps, ["apt upgrade"]);
+        assert!(alone.script.contains("\n__provision_apt upgrade\n"));
+    }
+
+    /// Across a run's resources the first apt action carries all of the apt work.
+    #[test]
+    fn the_runs_apt_work_moves_into_its_first_apt_action() {
+        let planned = |actions: Vec<Action>| Planned {
+            plan: Plan::change("x", actions),
+            triggered: Vec::new(),
+        };
+        let mut run = vec![
+            planned(vec![Action::run("a", "true")]),
+            planned(vec![Action::InstallPackages {
+                names: vec!["htop".into()],
+            }]),
+            planned(vec![Action::UpgradePackages { install: vec![] }]),
+            planned(vec![
+                Action::run("b", "true"),
+                Action::InstallPackages {
+                    names: vec!["curl".into()],
+                },
+            ]),
+        ];
+        merge_package_installs(&mut run);
+        let described: Vec<Vec<String>> = run
+            .iter()
+            .map(|p| p.actions().map(Action::describe).collect())
+            .collect();
+        assert_eq!(
+            described,
+            [
+                vec!["a".to_string()],
+                vec!["apt upgrade + install htop curl".to_string()],
+                vec![],
+                vec!["b".to_string()],
+            ]
+        );
+    }
+
     /// Issue 11, path 2: the validator gets the file's path as one more argument; nothing
     /// is substituted into its text, so `%s` and `$(…)` in the path stay data.
     #[test]
@@ -935,7 +1028,7 @@ mod tests {
                 )]
                 .into();
                 output(0, crate::facts::render_batch_output(&probes, &outputs))
-            } else if s.contains(apt_lock::LOCKED_MARKER) && s.contains("__provision_apt_install") {
+            } else if s.contains(apt_lock::LOCKED_MARKER) && s.contains("__provision_apt install") {
                 if !locked_once.swap(true, Ordering::SeqCst) {
                     output(0, format!("{}\n{holders}", apt_lock::LOCKED_MARKER))
                 } else {
@@ -991,7 +1084,7 @@ mod tests {
             at("systemctl start apt-daily.timer apt-daily-upgrade.timer").expect("restored");
         assert_eq!(restore, scripts.len() - 1, "restored last");
         let applies: Vec<usize> = (0..scripts.len())
-            .filter(|&i| scripts[i].contains("__provision_apt_install curl"))
+            .filter(|&i| scripts[i].contains("__provision_apt install curl"))
             .collect();
         assert_eq!(applies.len(), 2, "refused while locked, then run");
         assert!(applies[0] < take_over && take_over < applies[1]);
@@ -1066,7 +1159,7 @@ mod tests {
         assert_eq!(
             host.calls()
                 .iter()
-                .filter(|c| c.script.contains("__provision_apt_install"))
+                .filter(|c| c.script.contains("__provision_apt install"))
                 .count(),
             1
         );

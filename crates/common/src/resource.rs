@@ -58,6 +58,10 @@ impl Plan {
 pub enum Action {
     /// Install packages; every install of a run is merged into one apt transaction.
     InstallPackages { names: Vec<String> },
+    /// Upgrade every installed package (`apt-get upgrade`, no removals), after refreshing
+    /// the package lists when they are older than the run's limit; the run's package
+    /// installs (`install`) join it: one `apt-get update` at most, one apt transaction.
+    UpgradePackages { install: Vec<String> },
     /// Write a file atomically (temp file, fsync, rename, backup of the old one).
     WriteFile(FileWrite),
     /// Run a shell snippet as root with `set -e`; stdin is closed.
@@ -75,6 +79,10 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::InstallPackages { names } => format!("apt install {}", names.join(" ")),
+            Action::UpgradePackages { install } if install.is_empty() => "apt upgrade".into(),
+            Action::UpgradePackages { install } => {
+                format!("apt upgrade + install {}", install.join(" "))
+            }
             Action::WriteFile(w) => format!("write {}", w.path),
             Action::Run { description, .. } => description.clone(),
         }

@@ -106,12 +106,12 @@ async fn check_then_up_then_check_converges() {
         apply
             .script
             .lines()
-            .filter(|l| l.starts_with("__provision_apt_install "))
+            .filter(|l| l.starts_with("__provision_apt install "))
             .count(),
         1,
         "one apt transaction"
     );
-    assert!(apply.script.contains("__provision_apt_install curl\n"));
+    assert!(apply.script.contains("__provision_apt install curl\n"));
     assert!(
         apply
             .script
@@ -189,9 +189,9 @@ async fn package_sets_of_several_resources_share_one_apt_transaction() {
     let installs: Vec<&str> = apply
         .script
         .lines()
-        .filter(|l| l.starts_with("__provision_apt_install "))
+        .filter(|l| l.starts_with("__provision_apt install "))
         .collect();
-    assert_eq!(installs, ["__provision_apt_install curl htop"]);
+    assert_eq!(installs, ["__provision_apt install curl htop"]);
     let statuses: Vec<_> = report.resources.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [ResourceStatus::Changed; 3]);
 }

@@ -494,8 +494,9 @@ impl Resource for UnattendedUpgrades {
     }
 }
 
-/// `apt-get upgrade` on every run (policy `full`). Never idempotent: it changes whenever
-/// the package lists, refreshed on apply, offer upgrades. The plan says what the current
+/// `apt-get upgrade` on every run (policy `full`), in the run's one apt transaction with
+/// its package installs (lists refreshed first when older than the engine's limit). Never
+/// idempotent: it changes whenever the package lists offer upgrades. The plan says what the current
 /// lists offer and how old they are; lists older than a day count as pending.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SystemUpgrade;
@@ -529,22 +530,18 @@ impl Resource for SystemUpgrade {
             format!("refresh package lists and upgrade ({age})")
         } else {
             format!(
-                "upgrade {} package(s) ({age}, refreshed first): {}",
+                "upgrade {} package(s) ({age}, refreshed first when stale): {}",
                 pending.packages.len(),
                 pending.packages.join(" ")
             )
         };
+        // The engine's apt step: the lists refreshed when older than the run's limit (an
+        // hour), then one transaction with the run's package installs.
         Ok(Plan::change(
             summary,
-            vec![Action::run(
-                "apt-get update && apt-get upgrade",
-                format!(
-                    "{}\n{}\n{}",
-                    common::apt::WAIT_FOR_CLOUD_INIT,
-                    common::apt::update(),
-                    common::apt::upgrade()
-                ),
-            )],
+            vec![Action::UpgradePackages {
+                install: Vec::new(),
+            }],
         ))
     }
 }
@@ -717,7 +714,7 @@ mod tests {
         .expect_change();
         assert_eq!(
             summary,
-            "upgrade 1 package(s) (package lists 30 min old, refreshed first): openssl"
+            "upgrade 1 package(s) (package lists 30 min old, refreshed first when stale): openssl"
         );
         let (summary, _) =
             plan_of(&r, &facts(&[(key, ok("lists_age_minutes=5000\n"))])).expect_change();
