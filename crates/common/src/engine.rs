@@ -158,14 +158,17 @@ fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planne
     resources
         .iter()
         .map(|r| {
-            let plan = r.plan(facts)?;
+            let fires = r.watches().iter().any(|w| changed.contains(w));
+            let plan = match fires {
+                true => r.plan_when_triggered(facts)?,
+                false => r.plan(facts)?,
+            };
             if plan.is_change() {
                 changed.insert(r.id());
             }
-            let triggered = if r.watches().iter().any(|w| changed.contains(w)) {
-                r.on_watched_change()
-            } else {
-                Vec::new()
+            let triggered = match fires {
+                true => r.on_watched_change(),
+                false => Vec::new(),
             };
             Ok(Planned { plan, triggered })
         })

@@ -149,6 +149,13 @@ pub trait Resource: Send + Sync {
         Vec::new()
     }
 
+    /// The plan when a watched resource changed in the same run (so that
+    /// [`Resource::on_watched_change`] runs after it): [`Resource::plan`] unless the
+    /// triggered steps make part of it redundant (a unit they restart needs no start).
+    fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        self.plan(facts)
+    }
+
     /// Changes that can cut the operator's access (sshd, firewall) are applied
     /// commit-confirmed: a rollback is armed on the host before, and disarmed only after a
     /// brand-new login succeeded.

@@ -122,6 +122,9 @@ impl<R: Resource> Resource for Guarded<R> {
     fn on_watched_change(&self) -> Vec<Action> {
         self.inner.on_watched_change()
     }
+    fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        self.inner.plan_when_triggered(facts)
+    }
     fn guards_access(&self) -> bool {
         true
     }

@@ -45,16 +45,10 @@ impl Service {
     }
 }
 
-impl Resource for Service {
-    fn id(&self) -> String {
-        format!("service:{}", self.unit)
-    }
-
-    fn probes(&self) -> Vec<Probe> {
-        vec![self.fact().probe()]
-    }
-
-    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+impl Service {
+    /// The steps that bring the unit to its state; `started_by_trigger`: a triggered
+    /// restart follows and starts it, so no start of its own.
+    fn plan_units(&self, facts: &Facts, started_by_trigger: bool) -> Result<Plan, PlanError> {
         let state = facts.read(&self.fact())?;
         let u = quote(&self.unit);
         let mut todo = Vec::new();
@@ -70,7 +64,9 @@ impl Resource for Service {
         }
         if self.running && !state.is_active() {
             todo.push("start");
-            script.push(format!("systemctl start {u}"));
+            if !started_by_trigger {
+                script.push(format!("systemctl start {u}"));
+            }
         }
         if !self.running && state.is_active() {
             todo.push("stop");
@@ -82,13 +78,40 @@ impl Resource for Service {
                 self.unit, state.active_state, state.unit_file_state
             )));
         }
-        Ok(Plan::change(
-            format!("{} {}", todo.join(" and "), self.unit),
-            vec![Action::run(
-                format!("{} {}", todo.join("+"), self.unit),
+        let steps = todo.iter().take(script.len()).copied().collect::<Vec<_>>();
+        let actions = match script.is_empty() {
+            true => Vec::new(),
+            false => vec![Action::run(
+                format!("{} {}", steps.join("+"), self.unit),
                 script.join("\n"),
             )],
+        };
+        Ok(Plan::change(
+            format!("{} {}", todo.join(" and "), self.unit),
+            actions,
         ))
+    }
+}
+
+impl Resource for Service {
+    fn id(&self) -> String {
+        format!("service:{}", self.unit)
+    }
+
+    fn probes(&self) -> Vec<Probe> {
+        vec![self.fact().probe()]
+    }
+
+    fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        self.plan_units(facts, false)
+    }
+
+    /// A watched change restarts (or reloads-or-restarts) the unit right after this
+    /// plan's steps, and either starts a unit that is not running: a start of its own
+    /// would be a second (re)start moments after the first (fail2ban, stopped while
+    /// still starting, then hangs in its stop for systemd's whole timeout).
+    fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
+        self.plan_units(facts, self.running)
     }
 
     fn watches(&self) -> Vec<String> {
@@ -108,5 +131,73 @@ impl Resource for Service {
             format!("{verb} {}", self.unit),
             format!("systemctl {verb} {}", quote(&self.unit)),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::ok;
+    use std::collections::BTreeMap;
+
+    fn facts(state: &str) -> Facts {
+        Facts::from_outputs(BTreeMap::from([(
+            "unit:fail2ban.service".to_string(),
+            ok(&format!("LoadState=loaded\n{state}")),
+        )]))
+    }
+
+    fn scripts(plan: &Plan) -> Vec<String> {
+        match plan {
+            Plan::Change { actions, .. } => actions
+                .iter()
+                .map(|a| match a {
+                    Action::Run { script, .. } => script.clone(),
+                    other => other.describe(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Issue 14: a unit that a watched change restarts in the same run is started by that
+    /// restart, not a moment before it as well.
+    #[test]
+    fn a_triggered_restart_starts_the_unit_without_a_start_of_its_own() {
+        let s = Service::running("fail2ban.service")
+            .reload_on(["file:/etc/fail2ban/jail.d/provision.local".to_string()])
+            .restart_on_change();
+        let fresh = facts("ActiveState=inactive\nUnitFileState=disabled\n");
+        assert_eq!(
+            scripts(&s.plan(&fresh).unwrap()),
+            ["systemctl enable fail2ban.service\nsystemctl start fail2ban.service"]
+        );
+        let triggered = s.plan_when_triggered(&fresh).unwrap();
+        assert!(triggered.is_change());
+        assert_eq!(scripts(&triggered), ["systemctl enable fail2ban.service"]);
+        assert_eq!(
+            scripts(&Plan::change("", s.on_watched_change())),
+            ["systemctl restart fail2ban.service"]
+        );
+        // Failed after its package's own start (enabled): nothing of its own; the restart
+        // starts it, and the plan still says so.
+        let failed = s
+            .plan_when_triggered(&facts("ActiveState=failed\nUnitFileState=enabled\n"))
+            .unwrap();
+        let Plan::Change { summary, actions } = &failed else {
+            panic!("{failed:?}")
+        };
+        assert_eq!(summary, "start fail2ban.service");
+        assert!(actions.is_empty(), "{actions:?}");
+        // A unit that is not to run is stopped whatever triggers.
+        let stopped = Service {
+            running: false,
+            ..s.clone()
+        };
+        let active = facts("ActiveState=active\nUnitFileState=enabled\n");
+        assert_eq!(
+            scripts(&stopped.plan_when_triggered(&active).unwrap()),
+            ["systemctl stop fail2ban.service"]
+        );
     }
 }
