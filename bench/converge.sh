@@ -90,9 +90,13 @@ for i in $(seq 0 $((N - 1))); do
   ssh_lab "$b" 'journalctl -q --no-pager -o short-unix' >"$work/job$i.journal" 2>/dev/null || true
 done
 
-# First boot: apt-daily.service started just before `up` (its `apt-get update` holds the
-# lists lock the way it does on a provider's first boot), its floor host beside it.
-ssh_lab "$FIRST_BOOT" 'systemctl start --no-block apt-daily.service'
+# First boot: apt-daily.service started just before `up`, its floor host beside it. The
+# lab's minbase images have no APT::Periodic settings (apt-daily.service would do nothing),
+# so a runtime drop-in makes it run what a provider image's first boot runs first: a plain
+# `apt-get update`, holding the package lists lock, under the real unit's name.
+ssh_lab "$FIRST_BOOT" 'mkdir -p /run/systemd/system/apt-daily.service.d &&
+  printf "[Service]\nExecStart=\nExecStart=/usr/bin/apt-get -q update\n" > /run/systemd/system/apt-daily.service.d/zz-bench.conf &&
+  systemctl daemon-reload && systemctl start --no-block apt-daily.service'
 floor_run "$FIRST_BOOT_FLOOR" >"$work/firstboot-floor.ms" &
 fb=$(job_run "$FIRST_BOOT" firstboot)
 wait $!
