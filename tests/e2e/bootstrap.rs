@@ -18,17 +18,12 @@ use lab::{HostSpec, LabHost};
 
 fn inventory(dir: &std::path::Path, host: &LabHost, bootstrap_user: &str) -> PathBuf {
     let key = std::fs::read_to_string(host.identity_file.with_extension("pub")).unwrap();
-    let text = format!(
-        r#"[defaults]
-user = "deploy"
-bootstrap_user = "{bootstrap_user}"
-identity_file = "{identity}"
-known_hosts = "{known}"
-
-[hosts.{name}]
-address = "{address}"
-
-[vars]
+    support::write_inventory(
+        dir,
+        host,
+        &format!("user = \"deploy\"\nbootstrap_user = \"{bootstrap_user}\""),
+        &format!(
+            r#"[vars]
 packages = []
 upgrade = "none"
 
@@ -44,15 +39,9 @@ ssh_rate_limit = false
 [vars.docker]
 enabled = false
 "#,
-        identity = host.identity_file.display(),
-        known = host.known_hosts.display(),
-        name = host.name,
-        address = host.address,
-        key = key.trim(),
-    );
-    let path = dir.join("inventory.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+            key = key.trim(),
+        ),
+    )
 }
 
 /// `script` over a plain login as `user`; its exit status and output.
@@ -157,13 +146,8 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
 /// timer active; the second `up` changes nothing and asks the CA nothing.
 #[test]
 fn one_up_obtains_the_certificate_under_a_custom_app_path_and_schedules_its_renewal() {
-    use certs::testing::{Pebble, PebbleOptions, pebble_installed};
-    if !lab::testing::skip_unless_lab() {
-        return;
-    }
-    if !pebble_installed() {
-        assert!(!lab::testing::lab_required(), "pebble is required here");
-        eprintln!("skipping: pebble is not installed (apt-get install pebble)");
+    use certs::testing::{Pebble, PebbleOptions};
+    if !support::lab_and_pebble() {
         return;
     }
     let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
@@ -295,6 +279,16 @@ domains = ["app.example.com"]
     );
 }
 
+/// A fresh host (root login) in the state unattended-upgrades leaves after a kernel update
+/// (see [`require_a_reboot`]), its boot id, and an [`inventory`] for it in `dir`.
+fn a_host_that_requires_a_reboot() -> (lab::testing::LabGuard, String, tempfile::TempDir, PathBuf) {
+    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
+    let boot = require_a_reboot(&host);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &host, "root");
+    (host, boot, dir, inv)
+}
+
 /// A host in the state unattended-upgrades leaves after a kernel update: the flag file
 /// and the packages behind it (both in /run, so a real reboot clears them).
 fn require_a_reboot(host: &LabHost) -> String {
@@ -316,13 +310,6 @@ fn with_reboot(inv: &std::path::Path, lines: &str) {
     std::fs::write(inv, text).unwrap();
 }
 
-fn resource(run: &support::Run, id: &str) -> serde_json::Value {
-    run.json["hosts"][0]["resources"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["id"] == id).cloned())
-        .unwrap_or_else(|| panic!("no {id} in the report:\n{}", run.text))
-}
-
 /// Issue 15: `check` names a required reboot and the packages behind it; `reboot =
 /// "never"` and a `reboot_window` the host's clock is outside of both mean no reboot —
 /// the boot id is the same after `up`, and the note says why.
@@ -331,14 +318,11 @@ fn a_required_reboot_is_reported_and_waits_for_its_window() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
-    let boot = require_a_reboot(&host);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), &host, "root");
+    let (host, boot, _dir, inv) = a_host_that_requires_a_reboot();
 
     let check = support::provision(&inv, &["check"], &[]);
     assert_eq!(check.code, 2, "{}", check.text);
-    let flag = resource(&check, "reboot-required");
+    let flag = check.resource("reboot-required");
     let notes = flag["notes"].to_string();
     assert!(
         notes.contains("required by libc6, linux-image-lab")
@@ -363,7 +347,7 @@ fn a_required_reboot_is_reported_and_waits_for_its_window() {
     );
     let up = support::provision(&inv, &["up"], &[]);
     assert_eq!(up.code, 0, "{}", up.text);
-    let flag = resource(&up, "reboot-required");
+    let flag = up.resource("reboot-required");
     assert!(
         flag["notes"]
             .to_string()
@@ -395,14 +379,11 @@ fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = lab::testing::fresh_host_of(HostSpec::root(lab::testing::test_os()));
-    let boot = require_a_reboot(&host);
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory(dir.path(), &host, "root");
+    let (host, boot, _dir, inv) = a_host_that_requires_a_reboot();
     with_reboot(&inv, "reboot = \"if-required\"");
 
     let check = support::provision(&inv, &["check"], &[]);
-    let flag = resource(&check, "reboot-required");
+    let flag = check.resource("reboot-required");
     assert!(
         flag["notes"]
             .to_string()
@@ -412,7 +393,7 @@ fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
 
     let up = support::provision(&inv, &["up"], &[]);
     assert_eq!(up.code, 0, "{}", up.text);
-    let reboot = resource(&up, "reboot");
+    let reboot = up.resource("reboot");
     assert_eq!(reboot["status"], "changed", "{reboot:#}");
     let detail = reboot["detail"].as_str().unwrap_or_default();
     assert!(

@@ -14,35 +14,11 @@ use crate::support;
 use std::process::Command;
 use std::time::Instant;
 
-use certs::testing::{Pebble, PebbleOptions, pebble_installed};
+use certs::testing::{Pebble, PebbleOptions};
 use certs::{CertInfo, Settings, StateDir};
 use common::Transport;
 use lab::testing::remote_output as ssh;
 use support::connect;
-
-/// A fresh host in this test's own lab state directory (the base image cache and the
-/// machine-wide address slots are shared).
-fn fresh_host() -> lab::testing::LabGuard {
-    lab::testing::fresh_host_in_own_dir(
-        "PROVISION_CERTS_LAB_DIR",
-        "/var/lib/provision-lab-certs-e2e",
-    )
-}
-
-fn ready() -> bool {
-    if !lab::testing::skip_unless_lab() {
-        return false;
-    }
-    if !pebble_installed() {
-        assert!(
-            !lab::testing::lab_required(),
-            "pebble is required here but not installed"
-        );
-        eprintln!("skipping: pebble is not installed (apt-get install pebble)");
-        return false;
-    }
-    true
-}
 
 /// A scratch directory on this machine, removed on drop.
 struct Scratch(std::path::PathBuf);
@@ -120,19 +96,12 @@ async fn check_installed(
     CertInfo::from_pem(chain.as_bytes()).unwrap()
 }
 
-fn reload_count(host: &lab::LabHost) -> usize {
-    ssh(host, "cat /root/reloads 2>/dev/null | wc -l")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
-    if !ready() {
+    if !support::lab_and_pebble() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("certs");
     let pebble = Pebble::start(PebbleOptions {
         http_port: 80,
         default_ipv4: host.address.to_string(),
@@ -168,7 +137,7 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     assert!(first.renewed);
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
     assert_eq!(info.serial, first.info.serial);
-    assert_eq!(reload_count(&host), 1);
+    assert_eq!(support::reload_count(&host), 1);
     assert_eq!(
         ssh(&host, "ss -H -ltn 'sport = :80'"),
         "",
@@ -186,7 +155,7 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
         .unwrap();
     assert!(!second.renewed, "{}", second.reason);
     assert!(!second.installed_changes());
-    assert_eq!(reload_count(&host), 1);
+    assert_eq!(support::reload_count(&host), 1);
 
     // 2. nginx on port 80 (installed now), serving the ACME location and redirecting the
     //    rest; it is reloaded, never stopped.
@@ -221,7 +190,7 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     assert_ne!(renewed.info.serial, first.info.serial);
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
     assert_eq!(info.serial, renewed.info.serial);
-    assert_eq!(reload_count(&host), 2, "the renewal reloaded");
+    assert_eq!(support::reload_count(&host), 2, "the renewal reloaded");
     assert_eq!(
         ssh(&host, "systemctl show -p MainPID --value nginx"),
         nginx_pid,
@@ -238,7 +207,7 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
         .await
         .unwrap();
     assert!(!again.renewed && !again.installed_changes());
-    assert_eq!(reload_count(&host), 2);
+    assert_eq!(support::reload_count(&host), 2);
     transport.close().await.ok();
 }
 
@@ -261,10 +230,10 @@ fn transport_put(host: &lab::LabHost, path: &str, content: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wildcard_over_dns01_lands_on_the_host() {
-    if !ready() {
+    if !support::lab_and_pebble() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("certs");
     let pebble = Pebble::start(PebbleOptions {
         default_ipv4: host.address.to_string(),
         ..PebbleOptions::default()
@@ -291,7 +260,7 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     );
     let info = check_installed(&host, &pebble, &scratch, ssl).await;
     assert_eq!(info.names, ["*.wild.example.com", "wild.example.com"]);
-    assert_eq!(reload_count(&host), 1);
+    assert_eq!(support::reload_count(&host), 1);
 
     let second = certs::renew(&d, &transport, &settings, false)
         .await
@@ -301,7 +270,7 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     late.now = Some(first.info.not_after - certs::time::Duration::days(1));
     let third = certs::renew(&d, &transport, &late, false).await.unwrap();
     assert!(third.renewed && third.installed_changes());
-    assert_eq!(reload_count(&host), 2);
+    assert_eq!(support::reload_count(&host), 2);
     check_installed(&host, &pebble, &scratch, ssl).await;
 
     // The renewal timer: declarations, CA root and units installed, the timer enabled and

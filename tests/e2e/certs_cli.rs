@@ -15,40 +15,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certs::testing::{Pebble, PebbleOptions, pebble_installed};
+use certs::testing::{Pebble, PebbleOptions};
+
+use crate::support;
 use lab::testing::remote_output as ssh;
 use sha2::{Digest, Sha256};
-
-/// A fresh host in this test's own lab state directory (the base image cache and the
-/// machine-wide address slots are shared).
-fn fresh_host() -> lab::testing::LabGuard {
-    lab::testing::fresh_host_in_own_dir(
-        "PROVISION_CERTS_CLI_LAB_DIR",
-        "/var/lib/provision-lab-certs-cli-e2e",
-    )
-}
-
-fn ready() -> bool {
-    if !lab::testing::skip_unless_lab() {
-        return false;
-    }
-    if !pebble_installed() {
-        assert!(
-            !lab::testing::lab_required(),
-            "pebble is required here but not installed"
-        );
-        eprintln!("skipping: pebble is not installed (apt-get install pebble)");
-        return false;
-    }
-    true
-}
-
-fn reload_count(host: &lab::LabHost) -> usize {
-    ssh(host, "cat /root/reloads 2>/dev/null | wc -l")
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 /// The inventory and the controller's certificate state of one test.
 struct Workspace {
@@ -58,17 +29,12 @@ struct Workspace {
 impl Workspace {
     fn new(host: &lab::LabHost, pebble: &Pebble) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let inventory = format!(
-            r#"[defaults]
-user = "{user}"
-port = {port}
-identity_file = "{key}"
-known_hosts = "{known}"
-
-[hosts.{name}]
-address = "{address}"
-
-[hosts.{name}.vars.certs]
+        support::write_inventory(
+            dir.path(),
+            host,
+            &support::own_login(host),
+            &format!(
+                r#"[hosts.{name}.vars.certs]
 ca = "{ca}"
 ca_root = "{root}"
 email = "ops@example.com"
@@ -76,16 +42,11 @@ domains = ["app.example.com", "www.app.example.com"]
 ssl_dir = "/opt/app/ssl"
 reload = "echo reloaded >> /root/reloads"
 "#,
-            user = host.user,
-            port = host.port,
-            key = host.identity_file.display(),
-            known = host.known_hosts.display(),
-            name = host.name,
-            address = host.address,
-            ca = pebble.directory_url,
-            root = pebble.api_root.display(),
+                name = host.name,
+                ca = pebble.directory_url,
+                root = pebble.api_root.display(),
+            ),
         );
-        std::fs::write(dir.path().join("inventory.toml"), inventory).unwrap();
         Workspace { dir }
     }
 
@@ -226,11 +187,11 @@ fn config_dir_needs_local() {
 
 #[test]
 fn issue_status_renew_schedule_then_the_timer_renews_locally() {
-    if !ready() {
+    if !support::lab_and_pebble() {
         return;
     }
     let total = Instant::now();
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("certs-cli");
     let pebble = Pebble::start(PebbleOptions {
         http_port: 80,
         default_ipv4: host.address.to_string(),
@@ -266,7 +227,7 @@ fn issue_status_renew_schedule_then_the_timer_renews_locally() {
         ),
         format!("{ssl}/fullchain.pem 644\n{ssl}/privkey.pem 600\n")
     );
-    assert_eq!(reload_count(&host), 1);
+    assert_eq!(support::reload_count(&host), 1);
 
     // status: from this machine's state only.
     let status = ws.provision("json", &["certs", "status"]);
@@ -293,7 +254,7 @@ fn issue_status_renew_schedule_then_the_timer_renews_locally() {
     let renewed = &renew.json()["certificates"][0];
     assert_eq!(renewed["status"], "unchanged", "{renewed:#}");
     assert_eq!(renewed["install"]["outcome"], "converged", "{renewed:#}");
-    assert_eq!(reload_count(&host), 1);
+    assert_eq!(support::reload_count(&host), 1);
     assert_eq!(
         ssh(&host, &format!("cat {ssl}/fullchain.pem")),
         chain,
@@ -395,7 +356,7 @@ fn issue_status_renew_schedule_then_the_timer_renews_locally() {
         journal.contains(&format!("{}/app.example.com: up to date", host.name)),
         "{journal}"
     );
-    assert_eq!(reload_count(&host), 1, "nothing was reloaded");
+    assert_eq!(support::reload_count(&host), 1, "nothing was reloaded");
     assert_eq!(ssh(&host, &format!("cat {ssl}/fullchain.pem")), chain);
     eprintln!("certs CLI end to end: {:.1?}", total.elapsed());
 }

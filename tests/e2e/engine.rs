@@ -5,54 +5,32 @@
 //! Issue 11: hostile inventory values never run (refused at load, before any login), and a
 //! path spelled like shell reaches the host literally.
 
+use crate::support;
 use lab::testing::remote;
 use std::path::Path;
 use std::process::Command;
 
-fn provision(inventory: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
-        .arg("--inventory")
-        .arg(inventory)
-        .args(["--format", "json"])
-        .args(args)
-        .output()
-        .expect("run provision");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: stdout:\n{stdout}\nstderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), json, stderr)
+/// An inventory for `host` (root login) with `vars` as its `[vars]` and hardening and
+/// Docker off: the base system alone.
+fn base_only_inventory(host: &lab::LabHost, dir: &Path, vars: &str) -> std::path::PathBuf {
+    support::write_inventory(
+        dir,
+        host,
+        "user = \"root\"",
+        &format!(
+            "[vars]\n{vars}\n\n[vars.hardening]\nenabled = false\n\n[vars.docker]\nenabled = false\n"
+        ),
+    )
 }
 
 fn inventory_for(host: &lab::LabHost, dir: &Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"[defaults]
-user = "root"
-identity_file = "{key}"
-known_hosts = "{known}"
-
-[vars]
-timezone = "Asia/Shanghai"
+    base_only_inventory(
+        host,
+        dir,
+        r#"timezone = "Asia/Shanghai"
 packages = ["curl", "htop"]
-files = [{{ path = "/etc/provision-e2e/app.conf", content = "listen = 8080\n", mode = "0640", group = "adm" }}]
-
-[vars.hardening]
-enabled = false
-
-[vars.docker]
-enabled = false
-
-[hosts.{name}]
-address = "{address}"
-"#,
-        key = host.identity_file.display(),
-        known = host.known_hosts.display(),
-        name = host.name,
-        address = host.address,
-    );
-    let path = dir.join("inventory.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+files = [{ path = "/etc/provision-e2e/app.conf", content = "listen = 8080\n", mode = "0640", group = "adm" }]"#,
+    )
 }
 
 #[test]
@@ -73,7 +51,7 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
         "absent"
     );
 
-    let (code, report, stderr) = provision(&inventory, &["up"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
     assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
     let h = &report["hosts"][0];
     assert_eq!(h["outcome"], "changed", "{h:#}");
@@ -107,7 +85,7 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     );
 
     // Second look: nothing to do, one round trip, exit 0.
-    let (code, report, stderr) = provision(&inventory, &["check"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["check"], &[]);
     let h = &report["hosts"][0];
     assert_eq!(code, 0, "check after up must be clean: {h:#}\n{stderr}");
     assert_eq!(h["outcome"], "converged");
@@ -120,7 +98,7 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
 
     // Drift: change the file by hand; check reports it with a diff and exit 2, up restores it.
     remote(&host, "echo 'listen = 9090' > /etc/provision-e2e/app.conf");
-    let (code, report, _) = provision(&inventory, &["check"]);
+    let (code, report, _) = support::provision_report(&inventory, &["check"], &[]);
     assert_eq!(code, 2, "{report:#}");
     let pending: Vec<&serde_json::Value> = report["hosts"][0]["resources"]
         .as_array()
@@ -135,7 +113,7 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
         diff.contains("-listen = 9090") && diff.contains("+listen = 8080"),
         "{diff}"
     );
-    let (code, _, _) = provision(&inventory, &["up"]);
+    let (code, _, _) = support::provision_report(&inventory, &["up"], &[]);
     assert_eq!(code, 0);
     assert_eq!(
         remote(&host, "cat /etc/provision-e2e/app.conf"),
@@ -164,7 +142,7 @@ fn unknown_host_key_is_refused_with_its_fingerprint() {
     );
     std::fs::write(&inventory, text).unwrap();
 
-    let (code, report, _) = provision(&inventory, &["check"]);
+    let (code, report, _) = support::provision_report(&inventory, &["check"], &[]);
     assert_eq!(code, 1);
     let error = report["hosts"][0]["error"].as_str().unwrap();
     assert!(error.contains("host key"), "{error}");
@@ -172,7 +150,8 @@ fn unknown_host_key_is_refused_with_its_fingerprint() {
     assert!(error.contains("--accept-new-host-keys"), "{error}");
 
     // Trust on first use works and records the key.
-    let (code, report, _) = provision(&inventory, &["--accept-new-host-keys", "check"]);
+    let (code, report, _) =
+        support::provision_report(&inventory, &["--accept-new-host-keys", "check"], &[]);
     assert_ne!(code, 1, "{report:#}");
     assert!(
         std::fs::read_to_string(&empty_known_hosts)
@@ -324,7 +303,7 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
         let path = dir.path().join(format!("{class}.toml"));
         std::fs::write(&path, inventory(user, addr, vars)).unwrap();
         for command in ["up", "check"] {
-            let (code, report, stderr) = provision(&path, &[command]);
+            let (code, report, stderr) = support::provision_report(&path, &[command], &[]);
             assert_eq!(code, 1, "{class} {command}: {report:#}\n{stderr}");
             let error = &report["error"];
             assert_eq!(error["kind"], "inventory", "{class}: {report:#}");
@@ -366,7 +345,7 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
     let valid = dir.path().join("valid.toml");
     std::fs::write(&valid, inventory("root", &address, "")).unwrap();
     let counted = accepted_logins(&host);
-    let (code, report, stderr) = provision(&valid, &["facts"]);
+    let (code, report, stderr) = support::provision_report(&valid, &["facts"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert!(
         accepted_logins(&host) >= counted + 2,
@@ -385,7 +364,7 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
         inventory("root", &address, "[vars]\ntimezone = \"Mars/Olympus_Mons\""),
     )
     .unwrap();
-    let (code, report, stderr) = provision(&mars, &["check"]);
+    let (code, report, stderr) = support::provision_report(&mars, &["check"], &[]);
     assert_eq!(code, 1, "{report:#}\n{stderr}");
     let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("`Mars/Olympus_Mons`"), "{error}");
@@ -422,7 +401,7 @@ fn usage_errors_exit_1_and_inventory_errors_print_as_json() {
         "[vars]\npackages = [\"curl\", \"-oDPkg::Pre-Invoke::=id\"]\n\n[hosts.web-1]\n",
     )
     .unwrap();
-    let (code, report, _) = provision(&inventory, &["check"]);
+    let (code, report, _) = support::provision_report(&inventory, &["check"], &[]);
     assert_eq!(code, 1);
     assert_eq!(
         report["error"],
@@ -451,20 +430,15 @@ fn issue_11_a_path_spelled_like_shell_is_written_literally() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("/tmp/provision-issue11-literal-{}", std::process::id());
     let file = format!("/tmp/issue 11/%s'$(touch {marker})'`touch {marker}`;touch {marker}/x.conf");
-    let text = format!(
-        "[defaults]\nuser = \"root\"\nidentity_file = {:?}\nknown_hosts = {:?}\n\n\
-         [vars]\npackages = []\nupgrade = \"none\"\nfiles = [{{ path = {file:?}, content = \"a = 1\\n\", mode = \"0640\" }}]\n\n\
-         [vars.hardening]\nenabled = false\n\n[vars.docker]\nenabled = false\n\n\
-         [hosts.{}]\naddress = \"{}\"\n",
-        host.identity_file.display().to_string(),
-        host.known_hosts.display().to_string(),
-        host.name,
-        host.address,
+    let inventory = base_only_inventory(
+        &host,
+        dir.path(),
+        &format!(
+            "packages = []\nupgrade = \"none\"\nfiles = [{{ path = {file:?}, content = \"a = 1\\n\", mode = \"0640\" }}]"
+        ),
     );
-    let inventory = dir.path().join("inventory.toml");
-    std::fs::write(&inventory, text).unwrap();
 
-    let (code, report, stderr) = provision(&inventory, &["up"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     let quoted = common::shell::quote(&file);
     assert_eq!(
@@ -476,39 +450,13 @@ fn issue_11_a_path_spelled_like_shell_is_written_literally() {
         "",
         "a payload in the path ran"
     );
-    let (code, report, stderr) = provision(&inventory, &["check"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["check"], &[]);
     assert_eq!(code, 0, "nothing pending after up: {report:#}\n{stderr}");
 }
 
 /// A job whose `up` has apt work on a fresh host (htop is not in the images).
 fn apt_job_inventory(host: &lab::LabHost, dir: &Path) -> std::path::PathBuf {
-    let text = format!(
-        r#"[defaults]
-user = "root"
-identity_file = "{key}"
-known_hosts = "{known}"
-
-[vars]
-packages = ["htop"]
-upgrade = "none"
-
-[vars.hardening]
-enabled = false
-
-[vars.docker]
-enabled = false
-
-[hosts.{name}]
-address = "{address}"
-"#,
-        key = host.identity_file.display(),
-        known = host.known_hosts.display(),
-        name = host.name,
-        address = host.address,
-    );
-    let path = dir.join("inventory.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    base_only_inventory(host, dir, "packages = [\"htop\"]\nupgrade = \"none\"")
 }
 
 /// Makes the host's real `apt-daily.service` run `exec_start` (a runtime drop-in) after
@@ -566,7 +514,7 @@ fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
     );
     assert_eq!(remote(&host, &format!("cat /proc/{pid}/comm")), "apt-get");
 
-    let (code, report, stderr) = provision(&inventory, &["up"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
     assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
     let h = &report["hosts"][0];
     let notes: Vec<&str> = h["notes"]
@@ -731,7 +679,7 @@ echo 'APT::Update::Pre-Invoke { "echo update >> /run/provision-test-updates"; };
 rm -f /run/provision-test-updates
 stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0"#,
     );
-    let (code, report, stderr) = provision(&inventory, &["up"]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
     assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
     let upgrade = report["hosts"][0]["resources"]
         .as_array()

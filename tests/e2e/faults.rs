@@ -739,27 +739,29 @@ fn listing(host: &lab::LabHost, dir: &str) -> String {
     remote(host, &format!("ls -A {dir} | sort | tr '\\n' ' '"))
 }
 
-#[test]
-fn disk_full_while_writing_keeps_the_old_file_and_leaves_no_temp_file() {
-    if !lab::testing::skip_unless_lab() {
-        return;
-    }
-    let host = lab::testing::fresh_host();
-    let dir = tempfile::tempdir().unwrap();
+/// `up` with an inventory in `dir` that writes `new` to `/srv/full/app.conf` on the
+/// [`small_full_filesystem`] of `host` (whose old file's sha256 is `old`): the host fails
+/// naming the write and the cause, the old file is intact, and nothing but it and the
+/// filler is left in the directory (`leftovers` says what must not be). Returns the
+/// inventory, the run and the host's error.
+fn up_on_a_full_disk(
+    host: &lab::LabHost,
+    dir: &Path,
+    old: &str,
+    new: &str,
+    leftovers: &str,
+) -> (PathBuf, Run, String) {
     let target = "/srv/full/app.conf";
-    let old = small_full_filesystem(&host, 4, 0);
-    let new = text_of_size(64 * 1024, 8);
     let inventory = write_inventory(
-        dir.path(),
-        &host,
+        dir,
+        host,
         10,
         &format!(
             "packages = []\nfiles = [{{ path = \"{target}\", content = {} }}]",
-            toml_literal(&new)
+            toml_literal(new)
         ),
-        &[Entry::lab(&host.name, &host)],
+        &[Entry::lab(&host.name, host)],
     );
-
     let run = provision(&inventory, &["up"]);
     assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);
     let h = host_report(&run, &host.name);
@@ -769,16 +771,22 @@ fn disk_full_while_writing_keeps_the_old_file_and_leaves_no_temp_file() {
         error.contains(&format!("write {target}")) && error.contains("No space left on device"),
         "error names the step and the cause: {error}"
     );
-    assert_eq!(
-        sha256_of_remote(&host, "/srv/full/app.conf"),
-        old,
-        "old file intact"
-    );
-    assert_eq!(
-        listing(&host, "/srv/full"),
-        "app.conf filler",
-        "no temp file or backup left"
-    );
+    assert_eq!(sha256_of_remote(host, target), old, "old file intact");
+    assert_eq!(listing(host, "/srv/full"), "app.conf filler", "{leftovers}");
+    (inventory, run, error)
+}
+
+#[test]
+fn disk_full_while_writing_keeps_the_old_file_and_leaves_no_temp_file() {
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let old = small_full_filesystem(&host, 4, 0);
+    let new = text_of_size(64 * 1024, 8);
+    let (inventory, run, error) =
+        up_on_a_full_disk(&host, dir.path(), &old, &new, "no temp file or backup left");
 
     // With room again the same run converges, and the old file is the backup.
     remote(&host, "rm /srv/full/filler");
@@ -806,36 +814,15 @@ fn disk_full_while_keeping_the_backup_keeps_the_old_file_and_no_partial_backup()
     }
     let host = lab::testing::fresh_host();
     let dir = tempfile::tempdir().unwrap();
-    let target = "/srv/full/app.conf";
     // Room for the new file, not for the new file plus the backup of the old one.
     let old = small_full_filesystem(&host, 300, 400);
     let new = text_of_size(200 * 1024, 9);
-    let inventory = write_inventory(
-        dir.path(),
+    let (_, _, error) = up_on_a_full_disk(
         &host,
-        10,
-        &format!(
-            "packages = []\nfiles = [{{ path = \"{target}\", content = {} }}]",
-            toml_literal(&new)
-        ),
-        &[Entry::lab(&host.name, &host)],
-    );
-    let run = provision(&inventory, &["up"]);
-    assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);
-    let error = error_of(host_report(&run, &host.name));
-    assert!(
-        error.contains(&format!("write {target}")) && error.contains("No space left on device"),
-        "{error}"
-    );
-    assert_eq!(
-        sha256_of_remote(&host, "/srv/full/app.conf"),
-        old,
-        "old file intact"
-    );
-    assert_eq!(
-        listing(&host, "/srv/full"),
-        "app.conf filler",
-        "neither the temp file nor a truncated backup is left"
+        dir.path(),
+        &old,
+        &new,
+        "neither the temp file nor a truncated backup is left",
     );
     eprintln!("backup on a full disk: {error}");
 }

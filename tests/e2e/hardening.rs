@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -43,16 +43,6 @@ fn pace(host: &lab::LabHost, weight: usize) {
         };
         std::thread::sleep(wait);
     }
-}
-
-/// A fresh host in this test's own lab state directory, so that a `provision lab down`
-/// elsewhere on the machine does not take it away mid-test (the base image cache and the
-/// machine-wide address slots are shared).
-fn fresh_host() -> lab::testing::LabGuard {
-    lab::testing::fresh_host_in_own_dir(
-        "PROVISION_HARDENING_LAB_DIR",
-        "/var/lib/provision-lab-hardening-e2e",
-    )
 }
 
 async fn connect(host: &lab::LabHost, user: &str) -> SshTransport {
@@ -113,32 +103,18 @@ fn ssh_as(host: &lab::LabHost, user: &str, script: &str) -> std::process::Output
     let elevated = if user == "root" {
         script.to_string()
     } else {
-        format!("sudo -n sh -c {}", shell_quote(script))
+        format!("sudo -n sh -c {}", common::shell::quote(script))
     };
-    Command::new("ssh")
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ControlPath=none",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", host.known_hosts.display()))
-        .arg("-i")
-        .arg(&host.identity_file)
-        .args(["-p", &host.port.to_string()])
-        .arg(format!("{user}@{}", host.address))
-        .arg(elevated)
+    plain_ssh(host, user, &elevated)
+}
+
+/// `command` over a fresh ssh login as `user`, unpaced (see [`pace`]).
+fn plain_ssh(host: &lab::LabHost, user: &str, command: &str) -> std::process::Output {
+    host.ssh_command_as(user)
+        .arg(command)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run ssh")
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn remote(host: &lab::LabHost, user: &str, script: &str) -> String {
@@ -231,7 +207,7 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let vars = vars_for(&host);
     let resources = hardening::resources(&vars);
     println!("lab host {} at {}", host.name, host.address);
@@ -469,7 +445,7 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let vars = Vars::default();
     let good: Vec<Box<dyn Resource>> = vec![Box::new(hardening::ssh::SshdConfig {
         settings: hardening::ssh_settings(&vars),
@@ -527,41 +503,16 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
     assert_eq!(report.outcome, HostOutcome::Converged, "{:?}", report.error);
 }
 
-fn provision(
-    inventory: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (i32, serde_json::Value, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_provision"));
-    cmd.arg("--inventory")
-        .arg(inventory)
-        .args(["--format", "json"])
-        .args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run provision");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("{e}: stdout:\n{stdout}\nstderr:\n{stderr}"));
-    (out.status.code().unwrap_or(-1), json, stderr)
-}
-
 /// An inventory for `host` whose hardening set is the firewall alone (no sshd, fail2ban,
 /// OS hardening or Docker), with `hardening` lines added to `[vars.hardening]`.
 fn firewall_inventory(host: &lab::LabHost, hardening: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            r#"[defaults]
-user = "root"
-identity_file = "{key}"
-known_hosts = "{known}"
-
-[vars]
+    let inventory = support::write_inventory(
+        dir.path(),
+        host,
+        "user = \"root\"",
+        &format!(
+            r#"[vars]
 packages = []
 upgrade = "none"
 
@@ -573,26 +524,10 @@ os = false
 
 [vars.docker]
 enabled = false
-
-[hosts.{name}]
-address = "{address}"
-"#,
-            key = host.identity_file.display(),
-            known = host.known_hosts.display(),
-            name = host.name,
-            address = host.address,
+"#
         ),
-    )
-    .unwrap();
+    );
     (dir, inventory)
-}
-
-/// The firewall's entry in a JSON host report.
-fn firewall_report(report: &serde_json::Value) -> &serde_json::Value {
-    report["hosts"][0]["resources"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["id"] == "firewall:ufw"))
-        .unwrap_or_else(|| panic!("no firewall:ufw in {report:#}"))
 }
 
 const UFW_STATUS: &str = "PATH=$PATH:/usr/sbin; ufw status";
@@ -602,10 +537,10 @@ fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let (_dir, inventory) = firewall_inventory(&host, "");
     let started = Instant::now();
-    let (code, report, stderr) = provision(
+    let (code, report, stderr) = support::provision_report(
         &inventory,
         &["--rollback-window", "15", "harden"],
         &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
@@ -628,7 +563,8 @@ fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
     );
 
     // Without the hook the same run converges and keeps SSH reachable.
-    let (code, report, stderr) = provision(&inventory, &["--rollback-window", "15", "harden"], &[]);
+    let (code, report, stderr) =
+        support::provision_report(&inventory, &["--rollback-window", "15", "harden"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     assert!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").contains("Status: active"));
 }
@@ -642,14 +578,14 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let (_dir, inventory) = firewall_inventory(&host, "allow_ports = [8443]");
     let harden = |args: &[&str]| {
         // The master connection and the commit-confirmed proof.
         pace(&host, 2);
         let mut all = vec!["--rollback-window", "30"];
         all.extend_from_slice(args);
-        provision(&inventory, &all, &[])
+        support::provision_report(&inventory, &all, &[])
     };
     let (code, report, stderr) = harden(&["harden"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
@@ -657,7 +593,7 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
     remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 8080/tcp");
     let (code, report, stderr) = harden(&["harden", "--check"]);
     assert_eq!(code, 2, "changes pending: {report:#}\n{stderr}");
-    let fw = firewall_report(&report);
+    let fw = support::resource(&report, "firewall:ufw");
     assert_eq!(fw["status"], "pending", "{fw:#}");
     let detail = fw["detail"].as_str().unwrap_or_default();
     assert!(
@@ -677,7 +613,10 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
 
     let (code, report, stderr) = harden(&["harden"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(firewall_report(&report)["status"], "changed");
+    assert_eq!(
+        support::resource(&report, "firewall:ufw")["status"],
+        "changed"
+    );
     // A plain ssh login after the change: the SSH port stayed open.
     let ufw = remote(&host, "root", UFW_STATUS);
     assert!(ufw.contains("Status: active"), "{ufw}");
@@ -697,9 +636,9 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
         firewall_inventory(&host, "allow_ports = [8443]\nfirewall_exclusive = false");
     remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 9090/tcp");
     pace(&host, 2);
-    let (code, report, stderr) = provision(&relaxed, &["harden"], &[]);
+    let (code, report, stderr) = support::provision_report(&relaxed, &["harden"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    let fw = firewall_report(&report);
+    let fw = support::resource(&report, "firewall:ufw");
     assert_eq!(fw["status"], "ok", "{fw:#}");
     let detail = fw["detail"].as_str().unwrap_or_default();
     assert!(
@@ -717,10 +656,10 @@ fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let (_dir, inventory) = firewall_inventory(&host, "ssh_rate_limit = false");
     pace(&host, 2);
-    let (code, report, stderr) = provision(&inventory, &["harden"], &[]);
+    let (code, report, stderr) = support::provision_report(&inventory, &["harden"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     let ufw = remote(
         &host,
@@ -740,26 +679,7 @@ fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
     assert_eq!(s["recent"].trim(), "0", "no rate-limit match in the kernel");
     // Eight new connections at once: UFW's limit would refuse the 6th.
     for i in 0..8 {
-        let out = Command::new("ssh")
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ControlPath=none",
-                "-o",
-                "IdentitiesOnly=yes",
-            ])
-            .args(["-o", "ConnectTimeout=10", "-o", "StrictHostKeyChecking=yes"])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", host.known_hosts.display()))
-            .arg("-i")
-            .arg(&host.identity_file)
-            .args(["-p", &host.port.to_string()])
-            .arg(format!("root@{}", host.address))
-            .arg("true")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run ssh");
+        let out = plain_ssh(&host, "root", "true");
         assert!(
             out.status.success(),
             "connection {} refused: {}",
@@ -822,19 +742,14 @@ fn docker_published_ports_obey_the_inventorys_firewall_across_restarts() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let guard = fresh_host();
+    let guard = support::fresh_host_in_area_dir("hardening");
     let host: &lab::LabHost = &guard;
     let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            r#"[defaults]
-user = "root"
-identity_file = "{key}"
-known_hosts = "{known}"
-
-[vars]
+    let inventory = support::write_inventory(
+        dir.path(),
+        host,
+        "user = \"root\"",
+        r#"[vars]
 packages = []
 upgrade = "none"
 
@@ -846,33 +761,21 @@ fail2ban_ignore_ips = ["10.77.0.0/16"]
 
 [vars.docker]
 source = "distribution"
-
-[hosts.{name}]
-address = "{address}"
 "#,
-            key = host.identity_file.display(),
-            known = host.known_hosts.display(),
-            name = host.name,
-            address = host.address,
-        ),
-    )
-    .unwrap();
+    );
     let run = |args: &[&str]| {
         let mut all = vec!["--rollback-window", "30"];
         all.extend_from_slice(args);
-        provision(&inventory, &all, &[])
-    };
-    let docker_user = |report: &serde_json::Value| -> serde_json::Value {
-        report["hosts"][0]["resources"]
-            .as_array()
-            .and_then(|rs| rs.iter().find(|r| r["id"] == "firewall:docker-user"))
-            .cloned()
-            .unwrap_or_else(|| panic!("no firewall:docker-user in {report:#}"))
+        support::provision_report(&inventory, &all, &[])
     };
 
     let (code, report, stderr) = run(&["up"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(docker_user(&report)["status"], "changed", "{report:#}");
+    assert_eq!(
+        support::resource(&report, "firewall:docker-user")["status"],
+        "changed",
+        "{report:#}"
+    );
 
     // An image from Debian's busybox-static, built offline on the host (it reaches the
     // distribution's archive, not Docker Hub), and two containers: one published on a port
@@ -951,7 +854,7 @@ done"#,
     assert!(!http_answers(allowed), "8081 closed without its rule");
     let (code, report, stderr) = run(&["check"]);
     assert_eq!(code, 2, "drift pending: {report:#}\n{stderr}");
-    let entry = docker_user(&report);
+    let entry = support::resource(&report, "firewall:docker-user");
     assert_eq!(entry["status"], "pending", "{entry:#}");
     let detail = entry["detail"].as_str().unwrap_or_default();
     assert!(
@@ -962,7 +865,11 @@ done"#,
     );
     let (code, report, stderr) = run(&["up"]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(docker_user(&report)["status"], "changed", "{report:#}");
+    assert_eq!(
+        support::resource(&report, "firewall:docker-user")["status"],
+        "changed",
+        "{report:#}"
+    );
     expect_filtered("after the repair");
 
     // Kept across restarts of Docker and of UFW.
@@ -1028,9 +935,10 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
-    let host = fresh_host();
+    let host = support::fresh_host_in_area_dir("hardening");
     let (_dir, before) = docker_firewall_inventory(&host, "[8081]");
-    let (code, report, stderr) = provision(&before, &["--rollback-window", "30", "up"], &[]);
+    let (code, report, stderr) =
+        support::provision_report(&before, &["--rollback-window", "30", "up"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
     let state = "PATH=$PATH:/usr/sbin:/sbin; iptables -w -S DOCKER-USER; ip6tables -w -S DOCKER-USER; cat /etc/ufw/after.rules /etc/ufw/after6.rules";
     let converged = remote(&host, "root", state);
@@ -1040,7 +948,7 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
     );
 
     let (_dir2, after) = docker_firewall_inventory(&host, "[8082]");
-    let (code, report, stderr) = provision(
+    let (code, report, stderr) = support::provision_report(
         &after,
         &["--rollback-window", "15", "up"],
         &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
@@ -1060,6 +968,6 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
         converged,
         "files and chains as they were"
     );
-    let (code, report, stderr) = provision(&before, &["check"], &[]);
+    let (code, report, stderr) = support::provision_report(&before, &["check"], &[]);
     assert_eq!(code, 0, "nothing to do: {report:#}\n{stderr}");
 }

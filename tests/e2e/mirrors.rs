@@ -300,34 +300,10 @@ fn os_id(host: &LabHost) -> &'static str {
     }
 }
 
-/// An inventory for `host` (root login) with these vars tables.
-fn write_inventory(dir: &Path, host: &LabHost, vars: &str) -> PathBuf {
-    let path = dir.join("inventory.toml");
-    let text = format!(
-        "[defaults]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{known}\"\n\n\
-         [hosts.{name}]\naddress = \"{address}\"\n\n{vars}",
-        user = host.user,
-        port = host.port,
-        key = host.identity_file.display(),
-        known = host.known_hosts.display(),
-        name = host.name,
-        address = host.address,
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// A TOML basic multi-line string holding `text` (an armored key has no `"` or `\`).
 fn toml_multiline(text: &str) -> String {
     assert!(!text.contains('"') && !text.contains('\\'));
     format!("\"\"\"\n{text}\"\"\"")
-}
-
-fn resource<'a>(run: &'a support::Run, id: &str) -> &'a serde_json::Value {
-    run.json["hosts"][0]["resources"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["id"] == id))
-        .unwrap_or_else(|| panic!("no resource {id} in the report\n{}", run.text))
 }
 
 /// Issue 15: Docker's repository replaced by a local signed mirror, key inline then by
@@ -351,15 +327,16 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
             server.url()
         )
     };
-    let inventory = write_inventory(
+    let inventory = support::write_inventory(
         work.path(),
         &host,
+        &support::own_login(&host),
         &vars(&format!("key = {}", toml_multiline(&repo.key))),
     );
 
     let up = support::provision(&inventory, &["up"], &[]);
     assert_eq!(up.code, 0, "{}", up.text);
-    assert_eq!(resource(&up, "docker:repository")["status"], "changed");
+    assert_eq!(up.resource("docker:repository")["status"], "changed");
     let repo_url = format!("{}/linux/{}", server.url(), os_id(&host));
     assert_eq!(
         remote(&host, "cat /etc/apt/sources.list.d/docker.list"),
@@ -473,9 +450,10 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
     // The key from `key_url` on the same server instead: the source names it, the host
     // downloads it, and the refresh still verifies the mirror's signature.
     let key_url = format!("{repo_url}/gpg");
-    write_inventory(
+    support::write_inventory(
         work.path(),
         &host,
+        &support::own_login(&host),
         &vars(&format!("key_url = \"{key_url}\"")),
     );
     remote(&host, "rm -f /etc/apt/keyrings/docker.asc");
@@ -555,9 +533,10 @@ fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
     assert_ne!(expected, original);
     println!("{path} on {}: {archive} -> {mirror}", host.os);
     let work = tempfile::tempdir().unwrap();
-    let inventory = write_inventory(
+    let inventory = support::write_inventory(
         work.path(),
         &host,
+        &support::own_login(&host),
         &format!(
             "[vars]\npackages = [\"htop\"]\nupgrade = \"none\"\n\n[vars.hardening]\nenabled = false\n\n\
              [vars.docker]\nenabled = false\n\n[vars.apt]\nmirror = \"{mirror}/\"\n"
@@ -567,7 +546,7 @@ fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
     let check = support::provision(&inventory, &["check"], &[]);
     assert_eq!(check.code, 2, "{}", check.text);
     assert_eq!(
-        resource(&check, "apt:mirror")["status"],
+        check.resource("apt:mirror")["status"],
         "pending",
         "{}",
         check.text
@@ -598,7 +577,7 @@ fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
     remote(&host, &format!("cp {path}.provision-orig {path}"));
     let check = support::provision(&inventory, &["check"], &[]);
     assert_eq!(check.code, 2, "{}", check.text);
-    assert_eq!(resource(&check, "apt:mirror")["status"], "pending");
+    assert_eq!(check.resource("apt:mirror")["status"], "pending");
     let up = support::provision(&inventory, &["up"], &[]);
     assert_eq!(up.code, 0, "{}", up.text);
     assert_eq!(remote(&host, &format!("cat {path}")), expected);
@@ -615,6 +594,25 @@ fn fingerprint(host: &LabHost) -> String {
         "find /etc -xdev \\( -type f -o -type l \\) -print0 | sort -z | xargs -0 sha256sum; \
          dpkg-query -W -f '${Package} ${Version} ${Status}\\n'",
     )
+}
+
+/// The host's [`fingerprint`] is `before`'s (else panics with the lines gone and new), and
+/// apt works as before the run.
+fn unchanged_since(host: &LabHost, before: &str) {
+    let after = fingerprint(host);
+    if before != after {
+        let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
+        let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+        panic!(
+            "the failed run changed the host:\n--- before\n{}\n+++ after\n{}",
+            gone.join("\n"),
+            new.join("\n")
+        );
+    }
+    remote(
+        host,
+        "apt-get -q update >/dev/null && apt-cache policy htop | grep -q Candidate",
+    );
 }
 
 /// Issue 15: a mirror that does not answer fails the run naming it, before anything else
@@ -635,9 +633,10 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
     let mirror = format!("http://{gateway}:{closed}/{}", os_id(&host));
     let work = tempfile::tempdir().unwrap();
     // The whole default job (hardening, Docker, base system): none of it may happen.
-    let inventory = write_inventory(
+    let inventory = support::write_inventory(
         work.path(),
         &host,
+        &support::own_login(&host),
         &format!("[vars.apt]\nmirror = \"{mirror}\"\n"),
     );
     let before = fingerprint(&host);
@@ -648,7 +647,7 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
 
     let up = support::provision(&inventory, &["up"], &[]);
     assert_eq!(up.code, 1, "{}", up.text);
-    let error = up.json["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&up.json);
     println!("{error}");
     assert!(
         error.contains(&format!(
@@ -662,21 +661,7 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
         error.contains(&format!("{gateway}:{closed}")),
         "apt's own error is shown: {error}"
     );
-    let after = fingerprint(&host);
-    if before != after {
-        let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
-        let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
-        panic!(
-            "the failed run changed the host:\n--- before\n{}\n+++ after\n{}",
-            gone.join("\n"),
-            new.join("\n")
-        );
-    }
-    // apt works as before the run.
-    remote(
-        &host,
-        "apt-get -q update >/dev/null && apt-cache policy htop | grep -q Candidate",
-    );
+    unchanged_since(&host, &before);
 }
 
 /// Issue 15: a repository whose signature the given key does not verify (the inventory's
@@ -694,9 +679,10 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
     let other_key = include_str!("../../crates/common/tests/fixtures/test-repo-key.asc");
     assert_ne!(other_key.trim(), repo.key.trim());
     let work = tempfile::tempdir().unwrap();
-    let inventory = write_inventory(
+    let inventory = support::write_inventory(
         work.path(),
         &host,
+        &support::own_login(&host),
         &format!(
             "[vars.docker]\nsource = \"distribution\"\n\n[vars.docker.repository]\nurl = \"{}\"\nkey = {}\n",
             server.url(),
@@ -707,7 +693,7 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
 
     let up = support::provision(&inventory, &["up"], &[]);
     assert_eq!(up.code, 1, "{}", up.text);
-    let error = up.json["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&up.json);
     println!("{error}");
     let repo_url = format!("{}/linux/{}", server.url(), os_id(&host));
     assert!(
@@ -725,18 +711,5 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
         )),
         "apt did reach the repository: the signature is what failed"
     );
-    let after = fingerprint(&host);
-    if before != after {
-        let gone: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
-        let new: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
-        panic!(
-            "the failed run changed the host:\n--- before\n{}\n+++ after\n{}",
-            gone.join("\n"),
-            new.join("\n")
-        );
-    }
-    remote(
-        &host,
-        "apt-get -q update >/dev/null && apt-cache policy htop | grep -q Candidate",
-    );
+    unchanged_since(&host, &before);
 }

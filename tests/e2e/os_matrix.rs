@@ -61,7 +61,6 @@ impl Workspace {
     /// An inventory for `host`: login `port`, the job, `hardening` keys (TOML lines) and
     /// `extra` tables appended after the job.
     fn write(&self, host: &LabHost, port: u16, hardening: &str, extra: &str) -> PathBuf {
-        let path = self.dir.path().join("inventory.toml");
         // The deploy user gets the lab's key, so its login can be checked.
         let key = std::fs::read_to_string(host.identity_file.with_extension("pub")).unwrap();
         let job = JOB.replace(
@@ -76,17 +75,12 @@ impl Workspace {
         // within 30 s): this test logs in far more often than an operator does; the limit
         // has tests of its own (the hardening module).
         let job = format!("{job}\n[vars.hardening]\nssh_rate_limit = false\n{hardening}");
-        let text = format!(
-            "[defaults]\nuser = \"{user}\"\nport = {port}\nidentity_file = \"{key}\"\nknown_hosts = \"{known}\"\n\n\
-             [hosts.{name}]\naddress = \"{address}\"\n\n{job}\n{extra}",
-            user = host.user,
-            key = host.identity_file.display(),
-            known = host.known_hosts.display(),
-            name = host.name,
-            address = host.address,
-        );
-        std::fs::write(&path, text).unwrap();
-        path
+        support::write_inventory(
+            self.dir.path(),
+            host,
+            &format!("user = \"{}\"\nport = {port}", host.user),
+            &format!("{job}\n{extra}"),
+        )
     }
 
     fn provision(&self, host: &LabHost, args: &[&str], env: &[(&str, &str)]) -> Run {
