@@ -432,29 +432,81 @@ fn actions(server: &MockServer) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn alidns_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
-    let api = alidns().await;
-    let provider = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
-    let solver = Dns01Solver::new(Box::new(provider), std::time::Duration::ZERO);
+/// DNS-01 through `provider` for `*.sub.example.com` (TXT value `wildcard`) and
+/// `sub.example.com`: both records are published (`records` lists what the API mock holds,
+/// as name and value) and both removed again.
+async fn publishes_and_removes_a_name_and_its_wildcard(
+    provider: Box<dyn DnsProvider>,
+    wildcard: &str,
+    records: impl Fn() -> Vec<(String, String)>,
+) {
+    let solver = Dns01Solver::new(provider, std::time::Duration::ZERO);
     let challenges = [
-        challenge("*.sub.example.com", "value wild+card/=="),
+        challenge("*.sub.example.com", wildcard),
         challenge("sub.example.com", "value-apex"),
     ];
     solver.deploy(&challenges).await.expect("published");
-    let published: Vec<(String, String)> = api.records.lock().unwrap().values().cloned().collect();
     assert_eq!(
-        published,
+        records(),
         [
-            (
-                "_acme-challenge.sub".to_string(),
-                "value wild+card/==".to_string()
-            ),
+            ("_acme-challenge.sub".to_string(), wildcard.to_string()),
             ("_acme-challenge.sub".to_string(), "value-apex".to_string()),
         ]
     );
     solver.cleanup(&challenges).await.expect("removed");
-    assert!(api.records.lock().unwrap().is_empty());
+    assert!(records().is_empty());
+}
+
+/// `provider` (zone `example.com`) removes its own `_acme-challenge` record, `mine`, which
+/// it did not create (the mock holds it and `someone-else`'s under ids 7 and 8), found by
+/// listing; `left` lists the ids the mock still holds.
+async fn clears_only_its_own_record(provider: &dyn DnsProvider, left: impl Fn() -> Vec<String>) {
+    provider
+        .clear_txt("_acme-challenge.example.com", "mine")
+        .await
+        .unwrap();
+    assert_eq!(left(), ["8"]);
+}
+
+/// `bad_secret` (zone `example.com`) is refused by the API mock: the error names the API's
+/// `code` and the `variable` holding the secret, never the secret, and nothing is
+/// published (`published` counts the mock's records); `no_zone` (no zone given) finds none
+/// for `other.org`.
+async fn refuses_a_bad_secret(
+    bad_secret: &dyn DnsProvider,
+    no_zone: &dyn DnsProvider,
+    code: &str,
+    variable: &str,
+    published: impl Fn() -> usize,
+) -> DnsError {
+    let e = bad_secret
+        .set_txt("_acme-challenge.example.com", "v")
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(code), "{text}");
+    assert!(text.contains(variable), "{text}");
+    assert!(!text.contains("not-the-secret"), "{text}");
+    assert_eq!(published(), 0);
+
+    let none = no_zone
+        .set_txt("_acme-challenge.other.org", "v")
+        .await
+        .unwrap_err();
+    assert!(matches!(none, DnsError::NoZone { .. }), "{none}");
+    e
+}
+
+#[tokio::test]
+async fn alidns_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
+    let api = alidns().await;
+    let provider = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
+    publishes_and_removes_a_name_and_its_wildcard(
+        Box::new(provider),
+        "value wild+card/==",
+        || api.records.lock().unwrap().values().cloned().collect(),
+    )
+    .await;
     assert_eq!(
         actions(&api.server),
         [
@@ -488,40 +540,27 @@ async fn alidns_lists_the_records_to_remove_when_it_did_not_create_them() {
         Some("example.com".into()),
     )
     .unwrap();
-    provider
-        .clear_txt("_acme-challenge.example.com", "mine")
-        .await
-        .unwrap();
-    let left: Vec<String> = api.records.lock().unwrap().keys().cloned().collect();
-    assert_eq!(left, ["8"]);
+    clears_only_its_own_record(&provider, || {
+        api.records.lock().unwrap().keys().cloned().collect()
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn alidns_refuses_a_bad_secret_and_says_which_keys_to_check() {
     let api = alidns().await;
-    let provider = AlidnsDns::new(
+    let bad_secret = AlidnsDns::new(
         &api.server.url,
         keys("LTAIkey", "not-the-secret"),
         Some("example.com".into()),
     )
     .unwrap();
-    let e = provider
-        .set_txt("_acme-challenge.example.com", "v")
-        .await
-        .unwrap_err();
-    let text = e.to_string();
-    assert!(matches!(e, DnsError::Refused { status: 400, .. }), "{text}");
-    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
-    assert!(text.contains("ALIBABA_CLOUD_ACCESS_KEY_SECRET"), "{text}");
-    assert!(!text.contains("not-the-secret"), "{text}");
-    assert!(api.records.lock().unwrap().is_empty());
-
-    let e = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None)
-        .unwrap()
-        .set_txt("_acme-challenge.other.org", "v")
-        .await
-        .unwrap_err();
-    assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
+    let no_zone = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
+    let e = refuses_a_bad_secret(&bad_secret, &no_zone, "SignatureDoesNotMatch", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", || {
+        api.records.lock().unwrap().len()
+    })
+    .await;
+    assert!(matches!(e, DnsError::Refused { status: 400, .. }), "{e}");
 }
 
 /// Check a TC3-HMAC-SHA256 request as Tencent Cloud API 3.0 does. `Err` is the error code.
@@ -678,25 +717,10 @@ async fn dnspod_publishing_to(dns: Option<String>) -> PodMock {
 async fn dnspod_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
     let api = dnspod().await;
     let provider = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None).unwrap();
-    let solver = Dns01Solver::new(Box::new(provider), std::time::Duration::ZERO);
-    let challenges = [
-        challenge("*.sub.example.com", "value-wildcard"),
-        challenge("sub.example.com", "value-apex"),
-    ];
-    solver.deploy(&challenges).await.expect("published");
-    let published: Vec<(String, String)> = api.records.lock().unwrap().values().cloned().collect();
-    assert_eq!(
-        published,
-        [
-            (
-                "_acme-challenge.sub".to_string(),
-                "value-wildcard".to_string()
-            ),
-            ("_acme-challenge.sub".to_string(), "value-apex".to_string()),
-        ]
-    );
-    solver.cleanup(&challenges).await.expect("removed");
-    assert!(api.records.lock().unwrap().is_empty());
+    publishes_and_removes_a_name_and_its_wildcard(Box::new(provider), "value-wildcard", || {
+        api.records.lock().unwrap().values().cloned().collect()
+    })
+    .await;
     assert_eq!(
         actions(&api.server),
         [
@@ -727,40 +751,28 @@ async fn dnspod_lists_the_records_to_remove_when_it_did_not_create_them() {
         Some("example.com".into()),
     )
     .unwrap();
-    provider
-        .clear_txt("_acme-challenge.example.com", "mine")
-        .await
-        .unwrap();
-    let left: Vec<u64> = api.records.lock().unwrap().keys().copied().collect();
-    assert_eq!(left, [8]);
+    clears_only_its_own_record(&provider, || {
+        let ids = api.records.lock().unwrap();
+        ids.keys().map(u64::to_string).collect()
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
     let api = dnspod().await;
-    let provider = DnspodDns::new(
+    let bad_secret = DnspodDns::new(
         &api.server.url,
         keys("AKIDkey", "not-the-secret"),
         Some("example.com".into()),
     )
     .unwrap();
-    let e = provider
-        .set_txt("_acme-challenge.example.com", "v")
-        .await
-        .unwrap_err();
-    let text = e.to_string();
-    assert!(matches!(e, DnsError::Refused { .. }), "{text}");
-    assert!(text.contains("AuthFailure.SignatureFailure"), "{text}");
-    assert!(text.contains("TENCENTCLOUD_SECRET_KEY"), "{text}");
-    assert!(!text.contains("not-the-secret"), "{text}");
-    assert!(api.records.lock().unwrap().is_empty());
-
-    let e = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None)
-        .unwrap()
-        .set_txt("_acme-challenge.other.org", "v")
-        .await
-        .unwrap_err();
-    assert!(matches!(e, DnsError::NoZone { .. }), "{e}");
+    let no_zone = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None).unwrap();
+    let e = refuses_a_bad_secret(&bad_secret, &no_zone, "AuthFailure.SignatureFailure", "TENCENTCLOUD_SECRET_KEY", || {
+        api.records.lock().unwrap().len()
+    })
+    .await;
+    assert!(matches!(e, DnsError::Refused { .. }), "{e}");
 }
 
 /// Issue 15: DNS-01 end to end through a signed provider API: Pebble orders a wildcard and
