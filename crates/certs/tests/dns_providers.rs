@@ -501,11 +501,9 @@ async fn refuses_a_bad_secret(
 async fn alidns_publishes_and_removes_signed_txt_records_for_a_name_and_its_wildcard() {
     let api = alidns().await;
     let provider = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
-    publishes_and_removes_a_name_and_its_wildcard(
-        Box::new(provider),
-        "value wild+card/==",
-        || api.records.lock().unwrap().values().cloned().collect(),
-    )
+    publishes_and_removes_a_name_and_its_wildcard(Box::new(provider), "value wild+card/==", || {
+        api.records.lock().unwrap().values().cloned().collect()
+    })
     .await;
     assert_eq!(
         actions(&api.server),
@@ -556,9 +554,13 @@ async fn alidns_refuses_a_bad_secret_and_says_which_keys_to_check() {
     )
     .unwrap();
     let no_zone = AlidnsDns::new(&api.server.url, keys("LTAIkey", "alisecret"), None).unwrap();
-    let e = refuses_a_bad_secret(&bad_secret, &no_zone, "SignatureDoesNotMatch", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", || {
-        api.records.lock().unwrap().len()
-    })
+    let e = refuses_a_bad_secret(
+        &bad_secret,
+        &no_zone,
+        "SignatureDoesNotMatch",
+        "ALIBABA_CLOUD_ACCESS_KEY_SECRET",
+        || api.records.lock().unwrap().len(),
+    )
     .await;
     assert!(matches!(e, DnsError::Refused { status: 400, .. }), "{e}");
 }
@@ -768,9 +770,13 @@ async fn dnspod_refuses_a_bad_secret_and_says_which_keys_to_check() {
     )
     .unwrap();
     let no_zone = DnspodDns::new(&api.server.url, keys("AKIDkey", "tcsecret"), None).unwrap();
-    let e = refuses_a_bad_secret(&bad_secret, &no_zone, "AuthFailure.SignatureFailure", "TENCENTCLOUD_SECRET_KEY", || {
-        api.records.lock().unwrap().len()
-    })
+    let e = refuses_a_bad_secret(
+        &bad_secret,
+        &no_zone,
+        "AuthFailure.SignatureFailure",
+        "TENCENTCLOUD_SECRET_KEY",
+        || api.records.lock().unwrap().len(),
+    )
     .await;
     assert!(matches!(e, DnsError::Refused { .. }), "{e}");
 }

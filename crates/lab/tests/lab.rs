@@ -1,27 +1,11 @@
 //! Real lab hosts (root, debootstrap, systemd-nspawn). Skipped with a note
 //! where the lab cannot run, except under CI / PROVISION_LAB_REQUIRED=1.
 
-use std::path::{Path, PathBuf};
+mod support;
 
 use lab::testing::{default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab};
 use lab::{HostSpec, HostState, Lab, Os};
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        Err(_) => false,
-    }
-}
-
-fn iface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
+use support::{alive, iface_exists, scratch_lab};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -76,12 +60,6 @@ fn fresh_host_boots_reaches_mirror_and_is_cleaned_up() {
     assert!(!host_dir.exists(), "{} left behind", host_dir.display());
 }
 
-fn scratch_state_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("provision-lab-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[test]
 fn up_two_then_down_leaves_nothing() {
     if !skip_unless_lab() {
@@ -89,9 +67,7 @@ fn up_two_then_down_leaves_nothing() {
     }
     // A lab of its own (its own state dir, shared image cache) so `down`
     // does not touch hosts of tests running in parallel.
-    let default = Lab::open_default().expect("lab");
-    let state = scratch_state_dir();
-    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    let (lab, state) = scratch_lab("test");
 
     let spec = default_spec();
     let hosts = lab.up(2, spec).expect("lab up 2").hosts;
@@ -157,10 +133,7 @@ fn up_keeps_a_running_host_it_cannot_log_in_to() {
     if !skip_unless_lab() {
         return;
     }
-    let default = Lab::open_default().expect("lab");
-    let state = std::env::temp_dir().join(format!("provision-lab-keep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    let (lab, state) = scratch_lab("keep");
     let spec = default_spec();
     let first = lab.up(1, spec).expect("lab up 1").hosts;
     let hardened = first[0].clone();

@@ -7,32 +7,18 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use lab::testing::{
     LabGuard, WatchReport, default_spec, fresh_host, fresh_host_in_with, fresh_host_of, remote,
     skip_unless_lab, test_os,
 };
 use lab::{HostSpec, HostState, Lab, LabError, LabHost};
+use support::{alive, iface_exists, scratch_lab};
 
 /// In the login's home (written by that user, on the host's disk).
 const MARKER: &str = "lab-reboot-marker";
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        Err(_) => false,
-    }
-}
-
-fn iface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
 
 /// Live processes whose command line names `--directory=ROOTFS` (an nspawn of that host).
 fn nspawns_of(rootfs: &Path) -> Vec<u32> {
@@ -278,17 +264,7 @@ fn a_test_host_dropped_while_booting_again_leaves_nothing() {
         },
     );
     drop(guard);
-    assert!(!alive(created.nspawn_pid));
-    assert_eq!(nspawns_of(&created.root_dir), Vec::<u32>::new());
-    assert!(
-        !iface_exists(&created.iface),
-        "{} left behind",
-        created.iface
-    );
-    assert!(!dir.exists(), "{} left behind", dir.display());
-    assert_eq!(cgroups_of(&created.name), Vec::<PathBuf>::new());
-    let st = lab.status().expect("status");
-    assert!(st.iter().all(|s| s.name != created.name), "{st:?}");
+    assert_nothing_left(&lab, &created, &dir);
 }
 
 #[test]
@@ -332,10 +308,7 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     if !skip_unless_lab() {
         return;
     }
-    let default = Lab::open_default().expect("lab");
-    let state = std::env::temp_dir().join(format!("provision-lab-reboot-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
-    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    let (lab, state) = scratch_lab("reboot");
     let spec = default_spec();
     let first = lab.up(1, spec).expect("lab up 1");
     let before = first.hosts[0].clone();
@@ -409,13 +382,9 @@ fn up_keeps_a_hardened_host_that_rebooted() {
     if !skip_unless_lab() {
         return;
     }
-    let default = Lab::open_default().expect("lab");
-    let state =
-        std::env::temp_dir().join(format!("provision-lab-reboot-kept-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&state);
+    let (lab, state) = scratch_lab("reboot-kept");
     // Short: the kept host's login is refused for as long as the lab waits.
-    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf())
-        .with_ready_timeout(Duration::from_secs(8));
+    let lab = lab.with_ready_timeout(Duration::from_secs(8));
     let spec = default_spec();
     let before = lab.up(1, spec).expect("lab up 1").hosts[0].clone();
     let dir = before.root_dir.parent().expect("host dir").to_path_buf();

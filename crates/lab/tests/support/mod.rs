@@ -1,0 +1,36 @@
+//! Helpers shared by the lab's test binaries (each declares `mod support;`).
+#![allow(dead_code)] // each binary uses its own part
+
+use std::path::{Path, PathBuf};
+
+use lab::Lab;
+
+/// Whether process `pid` lives (a zombie or a dead one does not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether this machine has a network interface `name`.
+pub fn iface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// A lab of the test's own (an empty state directory `provision-lab-<tag>-<pid>` under the
+/// temporary directory, the default image cache), so its `up` and `down` do not touch
+/// hosts of tests running in parallel; and that state directory, for the test to remove.
+pub fn scratch_lab(tag: &str) -> (Lab, PathBuf) {
+    let default = Lab::open_default().expect("lab");
+    let state = std::env::temp_dir().join(format!("provision-lab-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
+    (lab, state)
+}
