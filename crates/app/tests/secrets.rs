@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+mod support;
+
 use app::{App, AppOptions};
 use base64::Engine as _;
 use common::engine::{self, Mode, Options};
@@ -13,6 +15,7 @@ use common::inventory::Inventory;
 use common::report::HostOutcome;
 use common::testing::simulated_host;
 use common::{Facts, Plan};
+use support::{empty_host, out};
 
 fn ai_meeting(seed: u64, rotate: &[&str]) -> App {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../inventories/ai-meeting.toml");
@@ -30,39 +33,12 @@ fn ai_meeting(seed: u64, rotate: &[&str]) -> App {
     App::from_vars(&spec.vars, &options).unwrap().unwrap()
 }
 
-fn out(stdout: String) -> ProbeOutput {
-    ProbeOutput {
-        status: 0,
-        stdout,
-        stderr: String::new(),
-    }
-}
-
 fn file_state(content: &[u8], mode: u32, owner: &str, group: &str) -> ProbeOutput {
     out(format!(
         "regular file|{mode:o}|{owner}|{group}|{}\n{}\n",
         content.len(),
         base64::engine::general_purpose::STANDARD.encode(content)
     ))
-}
-
-/// The host before anything ran: nothing exists.
-fn empty_host(app: &App) -> BTreeMap<String, ProbeOutput> {
-    let mut t = BTreeMap::new();
-    for d in &app.directories {
-        t.insert(format!("ownership:{}", d.path), out("absent\n".into()));
-    }
-    t.insert(format!("path:{}", app.env.path), out("absent\n".into()));
-    for f in &app.files {
-        t.insert(format!("path:{}", f.file.path), out("absent\n".into()));
-    }
-    for s in &app.services {
-        t.insert(
-            format!("unit:{}", s.unit),
-            out("LoadState=not-found\nActiveState=inactive\nUnitFileState=\n".into()),
-        );
-    }
-    t
 }
 
 /// The host after a converge, with `.env` holding `env`.
@@ -130,6 +106,15 @@ fn assert_hidden(secrets: &BTreeMap<String, String>, what: &str, text: &str) {
     }
 }
 
+/// The `.env`'s entry in a host report.
+fn env_report(report: &common::HostReport) -> &common::report::ResourceReport {
+    report
+        .resources
+        .iter()
+        .find(|r| r.id.starts_with("env:"))
+        .unwrap_or_else(|| panic!("no env: resource in {report:?}"))
+}
+
 #[tokio::test]
 async fn secrets_never_appear_in_debug_plans_reports_or_scripts() {
     let app = ai_meeting(11, &[]);
@@ -174,11 +159,7 @@ async fn secrets_never_appear_in_debug_plans_reports_or_scripts() {
     };
     let report = engine::converge(&check, &resources, &options).await;
     assert_eq!(report.outcome, HostOutcome::Pending, "{:?}", report.error);
-    let env_report = report
-        .resources
-        .iter()
-        .find(|r| r.id.starts_with("env:"))
-        .unwrap();
+    let env_report = env_report(&report);
     assert_eq!(
         env_report.detail,
         "create /opt/ai-meeting/.env (generate DB_PASSWORD, JWT_SECRET, MINIO_ROOT_PASSWORD, REDIS_PASSWORD, TURN_PASSWORD)"
@@ -254,11 +235,7 @@ async fn rotation_converges_and_changes_only_the_rotated_secret() {
     let host = simulated_host("meeting-1", before, after);
     let report = engine::converge(&host, &rotating.into_resources(), &Options::default()).await;
     assert_eq!(report.outcome, HostOutcome::Changed, "{:?}", report.error);
-    let env_report = report
-        .resources
-        .iter()
-        .find(|r| r.id.starts_with("env:"))
-        .unwrap();
+    let env_report = env_report(&report);
     assert_eq!(
         env_report.detail,
         "update /opt/ai-meeting/.env (rotate REDIS_PASSWORD; keep 4 secrets)"

@@ -3,17 +3,18 @@
 //! payload) and nowhere else: not in `Debug`, plans, diffs, reports or scripts. A failing
 //! command fails the build of the host's resources, naming the key and the exit status.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+mod support;
+
 use app::{App, AppOptions};
 use common::engine::{self, Mode, Options};
-use common::facts::ProbeOutput;
 use common::inventory::{Inventory, Vars};
 use common::report::HostOutcome;
 use common::testing::simulated_host;
 use common::{Facts, Plan};
+use support::empty_host;
 
 const SECRET: &str = "vault-Pr1vate-3x7Q";
 
@@ -53,33 +54,6 @@ fn vars(commands: &[(&str, Vec<String>)]) -> Vars {
 
 fn argv(vault: &Path, arg: &str) -> Vec<String> {
     vec![vault.display().to_string(), arg.to_string()]
-}
-
-fn out(stdout: String) -> ProbeOutput {
-    ProbeOutput {
-        status: 0,
-        stdout,
-        stderr: String::new(),
-    }
-}
-
-/// The host before anything ran: nothing exists.
-fn empty_host(app: &App) -> BTreeMap<String, ProbeOutput> {
-    let mut t = BTreeMap::new();
-    for d in &app.directories {
-        t.insert(format!("ownership:{}", d.path), out("absent\n".into()));
-    }
-    t.insert(format!("path:{}", app.env.path), out("absent\n".into()));
-    for f in &app.files {
-        t.insert(format!("path:{}", f.file.path), out("absent\n".into()));
-    }
-    for s in &app.services {
-        t.insert(
-            format!("unit:{}", s.unit),
-            out("LoadState=not-found\nActiveState=inactive\nUnitFileState=\n".into()),
-        );
-    }
-    t
 }
 
 fn assert_hidden(what: &str, text: &str) {
