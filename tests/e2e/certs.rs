@@ -96,6 +96,32 @@ async fn check_installed(
     CertInfo::from_pem(chain.as_bytes()).unwrap()
 }
 
+/// A renew with nothing due: no new certificate, nothing installed, no reload (the host's
+/// reload count stays `reloads`).
+async fn renew_does_nothing(
+    declaration: &certs::CertificateDeclaration,
+    transport: &dyn Transport,
+    settings: &Settings,
+    host: &lab::LabHost,
+    reloads: usize,
+) {
+    let outcome = certs::renew(declaration, transport, settings, false)
+        .await
+        .unwrap();
+    assert!(!outcome.renewed, "{}", outcome.reason);
+    assert!(!outcome.installed_changes());
+    assert_eq!(support::reload_count(host), reloads);
+}
+
+/// No HTTP-01 answer is left in the ACME webroot (`why`).
+fn assert_no_answers_left(host: &lab::LabHost, why: &str) {
+    assert_eq!(
+        ssh(host, "ls -A /var/www/acme/.well-known/acme-challenge"),
+        "",
+        "{why}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
     if !support::lab_and_pebble() {
@@ -143,19 +169,10 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
         "",
         "the temporary responder is gone"
     );
-    assert_eq!(
-        ssh(&host, "ls -A /var/www/acme/.well-known/acme-challenge"),
-        "",
-        "answers removed"
-    );
+    assert_no_answers_left(&host, "answers removed");
 
     // A second renew does nothing.
-    let second = certs::renew(&fresh, &transport, &settings, false)
-        .await
-        .unwrap();
-    assert!(!second.renewed, "{}", second.reason);
-    assert!(!second.installed_changes());
-    assert_eq!(support::reload_count(&host), 1);
+    renew_does_nothing(&fresh, &transport, &settings, &host, 1).await;
 
     // 2. nginx on port 80 (installed now), serving the ACME location and redirecting the
     //    rest; it is reloaded, never stopped.
@@ -196,18 +213,10 @@ async fn http01_on_a_fresh_host_then_with_nginx_on_port_80() {
         nginx_pid,
         "nginx kept running (reloaded, not restarted)"
     );
-    assert_eq!(
-        ssh(&host, "ls -A /var/www/acme/.well-known/acme-challenge"),
-        "",
-        "answers removed from nginx's webroot"
-    );
+    assert_no_answers_left(&host, "answers removed from nginx's webroot");
 
     // And again: nothing to do.
-    let again = certs::renew(&fresh, &transport, &settings, false)
-        .await
-        .unwrap();
-    assert!(!again.renewed && !again.installed_changes());
-    assert_eq!(support::reload_count(&host), 2);
+    renew_does_nothing(&fresh, &transport, &settings, &host, 2).await;
     transport.close().await.ok();
 }
 
@@ -262,10 +271,7 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     assert_eq!(info.names, ["*.wild.example.com", "wild.example.com"]);
     assert_eq!(support::reload_count(&host), 1);
 
-    let second = certs::renew(&d, &transport, &settings, false)
-        .await
-        .unwrap();
-    assert!(!second.renewed && !second.installed_changes());
+    renew_does_nothing(&d, &transport, &settings, &host, 1).await;
     let mut late = settings.clone();
     late.now = Some(first.info.not_after - certs::time::Duration::days(1));
     let third = certs::renew(&d, &transport, &late, false).await.unwrap();

@@ -10,6 +10,24 @@ use lab::testing::remote;
 use std::path::Path;
 use std::process::Command;
 
+/// A fresh host and an inventory for it written by `inventory` into a temporary
+/// directory; `None` where lab tests are skipped.
+fn host_with(
+    inventory: fn(&lab::LabHost, &Path) -> std::path::PathBuf,
+) -> Option<(
+    lab::testing::LabGuard,
+    tempfile::TempDir,
+    std::path::PathBuf,
+)> {
+    if !lab::testing::skip_unless_lab() {
+        return None;
+    }
+    let host = lab::testing::fresh_host();
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = inventory(&host, dir.path());
+    Some((host, dir, inventory))
+}
+
 /// An inventory for `host` (root login) with `vars` as its `[vars]` and hardening and
 /// Docker off: the base system alone.
 fn base_only_inventory(host: &lab::LabHost, dir: &Path, vars: &str) -> std::path::PathBuf {
@@ -35,12 +53,9 @@ files = [{ path = "/etc/provision-e2e/app.conf", content = "listen = 8080\n", mo
 
 #[test]
 fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = host_with(inventory_for) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = inventory_for(&host, dir.path());
+    };
 
     // Before: none of it is there (so the checks below can fail).
     assert_eq!(
@@ -128,12 +143,9 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
 
 #[test]
 fn unknown_host_key_is_refused_with_its_fingerprint() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, dir, inventory)) = host_with(inventory_for) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = inventory_for(&host, dir.path());
+    };
     let empty_known_hosts = dir.path().join("known_hosts");
     std::fs::write(&empty_known_hosts, "").unwrap();
     let text = std::fs::read_to_string(&inventory).unwrap().replace(
@@ -500,12 +512,9 @@ const HOLD_HOOK: &str = "printf '#!/bin/sh\\ntouch /run/provision-test/held\\nca
 /// naming the holder, installs, and starts the apt timers again afterwards.
 #[test]
 fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = host_with(apt_job_inventory) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = apt_job_inventory(&host, dir.path());
+    };
     // The hook runs inside `apt-get update` while it holds /var/lib/apt/lists/lock.
     let pid = start_apt_daily_holding(
         &host,
@@ -571,12 +580,9 @@ fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
 /// it waits, the dpkg process is still there, and once it finishes the run installs.
 #[test]
 fn issue_14_a_job_inside_dpkg_is_waited_for_and_never_interrupted() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = host_with(apt_job_inventory) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = apt_job_inventory(&host, dir.path());
+    };
     let pid = start_apt_daily_holding(
         &host,
         &format!(
