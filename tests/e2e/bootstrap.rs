@@ -127,7 +127,7 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
     let inv = inventory(dir.path(), &host, "root");
     let up = support::provision(&inv, &["up"], &[]);
     assert_eq!(up.code, 1, "{}", up.text);
-    let error = up.json["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&up.json);
     assert!(
         error.contains("a new login as deploy was refused")
             && error.contains("/etc/ssh/sshd_config.d/60-provider.conf"),

@@ -378,7 +378,7 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
     .unwrap();
     let (code, report, stderr) = support::provision_report(&mars, &["check"], &[]);
     assert_eq!(code, 1, "{report:#}\n{stderr}");
-    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&report);
     assert!(error.contains("`Mars/Olympus_Mons`"), "{error}");
     assert!(
         error.contains(&format!("set at {}:", mars.display())),

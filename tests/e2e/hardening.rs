@@ -530,15 +530,23 @@ enabled = false
     (dir, inventory)
 }
 
+/// A fresh host and its [`firewall_inventory`]; `None` where lab tests are skipped.
+fn firewall_host(hardening: &str) -> Option<(lab::testing::LabGuard, tempfile::TempDir, PathBuf)> {
+    if !lab::testing::skip_unless_lab() {
+        return None;
+    }
+    let host = support::fresh_host_in_area_dir("hardening");
+    let (dir, inventory) = firewall_inventory(&host, hardening);
+    Some((host, dir, inventory))
+}
+
 const UFW_STATUS: &str = "PATH=$PATH:/usr/sbin; ufw status";
 
 #[test]
 fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = firewall_host("") else {
         return;
-    }
-    let host = support::fresh_host_in_area_dir("hardening");
-    let (_dir, inventory) = firewall_inventory(&host, "");
+    };
     let started = Instant::now();
     let (code, report, stderr) = support::provision_report(
         &inventory,
@@ -550,7 +558,7 @@ fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(code, 1, "{report:#}\n{stderr}");
-    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&report);
     assert!(error.contains("firewall:ufw"), "{error}");
     assert!(
         error.contains("rolled back: a new login works again"),
@@ -575,11 +583,9 @@ fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
 /// only naming it. Every state is checked over plain ssh, not through the tool.
 #[test]
 fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = firewall_host("allow_ports = [8443]") else {
         return;
-    }
-    let host = support::fresh_host_in_area_dir("hardening");
-    let (_dir, inventory) = firewall_inventory(&host, "allow_ports = [8443]");
+    };
     let harden = |args: &[&str]| {
         // The master connection and the commit-confirmed proof.
         pace(&host, 2);
@@ -653,11 +659,9 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
 /// of new connections (UFW's limit refuses the 6th within 30 s) all get through.
 #[test]
 fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
-    if !lab::testing::skip_unless_lab() {
+    let Some((host, _dir, inventory)) = firewall_host("ssh_rate_limit = false") else {
         return;
-    }
-    let host = support::fresh_host_in_area_dir("hardening");
-    let (_dir, inventory) = firewall_inventory(&host, "ssh_rate_limit = false");
+    };
     pace(&host, 2);
     let (code, report, stderr) = support::provision_report(&inventory, &["harden"], &[]);
     assert_eq!(code, 0, "{report:#}\n{stderr}");
@@ -954,7 +958,7 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
         &[("PROVISION_TEST_BREAK_FIREWALL", "1")],
     );
     assert_eq!(code, 1, "{report:#}\n{stderr}");
-    let error = report["hosts"][0]["error"].as_str().unwrap_or_default();
+    let error = support::host_error(&report);
     assert!(
         error.contains("firewall:ufw, firewall:docker-user"),
         "one commit-confirmed change: {error}"

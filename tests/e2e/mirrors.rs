@@ -310,10 +310,9 @@ fn toml_multiline(text: &str) -> String {
 /// URL; Docker's packages pinned to it; registry mirrors in daemon.json, applied once.
 #[test]
 fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daemon() {
-    if !can_run() {
+    let Some(host) = can_run().then(lab::testing::fresh_host) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
+    };
     let gateway = lab::gateway_address(host.index);
     let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
     let server = Server::start(gateway, repo.root());
@@ -510,10 +509,9 @@ fn with_explicit_port(uri: &str) -> String {
 /// through it; drift is caught and undone.
 #[test]
 fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
-    if !can_run() {
+    let Some(host) = can_run().then(lab::testing::fresh_host) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
+    };
     let (path, archive) = archive_of(&host);
     let original = remote(&host, &format!("cat {path}"));
     let mirror = with_explicit_port(&archive);
@@ -619,10 +617,9 @@ fn unchanged_since(host: &LabHost, before: &str) {
 /// is done; the sources are put back and the host is as it was.
 #[test]
 fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
-    if !can_run() {
+    let Some(host) = can_run().then(lab::testing::fresh_host) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
+    };
     let gateway = lab::gateway_address(host.index);
     // A port that was free a moment ago: nothing answers there.
     let closed = TcpListener::bind((gateway, 0))
@@ -669,10 +666,9 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
 /// away again, and the host is as it was.
 #[test]
 fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else() {
-    if !can_run() {
+    let Some(host) = can_run().then(lab::testing::fresh_host) else {
         return;
-    }
-    let host = lab::testing::fresh_host();
+    };
     let gateway = lab::gateway_address(host.index);
     let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
     let server = Server::start(gateway, repo.root());

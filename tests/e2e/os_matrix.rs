@@ -237,9 +237,7 @@ fn the_matrix(os: Os) {
         &[("PROVISION_TEST_BREAK_SSH", "1")],
     );
     assert_eq!(broken.code, 1, "{os}: broken sshd change\n{}", broken.text);
-    let error = broken.json["hosts"][0]["error"]
-        .as_str()
-        .unwrap_or_default();
+    let error = support::host_error(&broken.json);
     assert!(
         error.contains("rolled back: a new login works again"),
         "{os}: {error}"

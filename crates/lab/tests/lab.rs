@@ -62,12 +62,11 @@ fn fresh_host_boots_reaches_mirror_and_is_cleaned_up() {
 
 #[test]
 fn up_two_then_down_leaves_nothing() {
-    if !skip_unless_lab() {
-        return;
-    }
     // A lab of its own (its own state dir, shared image cache) so `down`
     // does not touch hosts of tests running in parallel.
-    let (lab, state) = scratch_lab("test");
+    let Some((lab, state)) = scratch_lab("test") else {
+        return;
+    };
 
     let spec = default_spec();
     let hosts = lab.up(2, spec).expect("lab up 2").hosts;
@@ -130,10 +129,9 @@ fn up_two_then_down_leaves_nothing() {
 
 #[test]
 fn up_keeps_a_running_host_it_cannot_log_in_to() {
-    if !skip_unless_lab() {
+    let Some((lab, state)) = scratch_lab("keep") else {
         return;
-    }
-    let (lab, state) = scratch_lab("keep");
+    };
     let spec = default_spec();
     let first = lab.up(1, spec).expect("lab up 1").hosts;
     let hardened = first[0].clone();

@@ -305,10 +305,9 @@ fn a_test_host_that_powers_off_is_left_alone() {
 
 #[test]
 fn up_boots_again_a_host_that_rebooted_unwatched() {
-    if !skip_unless_lab() {
+    let Some((lab, state)) = scratch_lab("reboot") else {
         return;
-    }
-    let (lab, state) = scratch_lab("reboot");
+    };
     let spec = default_spec();
     let first = lab.up(1, spec).expect("lab up 1");
     let before = first.hosts[0].clone();
@@ -379,10 +378,9 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
 /// and kept, never removed: `lab up` does not destroy a host because its login is refused.
 #[test]
 fn up_keeps_a_hardened_host_that_rebooted() {
-    if !skip_unless_lab() {
+    let Some((lab, state)) = scratch_lab("reboot-kept") else {
         return;
-    }
-    let (lab, state) = scratch_lab("reboot-kept");
+    };
     // Short: the kept host's login is refused for as long as the lab waits.
     let lab = lab.with_ready_timeout(Duration::from_secs(8));
     let spec = default_spec();

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lab::Lab;
+use lab::testing::skip_unless_lab;
 
 /// Whether process `pid` lives (a zombie or a dead one does not).
 pub fn alive(pid: u32) -> bool {
@@ -27,10 +28,14 @@ pub fn iface_exists(name: &str) -> bool {
 /// A lab of the test's own (an empty state directory `provision-lab-<tag>-<pid>` under the
 /// temporary directory, the default image cache), so its `up` and `down` do not touch
 /// hosts of tests running in parallel; and that state directory, for the test to remove.
-pub fn scratch_lab(tag: &str) -> (Lab, PathBuf) {
+/// `None` where lab tests are skipped ([`skip_unless_lab`]).
+pub fn scratch_lab(tag: &str) -> Option<(Lab, PathBuf)> {
+    if !skip_unless_lab() {
+        return None;
+    }
     let default = Lab::open_default().expect("lab");
     let state = std::env::temp_dir().join(format!("provision-lab-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
-    (lab, state)
+    Some((lab, state))
 }
