@@ -141,6 +141,19 @@ fn assert_same_host_after_reboot(before: &LabHost, now: &LabHost, old_boot: &str
     );
 }
 
+/// The directory of a host in its lab's state (its root file system is below it).
+fn host_dir(host: &LabHost) -> PathBuf {
+    host.root_dir.parent().expect("host dir").to_path_buf()
+}
+
+/// The guard's lab, its host as created and that host's [`host_dir`] (to check that
+/// nothing is left after the guard went).
+fn as_created(guard: &LabGuard) -> (Lab, LabHost, PathBuf) {
+    let host: LabHost = (**guard).clone();
+    let dir = host_dir(&host);
+    (guard.lab().clone(), host, dir)
+}
+
 /// After the host is gone: no process of it, no interface, no directory, no record.
 fn assert_nothing_left(lab: &Lab, host: &LabHost, dir: &Path) {
     assert!(!alive(host.nspawn_pid), "nspawn {} alive", host.nspawn_pid);
@@ -179,9 +192,7 @@ fn a_sudo_user_host_that_reboots_comes_back_by_itself() {
 /// identity with a new boot id, booted again by the guard's watcher; then the guard goes
 /// and nothing is left.
 fn reboots_come_back(guard: LabGuard, commands: &[&str]) {
-    let created: LabHost = (*guard).clone();
-    let lab = guard.lab().clone();
-    let dir: PathBuf = created.root_dir.parent().expect("host dir").to_path_buf();
+    let (lab, created, dir) = as_created(&guard);
     remote(
         &created,
         &format!("set -e; echo 'before the reboot' > {MARKER}; sync"),
@@ -244,9 +255,7 @@ fn a_test_host_dropped_while_booting_again_leaves_nothing() {
         return;
     }
     let guard = fresh_host();
-    let created: LabHost = (*guard).clone();
-    let lab = guard.lab().clone();
-    let dir = created.root_dir.parent().expect("host dir").to_path_buf();
+    let (lab, created, dir) = as_created(&guard);
     let _ = reboot(&created);
     // `Creating` while the watcher holds the host's creation lock to boot it again.
     let mut seen = None;
@@ -273,9 +282,7 @@ fn a_test_host_that_powers_off_is_left_alone() {
         return;
     }
     let guard = fresh_host();
-    let before: LabHost = (*guard).clone();
-    let lab = guard.lab().clone();
-    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    let (lab, before, dir) = as_created(&guard);
     let sudo = if before.user == "root" {
         ""
     } else {
@@ -311,7 +318,7 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     let spec = default_spec();
     let first = lab.up(1, spec).expect("lab up 1");
     let before = first.hosts[0].clone();
-    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    let dir = host_dir(&before);
     let old_boot = remote(&before, BOOT_ID);
     remote(
         &before,
@@ -385,7 +392,7 @@ fn up_keeps_a_hardened_host_that_rebooted() {
     let lab = lab.with_ready_timeout(Duration::from_secs(8));
     let spec = default_spec();
     let before = lab.up(1, spec).expect("lab up 1").hosts[0].clone();
-    let dir = before.root_dir.parent().expect("host dir").to_path_buf();
+    let dir = host_dir(&before);
     // What a hardening run does to the lab's login, then a reboot.
     let keys = if before.user == "root" {
         "/root/.ssh/authorized_keys".to_string()
@@ -443,7 +450,7 @@ fn a_hardened_test_host_is_booted_again_and_watched_on() {
         .with_ready_timeout(Duration::from_secs(20));
     let guard = fresh_host_in_with(lab.clone(), default_spec());
     let created: LabHost = (*guard).clone();
-    let dir = created.root_dir.parent().expect("host dir").to_path_buf();
+    let dir = host_dir(&created);
     let keys = if created.user == "root" {
         "/root/.ssh/authorized_keys".to_string()
     } else {
