@@ -306,16 +306,24 @@ fn toml_multiline(text: &str) -> String {
     format!("\"\"\"\n{text}\"\"\"")
 }
 
+/// A fresh host and a [`SignedRepository`] for its OS, served on its lab gateway (also
+/// returned); `None` where the test cannot run ([`can_run`]).
+fn host_and_signed_repository()
+-> Option<(lab::testing::LabGuard, Ipv4Addr, SignedRepository, Server)> {
+    let host = can_run().then(lab::testing::fresh_host)?;
+    let gateway = lab::gateway_address(host.index);
+    let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
+    let server = Server::start(gateway, repo.root());
+    Some((host, gateway, repo, server))
+}
+
 /// Issue 15: Docker's repository replaced by a local signed mirror, key inline then by
 /// URL; Docker's packages pinned to it; registry mirrors in daemon.json, applied once.
 #[test]
 fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daemon() {
-    let Some(host) = can_run().then(lab::testing::fresh_host) else {
+    let Some((host, gateway, repo, server)) = host_and_signed_repository() else {
         return;
     };
-    let gateway = lab::gateway_address(host.index);
-    let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
-    let server = Server::start(gateway, repo.root());
     let registry = format!("http://{gateway}:5000");
     let work = tempfile::tempdir().unwrap();
     let vars = |key_line: &str| {
@@ -666,12 +674,9 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
 /// away again, and the host is as it was.
 #[test]
 fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else() {
-    let Some(host) = can_run().then(lab::testing::fresh_host) else {
+    let Some((host, _gateway, repo, server)) = host_and_signed_repository() else {
         return;
     };
-    let gateway = lab::gateway_address(host.index);
-    let repo = SignedRepository::build(os_id(&host), host.os.suite(), &architecture());
-    let server = Server::start(gateway, repo.root());
     let other_key = include_str!("../../crates/common/tests/fixtures/test-repo-key.asc");
     assert_ne!(other_key.trim(), repo.key.trim());
     let work = tempfile::tempdir().unwrap();

@@ -5,7 +5,7 @@ mod support;
 
 use lab::testing::{default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab};
 use lab::{HostSpec, HostState, Lab, Os};
-use support::{alive, iface_exists, scratch_lab};
+use support::{alive, assert_in_inventory, iface_exists, scratch_lab};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -158,11 +158,7 @@ fn up_keeps_a_running_host_it_cannot_log_in_to() {
         1,
         "a reachable host is created beside it"
     );
-    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
-    assert!(
-        inventory.contains(&format!("[hosts.{}]", hardened.name)),
-        "{inventory}"
-    );
+    assert_in_inventory(&lab, &hardened.name);
 
     let report = lab.down().expect("lab down");
     assert_eq!(report.hosts_removed.len(), 2);

@@ -14,7 +14,7 @@ use lab::testing::{
     skip_unless_lab, test_os,
 };
 use lab::{HostSpec, HostState, Lab, LabError, LabHost};
-use support::{alive, iface_exists, scratch_lab};
+use support::{alive, assert_in_inventory, iface_exists, scratch_lab};
 
 /// In the login's home (written by that user, on the host's disk).
 const MARKER: &str = "lab-reboot-marker";
@@ -345,11 +345,7 @@ fn up_boots_again_a_host_that_rebooted_unwatched() {
     let now = again.hosts[0].clone();
     let new_boot = remote(&now, BOOT_ID);
     assert_same_host_after_reboot(&before, &now, &old_boot, &new_boot);
-    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
-    assert!(
-        inventory.contains(&format!("[hosts.{}]", before.name)),
-        "{inventory}"
-    );
+    assert_in_inventory(&lab, &before.name);
     // A third `up` finds it running: nothing restarted, nothing created.
     let third = lab.up(1, spec).expect("lab up 1 a third time");
     assert!(third.restarted.is_empty() && third.created.is_empty());
@@ -425,11 +421,7 @@ fn up_keeps_a_hardened_host_that_rebooted() {
         before.root_dir.join("etc/hostname").exists(),
         "its disk is kept"
     );
-    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
-    assert!(
-        inventory.contains(&format!("[hosts.{}]", before.name)),
-        "{inventory}"
-    );
+    assert_in_inventory(&lab, &before.name);
 
     let report = lab.down().expect("lab down");
     assert_eq!(report.hosts_removed, [before.name.as_str()]);

@@ -39,3 +39,12 @@ pub fn scratch_lab(tag: &str) -> Option<(Lab, PathBuf)> {
     let lab = Lab::with_dirs(state.clone(), default.cache_dir().to_path_buf());
     Some((lab, state))
 }
+
+/// The lab's inventory lists host `name`; panics showing the inventory otherwise.
+pub fn assert_in_inventory(lab: &Lab, name: &str) {
+    let inventory = std::fs::read_to_string(lab.inventory_path()).expect("inventory");
+    assert!(
+        inventory.contains(&format!("[hosts.{name}]")),
+        "{inventory}"
+    );
+}
