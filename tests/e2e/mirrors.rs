@@ -306,6 +306,11 @@ fn toml_multiline(text: &str) -> String {
     format!("\"\"\"\n{text}\"\"\"")
 }
 
+/// The path of the signed index of `host`'s OS in a [`SignedRepository`].
+fn in_release(host: &LabHost) -> String {
+    format!("/linux/{}/dists/{}/InRelease", os_id(host), host.os.suite())
+}
+
 /// A fresh host and a [`SignedRepository`] for its OS, served on its lab gateway (also
 /// returned); `None` where the test cannot run ([`can_run`]).
 fn host_and_signed_repository()
@@ -367,11 +372,7 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
     );
     assert!(pin.contains("Package: docker-ce* "), "{pin}");
     assert!(
-        server.asked_for(&format!(
-            "/linux/{}/dists/{}/InRelease",
-            os_id(&host),
-            host.os.suite()
-        )),
+        server.asked_for(&in_release(&host)),
         "the host's apt read the signed index"
     );
 
@@ -705,11 +706,7 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
         up.text
     );
     assert!(
-        server.asked_for(&format!(
-            "/linux/{}/dists/{}/InRelease",
-            os_id(&host),
-            host.os.suite()
-        )),
+        server.asked_for(&in_release(&host)),
         "apt did reach the repository: the signature is what failed"
     );
     unchanged_since(&host, &before);

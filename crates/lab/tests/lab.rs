@@ -5,7 +5,7 @@ mod support;
 
 use lab::testing::{default_spec, fresh_host, fresh_host_of, remote, skip_unless_lab};
 use lab::{HostSpec, HostState, Lab, Os};
-use support::{alive, assert_in_inventory, iface_exists, scratch_lab};
+use support::{alive, assert_in_inventory, iface_exists, scratch_lab, unreachable_names};
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -140,14 +140,7 @@ fn up_keeps_a_running_host_it_cannot_log_in_to() {
     assert!(!hardened.ssh("true").expect("ssh").status.success());
 
     let again = lab.up(1, spec).expect("lab up 1 again");
-    assert_eq!(
-        again
-            .unreachable
-            .iter()
-            .map(|(n, _)| n.as_str())
-            .collect::<Vec<_>>(),
-        [hardened.name.as_str()]
-    );
+    assert_eq!(unreachable_names(&again), [hardened.name.as_str()]);
     assert!(
         alive(hardened.nspawn_pid),
         "the hardened host was destroyed"

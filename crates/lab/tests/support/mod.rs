@@ -48,3 +48,8 @@ pub fn assert_in_inventory(lab: &Lab, name: &str) {
         "{inventory}"
     );
 }
+
+/// The names of the hosts `lab up` found unreachable.
+pub fn unreachable_names(report: &lab::UpReport) -> Vec<&str> {
+    report.unreachable.iter().map(|(n, _)| n.as_str()).collect()
+}
