@@ -719,3 +719,78 @@ stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0"#,
         "nothing left to upgrade"
     );
 }
+
+/// Issue 14: a gather folds its path probes into one `stat` and its unit probes into one
+/// `systemctl show`; on a real host (this OS's coreutils and systemd) every folded probe
+/// reads exactly what it prints when it runs alone.
+#[test]
+fn a_folded_gather_reads_on_a_real_host_what_each_probe_alone_prints() {
+    use common::facts::builtin::{PathState, UnitState};
+    use common::facts::{Fact, ProbeOutput, fold::StatKind};
+    use common::transport::Transport;
+
+    if !lab::testing::skip_unless_lab() {
+        return;
+    }
+    let host = lab::testing::fresh_host();
+    remote(
+        &host,
+        "mkdir -p '/srv/fold/a dir' && printf 'x=1' > '/srv/fold/no newline' && : > /srv/fold/empty \
+         && head -c 1048577 /dev/zero > /srv/fold/big && ln -sf /etc/hostname /srv/fold/link \
+         && ln -sf /nowhere /srv/fold/dangling && chown 12345:adm '/srv/fold/a dir' && echo ok",
+    );
+    let paths = [
+        "/etc/hostname",
+        "/etc/ssh/sshd_config",
+        "/etc/passwd",
+        "/etc",
+        "/etc/localtime",
+        "/srv/fold/a dir",
+        "/srv/fold/no newline",
+        "/srv/fold/empty",
+        "/srv/fold/big",
+        "/srv/fold/link",
+        "/srv/fold/dangling",
+        "/srv/fold/missing",
+    ];
+    let units = [
+        "ssh.service",
+        "systemd-journald.service",
+        "nothing-here.service",
+        "apt-daily.timer",
+    ];
+    let mut probes: Vec<_> = paths
+        .iter()
+        .flat_map(|p| [PathState::new(*p).probe(), StatKind::Ownership.probe(p)])
+        .chain(units.iter().map(|u| {
+            UnitState {
+                unit: u.to_string(),
+            }
+            .probe()
+        }))
+        .collect();
+    probes = common::facts::normalize(probes).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let transport = crate::support::connect(&host).await;
+        assert!(transport.folds_probes());
+        let facts = common::facts::gather(&transport, &probes).await.unwrap();
+        for p in &probes {
+            let alone = transport.run(&p.script, b"").await.unwrap();
+            let alone = ProbeOutput {
+                status: alone.status,
+                stdout: alone.stdout_lossy(),
+                stderr: alone.stderr_lossy(),
+            };
+            assert_eq!(facts.raw(&p.key), Some(&alone), "{}", p.key);
+        }
+        let big = facts.read(&PathState::new("/srv/fold/big")).unwrap();
+        assert!(big.content.is_none() && big.sha256.is_some(), "{big:?}");
+        let sshd = facts
+            .read(&UnitState {
+                unit: "ssh.service".into(),
+            })
+            .unwrap();
+        assert_eq!(sshd.load_state, "loaded");
+    });
+}

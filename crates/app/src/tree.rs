@@ -7,8 +7,9 @@
 
 use common::PlanError;
 use common::facts::builtin::PathKind;
-use common::facts::{Fact, FactError, Facts, Probe, ProbeKey, ProbeOutput, require_success};
-use common::shell::{make_directory, quote};
+use common::facts::fold::StatKind;
+use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
+use common::shell::make_directory;
 use common::{Action, Plan, Resource};
 
 /// A user or group: by name, or by number.
@@ -57,13 +58,7 @@ impl Fact for Ownership {
     type Value = OwnershipValue;
 
     fn probe(&self) -> Probe {
-        let p = quote(&self.path);
-        Probe {
-            key: ProbeKey::about("ownership", &self.path),
-            script: format!(
-                "if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%u|%g|%U|%G' {p}; else echo absent; fi"
-            ),
-        }
+        StatKind::Ownership.probe(&self.path)
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<OwnershipValue, FactError> {

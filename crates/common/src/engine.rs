@@ -112,6 +112,10 @@ impl Transport for Counting<'_> {
         self.inner.run(script, stdin).await
     }
 
+    fn folds_probes(&self) -> bool {
+        self.inner.folds_probes()
+    }
+
     async fn verify_fresh_login(&self) -> Result<(), TransportError> {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.inner.verify_fresh_login().await

@@ -5,6 +5,7 @@
 //! costs one round trip however many resources ask.
 
 pub mod builtin;
+pub mod fold;
 
 use std::collections::BTreeMap;
 
@@ -293,17 +294,24 @@ pub async fn gather(transport: &dyn Transport, probes: &[Probe]) -> Result<Facts
     if probes.is_empty() {
         return Ok(Facts::default());
     }
-    let script = batch_script(probes);
+    let wire = if transport.folds_probes() {
+        fold::Wire::folded(probes)
+    } else {
+        fold::Wire::unfolded(probes)
+    };
+    let script = batch_script(&wire.probes);
     let out: ExecOutput = transport.run(&script, b"").await?;
     let stdout = out.stdout_lossy();
-    parse_batch(probes, &stdout).map_err(|e| match e {
+    let mut facts = parse_batch(&wire.probes, &stdout).map_err(|e| match e {
         FactError::Malformed { key } if !out.success() => FactError::ProbeFailed {
             key,
             status: out.status,
             stderr: out.stderr_lossy(),
         },
         other => other,
-    })
+    })?;
+    wire.unfold(&mut facts.outputs)?;
+    Ok(facts)
 }
 
 /// A probe that exited non-zero is an error unless the fact says otherwise.

@@ -102,6 +102,12 @@ pub trait Transport: Send + Sync {
     /// feeding `stdin` to it. One call is one round trip.
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError>;
 
+    /// Whether a gather may fold the path probes into one command ([`crate::facts::fold`]):
+    /// a host's shell answers any script; a fake that answers probe by probe says no.
+    fn folds_probes(&self) -> bool {
+        false
+    }
+
     /// Prove that a brand-new login (not the existing multiplexed connection) still works.
     /// Used after changes that can cut access (sshd, firewall). Transports without a login
     /// (local, fake) succeed.

@@ -504,9 +504,18 @@ impl Fact for UfwState {
                 r#"{SBIN_PATH}
 if ! command -v ufw >/dev/null 2>&1; then echo 'ufw: not installed'; exit 0; fi
 if iptables -n -L ufw-user-input >/dev/null 2>&1; then echo loaded=yes; else echo loaded=no; fi
-grep -hE '^(ENABLED|IPV6|DEFAULT_INPUT_POLICY|DEFAULT_OUTPUT_POLICY)=' /etc/ufw/ufw.conf /etc/default/ufw 2>/dev/null || true
+# Shell builtins read the files (a no-op pays for every process it starts).
+for f in /etc/ufw/ufw.conf /etc/default/ufw; do
+  [ -r "$f" ] || continue
+  while IFS= read -r l || [ -n "$l" ]; do
+    case $l in ENABLED=*|IPV6=*|DEFAULT_INPUT_POLICY=*|DEFAULT_OUTPUT_POLICY=*) printf '%s\n' "$l";; esac
+  done < "$f"
+done
 for f in user.rules:v4 user6.rules:v6; do
-  if [ -f "/etc/ufw/${{f%:*}}" ]; then grep '^### tuple ###' "/etc/ufw/${{f%:*}}" | sed "s/^/${{f#*:}} /" || true; fi
+  [ -f "/etc/ufw/${{f%:*}}" ] || continue
+  while IFS= read -r l || [ -n "$l" ]; do
+    case $l in '### tuple ###'*) printf '%s %s\n' "${{f#*:}}" "$l";; esac
+  done < "/etc/ufw/${{f%:*}}"
 done"#
             ),
         }
@@ -593,7 +602,11 @@ impl Fact for DockerUserChains {
 for t in iptables:v4 ip6tables:v6; do
   c=${{t%:*}}; f=${{t#*:}}
   if ! command -v "$c" >/dev/null 2>&1; then echo "$f no-tool"; continue; fi
-  if out=$("$c" -w -S DOCKER-USER 2>/dev/null); then printf '%s\n' "$out" | sed "s/^/$f rule /"; else echo "$f absent"; fi
+  if out=$("$c" -w -S DOCKER-USER 2>/dev/null); then
+    while IFS= read -r l; do printf '%s rule %s\n' "$f" "$l"; done <<EOF
+$out
+EOF
+  else echo "$f absent"; fi
 done"#
             ),
         }
@@ -734,7 +747,7 @@ impl Fact for PasswordMaxAge {
         Probe {
             key: ProbeKey::about("password-max-age", &self.user),
             script: format!(
-                "if e=$({getent}); then printf '%s\\n' \"$e\" | cut -d: -f5; else echo absent; fi"
+                "if e=$({getent}); then IFS=:; set -f; set -- $e; echo \"$5\"; else echo absent; fi"
             ),
         }
     }
@@ -905,8 +918,8 @@ impl Fact for RebootState {
   stat -c 'required %Y' /var/run/reboot-required
   if [ -r /var/run/reboot-required.pkgs ]; then sort -u /var/run/reboot-required.pkgs | sed 's/^/package /'; fi
 else echo none; fi
-printf 'boot %s\n' "$(cat /proc/sys/kernel/random/boot_id)"
-if [ -r /run/provision-reboot-token ]; then printf 'token %s\n' "$(cat /run/provision-reboot-token)"; fi
+read -r b < /proc/sys/kernel/random/boot_id; printf 'boot %s\n' "$b"
+if [ -r /run/provision-reboot-token ] && read -r t < /run/provision-reboot-token; then printf 'token %s\n' "$t"; fi
 date '+time %H:%M'"#
                 .into(),
         }

@@ -63,10 +63,10 @@ impl Fact for HostInfo {
             script: r#". /etc/os-release
 echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${VERSION_CODENAME:-}"
 echo "virtualization=$(systemd-detect-virt 2>/dev/null || echo none)"
-echo "hostname=$(cat /etc/hostname 2>/dev/null || hostname)"
+if [ -r /etc/hostname ] && read -r h < /etc/hostname; then echo "hostname=$h"; else echo "hostname=$(hostname)"; fi
 echo "cpus=$(getconf _NPROCESSORS_ONLN)"
-echo "memory_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-echo "root_free_kib=$(df -Pk / | awk 'NR==2 {print $4}')"
+while read -r k v _; do if [ "$k" = MemTotal: ]; then echo "memory_kib=$v"; break; fi; done < /proc/meminfo
+set -f; set -- $(df -Pk /); shift 10; echo "root_free_kib=$1"
 echo "architecture=$(dpkg --print-architecture 2>/dev/null || uname -m)""#
                 .into(),
         }
@@ -205,16 +205,7 @@ impl Fact for PathState {
     type Value = PathStateValue;
 
     fn probe(&self) -> Probe {
-        let p = quote(&self.path);
-        Probe {
-            key: ProbeKey::about("path", &self.path),
-            script: format!(
-                "if [ -L {p} ] || [ -e {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' {p}) && printf '%s\\n' \"$s\"; \
-                 if [ -f {p} ] && [ ! -L {p} ]; then if [ \"${{s##*|}}\" -le {MAX_CONTENT} ]; then base64 -w0 {p}; echo; \
-                 else printf 'sha256:'; sha256sum < {p} | cut -d' ' -f1; fi; fi; \
-                 else echo absent; fi"
-            ),
-        }
+        super::fold::StatKind::PathState.probe(&self.path)
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<PathStateValue, FactError> {
@@ -309,13 +300,7 @@ impl Fact for UnitState {
     type Value = UnitStateValue;
 
     fn probe(&self) -> Probe {
-        Probe {
-            key: ProbeKey::about("unit", &self.unit),
-            script: format!(
-                "systemctl show -p LoadState -p ActiveState -p UnitFileState -- {}",
-                quote(&self.unit)
-            ),
-        }
+        super::fold::unit_probe(&self.unit)
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<UnitStateValue, FactError> {

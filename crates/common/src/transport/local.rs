@@ -21,6 +21,10 @@ impl Transport for LocalTransport {
         &self.name
     }
 
+    fn folds_probes(&self) -> bool {
+        true
+    }
+
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
         let io_error = |source| TransportError::Io {
             host: self.name.clone(),

@@ -360,6 +360,10 @@ impl Transport for SshTransport {
         self.target.user.as_deref()
     }
 
+    fn folds_probes(&self) -> bool {
+        true
+    }
+
     async fn run(&self, script: &str, stdin: &[u8]) -> Result<ExecOutput, TransportError> {
         if script.len() > MAX_SCRIPT_BYTES {
             return Err(TransportError::ScriptTooLarge {
