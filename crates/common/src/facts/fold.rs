@@ -493,4 +493,33 @@ mod tests {
         assert_eq!(outputs.get("path:/etc/motd"), Some(&failed));
         assert!(!outputs.contains_key(FOLD_KEY));
     }
+
+    #[test]
+    fn units_fold_into_one_show_and_each_reads_its_own_block() {
+        let probes = vec![unit_probe("ssh.service"), unit_probe("nothing.service")];
+        let wire = Wire::folded(&probes);
+        assert_eq!(wire.probes.len(), 1);
+        assert_eq!(
+            wire.probes[0].script,
+            format!("{UNIT_SHOW} -- ssh.service nothing.service")
+        );
+        let answer = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n\
+                      LoadState=not-found\nActiveState=inactive\nUnitFileState=\n";
+        let mut outputs = BTreeMap::from([(ProbeKey::named(UNITS_KEY), ok(answer.into()))]);
+        wire.unfold(&mut outputs).unwrap();
+        assert_eq!(
+            outputs["unit:ssh.service"].stdout,
+            "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"
+        );
+        assert_eq!(
+            outputs["unit:nothing.service"].stdout,
+            "LoadState=not-found\nActiveState=inactive\nUnitFileState=\n"
+        );
+        // One block short: an error, never one unit's state read as another's.
+        let mut short =
+            BTreeMap::from([(ProbeKey::named(UNITS_KEY), ok("LoadState=loaded\n".into()))]);
+        assert!(wire.unfold(&mut short).is_err());
+        // A pattern stays a probe of its own.
+        assert_eq!(Wire::folded(&[unit_probe("ssh*")]).units.len(), 0);
+    }
 }
