@@ -776,7 +776,11 @@ fn a_folded_gather_reads_on_a_real_host_what_each_probe_alone_prints() {
         assert!(transport.folds_probes());
         let facts = common::facts::gather(&transport, &probes).await.unwrap();
         for p in &probes {
-            let alone = transport.run(&p.script, b"").await.unwrap();
+            // As the gather runs it: in the C locale.
+            let alone = transport
+                .run(&format!("export LC_ALL=C\n{}", p.script), b"")
+                .await
+                .unwrap();
             let alone = ProbeOutput {
                 status: alone.status,
                 stdout: alone.stdout_lossy(),

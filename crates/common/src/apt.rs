@@ -18,11 +18,11 @@ pub(crate) const OPTIONS: [&str; 6] = [
 ];
 
 /// Shell that waits for cloud-init to finish (it runs apt itself on a first boot).
-pub const WAIT_FOR_CLOUD_INIT: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi";
+pub(crate) const WAIT_FOR_CLOUD_INIT: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi";
 
 /// The environment of every apt run of the apply script: no prompt from debconf, and
 /// needrestart restarts services instead of asking.
-pub const ENVIRONMENT: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a";
+pub(crate) const ENVIRONMENT: &str = "DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=a";
 
 /// What apt prints (a grep basic regex) when another process holds a lock it needs; a
 /// command that meets it tries again 2 s later, [`LOCK_RETRIES`] times at the most.
@@ -94,7 +94,7 @@ where
 
 /// `apt-get … -y -q --no-install-recommends upgrade -- PACKAGES`: every package upgraded
 /// (nothing removed) and PACKAGES installed, in one transaction.
-pub fn upgrade<I, S>(packages: I) -> Command
+pub(crate) fn upgrade<I, S>(packages: I) -> Command
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,

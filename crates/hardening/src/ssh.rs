@@ -655,7 +655,7 @@ impl Resource for SshdConfig {
         let keywords: Vec<String> = differences.iter().map(|(k, _, _)| k.clone()).collect();
         // Nothing to write: another file sets these first. Show which, and fail.
         let script = format!(
-            "echo {} >&2\n\
+            "printf '%s\\n' {} >&2\n\
              echo 'files setting these keywords (the first one read wins):' >&2\n\
              grep -n -i -E '^[[:space:]]*({})[[:space:]]' /etc/ssh/sshd_config /etc/ssh/sshd_config.d/*.conf >&2 || true\n\
              exit 1",

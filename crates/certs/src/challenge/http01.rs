@@ -190,7 +190,7 @@ impl<'a> Http01Solver<'a> {
         match port_use {
             PortUse::Free => {
                 s.push_str(&format!(
-                    r#"command -v python3 >/dev/null 2>&1 || {{ echo {no_python} >&2; exit 3; }}
+                    r#"command -v python3 >/dev/null 2>&1 || {{ printf '%s\n' {no_python} >&2; exit 3; }}
 if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then
   systemctl stop {unit} >/dev/null 2>&1 || true
   systemctl reset-failed {unit} >/dev/null 2>&1 || true

@@ -21,6 +21,10 @@ use crate::shell::quote;
 /// The name of the one probe the folded ones travel as.
 const FOLD_KEY: &str = "fold-stat";
 
+/// How many of the paths exist: each of them must have its `stat` line (a path that exists
+/// but cannot be read is an error, never "absent").
+const EXISTS_MARK: &str = "@@exists";
+
 /// Ends the `stat` and `sha256` lines of the folded answer; the contents follow.
 const CONTENT_MARK: &str = "@@content";
 
@@ -130,7 +134,7 @@ fn is_regular(kind: &str) -> bool {
 
 /// The `systemctl show` of a unit as it runs alone (`unit:`): its load, active and
 /// unit-file states.
-pub fn unit_probe(unit: &str) -> Probe {
+pub(crate) fn unit_probe(unit: &str) -> Probe {
     Probe {
         key: ProbeKey::about("unit", unit),
         script: format!("{UNIT_SHOW} -- {}", quote(unit)),
@@ -221,7 +225,7 @@ impl Wire {
                 // Every folded probe failed as the one did: the first one read says so.
                 answers.extend(keys.map(|k| (k, answer.clone())));
             } else {
-                let stats = parse_answer(&answer.stdout)?;
+                let stats = parse_answer(&answer.stdout, &answer.stderr)?;
                 answers.extend(self.paths.iter().map(|(kind, path)| {
                     let stdout = kind.render(stats.get(path.as_str()));
                     (kind.probe(path).key, ok(stdout))
@@ -275,7 +279,8 @@ fn fold_script(folded: &[(StatKind, String)]) -> String {
     format!(
         "set -- {operands}\n\
          for __f do shift; if [ -e \"$__f\" ] || [ -L \"$__f\" ]; then set -- \"$@\" \"$__f\"; fi; done\n\
-         __s=$([ $# -eq 0 ] || stat -c '{STAT_FIELDS}' -- \"$@\" 2>/dev/null)\n\
+         echo \"{EXISTS_MARK} $#\"\n\
+         __s=$([ $# -eq 0 ] || stat -c '{STAT_FIELDS}' -- \"$@\")\n\
          printf '%s\\n' \"$__s\"\n\
          set --\n\
          while IFS='|' read -r __k __m __u __g __U __G __z __n; do\n\
@@ -290,19 +295,30 @@ fn fold_script(folded: &[(StatKind, String)]) -> String {
     )
 }
 
-/// The folded answer: each existing path's `stat`, with its content or digest.
-fn parse_answer(stdout: &str) -> Result<BTreeMap<&str, Stat>, FactError> {
+/// The folded answer: each existing path's `stat`, with its content or digest. `stderr`
+/// is what the host said alongside (named when a path could not be read).
+fn parse_answer<'a>(stdout: &'a str, stderr: &str) -> Result<BTreeMap<&'a str, Stat>, FactError> {
     let error = |what: &str, line: &str| FactError::Parse {
         key: FOLD_KEY.into(),
         what: what.into(),
         line: line.into(),
     };
+    // The last mark is the real one (base64 has no `@`; a name may end in anything).
     let (head, content) = stdout
-        .split_once(&format!("{CONTENT_MARK}\n"))
+        .rsplit_once(&format!("{CONTENT_MARK}\n"))
         .ok_or_else(|| error("the content mark", stdout.lines().last().unwrap_or("")))?;
     let mut stats: Vec<(&str, Stat)> = Vec::new();
     let mut digests = Vec::new();
+    let mut existing = None;
     for line in head.lines().filter(|l| !l.is_empty()) {
+        if let Some(n) = line.strip_prefix(EXISTS_MARK) {
+            existing = Some(
+                n.trim()
+                    .parse::<usize>()
+                    .map_err(|_| error("a count", line))?,
+            );
+            continue;
+        }
         if let Some(hex) = line.strip_prefix("sha256:") {
             let valid = hex.len() == 64
                 && hex
@@ -332,6 +348,19 @@ fn parse_answer(stdout: &str) -> Result<BTreeMap<&str, Stat>, FactError> {
                 body: Body::None,
             },
         ));
+    }
+    let existing = existing.ok_or_else(|| error("the count of existing paths", head))?;
+    if stats.len() != existing {
+        return Err(FactError::ProbeFailed {
+            key: FOLD_KEY.into(),
+            status: 1,
+            stderr: format!(
+                "`stat` answered for {} of the {existing} paths that exist (one could not be \
+                 read, or changed while it was read: run again): {}",
+                stats.len(),
+                stderr.trim_end()
+            ),
+        });
     }
     let content = content.trim_end_matches('\n');
     let mut bytes = base64::engine::general_purpose::STANDARD
@@ -428,7 +457,10 @@ mod tests {
         let host = LocalTransport::new("local");
         let facts = facts::gather(&host, &probes).await.unwrap();
         for p in &probes {
-            let alone = host.run(&p.script, b"").await.unwrap();
+            let alone = host
+                .run(&format!("export LC_ALL=C\n{}", p.script), b"")
+                .await
+                .unwrap();
             let alone = ProbeOutput {
                 status: alone.status,
                 stdout: alone.stdout_lossy(),
@@ -467,16 +499,45 @@ mod tests {
     #[test]
     fn contents_shorter_than_stat_said_are_an_error_not_a_truncated_file() {
         let answer = format!(
-            "regular file|644|0|0|root|root|6|/etc/motd\n{CONTENT_MARK}\n{}\n",
+            "{EXISTS_MARK} 1\nregular file|644|0|0|root|root|6|/etc/motd\n{CONTENT_MARK}\n{}\n",
             base64::engine::general_purpose::STANDARD.encode("hel")
         );
-        let err = parse_answer(&answer).unwrap_err().to_string();
+        let err = parse_answer(&answer, "").unwrap_err().to_string();
         assert!(err.contains("changed while it was read"), "{err}");
         let longer = format!(
-            "regular file|644|0|0|root|root|2|/etc/motd\n{CONTENT_MARK}\n{}\n",
+            "{EXISTS_MARK} 1\nregular file|644|0|0|root|root|2|/etc/motd\n{CONTENT_MARK}\n{}\n",
             base64::engine::general_purpose::STANDARD.encode("hello")
         );
-        assert!(parse_answer(&longer).is_err());
+        assert!(parse_answer(&longer, "").is_err());
+    }
+
+    /// A path that exists but that `stat` could not read (EIO, EACCES) must fail the
+    /// gather: read as absent, a `.env` would be generated anew over the live one.
+    #[test]
+    fn a_path_that_exists_but_cannot_be_read_is_an_error_not_absent() {
+        let answer =
+            format!("{EXISTS_MARK} 2\ndirectory|755|0|0|root|root|4096|/etc\n{CONTENT_MARK}\n\n");
+        let err = parse_answer(
+            &answer,
+            "stat: cannot statx '/opt/app/.env': Input/output error",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("1 of the 2 paths") && err.contains("Input/output error"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_name_ending_in_the_content_mark_is_still_split_at_the_real_one() {
+        let answer = format!(
+            "{EXISTS_MARK} 1\nregular file|644|0|0|root|root|2|/srv/x{CONTENT_MARK}\n{CONTENT_MARK}\n{}\n",
+            base64::engine::general_purpose::STANDARD.encode("hi")
+        );
+        let stats = parse_answer(&answer, "").unwrap();
+        let name = format!("/srv/x{CONTENT_MARK}");
+        assert_eq!(stats[name.as_str()].body, Body::Content(b"hi".to_vec()));
     }
 
     #[test]
