@@ -726,7 +726,7 @@ stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0"#,
 #[test]
 fn a_folded_gather_reads_on_a_real_host_what_each_probe_alone_prints() {
     use common::facts::builtin::{PathState, UnitState};
-    use common::facts::{Fact, ProbeOutput, fold::StatKind};
+    use common::facts::{Fact, fold::StatKind};
     use common::transport::Transport;
 
     if !lab::testing::skip_unless_lab() {
@@ -776,16 +776,7 @@ fn a_folded_gather_reads_on_a_real_host_what_each_probe_alone_prints() {
         assert!(transport.folds_probes());
         let facts = common::facts::gather(&transport, &probes).await.unwrap();
         for p in &probes {
-            // As the gather runs it: in the C locale.
-            let alone = transport
-                .run(&format!("export LC_ALL=C\n{}", p.script), b"")
-                .await
-                .unwrap();
-            let alone = ProbeOutput {
-                status: alone.status,
-                stdout: alone.stdout_lossy(),
-                stderr: alone.stderr_lossy(),
-            };
+            let alone = common::testing::run_alone(&transport, p).await.unwrap();
             assert_eq!(facts.raw(&p.key), Some(&alone), "{}", p.key);
         }
         let big = facts.read(&PathState::new("/srv/fold/big")).unwrap();

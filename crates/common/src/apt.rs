@@ -87,9 +87,7 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    apt_get()
-        .args(["-y", "-q", "--no-install-recommends", "install"])
-        .operands(packages)
+    transaction("install", packages)
 }
 
 /// `apt-get … -y -q --no-install-recommends upgrade -- PACKAGES`: every package upgraded
@@ -99,8 +97,17 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
+    transaction("upgrade", packages)
+}
+
+/// `apt-get … -y -q --no-install-recommends VERB -- PACKAGES`.
+fn transaction<I, S>(verb: &str, packages: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
     apt_get()
-        .args(["-y", "-q", "--no-install-recommends", "upgrade"])
+        .args(["-y", "-q", "--no-install-recommends", verb])
         .operands(packages)
 }
 

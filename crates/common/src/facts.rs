@@ -224,6 +224,9 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
     Ok(probes)
 }
 
+/// Every gather runs in the C locale (tools print the same words on every host).
+pub(crate) const LOCALE: &str = "export LC_ALL=C\n";
+
 /// Build the single script that runs every probe. Probes run concurrently on the host (each
 /// in its own subshell, stdin closed), so a gather takes as long as the slowest probe, not
 /// the sum. Each subshell writes its section's start and the probe's stdout and stderr
@@ -233,8 +236,7 @@ pub fn normalize(mut probes: Vec<Probe>) -> Result<Vec<Probe>, FactError> {
 /// probe (the processes a no-op pays for on a small host).
 pub(crate) fn batch_script(probes: &[Probe]) -> String {
     let d = delimiter(probes);
-    let mut s =
-        String::from("export LC_ALL=C\n__d=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$__d\"' EXIT\n");
+    let mut s = format!("{LOCALE}__d=$(mktemp -d) || exit 1\ntrap 'rm -rf \"$__d\"' EXIT\n");
     let mut sections = Vec::with_capacity(probes.len() * 2);
     for (i, p) in probes.iter().enumerate() {
         let key = crate::shell::quote(&p.key);

@@ -1,8 +1,25 @@
 //! Test support (feature `testing`): a simulated host that answers the engine's probe and
 //! apply scripts, on the fake transport.
 
-use crate::facts::ProbeOutput;
+use crate::facts::{LOCALE, Probe, ProbeOutput};
 use crate::transport::fake::{FakeTransport, output};
+use crate::transport::{Transport, TransportError};
+
+/// What `probe` prints when it runs alone, as a gather runs it (in the C locale): what a
+/// folded gather must read for it.
+pub async fn run_alone(
+    transport: &dyn Transport,
+    probe: &Probe,
+) -> Result<ProbeOutput, TransportError> {
+    let out = transport
+        .run(&format!("{LOCALE}{}", probe.script), b"")
+        .await?;
+    Ok(ProbeOutput {
+        status: out.status,
+        stdout: out.stdout_lossy(),
+        stderr: out.stderr_lossy(),
+    })
+}
 
 /// A successful probe output.
 pub fn ok(stdout: &str) -> ProbeOutput {

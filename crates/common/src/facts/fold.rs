@@ -402,7 +402,6 @@ fn parse_answer<'a>(stdout: &'a str, stderr: &str) -> Result<BTreeMap<&'a str, S
 mod tests {
     use super::*;
     use crate::facts::{self, builtin::PathState};
-    use crate::transport::Transport as _;
     use crate::transport::local::LocalTransport;
 
     /// Every kind of path a gather meets, with names that need quoting.
@@ -457,15 +456,7 @@ mod tests {
         let host = LocalTransport::new("local");
         let facts = facts::gather(&host, &probes).await.unwrap();
         for p in &probes {
-            let alone = host
-                .run(&format!("export LC_ALL=C\n{}", p.script), b"")
-                .await
-                .unwrap();
-            let alone = ProbeOutput {
-                status: alone.status,
-                stdout: alone.stdout_lossy(),
-                stderr: alone.stderr_lossy(),
-            };
+            let alone = crate::testing::run_alone(&host, p).await.unwrap();
             assert_eq!(facts.raw(&p.key), Some(&alone), "{}", p.key);
         }
         // And the parsers read it: a large file by digest, a small one by content.
