@@ -52,7 +52,7 @@ pub mod vault;
 use std::path::PathBuf;
 
 use common::Resource;
-use common::inventory::Vars;
+use common::inventory::{HostSpec, InventoryError, Vars};
 
 pub use app::{App, AppOptions};
 pub use layout::AppLayout;
@@ -146,9 +146,52 @@ impl AppError {
     }
 }
 
+/// Check the `app` section of one host of a loaded inventory: the app builds from the
+/// host's vars, its templates rendering with the host's settings (values that cannot be
+/// written into its files as data are refused here). A problem is located at the
+/// inventory line that sets the field.
+pub fn check(spec: &HostSpec, options: &AppOptions) -> Result<(), Box<InventoryError>> {
+    App::from_vars(&spec.vars, options).map(drop).map_err(|e| {
+        let problem = format!("host `{}`: {}", spec.name, common::error::error_chain(&e));
+        Box::new(spec.origins.error(&e.field(), problem))
+    })
+}
+
 /// The resources that set up the app of `vars` (none when the inventory has no app).
 pub fn resources(vars: &Vars, options: &AppOptions) -> Result<Vec<Box<dyn Resource>>, AppError> {
     Ok(App::from_vars(vars, options)?
         .map(App::into_resources)
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use common::inventory::Inventory;
+
+    use super::*;
+
+    /// A value only the app can judge (the template set) is refused by [`check`] at the
+    /// inventory's file, line and column, naming the field.
+    #[test]
+    fn check_locates_an_app_problem_at_its_line_and_field() {
+        let text = "[hosts.web-1]\naddress = \"10.0.0.1\"\n[hosts.web-1.vars.app]\nname = \"shop\"\ntemplate = \"no-such-set\"\n";
+        let inventory = Inventory::parse("inv.toml", text, None).unwrap();
+        let e = check(&inventory.hosts[0], &AppOptions::default()).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.column, e.field.as_deref()),
+            ("inv.toml", 5, 12, Some("app.template"))
+        );
+        assert!(e.message.starts_with("host `web-1`: "), "{}", e.message);
+        assert!(e.message.contains("no-such-set"), "{}", e.message);
+        assert!(
+            e.to_string().starts_with("inv.toml:5:12: `app.template`: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn check_passes_a_host_without_an_app() {
+        let inventory = Inventory::parse("inv.toml", "[hosts.web-1]\n", None).unwrap();
+        check(&inventory.hosts[0], &AppOptions::default()).unwrap();
+    }
 }

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use common::inventory::{CertsVars, Challenge, DnsProvider, KeyAlgorithm, Vars};
+use common::inventory::{
+    CertsVars, Challenge, DnsProvider, HostSpec, InventoryError, KeyAlgorithm, Vars,
+};
 use serde::{Deserialize, Serialize};
 
 use common::values::{DomainError, DomainName};
@@ -219,6 +221,18 @@ pub fn default_reload(app: Option<&app::AppLayout>) -> String {
         ));
     }
     s
+}
+
+/// Check the `certs` section of one host of a loaded inventory: the certificate it declares
+/// is complete and consistent (names, challenge, CA, key pair of a signing DNS provider). A
+/// problem is located at the inventory line that sets the field.
+pub fn check(spec: &HostSpec) -> Result<(), Box<InventoryError>> {
+    declaration_from_vars(&spec.name, &spec.vars)
+        .map(drop)
+        .map_err(|e| {
+            let problem = format!("host `{}`: {}", spec.name, e.problem);
+            Box::new(spec.origins.error(&e.field, problem))
+        })
 }
 
 /// The certificate a host's vars declare; `None` when the host has no `certs` section.
@@ -771,6 +785,24 @@ mod tests {
             "[certs]\ndomains = [\"a.example\"]\nchallenge = \"dns-01\"\ndns_provider = \"cloudflare\"\ndns_credentials_file = \"/x\"",
         );
         assert_eq!(f, "certs.dns_credentials_file");
+    }
+
+    /// What only the certificate declaration can judge (a wildcard without DNS-01) is
+    /// refused by [`check`] at the inventory's file, line and column, naming the field.
+    #[test]
+    fn check_locates_a_certs_problem_at_its_line_and_field() {
+        let text = "[hosts.web-1]\naddress = \"10.0.0.1\"\n[hosts.web-1.vars.certs]\nemail = \"ops@example.com\"\ndomains = [\"example.com\", \"*.example.com\"]\n";
+        let inventory = common::inventory::Inventory::parse("inv.toml", text, None).unwrap();
+        let e = check(&inventory.hosts[0]).unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.line, e.column, e.field.as_deref()),
+            ("inv.toml", 5, 27, Some("certs.domains[1]"))
+        );
+        assert!(e.message.starts_with("host `web-1`: "), "{}", e.message);
+        assert!(e.message.contains("DNS-01"), "{}", e.message);
+        let plain =
+            common::inventory::Inventory::parse("inv.toml", "[hosts.web-1]\n", None).unwrap();
+        check(&plain.hosts[0]).unwrap();
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! covers wildcards, failures keep the old certificate and are recorded, and Retry-After is
 //! honored.
 //!
-//! Entry points for the CLI: [`declaration_from_vars`], [`issue`], [`renew`], [`status`],
+//! Entry points for the CLI: [`check`] (the inventory's `certs` section, at load),
+//! [`declaration_from_vars`], [`issue`], [`renew`], [`status`],
 //! [`revoke`], [`schedule_resources`] (plus [`cron_line`]) and, on the host itself,
 //! [`load_local_declarations`].
 
@@ -36,7 +37,7 @@ pub use challenge::{
 };
 pub use declaration::{
     ACME_WEBROOT, CaConfig, CertificateDeclaration, ChallengeConfig, DeclarationError,
-    DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, NGINX_ACME_LOCATION,
+    DnsProviderConfig, DnsProviderKind, EabConfig, KeyType, NGINX_ACME_LOCATION, check,
     declaration_from_vars,
 };
 pub use host_copy::{BinaryError, HostCopyError, HostStateCopy, InstalledBinary};

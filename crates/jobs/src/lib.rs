@@ -139,9 +139,10 @@ impl Session {
     }
 }
 
-/// Load an inventory with every check: the values' rules (in `Inventory::load`), the app
-/// (its templates render with the host's settings) and the certificate declarations, so that `check` and `up` refuse what `certs …` refuses, at the
-/// line that sets it.
+/// Load an inventory with every check: the values' rules (in `Inventory::load`), then each
+/// domain's own section, host by host: the app ([`app::check`]: its templates render with
+/// the host's settings) and the certificate ([`::certs::check`]), so that `check` and `up`
+/// refuse what `certs …` refuses, at the line that sets it.
 pub fn load(path: &Path) -> Result<Inventory, JobError> {
     let inventory = Inventory::load(path).map_err(JobError::Inventory)?;
     let options = app::AppOptions {
@@ -149,20 +150,8 @@ pub fn load(path: &Path) -> Result<Inventory, JobError> {
         ..app::AppOptions::default()
     };
     for spec in &inventory.hosts {
-        // The app's templates render with this host's settings (values that cannot be
-        // written into its files as data are refused here, at the inventory's line).
-        if let Err(e) = app::App::from_vars(&spec.vars, &options) {
-            let problem = format!("host `{}`: {}", spec.name, common::error::error_chain(&e));
-            return Err(JobError::Inventory(Box::new(
-                spec.origins.error(&e.field(), problem),
-            )));
-        }
-        if let Err(e) = ::certs::declaration_from_vars(&spec.name, &spec.vars) {
-            let problem = format!("host `{}`: {}", spec.name, e.problem);
-            return Err(JobError::Inventory(Box::new(
-                spec.origins.error(&e.field, problem),
-            )));
-        }
+        app::check(spec, &options).map_err(JobError::Inventory)?;
+        ::certs::check(spec).map_err(JobError::Inventory)?;
     }
     Ok(inventory)
 }
