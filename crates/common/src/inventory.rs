@@ -262,16 +262,22 @@ impl Inventory {
         let err = |span: Option<Range<usize>>, message: String| {
             Box::new(InventoryError::at(path, text, span, message))
         };
+        let spans = check::Spans::of(text);
         let file: InventoryFile = toml::from_str(text).map_err(|e| {
             let message = e.message().trim().replace('\n', " ");
-            Box::new(InventoryError::at(path, text, e.span(), message))
+            let field = e.span().and_then(|s| spans.field_at(&s));
+            let error = InventoryError::at(path, text, e.span(), message);
+            Box::new(match field {
+                Some(f) => error.with_field(f.to_string()),
+                None => error,
+            })
         })?;
 
         // Every value against its rule, layer by layer, before anything is merged or used.
         let source = Arc::new(Source {
             path: path.to_string(),
             text: text.to_string(),
-            spans: check::Spans::of(text),
+            spans,
         });
         let root = check::FieldPath::default;
         let broken = |prefix: check::FieldPath, b: check::Broken| {

@@ -18,7 +18,7 @@ pub use domain::{DomainError, DomainName};
 pub use openpgp::armored_key_file;
 pub(crate) use openpgp::openpgp_public_key;
 pub(crate) use url::http_url;
-pub use url::url_host;
+pub use url::{ServiceUrl, url_host};
 
 /// Debian policy §5.6.1: lowercase letters, digits, `+`, `-`, `.`; at least two characters,
 /// starting with a letter or digit. An architecture qualifier (`libc6:amd64`) is allowed.
@@ -485,23 +485,6 @@ pub(crate) fn file_mode(s: &str) -> Result<(), String> {
         Err(format!(
             "{s:?} is not a file mode: an octal mode such as \"0640\""
         ))
-    }
-}
-
-/// An `https://` URL (an ACME directory, a DNS API) without spaces or control characters.
-pub(crate) fn https_url(s: &str) -> Result<(), String> {
-    let ok = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .is_some_and(|rest| {
-            !rest.is_empty()
-                && !rest.starts_with('/')
-                && !rest.chars().any(|c| c.is_whitespace() || c.is_control())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{s:?} is not an https:// URL"))
     }
 }
 

@@ -177,12 +177,14 @@ for i, m in enumerate(["999", "rwx", "0o644", "", "64"]):
 
 # 18. Certificate settings (the same rules as `certs …`).
 for i, (k, v, rule) in enumerate([
-    # challenge and key_type are closed sets (enums): serde refuses them at the value.
-    ("certs.challenge", "http-02", "unknown variant"), ("certs.key_type", "rsa-1024", "unknown variant"), ("certs.ca", "ftp://x", ""),
+    # challenge, key_type and ca are typed (enums, a URL): serde refuses them at the value,
+    # and the loader names the field written there.
+    ("certs.challenge", "http-02", "unknown variant"), ("certs.key_type", "rsa-1024", "unknown variant"),
+    ("certs.ca", "ftp://x", "not an https:// URL"),
     ("certs.dns_api_url", "x", "not an https:// URL"), ("certs.dns_api_token_env", "A-B", "environment variable name"),
     ("certs.profile", "a b", ""),
 ]):
-    var(f"certs-{i:02}", k, v, rule, "certificate settings", field=(f"vars.{k}" if k in ("certs.dns_api_url", "certs.dns_api_token_env") else "-" if k in ("certs.challenge", "certs.key_type") else k))
+    var(f"certs-{i:02}", k, v, rule, "certificate settings", field=(k if k == "certs.profile" else f"vars.{k}"))
 for i, d in enumerate(["*.*.x.com", "10.0.0.1", "localhost", "x.com;id"]):
     arr(f"certs-domain-{i:02}", "certs.domains", ["x.com", d], 1, "", "certificate settings", field="certs.domains[1]")
 
@@ -252,6 +254,10 @@ for i, (k, rule) in enumerate([
     var(f"docker-repository-key-{i:02}", "docker.repository.key", k, rule, "signing key")
 case("docker-repository-key-and-url", f'[vars.docker.repository]\nkey_url = "https://mirror.example.cn/gpg"\nkey = ⟪{s(KEY_OK)}\n\n{HOST}',
      "vars.docker.repository.key", "not both", "signing key")
+
+# 21. certs.ca is a preset or a directory URL, parsed when the vars load.
+var("certs-ca-preset", "certs.ca", "zerossl", "neither a preset", "certificate settings")
+var("certs-ca-plain-http", "certs.ca", "http://acme.example.com/dir", "plain HTTP", "certificate settings")
 
 os.makedirs(out, exist_ok=True)
 for f in os.listdir(out):

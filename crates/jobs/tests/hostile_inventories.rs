@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! # class: package name / apt-get option
-//! # expect: LINE:COLUMN FIELD      (FIELD `-`: a TOML/serde error, no field)
+//! # expect: LINE:COLUMN FIELD      (FIELD `-`: a TOML error that names no field)
 //! # rule: SUBSTRING OF THE MESSAGE (empty: any message)
 //! ```
 //!

@@ -143,6 +143,16 @@ impl Spans {
             p.pop()?;
         }
     }
+
+    /// The value written exactly at `span` (the deepest one, when several are): the field
+    /// a TOML or serde error is about (a typed value that does not parse).
+    pub(crate) fn field_at(&self, span: &Range<usize>) -> Option<FieldPath> {
+        self.0
+            .iter()
+            .filter(|(_, s)| *s == span)
+            .max_by_key(|(p, _)| p.0.len())
+            .map(|(p, _)| p.clone())
+    }
 }
 
 /// The first rule a layer breaks: the field (relative to the layer) and the rule.
@@ -416,11 +426,6 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
         );
         c.opt("certs.ca_root", cv.ca_root.as_deref(), values::local_path);
         c.opt("certs.schedule", cv.schedule.as_deref(), values::calendar);
-        c.opt(
-            "certs.dns_api_url",
-            cv.dns_api_url.as_deref(),
-            values::https_url,
-        );
         c.opt(
             "certs.dns_api_token_env",
             cv.dns_api_token_env.as_deref(),

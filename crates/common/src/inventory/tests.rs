@@ -395,6 +395,60 @@ fn malformed_inventories_name_file_line_column_and_field() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// `certs.ca` is a preset or a directory URL, parsed when the vars load: a bad one is an
+/// error at its file:line:column naming the field, in any layer; a good one is typed.
+#[test]
+fn a_bad_certs_ca_is_a_load_error_at_its_line_and_field() {
+    for (text, line, column, field, says) in [
+        (
+            "[vars.certs]\nca = \"zerossl\"\n",
+            2,
+            6,
+            "vars.certs.ca",
+            "neither a preset",
+        ),
+        (
+            "[hosts.a]\n[hosts.a.vars.certs]\ndomains = [\"a.example\"]\nca = \"http://acme.example.com/dir\"\n",
+            4,
+            6,
+            "hosts.a.vars.certs.ca",
+            "plain HTTP",
+        ),
+        (
+            "[groups.g.vars]\ncerts = { ca = \"ftp://x\" }\n",
+            2,
+            16,
+            "groups.g.vars.certs.ca",
+            "not an https:// URL",
+        ),
+    ] {
+        let e = parse(text).expect_err(text);
+        assert_eq!(
+            (e.line, e.column, e.field.as_deref()),
+            (line, column, Some(field)),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("inv.toml:{line}:{column}: `{field}`: ")),
+            "{e}"
+        );
+        assert!(e.message.contains(says), "{e}");
+    }
+    let inventory = parse(
+        "[vars.certs]\nca = \"letsencrypt-staging\"\n[hosts.a]\n[hosts.b.vars.certs]\nca = \"https://10.77.0.2:14000/dir\"\n",
+    )
+    .unwrap();
+    let ca = |i: usize| inventory.hosts[i].vars.certs.as_ref().unwrap().ca.clone();
+    assert_eq!(ca(0), Some(Ca::LetsEncryptStaging));
+    assert_eq!(
+        ca(1),
+        Some(Ca::Custom(
+            crate::values::ServiceUrl::parse("https://10.77.0.2:14000/dir").unwrap()
+        ))
+    );
+}
+
 #[test]
 fn example_inventories_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../inventories");

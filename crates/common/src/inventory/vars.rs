@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::values::ServiceUrl;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vars {
@@ -311,6 +313,56 @@ pub enum Challenge {
     SelfSigned,
 }
 
+/// `certs.ca`: the ACME CA that issues the certificate, a preset or a directory URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Ca {
+    /// `letsencrypt` (alias `letsencrypt-production`), the default.
+    LetsEncrypt,
+    /// `letsencrypt-staging`: untrusted certificates, generous rate limits.
+    LetsEncryptStaging,
+    /// Another CA's directory URL (Pebble, a private CA).
+    Custom(ServiceUrl),
+}
+
+impl Ca {
+    /// What the inventory spells: the preset's name or the URL.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Ca::LetsEncrypt => "letsencrypt",
+            Ca::LetsEncryptStaging => "letsencrypt-staging",
+            Ca::Custom(url) => url.as_str(),
+        }
+    }
+}
+
+impl std::str::FromStr for Ca {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ca, String> {
+        match s {
+            "letsencrypt" | "letsencrypt-production" => Ok(Ca::LetsEncrypt),
+            "letsencrypt-staging" => Ok(Ca::LetsEncryptStaging),
+            url if url.contains("://") => ServiceUrl::parse(url).map(Ca::Custom),
+            other => Err(format!(
+                "{other:?} is neither a preset (\"letsencrypt\", \"letsencrypt-staging\") nor a directory URL"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for Ca {
+    type Error = String;
+    fn try_from(s: String) -> Result<Ca, String> {
+        s.parse()
+    }
+}
+
+impl From<Ca> for String {
+    fn from(ca: Ca) -> String {
+        ca.as_str().to_string()
+    }
+}
+
 /// `certs.key_type`: the certificate key's algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KeyAlgorithm {
@@ -345,7 +397,7 @@ pub enum DnsProvider {
 pub struct CertsVars {
     /// ACME directory preset (`letsencrypt`, `letsencrypt-staging`) or URL.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca: Option<String>,
+    pub ca: Option<Ca>,
     /// Contact address for the ACME account.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
@@ -378,7 +430,7 @@ pub struct CertsVars {
     pub dns_provider: Option<DnsProvider>,
     /// Base URL of the DNS provider's API (default: the provider's public API).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns_api_url: Option<String>,
+    pub dns_api_url: Option<ServiceUrl>,
     /// Environment variable holding the DNS API token (default `CLOUDFLARE_API_TOKEN`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_api_token_env: Option<String>,

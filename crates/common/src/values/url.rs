@@ -1,6 +1,10 @@
 //! Mirror and repository URLs: what goes into an apt source (one-line or deb822), a key
 //! download and Docker's `registry-mirrors`.
 
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
 use super::DomainName;
 
 /// Characters a path of a mirror URL may hold: RFC 3986's unreserved characters, `/`,
@@ -86,6 +90,65 @@ pub(crate) fn http_url(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The URL of a service the controller talks to itself (an ACME directory, a DNS provider's
+/// API): `https://`, or plain `http://` to this machine only (test servers such as Pebble
+/// and its DNS), with no spaces or control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceUrl(String);
+
+impl ServiceUrl {
+    pub fn parse(s: &str) -> Result<ServiceUrl, String> {
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{s:?} is not an https:// URL: a URL has no spaces or control characters"
+            ));
+        }
+        if let Some(rest) = s.strip_prefix("http://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = match authority.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+                _ => authority,
+            };
+            if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                return Ok(ServiceUrl(s.to_string()));
+            }
+            return Err(format!(
+                "{s:?} is plain HTTP; use https:// (plain HTTP is accepted for 127.0.0.1 only)"
+            ));
+        }
+        match s.strip_prefix("https://") {
+            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+                Ok(ServiceUrl(s.to_string()))
+            }
+            _ => Err(format!("{s:?} is not an https:// URL")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ServiceUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ServiceUrl::parse(&s)
+    }
+}
+
+impl From<ServiceUrl> for String {
+    fn from(u: ServiceUrl) -> String {
+        u.0
+    }
+}
+
 /// `mirror` (a name on a private network) is a host too.
 fn single_label(host: &str) -> bool {
     !host.is_empty()
@@ -169,6 +232,32 @@ mod tests {
             ("https://mirror.example.cn/../etc", "`..`"),
         ] {
             let err = http_url(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn service_urls_are_https_or_plain_http_to_this_machine() {
+        for good in [
+            "https://ca.example/dir",
+            "https://10.77.0.2:14000/dir",
+            "http://127.0.0.1:8055",
+            "http://localhost/x",
+            "http://[::1]:9999/client/v4/",
+        ] {
+            assert_eq!(ServiceUrl::parse(good).unwrap().as_str(), good);
+        }
+        for (bad, says) in [
+            ("ftp://x", "not an https:// URL"),
+            ("x", "not an https:// URL"),
+            ("https://", "not an https:// URL"),
+            ("https:///dir", "not an https:// URL"),
+            ("http://acme.example.com/dir", "plain HTTP"),
+            ("http://127.0.0.1.example/dir", "plain HTTP"),
+            ("https://ca.example/a b", "no spaces"),
+            ("https://ca.example/\n", "control"),
+        ] {
+            let err = ServiceUrl::parse(bad).expect_err(bad);
             assert!(err.contains(says), "{bad}: {err}");
         }
     }
