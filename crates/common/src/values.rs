@@ -6,12 +6,33 @@
 //! "`<field>`: ". One home per rule; the resources that use the values trust them and still
 //! quote them ([`crate::shell`]).
 
+/// A typed value written as a string: serde reads it through `parse` (its rule) and writes
+/// its `Display` (`#[serde(try_from = "String", into = "String")]`).
+macro_rules! string_value {
+    ($t:ty) => {
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<$t, String> {
+                <$t>::parse(&s)
+            }
+        }
+
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.to_string()
+            }
+        }
+    };
+}
+pub(crate) use string_value;
+
 mod calendar;
 mod domain;
 mod openpgp;
 mod url;
 
 use base64::Engine as _;
+use serde::{Deserialize, Serialize};
 
 pub(crate) use calendar::calendar;
 pub use domain::{DomainError, DomainName};
@@ -475,21 +496,73 @@ pub(crate) fn one_line(s: &str) -> Result<(), String> {
     }
 }
 
-/// An octal file mode such as `0640`.
-pub(crate) fn file_mode(s: &str) -> Result<(), String> {
-    let digits = s.strip_prefix('0').filter(|d| !d.is_empty()).unwrap_or(s);
-    let ok = (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is not a file mode: an octal mode such as \"0640\""
-        ))
+/// An octal file mode as the inventory writes it: three or four octal digits, optionally
+/// after a `0` (`"0640"`, `"640"`, `"4755"`); typed when the vars load, so nothing after
+/// the load can meet a bad one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FileMode(u32);
+
+impl FileMode {
+    pub fn parse(s: &str) -> Result<FileMode, String> {
+        let digits = s.strip_prefix('0').filter(|d| !d.is_empty()).unwrap_or(s);
+        let ok =
+            (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c));
+        match ok.then(|| u32::from_str_radix(digits, 8).ok()).flatten() {
+            Some(bits) => Ok(FileMode(bits)),
+            None => Err(format!(
+                "{s:?} is not a file mode: an octal mode such as \"0640\""
+            )),
+        }
+    }
+
+    /// The mode bits (`0o640`).
+    pub fn bits(self) -> u32 {
+        self.0
     }
 }
 
+impl std::fmt::Display for FileMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+string_value!(FileMode);
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn file_modes_are_three_or_four_octal_digits_and_round_trip() {
+        for (text, bits) in [
+            ("0640", 0o640),
+            ("640", 0o640),
+            ("4755", 0o4755),
+            ("01777", 0o1777),
+            ("0000", 0),
+        ] {
+            let mode = FileMode::parse(text).unwrap();
+            assert_eq!(mode.bits(), bits, "{text}");
+            assert_eq!(FileMode::parse(&String::from(mode)), Ok(mode), "{text}");
+        }
+        for bad in [
+            "",
+            "0",
+            "64",
+            "0o644",
+            "0x44",
+            "rw-r--r--",
+            "0648",
+            "12345",
+            "-1",
+            "999",
+            " 640",
+        ] {
+            let rule = FileMode::parse(bad).expect_err(bad);
+            assert!(rule.contains("not a file mode"), "{bad}: {rule}");
+        }
+    }
+
     #[test]
     fn time_windows_parse_strictly_and_may_pass_midnight() {
         let night = TimeWindow::parse("02:00-04:00").unwrap();

@@ -6,12 +6,13 @@ use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, Origins, RebootPolicy, UpgradePolicy, Vars};
 use common::resources::{Directory, File, Line, Packages, Timezone, Trigger, User, file_id};
 use common::shell::{Command, quote};
+use common::values::FileMode;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{HostnameState, MaxAge, PasswordMaxAge, PendingUpgrades};
 use crate::support::{
-    AbsentFile, DesiredFile, Guarded, InvalidVar, MANAGED, ResourceGroup, parse_mode, render,
+    AbsentFile, DesiredFile, Guarded, InvalidVar, MANAGED, ResourceGroup, render,
 };
 use common::PlanError;
 
@@ -256,33 +257,21 @@ pub(crate) fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
     )))
 }
 
-/// Inventory `files`, with their modes checked: a bad mode fails the host's plan naming
-/// the field instead of silently becoming 0644.
+/// Inventory `files` (their modes are typed when the inventory loads; 0644 when unset).
 pub fn files(files: &[FileVar]) -> Vec<Box<dyn Resource>> {
-    let mut out: Vec<Box<dyn Resource>> = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let mode = match f.mode.as_deref() {
-            None => 0o644,
-            Some(text) => match parse_mode(text) {
-                Some(m) => m,
-                None => {
-                    out.push(Box::new(InvalidVar {
-                        field: format!("files[{i}].mode"),
-                        expected: format!("an octal file mode such as \"0640\" for {}", f.path),
-                        value: text.to_string(),
-                    }));
-                    continue;
-                }
-            },
-        };
-        out.push(Box::new(
-            File::new(&f.path, f.content.clone()).mode(mode).owned_by(
-                f.owner.as_deref().unwrap_or("root"),
-                f.group.as_deref().unwrap_or("root"),
-            ),
-        ));
-    }
-    out
+    files
+        .iter()
+        .map(|f| -> Box<dyn Resource> {
+            Box::new(
+                File::new(&f.path, f.content.clone())
+                    .mode(f.mode.map_or(0o644, FileMode::bits))
+                    .owned_by(
+                        f.owner.as_deref().unwrap_or("root"),
+                        f.group.as_deref().unwrap_or("root"),
+                    ),
+            )
+        })
+        .collect()
 }
 
 pub(crate) fn nofile_limits(n: u64) -> String {
@@ -631,39 +620,37 @@ mod tests {
         assert!(r.plan(&other).is_err(), "unsupported OS is an error");
     }
 
+    /// A file's mode is typed at load (a bad one never reaches planning): the resources
+    /// carry it, and the default is 0644.
     #[test]
-    fn bad_file_mode_fails_the_plan_naming_the_field() {
+    fn inventory_files_carry_their_typed_mode() {
+        let file = |path: &str, content: &str, mode: Option<&str>| FileVar {
+            path: path.into(),
+            content: content.into(),
+            mode: mode.map(|m| FileMode::parse(m).unwrap()),
+            owner: None,
+            group: None,
+        };
         let vars = Vars {
             files: Some(vec![
-                FileVar {
-                    path: "/etc/a".into(),
-                    content: "a".into(),
-                    mode: Some("0640".into()),
-                    owner: None,
-                    group: None,
-                },
-                FileVar {
-                    path: "/etc/b".into(),
-                    content: "b".into(),
-                    mode: Some("rw-r--r--".into()),
-                    owner: None,
-                    group: None,
-                },
+                file("/etc/a", "a", Some("0640")),
+                file("/etc/b", "b", None),
             ]),
             ..Vars::default()
         };
         let rs = files(vars.files.as_deref().unwrap());
         assert_eq!(rs[0].id(), "file:/etc/a");
-        assert_eq!(rs[1].id(), "vars:files[1].mode");
-        let err = rs[1].plan(&Facts::default()).unwrap_err();
-        assert!(
-            matches!(&err, common::PlanError::InvalidVar { field, .. } if field == "files[1].mode"),
-            "a bad var is a plan error, not a fact error: {err:?}"
-        );
-        let err = err.to_string();
-        assert!(err.starts_with("vars.files[1].mode: expected"), "{err}");
-        assert!(err.contains("rw-r--r--"), "{err}");
-        assert!(err.contains("octal"), "{err}");
+        assert_eq!(rs[1].id(), "file:/etc/b");
+        // Both exist with their content, as 0644: only the one with mode 0640 changes.
+        let existing = |path: &str, b64: &str| {
+            facts(&[(
+                &*format!("path:{path}"),
+                ok(&format!("regular file|644|root|root|1\n{b64}\n")),
+            )])
+        };
+        let (summary, _) = plan_of(&*rs[0], &existing("/etc/a", "YQ==")).expect_change();
+        assert!(summary.contains("set mode 640"), "{summary}");
+        plan_of(&*rs[1], &existing("/etc/b", "Yg==")).expect_noop();
     }
 
     #[test]

@@ -189,17 +189,6 @@ impl Resource for InvalidVar {
     }
 }
 
-/// Parse an octal file mode as written in the inventory: `"0640"`, `"640"`, `"0o640"`.
-pub(crate) fn parse_mode(text: &str) -> Option<u32> {
-    let digits = text.trim();
-    let digits = digits.strip_prefix("0o").unwrap_or(digits);
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
-    {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok()
-}
-
 /// Mode and owner of an existing path (files and directories); an absent path is left
 /// absent (nothing to restrict).
 #[derive(Debug, Clone)]
@@ -359,17 +348,6 @@ impl Resource for KeyValueFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_parse_as_octal_or_not_at_all() {
-        assert_eq!(parse_mode("0640"), Some(0o640));
-        assert_eq!(parse_mode("640"), Some(0o640));
-        assert_eq!(parse_mode("0o600"), Some(0o600));
-        assert_eq!(parse_mode("4755"), Some(0o4755));
-        for bad in ["", "0x44", "rw-r--r--", "0648", "12345", "-1"] {
-            assert_eq!(parse_mode(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn key_value_file_replaces_in_place_drops_duplicates_appends_missing() {

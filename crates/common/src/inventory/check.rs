@@ -256,9 +256,6 @@ pub fn vars(v: &Vars) -> Result<(), Broken> {
     for (i, f) in v.files.iter().flatten().enumerate() {
         let at = |k: &str| FieldPath::default().key("files").index(i).key(k);
         c.check(at("path"), values::absolute_path(&f.path));
-        if let Some(m) = &f.mode {
-            c.check(at("mode"), values::file_mode(m));
-        }
         if let Some(o) = &f.owner {
             c.check(at("owner"), values::owner(o));
         }

@@ -395,6 +395,22 @@ fn malformed_inventories_name_file_line_column_and_field() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// `text` does not load: the error is at `inv.toml:LINE:COLUMN`, names `field` and says `says`.
+fn assert_load_error(text: &str, (line, column): (usize, usize), field: &str, says: &str) {
+    let e = parse(text).expect_err(text);
+    assert_eq!(
+        (e.line, e.column, e.field.as_deref()),
+        (line, column, Some(field)),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("inv.toml:{line}:{column}: `{field}`: ")),
+        "{e}"
+    );
+    assert!(e.message.contains(says), "{e}");
+}
+
 /// `certs.ca` is a preset or a directory URL, parsed when the vars load: a bad one is an
 /// error at its file:line:column naming the field, in any layer; a good one is typed.
 #[test]
@@ -422,18 +438,7 @@ fn a_bad_certs_ca_is_a_load_error_at_its_line_and_field() {
             "not an https:// URL",
         ),
     ] {
-        let e = parse(text).expect_err(text);
-        assert_eq!(
-            (e.line, e.column, e.field.as_deref()),
-            (line, column, Some(field)),
-            "{e}"
-        );
-        assert!(
-            e.to_string()
-                .starts_with(&format!("inv.toml:{line}:{column}: `{field}`: ")),
-            "{e}"
-        );
-        assert!(e.message.contains(says), "{e}");
+        assert_load_error(text, (line, column), field, says);
     }
     let inventory = parse(
         "[vars.certs]\nca = \"letsencrypt-staging\"\n[hosts.a]\n[hosts.b.vars.certs]\nca = \"https://10.77.0.2:14000/dir\"\n",
@@ -446,6 +451,36 @@ fn a_bad_certs_ca_is_a_load_error_at_its_line_and_field() {
         Some(Ca::Custom(
             crate::values::ServiceUrl::parse("https://10.77.0.2:14000/dir").unwrap()
         ))
+    );
+}
+
+/// `files[].mode` is typed when the vars load: a bad one is an error at its
+/// file:line:column naming the field (planning never sees it); a good one is its bits.
+#[test]
+fn a_bad_file_mode_is_a_load_error_at_its_line_and_field() {
+    for (text, line, column, field) in [
+        (
+            "[[vars.files]]\npath = \"/etc/a\"\ncontent = \"a\"\nmode = \"rw-r--r--\"\n",
+            4,
+            8,
+            "vars.files[0].mode",
+        ),
+        (
+            "[hosts.a.vars]\nfiles = [{ path = \"/etc/a\", content = \"a\" }, { path = \"/etc/b\", content = \"b\", mode = \"0o644\" }]\n",
+            2,
+            87,
+            "hosts.a.vars.files[1].mode",
+        ),
+    ] {
+        assert_load_error(text, (line, column), field, "not a file mode");
+    }
+    let inventory =
+        parse("[[vars.files]]\npath = \"/etc/a\"\ncontent = \"a\"\nmode = \"0640\"\n[hosts.a]\n")
+            .unwrap();
+    let files = inventory.hosts[0].vars.files.as_ref().unwrap();
+    assert_eq!(
+        files[0].mode.map(crate::values::FileMode::bits),
+        Some(0o640)
     );
 }
 

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::ServiceUrl;
+use crate::values::{FileMode, ServiceUrl};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,8 +90,9 @@ pub enum RebootPolicy {
 pub struct FileVar {
     pub path: String,
     pub content: String,
+    /// Octal, e.g. `"0640"` (default 0644).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub mode: Option<FileMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -334,11 +335,9 @@ impl Ca {
             Ca::Custom(url) => url.as_str(),
         }
     }
-}
 
-impl std::str::FromStr for Ca {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Ca, String> {
+    /// A preset's name, or a directory URL ([`ServiceUrl`]'s rule).
+    pub fn parse(s: &str) -> Result<Ca, String> {
         match s {
             "letsencrypt" | "letsencrypt-production" => Ok(Ca::LetsEncrypt),
             "letsencrypt-staging" => Ok(Ca::LetsEncryptStaging),
@@ -350,18 +349,13 @@ impl std::str::FromStr for Ca {
     }
 }
 
-impl TryFrom<String> for Ca {
-    type Error = String;
-    fn try_from(s: String) -> Result<Ca, String> {
-        s.parse()
+impl std::fmt::Display for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-impl From<Ca> for String {
-    fn from(ca: Ca) -> String {
-        ca.as_str().to_string()
-    }
-}
+crate::values::string_value!(Ca);
 
 /// `certs.key_type`: the certificate key's algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

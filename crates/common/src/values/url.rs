@@ -136,18 +136,7 @@ impl fmt::Display for ServiceUrl {
     }
 }
 
-impl TryFrom<String> for ServiceUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        ServiceUrl::parse(&s)
-    }
-}
-
-impl From<ServiceUrl> for String {
-    fn from(u: ServiceUrl) -> String {
-        u.0
-    }
-}
+super::string_value!(ServiceUrl);
 
 /// `mirror` (a name on a private network) is a host too.
 fn single_label(host: &str) -> bool {
