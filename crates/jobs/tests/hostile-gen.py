@@ -96,11 +96,11 @@ for i, p in enumerate(["etc/x", "/etc/../shadow", "/etc/x/", "/etc/\nx"]):
 for i, (k, v) in enumerate([("hardening.ssh_port", 0), ("certs.http_port", 0)]):
     var(f"port-zero-{i:02}", k, v, "port 0", "port", raw=True)
 for i, (k, v) in enumerate([("hardening.ssh_port", 70000), ("hardening.ssh_port", -1), ("hardening.ssh_port", '"22"')]):
-    var(f"port-type-{i:02}", k, v, "", "port", raw=True, field="-")
+    var(f"port-type-{i:02}", k, v, "", "port", raw=True)
 arr("port-allow", "hardening.allow_ports", [8080, 0], 1, "port 0", "port")
 case("port-defaults", f"[defaults]\nport = ⟪0\n\n{HOST}", "defaults.port", "port 0", "port")
 case("port-host", '[hosts.web-1]\naddress = "10.0.0.1"\nport = ⟪0\n', "hosts.web-1.port", "port 0", "port")
-case("port-host-big", '[hosts.web-1]\naddress = "10.0.0.1"\nport = ⟪65536\n', "-", "", "port")
+case("port-host-big", '[hosts.web-1]\naddress = "10.0.0.1"\nport = ⟪65536\n', "hosts.web-1.port", "", "port")
 
 # 8. IP addresses and networks.
 for i, ip in enumerate(["not-an-ip", "10.0.0.0/33", "1.2.3.4/", "x/8", "10.0.0.1; id", "::g", "256.1.1.1", "", "10.0.0.1 10.0.0.2", "-I"]):
@@ -146,7 +146,7 @@ for i, (k, v, rule) in enumerate([
     ("app.backup.retention_days", "0", "out of range"), ("certs.dns_propagation_seconds", "9223372036854775807", "out of range"),
     ("nofile", "1e9", ""), ("nofile", '"65536"', ""),
 ]):
-    var(f"number-{i:02}", k, v, rule, "number range / overflow", raw=True, field=(f"vars.{k}" if rule else "-"))
+    var(f"number-{i:02}", k, v, rule, "number range / overflow", raw=True)
 case("connect-timeout-defaults", f"[defaults]\nconnect_timeout = ⟪0\n\n{HOST}", "defaults.connect_timeout", "out of range", "number range / overflow")
 case("connect-timeout-host", '[hosts.web-1]\naddress = "10.0.0.1"\nconnect_timeout = ⟪0\n', "hosts.web-1.connect_timeout", "out of range", "number range / overflow")
 case("connect-timeout-huge", '[hosts.web-1]\naddress = "10.0.0.1"\nconnect_timeout = ⟪9223372036854775807\n', "hosts.web-1.connect_timeout", "out of range", "number range / overflow")
@@ -190,7 +190,7 @@ for i, d in enumerate(["*.*.x.com", "10.0.0.1", "localhost", "x.com;id"]):
 
 # 19. Unknown fields and wrong types stay located errors.
 case("unknown-field", f"[vars]\n⟪timezon = \"Etc/UTC\"\n\n{HOST}", "-", "unknown field", "unknown field / type")
-case("wrong-type", f"[vars]\npackages = ⟪\"curl\"\n\n{HOST}", "-", "", "unknown field / type")
+case("wrong-type", f"[vars]\npackages = ⟪\"curl\"\n\n{HOST}", "vars.packages", "", "unknown field / type")
 case("unknown-connection-field", f"[defaults]\n⟪proxy_command = \"id\"\n\n{HOST}", "-", "unknown field", "unknown field / type")
 
 case("known-hosts-space", f'[defaults]\nknown_hosts = ⟪"/root/my hosts"\n\n{HOST}', "defaults.known_hosts", "contains a space", "path")
@@ -214,7 +214,7 @@ case("app-template-unknown", f'[vars.app]\nname = "x"\ntemplate = ⟪"nope"\n\n{
 # 20. DNS-01 providers that sign their requests: the provider is a closed set; the key
 # pair's file is absolute, readable, and must exist before anything connects.
 DNS = '[vars.certs]\ndomains = ["*.x.com"]\nchallenge = "dns-01"\n'
-case("dns-provider-unknown", f'{DNS}dns_provider = ⟪"route53"\n\n{HOST}', "-", "unknown variant", "certificate settings")
+case("dns-provider-unknown", f'{DNS}dns_provider = ⟪"route53"\n\n{HOST}', "vars.certs.dns_provider", "unknown variant", "certificate settings")
 case("dns-credentials-file-relative", f'{DNS}dns_provider = "alidns"\ndns_credentials_file = ⟪"keys.env"\n\n{HOST}',
      "vars.certs.dns_credentials_file", "absolute", "certificate settings")
 case("dns-credentials-file-missing", f'{DNS}dns_provider = "dnspod"\ndns_credentials_file = ⟪"/nonexistent/provision-test/dns.env"\n\n{HOST}',

@@ -411,6 +411,36 @@ fn assert_load_error(text: &str, (line, column): (usize, usize), field: &str, sa
     assert!(e.message.contains(says), "{e}");
 }
 
+/// A value of the wrong type or outside its type (TOML and serde refuse it while the file
+/// is read) still names the field written at the error's place; an unknown key names none.
+#[test]
+fn a_type_error_names_the_field_written_where_it_points() {
+    assert_load_error(
+        "[vars]\npackages = \"curl\"\n",
+        (2, 12),
+        "vars.packages",
+        "expected a sequence",
+    );
+    assert_load_error(
+        "[hosts.a]\nport = 65536\n",
+        (2, 8),
+        "hosts.a.port",
+        "expected u16",
+    );
+    assert_load_error(
+        "[groups.g.vars.certs]\nchallenge = \"tls-alpn-01\"\n",
+        (2, 13),
+        "groups.g.vars.certs.challenge",
+        "unknown variant",
+    );
+    let unknown = parse("[vars]\ntimezon = \"Etc/UTC\"\n").unwrap_err();
+    assert_eq!(
+        (unknown.line, unknown.field.as_deref()),
+        (2, None),
+        "{unknown}"
+    );
+}
+
 /// `certs.ca` is a preset or a directory URL, parsed when the vars load: a bad one is an
 /// error at its file:line:column naming the field, in any layer; a good one is typed.
 #[test]
