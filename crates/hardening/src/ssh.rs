@@ -26,14 +26,14 @@
 //! drop-in also says `AllowUsers nobody-provision-test`: sshd accepts it, every new login
 //! fails, and the commit-confirmed apply must roll it back.
 
-use common::facts::builtin::{PathKind, PathState, PathStateValue, UnitState};
+use common::facts::builtin::{InstalledPackages, PathKind, PathState, PathStateValue, UnitState};
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
 use crate::facts::{
-    DropIn, LoginUser, OpenSshVersion, SshdDropIns, SshdEffective, SshdEffectiveValue, Version,
-    keyword_of, sets_listen_keyword,
+    DropIn, LoginUser, SshdDropIns, SshdEffective, SshdEffectiveValue, Version, keyword_of,
+    openssh_version, sets_listen_keyword,
 };
 use crate::support::{DesiredFile, MANAGED, PlanBuilder, render};
 use common::PlanError;
@@ -529,7 +529,7 @@ fn socket_unit() -> UnitState {
 impl SshdConfig {
     /// What the plan renders, from the facts (also used by tests and the drift report).
     pub fn desired(&self, facts: &Facts) -> Result<(Vec<Directive>, String, RootLogin), FactError> {
-        let version = facts.read(&OpenSshVersion)?;
+        let version = openssh_version(&facts.read(&InstalledPackages)?)?;
         let login_user = facts.read(&LoginUser)?;
         let root = root_login(&self.settings, &login_user);
         let host_keys = host_key_paths();
@@ -546,7 +546,7 @@ impl Resource for SshdConfig {
 
     fn probes(&self) -> Vec<Probe> {
         vec![
-            OpenSshVersion.probe(),
+            InstalledPackages.probe(),
             LoginUser.probe(),
             SshdEffective.probe(),
             PathState::new(DROP_IN_PATH).probe(),
@@ -731,11 +731,11 @@ mod tests {
 
     const DEBIAN_MAIN: &str = "\n# This is the sshd server system-wide configuration file.\n\nInclude /etc/ssh/sshd_config.d/*.conf\n\n#Port 22\nKbdInteractiveAuthentication no\nUsePAM yes\nX11Forwarding yes\nPrintMotd no\nAcceptEnv LANG LC_*\nSubsystem\tsftp\t/usr/lib/openssh/sftp-server\n";
 
-    const SSH_V_DEBIAN12: &str = "OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15 3 Sep 2024\n";
-    const SSH_V_UBUNTU2204: &str = "OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2 15 Mar 2022\n";
-    const SSH_V_UBUNTU2404: &str = "OpenSSH_9.6p1 Ubuntu-3ubuntu13.5, OpenSSL 3.0.13 30 Jan 2024\n";
-    const SSH_V_UBUNTU2004: &str =
-        "OpenSSH_8.2p1 Ubuntu-4ubuntu0.11, OpenSSL 1.1.1f  31 Mar 2020\n";
+    /// The installed openssh-server package of each OS, as the dpkg probe lists it.
+    const SSH_V_DEBIAN12: &str = "openssh-server\tii \t1:9.2p1-2+deb12u3\n";
+    const SSH_V_UBUNTU2204: &str = "openssh-server\tii \t1:8.9p1-3ubuntu0.10\n";
+    const SSH_V_UBUNTU2404: &str = "openssh-server\tii \t1:9.6p1-3ubuntu13.5\n";
+    const SSH_V_UBUNTU2004: &str = "openssh-server\tii \t1:8.2p1-4ubuntu0.11\n";
 
     const SOCKET_OFF: &str = "LoadState=loaded\nActiveState=inactive\nUnitFileState=disabled\n";
     const SOCKET_ON: &str = "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n";
@@ -762,7 +762,7 @@ mod tests {
         effective: &str,
     ) -> Facts {
         facts(&[
-            ("openssh-version", ok(ssh_v)),
+            ("dpkg", ok(ssh_v)),
             ("login-user", ok(&format!("{login}\n"))),
             ("sshd-effective", ok(effective)),
             ("sshd-drop-ins", ok("")),
@@ -949,7 +949,7 @@ mod tests {
         };
         let drop_in = include_str!("../tests/fixtures/sshd-drop-in-debian12-lab.conf");
         let f = host(
-            "OpenSSH_9.2p1 Debian-2+deb12u10, OpenSSL 3.0.20 7 Apr 2026\n",
+            "openssh-server\tii \t1:9.2p1-2+deb12u10\n",
             "root",
             Some(drop_in),
             include_str!("../tests/fixtures/sshd_config-debian12"),

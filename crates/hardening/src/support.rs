@@ -413,10 +413,7 @@ mod tests {
         };
         let key = file_state("key", 0o600, "root", "root");
         let host = facts(&[
-            (
-                "openssh-version",
-                ok("OpenSSH_9.2p1 Debian-2+deb12u3, OpenSSL 3.0.15\n"),
-            ),
+            ("dpkg", ok("openssh-server\tii \t1:9.2p1-2+deb12u3\n")),
             ("login-user", ok("root\n")),
             (
                 "sshd-effective",

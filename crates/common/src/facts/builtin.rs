@@ -54,21 +54,52 @@ impl HostInfoValue {
     }
 }
 
+/// Where the host probe keeps what cannot change before the next boot: the boot id, the
+/// virtualization and dpkg's architecture. `systemd-detect-virt` and `dpkg` were a fifth
+/// of a no-op's probe time on the host; /run is emptied at boot, and the boot id is checked
+/// as well, so a stale copy is never read.
+const BOOT_CONSTANTS: &str = "/run/provision-host-facts";
+
+/// The host probe, its boot constants kept in `cache`. Only builtins run when the cache is
+/// warm, except `df`. `systemd-detect-virt` prints `none` and fails on bare metal, which is
+/// not an error here. The online CPUs are sysfs's list (what `getconf` reads), counted by
+/// the parser.
+fn host_script(cache: &str) -> String {
+    let cache = quote(cache);
+    format!(
+        r#". /etc/os-release
+echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${{VERSION_CODENAME:-}}"
+read -r __b < /proc/sys/kernel/random/boot_id
+if [ -r {cache} ] && {{ read -r __cb; read -r __virt; read -r __arch; }} < {cache} && [ "$__cb" = "$__b" ] && [ -n "$__virt" ] && [ -n "$__arch" ]; then :; else
+  __virt=$(systemd-detect-virt 2>/dev/null); [ -n "$__virt" ] || __virt=none
+  __arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
+  {{ printf '%s\n%s\n%s\n' "$__b" "$__virt" "$__arch" > {cache}.$$ && mv -f -- {cache}.$$ {cache}; }} 2>/dev/null || rm -f -- {cache}.$$
+fi
+echo "virtualization=$__virt"
+if [ -r /etc/hostname ] && read -r h < /etc/hostname; then echo "hostname=$h"; else echo "hostname=$(hostname)"; fi
+if [ -r /sys/devices/system/cpu/online ] && read -r c < /sys/devices/system/cpu/online; then echo "cpus_online=$c"; else echo "cpus=$(getconf _NPROCESSORS_ONLN)"; fi
+while read -r k v _; do if [ "$k" = MemTotal: ]; then echo "memory_kib=$v"; break; fi; done < /proc/meminfo
+set -f; set -- $(df -Pk /); shift 10; echo "root_free_kib=$1"
+echo "architecture=$__arch""#
+    )
+}
+
+/// The number of CPUs in a sysfs CPU list such as `0-3,5,8-9`.
+fn count_cpu_list(list: &str) -> Option<u32> {
+    list.trim().split(',').try_fold(0u32, |n, part| {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last) = (first.parse::<u32>().ok()?, last.parse::<u32>().ok()?);
+        (first <= last).then(|| n + (last - first + 1))
+    })
+}
+
 impl Fact for HostInfo {
     type Value = HostInfoValue;
 
     fn probe(&self) -> Probe {
         Probe {
             key: ProbeKey::named("host"),
-            script: r#". /etc/os-release
-echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${VERSION_CODENAME:-}"
-echo "virtualization=$(systemd-detect-virt 2>/dev/null || echo none)"
-if [ -r /etc/hostname ] && read -r h < /etc/hostname; then echo "hostname=$h"; else echo "hostname=$(hostname)"; fi
-echo "cpus=$(getconf _NPROCESSORS_ONLN)"
-while read -r k v _; do if [ "$k" = MemTotal: ]; then echo "memory_kib=$v"; break; fi; done < /proc/meminfo
-set -f; set -- $(df -Pk /); shift 10; echo "root_free_kib=$1"
-echo "architecture=$(dpkg --print-architecture 2>/dev/null || uname -m)""#
-                .into(),
+            script: host_script(BOOT_CONSTANTS),
         }
     }
 
@@ -91,6 +122,9 @@ echo "architecture=$(dpkg --print-architecture 2>/dev/null || uname -m)""#
                 "virtualization" => v.virtualization = val.trim().to_string(),
                 "hostname" => v.hostname = val.trim().to_string(),
                 "cpus" => v.cpus = number(val)? as u32,
+                "cpus_online" => {
+                    v.cpus = count_cpu_list(val).ok_or_else(|| parse_error("host", k, line))?
+                }
                 "memory_kib" => v.memory_mib = number(val)? / 1024,
                 "root_free_kib" => v.root_free_mib = number(val)? / 1024,
                 "architecture" => v.architecture = val.to_string(),
@@ -474,6 +508,105 @@ mod tests {
     fn host_info_rejects_garbage() {
         assert!(HostInfo.parse(&ok("no equals sign\n")).is_err());
         assert!(HostInfo.parse(&ok("cpus=two\nos_id=debian\n")).is_err());
+    }
+
+    #[test]
+    fn cpu_lists_are_counted_like_getconf() {
+        assert_eq!(count_cpu_list("0\n"), Some(1));
+        assert_eq!(count_cpu_list("0-1"), Some(2));
+        assert_eq!(count_cpu_list("0-3,5,8-9"), Some(7));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("0-x"), None);
+        let v = HostInfo
+            .parse(&ok("os_id=debian\ncpus_online=0-1,4\n"))
+            .unwrap();
+        assert_eq!(v.cpus, 3);
+        assert!(
+            HostInfo
+                .parse(&ok("os_id=debian\ncpus_online=a\n"))
+                .is_err()
+        );
+    }
+
+    /// Runs the host probe with `cache` for its boot constants and a `systemd-detect-virt`
+    /// and `dpkg` that print `virt` and `arch` (and fail like the real `systemd-detect-virt`
+    /// on bare metal when `virt` is `none`).
+    fn run_host_probe(
+        dir: &std::path::Path,
+        cache: &std::path::Path,
+        virt: &str,
+        arch: &str,
+    ) -> HostInfoValue {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let fake = |name: &str, body: String| {
+            let path = bin.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let status = if virt == "none" { 1 } else { 0 };
+        fake("systemd-detect-virt", format!("echo {virt}; exit {status}"));
+        fake("dpkg", format!("echo {arch}"));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(host_script(cache.to_str().unwrap()))
+            .env(
+                "PATH",
+                format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        HostInfo
+            .parse(&ok(&String::from_utf8(out.stdout).unwrap()))
+            .unwrap()
+    }
+
+    /// Regression: `systemd-detect-virt` prints `none` and exits 1 on bare metal, and the
+    /// probe's `|| echo none` made that two lines, the second no `key=value`: the host
+    /// fact failed on every bare-metal server.
+    #[test]
+    fn a_bare_metal_host_reads_as_virtualization_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = run_host_probe(dir.path(), &dir.path().join("cache"), "none", "amd64");
+        assert_eq!(v.virtualization, "none");
+        assert!(!v.is_container());
+        assert_eq!(v.architecture, "amd64");
+    }
+
+    #[test]
+    fn boot_constants_are_read_once_per_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("host-facts");
+        let first = run_host_probe(dir.path(), &cache, "kvm", "arm64");
+        assert_eq!(
+            (first.virtualization.as_str(), first.architecture.as_str()),
+            ("kvm", "arm64")
+        );
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&cache).unwrap(),
+            format!("{boot}kvm\narm64\n")
+        );
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+        assert_eq!(Some(first.cpus), count_cpu_list(&online));
+
+        // Warm: the programs are not run again this boot.
+        let warm = run_host_probe(dir.path(), &cache, "qemu-changed", "i386");
+        assert_eq!(
+            (warm.virtualization.as_str(), warm.architecture.as_str()),
+            ("kvm", "arm64")
+        );
+
+        // Another boot's copy, or a torn one, is never read.
+        std::fs::write(&cache, "another-boot\nlxc\namd64\n").unwrap();
+        let rebooted = run_host_probe(dir.path(), &cache, "xen", "amd64");
+        assert_eq!(rebooted.virtualization, "xen");
+        std::fs::write(&cache, boot.trim_end()).unwrap();
+        let torn = run_host_probe(dir.path(), &cache, "vmware", "amd64");
+        assert_eq!(torn.virtualization, "vmware");
     }
 
     #[test]

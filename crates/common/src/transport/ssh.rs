@@ -25,9 +25,19 @@ const FIRST_PORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Seconds an idle master connection survives if the tool dies without closing it.
 const CONTROL_PERSIST_IDLE_SECS: usize = 60;
 
+/// Sets `u` to the login shell's effective uid, read by a builtin from /proc (every run
+/// starts with it, and `id` is a process), with `id -u` where /proc is not readable.
+macro_rules! effective_uid {
+    () => {
+        r#"u=; while read -r k _ e _; do [ "$k" = Uid: ] && u=$e && break; done 2>/dev/null </proc/self/status; [ -n "$u" ] || u=$(id -u); "#
+    };
+}
+
 /// Runs the script as root: directly when the login user is root, else through `sudo -n`.
-const ELEVATE: &str =
-    r#"if [ "$(id -u)" = 0 ]; then exec sh -c "$1"; else exec sudo -n sh -c "$1"; fi"#;
+const ELEVATE: &str = concat!(
+    effective_uid!(),
+    r#"if [ "$u" = 0 ]; then exec sh -c "$1"; else exec sudo -n sh -c "$1"; fi"#
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostKeyPolicy {
@@ -509,12 +519,36 @@ impl SshTransport {
 }
 
 /// A fresh login must also be able to become root, or the host is not manageable.
-const ELEVATE_PROBE: &str =
-    r#"if [ "$(id -u)" = 0 ] || sudo -n true; then echo provision-login-ok; else exit 1; fi"#;
+const ELEVATE_PROBE: &str = concat!(
+    effective_uid!(),
+    r#"if [ "$u" = 0 ] || sudo -n true; then echo provision-login-ok; else exit 1; fi"#
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_uid_is_read_like_id_u() {
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let uid = sh(concat!(effective_uid!(), r#"printf '%s\n' "$u""#));
+        assert_eq!(uid, sh("id -u"));
+        assert!(!uid.trim().is_empty());
+        if uid.trim() == "0" {
+            assert_eq!(
+                sh(&format!("sh -c '{ELEVATE}' provision 'echo as-root'")),
+                "as-root\n"
+            );
+        }
+    }
 
     /// Issue 11: a destination starting with `-` never reaches ssh as an option.
     #[tokio::test]
