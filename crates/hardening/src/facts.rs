@@ -846,9 +846,11 @@ else
     {{ printf 'key=%s\n' "$__key"; [ -z "$__inst" ] || printf '%s\n' "$__inst"; }} > "$__cache.$$" && mv -f "$__cache.$$" "$__cache" || rm -f "$__cache.$$"
   fi
 fi
-newest=$(find {root}/var/lib/apt/lists -maxdepth 1 -name '*_Packages' -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
-now=$(date +%s)
-if [ -n "$newest" ]; then echo "lists_age_minutes=$(( (now - ${{newest%.*}}) / 60 ))"; else echo lists_age_minutes=none; fi"#,
+newest=
+for __t in $(stat -c %Y -- {root}/var/lib/apt/lists/*_Packages 2>/dev/null); do
+  if [ -z "$newest" ] || [ "$__t" -gt "$newest" ]; then newest=$__t; fi
+done
+if [ -n "$newest" ]; then echo "lists_age_minutes=$(( ($(date +%s) - newest) / 60 ))"; else echo lists_age_minutes=none; fi"#,
         cache = PENDING_UPGRADES_CACHE,
     )
 }
@@ -1268,7 +1270,7 @@ mod tests {
         std::fs::set_permissions(&apt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
         let script = pending_upgrades_script(&r.display().to_string());
-        let probe = || {
+        let run = || {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(&script)
@@ -1280,7 +1282,11 @@ mod tests {
                 .parse(&ok(&String::from_utf8(out.stdout).unwrap()))
                 .unwrap();
             let runs = std::fs::read_to_string(r.join("apt-runs")).unwrap_or_default();
-            (value.packages, runs.lines().count())
+            (value, runs.lines().count())
+        };
+        let probe = || {
+            let (value, runs) = run();
+            (value.packages, runs)
         };
         assert_eq!(probe(), (vec!["openssl".to_string()], 1));
         assert_eq!(
@@ -1288,15 +1294,35 @@ mod tests {
             (vec!["openssl".to_string()], 1),
             "answered from the cache"
         );
+        // The lists' age is the newest list's, in whole minutes.
+        let lists = r.join("var/lib/apt/lists");
+        let set_age = |name: &str, minutes: u64| {
+            let then =
+                std::time::SystemTime::now() - std::time::Duration::from_secs(minutes * 60 + 30);
+            std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lists.join(name))
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+        };
+        set_age("old_Packages", 300);
+        set_age("x_Packages", 120);
+        assert_eq!(run().0.lists_age_minutes, Some(120));
+        assert_eq!(run().1, 2, "a new list asked apt again");
+        std::fs::remove_file(lists.join("old_Packages")).unwrap();
+        assert_eq!(probe().1, 3, "a list went away");
         std::fs::write(r.join("var/lib/dpkg/status"), "Package: a\nPackage: b\n").unwrap();
         assert_eq!(
             probe(),
-            (vec!["openssl".to_string()], 2),
+            (vec!["openssl".to_string()], 4),
             "dpkg status changed"
         );
-        assert_eq!(probe().1, 2);
+        assert_eq!(probe().1, 4);
         std::fs::write(r.join("var/lib/apt/lists/y_Packages"), "").unwrap();
-        assert_eq!(probe().1, 3, "the lists changed");
+        assert_eq!(probe().1, 5, "the lists changed");
         // A failing apt is an error, and nothing is cached from it.
         std::fs::write(&apt, "#!/bin/sh\necho 'E: broken' >&2\nexit 100\n").unwrap();
         std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
