@@ -112,7 +112,7 @@ def main():
     r = {
         "os": os_name,
         "method": (
-            f"{n} pairs of fresh lab hosts booted together; per pair the floor (one ssh: "
+            f"{n} pairs of fresh lab hosts, each pair booted together just before it runs; per pair the floor (one ssh: "
             "apt-get update, then apt-get upgrade with the job's packages and apt options) and "
             "`provision up` of the seeds/002 job with upgrade = \"full\" start at the same "
             "moment and run side by side on a 2-core machine shared with other engineers' "

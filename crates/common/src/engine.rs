@@ -283,11 +283,12 @@ async fn converge_inner(
     }
     mark_changed(report, &planned, done..planned.len());
 
-    // Verify: re-read the facts of what changed and plan again; each must now be a no-op.
+    // Verify: re-read the facts of what changed and plan again; each must now be a no-op
+    // (a resource whose succeeded actions are its proof is not read again).
     let changed: Vec<&Box<dyn Resource>> = resources
         .iter()
         .zip(&planned)
-        .filter(|(_, p)| p.plan.is_change())
+        .filter(|(r, p)| p.plan.is_change() && !r.verified_by_apply())
         .map(|(r, _)| r)
         .collect();
     let verify_probes =
@@ -410,8 +411,14 @@ pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> Appl
     let mut stdin = Vec::new();
     let mut steps = Vec::new();
     let mut packages_done = false;
-    for a in actions {
+    let (units, last_enable) = enables(actions);
+    for (at, a) in actions.iter().enumerate() {
         let (body, reads_stdin) = match a {
+            Action::EnableUnits { .. } if Some(at) != last_enable => continue,
+            Action::EnableUnits { .. } => {
+                steps.push(format!("enable {}", units.join(" ")));
+                (enable_command(&units), false)
+            }
             Action::InstallPackages { .. } | Action::UpgradePackages { .. } if packages_done => {
                 continue;
             }
@@ -447,6 +454,39 @@ pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> Appl
         steps,
         marker,
     }
+}
+
+/// Shell that enables those of `units` that are not enabled yet with one `systemctl
+/// enable`. A unit planned on a fresh host is often enabled by the time this runs (its
+/// package's own install did it), and each `systemctl enable` reloads the whole manager,
+/// on Debian once more for each unit with a SysV script (`systemd-sysv-install`).
+/// `systemctl is-enabled` reads the unit files on disk and succeeds for the states
+/// [`crate::facts::builtin::UnitStateValue`] counts as enabled.
+fn enable_command(units: &[String]) -> String {
+    let words: Vec<String> = units.iter().map(|u| quote(u)).collect();
+    format!(
+        "set --\n\
+         for __unit in {}; do systemctl is-enabled --quiet -- \"$__unit\" 2>/dev/null || set -- \"$@\" \"$__unit\"; done\n\
+         if [ $# -gt 0 ]; then systemctl enable -- \"$@\"; fi",
+        words.join(" ")
+    )
+}
+
+/// Every unit the actions enable, each once in order, and where the last enable is.
+fn enables(actions: &[&Action]) -> (Vec<String>, Option<usize>) {
+    let mut units: Vec<String> = Vec::new();
+    let mut last = None;
+    for (at, a) in actions.iter().enumerate() {
+        if let Action::EnableUnits { units: these } = a {
+            last = Some(at);
+            for u in these {
+                if !units.contains(u) {
+                    units.push(u.clone());
+                }
+            }
+        }
+    }
+    (units, last)
 }
 
 fn put_command(w: &FileWrite) -> String {
@@ -511,7 +551,7 @@ fn uses_apt(action: &Action) -> bool {
     match action {
         Action::InstallPackages { .. } | Action::UpgradePackages { .. } => true,
         Action::Run { script, .. } => apt_lock::uses_apt(script),
-        Action::WriteFile(_) => false,
+        Action::WriteFile(_) | Action::EnableUnits { .. } => false,
     }
 }
 
@@ -830,11 +870,19 @@ mod tests {
     fn run_locally(apply: &ApplyScript, dir: &std::path::Path) -> (std::process::Output, String) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        for tool in ["apt-get", "visudo", "chown"] {
+        for tool in ["apt-get", "visudo", "chown", "systemctl"] {
             let path = bin.join(tool);
+            // `systemctl is-enabled --quiet -- UNIT`: enabled when UNIT is a line of
+            // `enabled` beside the record.
+            let query = match tool {
+                "systemctl" => {
+                    "if [ \"$1\" = is-enabled ]; then grep -qxF -- \"$4\" \"$(dirname \"$RECORD\")/enabled\" 2>/dev/null; exit; fi\n"
+                }
+                _ => "",
+            };
             std::fs::write(
                 &path,
-                format!("#!/bin/sh\n{{ echo {tool}; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; echo; }} >> \"$RECORD\"\n"),
+                format!("#!/bin/sh\n{query}{{ echo {tool}; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; echo; }} >> \"$RECORD\"\n"),
             )
             .unwrap();
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -925,6 +973,160 @@ mod tests {
         let alone = build_apply_script(&[&upgrade], &Options::default());
         assert_eq!(alone.steps, ["apt upgrade"]);
         assert!(alone.script.contains("\n__provision_apt upgrade\n"));
+    }
+
+    /// Issue 14: every unit enabled in one apply script is one `systemctl enable --
+    /// UNITS` (one manager reload, not one per unit), run where the script's last enable
+    /// was: after every unit's file is written; a unit enabled by then (by its package's
+    /// install) is left out, and with none left there is no `systemctl enable`.
+    #[test]
+    fn the_units_of_a_script_are_enabled_by_one_systemctl_after_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let owner = String::from_utf8_lossy(&owner.stdout).trim().to_string();
+        let unit_file = dir.path().join("backup.timer").display().to_string();
+        let enable = |u: &str| Action::EnableUnits {
+            units: vec![u.to_string()],
+        };
+        let docker = enable("docker.service");
+        let start_docker = Action::run("start docker.service", "systemctl start docker.service");
+        let write = Action::WriteFile(FileWrite {
+            path: unit_file.clone(),
+            content: b"[Timer]\n".to_vec(),
+            mode: 0o644,
+            owner: owner.clone(),
+            group: owner,
+            previous: None,
+            sensitive: false,
+            validate: None,
+        });
+        let timer = enable("-backup.timer");
+        let again = enable("docker.service");
+        let apply = build_apply_script(
+            &[&docker, &start_docker, &write, &timer, &again],
+            &Options::default(),
+        );
+        assert_eq!(
+            apply.steps,
+            [
+                "start docker.service".to_string(),
+                format!("write {unit_file}"),
+                "enable docker.service -backup.timer".to_string(),
+            ]
+        );
+        let systemctl = |enabled: &str| {
+            std::fs::write(dir.path().join("enabled"), enabled).unwrap();
+            let _ = std::fs::remove_file(dir.path().join("record"));
+            let (out, record) = run_locally(&apply, dir.path());
+            assert!(out.status.success(), "{out:?}");
+            record
+                .split("\n\n")
+                .filter(|c| c.starts_with("systemctl"))
+                .map(|c| c.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            systemctl(""),
+            [
+                vec!["start", "docker.service"],
+                vec!["enable", "--", "docker.service", "-backup.timer"],
+            ]
+        );
+        assert_eq!(
+            systemctl("docker.service\n"),
+            [
+                vec!["start", "docker.service"],
+                vec!["enable", "--", "-backup.timer"],
+            ]
+        );
+        assert_eq!(
+            systemctl("docker.service\n-backup.timer\n"),
+            [vec!["start", "docker.service"]]
+        );
+    }
+
+    /// A resource whose plan always asks for the upgrade; `proven`: its succeeded apply
+    /// is its proof ([`Resource::verified_by_apply`]).
+    struct AlwaysUpgrade {
+        proven: bool,
+    }
+
+    impl Resource for AlwaysUpgrade {
+        fn id(&self) -> String {
+            "apt:upgrade".into()
+        }
+
+        fn probes(&self) -> Vec<Probe> {
+            vec![Probe {
+                key: crate::facts::ProbeKey::named("pending"),
+                script: "echo simulating-the-upgrade".into(),
+            }]
+        }
+
+        fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
+            facts.raw("pending").ok_or_else(|| FactError::Missing {
+                key: "pending".into(),
+            })?;
+            Ok(Plan::change(
+                "upgrade 1 package(s)",
+                vec![Action::UpgradePackages { install: vec![] }],
+            ))
+        }
+
+        fn verified_by_apply(&self) -> bool {
+            self.proven
+        }
+    }
+
+    /// Issue 14: the verify step reads nothing again of a resource its apply proved (the
+    /// system upgrade: no second simulation of it), and still re-reads and re-plans the
+    /// others, failing the host when one is still pending.
+    #[tokio::test]
+    async fn the_verify_step_skips_what_the_apply_proved_and_still_checks_the_rest() {
+        use crate::testing::{ok, simulated_host};
+        let state = |curl: bool| {
+            let dpkg = if curl { "curl\tii \t8.5.0\n" } else { "" };
+            std::collections::BTreeMap::from([
+                ("dpkg".to_string(), ok(dpkg)),
+                ("pending".to_string(), ok("inst=libc6\n")),
+            ])
+        };
+        let job = |proven: bool| -> Vec<Box<dyn Resource>> {
+            vec![
+                Box::new(AlwaysUpgrade { proven }),
+                Box::new(crate::resources::Packages::new("base", ["curl"])),
+            ]
+        };
+        let host = simulated_host("web-1", state(false), state(true));
+        let report = converge(&host, &job(true), &Options::default()).await;
+        assert_eq!(report.outcome, HostOutcome::Changed, "{report:?}");
+        let calls = host.calls();
+        let simulations = calls
+            .iter()
+            .filter(|c| c.script.contains("simulating-the-upgrade"))
+            .count();
+        assert_eq!(simulations, 1, "only the first gather simulates");
+        let verify = &calls.last().unwrap().script;
+        assert!(verify.contains("dpkg-query"), "the rest is read again");
+        assert_eq!(report.round_trips, 3, "gather, apply, verify");
+
+        // Not proven by its apply: read again, still pending, the host fails.
+        let host = simulated_host("web-1", state(false), state(true));
+        let report = converge(&host, &job(false), &Options::default()).await;
+        assert_eq!(report.outcome, HostOutcome::Failed);
+        assert!(
+            report
+                .error
+                .unwrap_or_default()
+                .contains("still pending after apply: apt:upgrade"),
+        );
+        // Nor is a resource the apply did not prove skipped: curl missing after apply.
+        let host = simulated_host("web-1", state(false), state(false));
+        let report = converge(&host, &job(true), &Options::default()).await;
+        assert_eq!(report.outcome, HostOutcome::Failed, "{report:?}");
     }
 
     /// Across a run's resources the first apt action carries all of the apt work.

@@ -66,6 +66,10 @@ pub enum Action {
     WriteFile(FileWrite),
     /// Run a shell snippet as root with `set -e`; stdin is closed.
     Run { description: String, script: String },
+    /// Enable systemd units at boot. Every enable of one apply script is one `systemctl
+    /// enable -- UNITS` (each `systemctl enable` reloads the whole manager), at the place
+    /// of the script's last enable, so after every unit's file.
+    EnableUnits { units: Vec<String> },
 }
 
 impl Action {
@@ -85,6 +89,7 @@ impl Action {
             }
             Action::WriteFile(w) => format!("write {}", w.path),
             Action::Run { description, .. } => description.clone(),
+            Action::EnableUnits { units } => format!("enable {}", units.join(" ")),
         }
     }
 }
@@ -172,5 +177,13 @@ pub trait Resource: Send + Sync {
     /// port move): the commit-confirmed proof login goes there. `None`: unchanged.
     fn access_port(&self) -> Option<u16> {
         None
+    }
+
+    /// Its actions succeeding proves its state, so the verify step after apply reads
+    /// none of its facts again: only where reading them again could not tell anything
+    /// new (the system upgrade: after `apt-get upgrade` succeeded, apt's simulated
+    /// upgrade has nothing left to do, and simulating it costs seconds).
+    fn verified_by_apply(&self) -> bool {
+        false
     }
 }

@@ -195,3 +195,51 @@ async fn package_sets_of_several_resources_share_one_apt_transaction() {
     let statuses: Vec<_> = report.resources.iter().map(|r| r.status).collect();
     assert_eq!(statuses, [ResourceStatus::Changed; 3]);
 }
+
+/// Issue 14: the units two resources enable are one `systemctl enable` (one manager
+/// reload), and each resource is still reported on its own.
+#[tokio::test]
+async fn units_of_several_services_are_enabled_at_once_and_reported_each() {
+    let resources: Vec<Box<dyn Resource>> = vec![
+        Box::new(Service::running("docker.service")),
+        Box::new(File::new("/etc/motd", "managed by provision\n")),
+        Box::new(Service::running("app-backup.timer")),
+        Box::new(Service::running("cron")),
+    ];
+    let unit = |active: &str, file: &str| {
+        ok(&format!(
+            "LoadState=loaded\nActiveState={active}\nUnitFileState={file}\n"
+        ))
+    };
+    let mut before = host_state(false);
+    before.insert("unit:docker.service".into(), unit("inactive", ""));
+    before.insert("unit:app-backup.timer".into(), unit("inactive", "disabled"));
+    let mut after = host_state(true);
+    after.insert("unit:docker.service".into(), unit("active", "enabled"));
+    after.insert("unit:app-backup.timer".into(), unit("active", "enabled"));
+    let host = simulated_host("web1", before, after);
+    let report = engine::converge(&host, &resources, &options(Mode::Apply)).await;
+    assert_eq!(report.outcome, HostOutcome::Changed, "{report:#?}");
+    let statuses: Vec<_> = report.resources.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            ResourceStatus::Changed,
+            ResourceStatus::Changed,
+            ResourceStatus::Changed,
+            ResourceStatus::Ok
+        ]
+    );
+    let apply = &host.calls()[1].script;
+    assert_eq!(apply.matches("systemctl enable").count(), 1, "{apply}");
+    let at = |needle: &str| {
+        apply
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {apply}"))
+    };
+    let enable = at("for __unit in docker.service app-backup.timer; do systemctl is-enabled");
+    assert!(at("systemctl start docker.service") < enable);
+    assert!(at("__provision_put /etc/motd") < enable, "after the files");
+    assert!(enable < at("systemctl enable -- \"$@\""));
+    assert!(at("systemctl enable -- \"$@\"") < at("systemctl start app-backup.timer"));
+}

@@ -502,6 +502,12 @@ impl Resource for SystemUpgrade {
         vec![PendingUpgrades.probe()]
     }
 
+    /// Its one action is the run's apt transaction (`apt-get upgrade`): once that
+    /// succeeded, a second simulation of the upgrade has nothing to find.
+    fn verified_by_apply(&self) -> bool {
+        true
+    }
+
     fn plan(&self, facts: &Facts) -> Result<Plan, PlanError> {
         let pending = facts.read(&PendingUpgrades)?;
         let stale = match pending.lists_age_minutes {

@@ -20,7 +20,7 @@
 
 use common::facts::builtin::{PathKind, PathState};
 use common::resources::{Service, file_id};
-use common::shell::Command;
+use common::shell::{Command, quote};
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -205,19 +205,91 @@ impl RuleDiff {
     }
 }
 
-/// The command that deletes `rule` (and its IPv6 twin when both addresses are "any").
-/// UFW's rule grammar has no `--`: the words are arguments, quoted when rendered.
-fn delete_command(rule: &UfwRule) -> Command {
+/// The words of the `ufw` command that deletes `rule` (and its IPv6 twin when both
+/// addresses are "any"). UFW's rule grammar has no `--`: the words are arguments.
+fn delete_words(rule: &UfwRule) -> Vec<String> {
     let mut words = rule.command();
     let route = words.first().is_some_and(|a| a == "route");
     if route {
         words.remove(0);
     }
-    Command::new("ufw")
-        .arg("--force")
-        .args(route.then_some("route"))
-        .arg("delete")
-        .args(words)
+    let mut out = vec!["--force".to_string()];
+    if route {
+        out.push("route".into());
+    }
+    out.push("delete".into());
+    out.extend(words);
+    out
+}
+
+/// Exit status of [`UFW_BATCH`] when this UFW's front end is not the one it drives
+/// (nothing was changed): the batch's commands then run one `ufw` each.
+const UFW_BATCH_UNUSABLE: i32 = 75;
+
+/// UFW commands in one Python process, through UFW's own front end: for each command
+/// (the words of one `ufw` command line, the one JSON argument) exactly what
+/// `/usr/sbin/ufw` does for one, `parse_command` then `UFWFrontend.do_action`, under
+/// UFW's lock, stopping at the first that fails (exit 1, UFW's message and the
+/// command). One interpreter start, one round of UFW's own checks and one probe of the
+/// kernel's capabilities instead of one per command (each `ufw` costs 0.15-0.7 s on a
+/// small host, by load). The words are data: they reach UFW's parser as argv does,
+/// never as code.
+const UFW_BATCH: &str = r#"import json, shutil, sys
+try:
+    import gettext
+    import ufw.common
+    import ufw.frontend
+    from ufw.common import UFWError
+    from ufw.util import create_lock, release_lock
+    ufw.frontend.parse_command
+    ufw.frontend.UFWFrontend.do_action
+except (ImportError, AttributeError) as e:
+    sys.stderr.write("ufw front end not usable here (%s): one ufw per command\n" % e)
+    sys.exit(75)
+gettext.install(ufw.common.programName)
+commands = json.loads(sys.argv[1])
+# UFW checks its own program's path (root-owned, not writable by others) as `ufw` would.
+sys.argv = [shutil.which("ufw") or "/usr/sbin/ufw"]
+ui = ufw.frontend.UFWFrontend(False)
+lock = create_lock(lockfile="/run/ufw.lock", dryrun=False)
+try:
+    for words in commands:
+        try:
+            pr = ufw.frontend.parse_command(["ufw"] + list(words))
+            if "rule" in pr.data:
+                res = ui.do_action(pr.action, pr.data["rule"], pr.data["iptype"], pr.force)
+            else:
+                res = ui.do_action(pr.action, "", "", pr.force)
+        except UFWError as e:
+            sys.stderr.write("ERROR: %s\n" % e.value)
+            res = None
+        except SystemExit as e:
+            res = None if e.code else ""
+        if res is None:
+            sys.stderr.write("failed: ufw %s\n" % " ".join(words))
+            sys.exit(1)
+        if res:
+            print(res)
+finally:
+    release_lock(lock)
+"#;
+
+/// Shell that runs `commands` (each the words of one `ufw` command line) through
+/// [`UFW_BATCH`], or one `ufw` per command where that front end is not usable.
+fn ufw_batch(commands: &[Vec<String>]) -> String {
+    let json = serde_json::to_string(commands).expect("a list of strings serializes");
+    let one_by_one: Vec<String> = commands
+        .iter()
+        .map(|words| format!("  {}", Command::new("ufw").args(words.iter().cloned())))
+        .collect();
+    format!(
+        "__rc=0\n\
+         if command -v python3 >/dev/null 2>&1; then python3 -c {program} {json} || __rc=$?; else __rc={UFW_BATCH_UNUSABLE}; fi\n\
+         if [ $__rc -eq {UFW_BATCH_UNUSABLE} ]; then\n{one_by_one}\nelif [ $__rc -ne 0 ]; then exit $__rc; fi",
+        program = quote(UFW_BATCH),
+        json = quote(&json),
+        one_by_one = one_by_one.join("\n"),
+    )
 }
 
 impl Firewall {
@@ -328,40 +400,46 @@ impl Resource for Firewall {
                 ports.join(", ")
             )));
         }
-        let mut actions = vec![Action::run("save ufw state for the rollback", SAVE_STATE)];
+        // One batch of UFW commands, in this order: the defaults that differ, the wanted
+        // rules (SSH first), then the deletions (a deleted rule never shares a wanted
+        // rule's place, so SSH stays open throughout), then the enable.
+        let mut script = vec![SBIN_PATH.to_string()];
+        let mut commands: Vec<Vec<String>> = Vec::new();
         let mut causes = wrong.clone();
         let mut doing = Vec::new();
+        // The step's description: each command group of the batch.
+        let mut steps = Vec::new();
         if !wrong.is_empty() {
-            let mut script = vec![SBIN_PATH.to_string()];
             if self.log_martians {
                 script.push(UFW_LOG_MARTIANS.to_string());
             }
-            script.extend([
-                "ufw default deny incoming".to_string(),
-                "ufw default allow outgoing".to_string(),
-            ]);
-            for r in &rules {
-                script.push(
-                    Command::new("ufw")
-                        .args([r.verb.to_string(), format!("{}/tcp", r.port)])
-                        .args(["comment", r.comment])
-                        .to_string(),
-                );
+            for (direction, policy, now) in [
+                ("incoming", "deny", &ufw.default_incoming),
+                ("outgoing", "allow", &ufw.default_outgoing),
+            ] {
+                // While UFW runs, each default it sets restarts the whole firewall.
+                if !ufw.installed || now != policy {
+                    commands.push(vec!["default".into(), policy.into(), direction.into()]);
+                }
             }
-            actions.push(Action::run("configure ufw", script.join("\n")));
+            for r in &rules {
+                commands.push(vec![
+                    r.verb.to_string(),
+                    format!("{}/tcp", r.port),
+                    "comment".into(),
+                    r.comment.into(),
+                ]);
+            }
             doing.push(format!("open {}", ports.join(", ")));
+            steps.push(format!("open {}", ports.join(", ")));
         }
         if remove {
-            // After the wanted rules are in: a deleted rule never shares a wanted
-            // rule's place, so SSH stays open throughout.
             for (rule, families) in &diff.foreign {
-                actions.push(Action::run(
-                    format!(
-                        "delete unrequested ufw rule `{}` ({})",
-                        rule.display(),
-                        families.join(", ")
-                    ),
-                    format!("{SBIN_PATH}\n{}", delete_command(rule)),
+                commands.push(delete_words(rule));
+                steps.push(format!(
+                    "delete unrequested ufw rule `{}` ({})",
+                    rule.display(),
+                    families.join(", ")
                 ));
             }
             causes.push(format!("unrequested {}", diff.foreign_list()));
@@ -369,17 +447,20 @@ impl Resource for Firewall {
         }
         // Rule and default changes apply at once while UFW runs.
         if !ufw.active() || reload {
-            actions.push(Action::run(
-                "enable ufw",
-                format!("{SBIN_PATH}\nufw --force enable"),
-            ));
+            commands.push(vec!["--force".into(), "enable".into()]);
             doing.push("enable".to_string());
+            steps.push("enable".to_string());
         }
         let doing = match doing.split_last() {
             Some((last, [])) => last.clone(),
             Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
             None => String::new(),
         };
+        script.push(ufw_batch(&commands));
+        let actions = vec![
+            Action::run("save ufw state for the rollback", SAVE_STATE),
+            Action::run(format!("ufw: {}", steps.join("; ")), script.join("\n")),
+        ];
         Ok(Plan::change(
             format!("{} → {doing}{notes}", causes.join(", ")),
             actions,
@@ -560,6 +641,17 @@ mod tests {
         actions.iter().map(Action::describe).collect()
     }
 
+    /// The UFW commands of a plan's batch (the second step), as the one-by-one
+    /// fallback spells them.
+    fn ufw_commands(actions: &[Action]) -> Vec<String> {
+        let s = &scripts(actions)[1];
+        s.lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .filter(|l| l.starts_with("ufw "))
+            .map(str::to_string)
+            .collect()
+    }
+
     #[test]
     fn fresh_host_without_ufw_gets_ssh_first_then_web_then_inventory_ports() {
         let f = ufw_facts("ufw: not installed\n", None);
@@ -573,20 +665,25 @@ mod tests {
             descriptions(&actions),
             [
                 "save ufw state for the rollback",
-                "configure ufw",
-                "enable ufw"
+                "ufw: open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp; enable",
             ]
         );
         let s = scripts(&actions);
         assert!(s[0].contains("ufw-previous"), "state saved first");
         insta::assert_snapshot!("ufw-script", s[1]);
-        let lines: Vec<&str> = s[1].lines().collect();
-        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
-        assert!(
-            at("ufw limit 22/tcp") < at("ufw allow"),
-            "SSH before anything opens"
+        // Issue 14: one batch, SSH before anything opens, enabled last.
+        assert_eq!(
+            ufw_commands(&actions),
+            [
+                "ufw default deny incoming",
+                "ufw default allow outgoing",
+                "ufw limit 22/tcp comment 'provision: ssh'",
+                "ufw allow 80/tcp comment 'provision: web'",
+                "ufw allow 443/tcp comment 'provision: web'",
+                "ufw allow 8443/tcp comment 'provision: inventory'",
+                "ufw --force enable",
+            ]
         );
-        assert_eq!(s[2].lines().last().unwrap(), "ufw --force enable");
         assert!(r.guards_access());
         assert!(r.rollback_script().unwrap().contains("ufw --force disable"));
     }
@@ -659,8 +756,16 @@ mod tests {
         );
         assert_eq!(
             descriptions(&actions),
-            ["save ufw state for the rollback", "configure ufw"],
+            [
+                "save ufw state for the rollback",
+                "ufw: open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp"
+            ],
             "UFW is running: no re-enable"
+        );
+        // Nor the defaults it has: while UFW runs, each one restarts the firewall.
+        assert!(
+            !ufw_commands(&actions).iter().any(|c| c.contains("default")),
+            "{actions:?}"
         );
     }
 
@@ -698,12 +803,15 @@ mod tests {
             summary,
             "22/tcp rate-limited (hardening.ssh_rate_limit = false) → open 22/tcp, 80/tcp, 443/tcp, 8443/tcp"
         );
-        let configure = &scripts(&actions)[1];
-        assert!(
-            configure.contains("\nufw allow 22/tcp comment 'provision: ssh'\n"),
-            "{configure}"
+        let configure = ufw_commands(&actions);
+        assert_eq!(
+            configure[0], "ufw allow 22/tcp comment 'provision: ssh'",
+            "{configure:?}"
         );
-        assert!(!configure.contains("ufw limit"), "{configure}");
+        assert!(
+            !configure.iter().any(|c| c.contains("limit")),
+            "{configure:?}"
+        );
         assert_eq!(
             plan_of(&unlimited, &f).expect_noop(),
             "ufw active, deny incoming, open: 22/tcp, 80/tcp, 443/tcp, 8443/tcp"
@@ -727,19 +835,15 @@ mod tests {
              `allow from fe80::/10 to any port 546 proto udp` (IPv6) \
              → delete what the inventory does not ask for"
         );
-        assert_eq!(actions.len(), 8, "{actions:?}");
-        assert_eq!(
-            descriptions(&actions)[..3],
-            [
-                "save ufw state for the rollback",
-                "delete unrequested ufw rule `allow 8080/tcp` (IPv4, IPv6)",
-                "delete unrequested ufw rule `allow from 10.0.0.0/8 to any port 5432 proto tcp` (IPv4)",
-            ]
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(
+            descriptions(&actions)[1].starts_with(
+                "ufw: delete unrequested ufw rule `allow 8080/tcp` (IPv4, IPv6); \
+                 delete unrequested ufw rule `allow from 10.0.0.0/8 to any port 5432 proto tcp` (IPv4); "
+            ),
+            "{actions:?}"
         );
-        let deletes: Vec<String> = scripts(&actions)[1..]
-            .iter()
-            .map(|s| s.lines().last().unwrap().to_string())
-            .collect();
+        let deletes = ufw_commands(&actions);
         assert_eq!(
             deletes,
             [
@@ -773,12 +877,12 @@ mod tests {
             summary.contains(" → open 22/tcp (limit), 80/tcp, 443/tcp, 8443/tcp, delete what the inventory does not ask for and enable"),
             "{summary}"
         );
-        let d = descriptions(&actions);
-        assert_eq!(d[1], "configure ufw");
-        assert!(d[2].starts_with("delete unrequested"));
+        let c = ufw_commands(&actions);
+        let at = |prefix: &str| c.iter().position(|l| l.starts_with(prefix)).unwrap();
+        assert!(at("ufw limit 22/tcp") < at("ufw --force delete"), "{c:?}");
         assert_eq!(
-            d.last().unwrap(),
-            "enable ufw",
+            c.last().unwrap(),
+            "ufw --force enable",
             "enabled only once the foreign rules are gone"
         );
     }
@@ -856,7 +960,7 @@ mod tests {
             summary.starts_with("ufw enabled but its rules are not loaded → "),
             "{summary}"
         );
-        assert_eq!(descriptions(&actions).last().unwrap(), "enable ufw");
+        assert_eq!(ufw_commands(&actions).last().unwrap(), "ufw --force enable");
     }
 
     #[test]
@@ -872,8 +976,8 @@ mod tests {
         );
         assert!(scripts(&actions)[1].contains("log_martians"));
         assert_eq!(
-            descriptions(&actions).last().unwrap(),
-            "enable ufw",
+            ufw_commands(&actions).last().unwrap(),
+            "ufw --force enable",
             "UFW applies its sysctl file when it starts"
         );
         let without_os = Firewall {
@@ -885,6 +989,151 @@ mod tests {
                 .expect_noop()
                 .starts_with("ufw active")
         );
+    }
+
+    /// A fake UFW for [`run_batch`]: a Python package `ufw` whose front end records each
+    /// command's words and its process id in `$RECORD` (and fails a command holding the
+    /// word `fail`), and a `ufw` program that records its argv; `front_end: false` gives
+    /// a package without `UFWFrontend`.
+    fn fake_ufw(dir: &std::path::Path, front_end: bool) {
+        let pkg = dir.join("py/ufw");
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(pkg.join("__init__.py"), "").unwrap();
+        std::fs::write(
+            pkg.join("common.py"),
+            "programName = 'ufw'\nclass UFWError(Exception):\n    def __init__(self, value):\n        self.value = value\n",
+        )
+        .unwrap();
+        std::fs::write(
+            pkg.join("util.py"),
+            "def create_lock(lockfile=None, dryrun=False):\n    return None\ndef release_lock(lock):\n    pass\n",
+        )
+        .unwrap();
+        let mut frontend = String::from(
+            "import json, os\nfrom ufw.common import UFWError\n\
+             class Parsed:\n    pass\n\
+             def parse_command(argv):\n    p = Parsed()\n    p.action = json.dumps(argv)\n    p.data = {}\n    p.force = '--force' in argv\n    return p\n",
+        );
+        if front_end {
+            frontend.push_str(
+                "class UFWFrontend:\n    def __init__(self, dryrun):\n        pass\n\
+                 \x20   def do_action(self, action, rule, iptype, force):\n\
+                 \x20       with open(os.environ['RECORD'], 'a') as f:\n\
+                 \x20           f.write('%d %s\\n' % (os.getpid(), action))\n\
+                 \x20       if 'fail' in json.loads(action):\n\
+                 \x20           raise UFWError('boom')\n\
+                 \x20       return ''\n",
+            );
+        }
+        std::fs::write(pkg.join("frontend.py"), frontend).unwrap();
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let ufw = bin.join("ufw");
+        std::fs::write(
+            &ufw,
+            "#!/bin/sh\nprintf 'ufw' >> \"$RECORD\"; for a in \"$@\"; do printf ' [%s]' \"$a\" >> \"$RECORD\"; done; echo >> \"$RECORD\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&ufw, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+    }
+
+    /// Runs [`ufw_batch`] of `commands` as a step body runs (`set -e`) against
+    /// [`fake_ufw`]: whether it succeeded, its stderr and the record.
+    fn run_batch(dir: &std::path::Path, commands: &[Vec<String>]) -> (bool, String, String) {
+        let record = dir.join("record");
+        let _ = std::fs::remove_file(&record);
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("set -e\n{}", ufw_batch(commands)))
+            .current_dir(dir)
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", dir.join("bin").display()),
+            )
+            .env("PYTHONPATH", dir.join("py"))
+            .env("RECORD", &record)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            std::fs::read_to_string(&record).unwrap_or_default(),
+        )
+    }
+
+    fn words(commands: &[&[&str]]) -> Vec<Vec<String>> {
+        commands
+            .iter()
+            .map(|c| c.iter().map(|w| w.to_string()).collect())
+            .collect()
+    }
+
+    /// Issue 14: the rule set goes through UFW's front end in one process (one
+    /// interpreter start instead of one per rule), in order, each word reaching UFW's
+    /// parser as it would from argv (quotes, `$(…)` and spaces stay data); the first
+    /// command that fails stops the batch and fails the step, naming it.
+    #[test]
+    fn ufw_commands_run_in_one_process_in_order_and_stop_at_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_ufw(dir.path(), true);
+        let hostile = "x'$(touch marker)\"; touch marker";
+        let commands = words(&[
+            &["default", "deny", "incoming"],
+            &["limit", "22/tcp", "comment", "provision: ssh"],
+            &["allow", "80/tcp", "comment", hostile],
+            &["--force", "enable"],
+        ]);
+        let (ok, stderr, record) = run_batch(dir.path(), &commands);
+        assert!(ok, "{stderr}");
+        let lines: Vec<(&str, Vec<String>)> = record
+            .lines()
+            .map(|l| {
+                let (pid, argv) = l.split_once(' ').unwrap();
+                (pid, serde_json::from_str(argv).unwrap())
+            })
+            .collect();
+        let argvs: Vec<Vec<String>> = lines.iter().map(|(_, a)| a[1..].to_vec()).collect();
+        assert_eq!(argvs, commands, "{record}");
+        assert!(lines.iter().all(|(_, a)| a[0] == "ufw"));
+        assert!(
+            lines.iter().all(|(pid, _)| *pid == lines[0].0),
+            "one process: {record}"
+        );
+        assert!(!dir.path().join("marker").exists());
+
+        let failing = words(&[&["allow", "80/tcp"], &["fail", "1"], &["allow", "443/tcp"]]);
+        let (ok, stderr, record) = run_batch(dir.path(), &failing);
+        assert!(!ok, "{record}");
+        assert!(stderr.contains("ERROR: boom"), "{stderr}");
+        assert!(stderr.contains("failed: ufw fail 1"), "{stderr}");
+        assert_eq!(
+            record.lines().count(),
+            2,
+            "stopped at the failure: {record}"
+        );
+    }
+
+    /// Where UFW's front end is not the one the batch drives, each command runs as one
+    /// `ufw` of its own, in the same order, and a failing one still fails the step.
+    #[test]
+    fn without_a_usable_front_end_each_command_is_one_ufw() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_ufw(dir.path(), false);
+        let commands = words(&[
+            &["limit", "22/tcp", "comment", "provision: ssh"],
+            &["--force", "enable"],
+        ]);
+        let (ok, stderr, record) = run_batch(dir.path(), &commands);
+        assert!(ok, "{stderr}");
+        assert!(stderr.contains("one ufw per command"), "{stderr}");
+        assert_eq!(
+            record,
+            "ufw [limit] [22/tcp] [comment] [provision: ssh]\nufw [--force] [enable]\n"
+        );
+        std::fs::write(dir.path().join("bin/ufw"), "#!/bin/sh\nexit 3\n").unwrap();
+        let (ok, _, _) = run_batch(dir.path(), &commands);
+        assert!(!ok, "a failing ufw fails the step");
     }
 
     #[test]

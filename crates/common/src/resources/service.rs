@@ -53,10 +53,14 @@ impl Service {
         let u = quote(&self.unit);
         let mut todo = Vec::new();
         let mut script = Vec::new();
-        // A unit that does not exist yet is usually installed by an earlier step of this run.
+        let mut actions = Vec::new();
+        // A unit that does not exist yet is usually installed by an earlier step of this
+        // run. The engine enables every unit of an apply script at once.
         if self.enabled && !state.is_enabled() {
             todo.push("enable");
-            script.push(format!("systemctl enable {u}"));
+            actions.push(Action::EnableUnits {
+                units: vec![self.unit.clone()],
+            });
         }
         if !self.enabled && state.is_enabled() && state.unit_file_state != "static" {
             todo.push("disable");
@@ -78,14 +82,18 @@ impl Service {
                 self.unit, state.active_state, state.unit_file_state
             )));
         }
-        let steps = todo.iter().take(script.len()).copied().collect::<Vec<_>>();
-        let actions = match script.is_empty() {
-            true => Vec::new(),
-            false => vec![Action::run(
+        let steps = todo
+            .iter()
+            .filter(|t| **t != "enable")
+            .take(script.len())
+            .copied()
+            .collect::<Vec<_>>();
+        if !script.is_empty() {
+            actions.push(Action::run(
                 format!("{} {}", steps.join("+"), self.unit),
                 script.join("\n"),
-            )],
-        };
+            ));
+        }
         Ok(Plan::change(
             format!("{} {}", todo.join(" and "), self.unit),
             actions,
@@ -170,11 +178,14 @@ mod tests {
         let fresh = facts("ActiveState=inactive\nUnitFileState=disabled\n");
         assert_eq!(
             scripts(&s.plan(&fresh).unwrap()),
-            ["systemctl enable fail2ban.service\nsystemctl start fail2ban.service"]
+            [
+                "enable fail2ban.service",
+                "systemctl start fail2ban.service"
+            ]
         );
         let triggered = s.plan_when_triggered(&fresh).unwrap();
         assert!(triggered.is_change());
-        assert_eq!(scripts(&triggered), ["systemctl enable fail2ban.service"]);
+        assert_eq!(scripts(&triggered), ["enable fail2ban.service"]);
         assert_eq!(
             scripts(&Plan::change("", s.on_watched_change())),
             ["systemctl restart fail2ban.service"]
