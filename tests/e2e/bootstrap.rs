@@ -11,6 +11,7 @@
 
 use crate::support;
 
+use common::report::ResourceStatus;
 use std::path::PathBuf;
 use std::process::Stdio;
 
@@ -73,8 +74,8 @@ fn one_up_to_the_final_state(spec: HostSpec) {
     // Before: no deploy user (so the checks below can fail).
     assert!(!login(&host, "deploy", "true").0);
 
-    let up = support::provision(&inv, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
+    let up = support::up(&inv);
+    assert_eq!(up.code(), 0, "{up}");
     let (ok, out) = login(&host, "deploy", "sudo -n id -u");
     assert!(ok && out.trim() == "0", "deploy logs in with sudo: {out}");
     let (_, sshd) = login(
@@ -90,13 +91,12 @@ fn one_up_to_the_final_state(spec: HostSpec) {
     let (root_ok, root_out) = login(&host, "root", "id -u");
     assert!(!root_ok, "root login must be refused now: {root_out}");
 
-    let again = support::provision(&inv, &["up"], &[]);
-    assert_eq!(again.code, 0, "{}", again.text);
+    let again = support::up(&inv);
+    assert_eq!(again.code(), 0, "{again}");
     assert_eq!(
         again.changes(),
         0,
-        "the second run changes nothing:\n{}",
-        again.text
+        "the second run changes nothing:\n{again}"
     );
 }
 
@@ -125,9 +125,9 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
     assert!(ok, "{out}");
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), &host, "root");
-    let up = support::provision(&inv, &["up"], &[]);
-    assert_eq!(up.code, 1, "{}", up.text);
-    let error = support::host_error(&up.json);
+    let up = support::up(&inv);
+    assert_eq!(up.code(), 1, "{up}");
+    let error = up.error();
     assert!(
         error.contains("a new login as deploy was refused")
             && error.contains("/etc/ssh/sshd_config.d/60-provider.conf"),
@@ -144,6 +144,10 @@ fn an_allowusers_drop_in_that_excludes_the_deploy_user_is_caught_never_a_lockout
 /// root login refused, the deploy user logging in with sudo, the CA's certificate in the
 /// app's `ssl/` where its nginx reads it (nginx's config test passes with it), the renewal
 /// timer active; the second `up` changes nothing and asks the CA nothing.
+///
+/// The binary: the renewal timer `up` installs runs this very binary (its hash is what
+/// the second run checks from the host's cache), and the certificate state is chosen by
+/// `PROVISION_CERTS_STATE` in the process's environment.
 #[test]
 fn one_up_obtains_the_certificate_under_a_custom_app_path_and_schedules_its_renewal() {
     use certs::testing::{Pebble, PebbleOptions};
@@ -320,14 +324,14 @@ fn a_required_reboot_is_reported_and_waits_for_its_window() {
     }
     let (host, boot, _dir, inv) = a_host_that_requires_a_reboot();
 
-    let check = support::provision(&inv, &["check"], &[]);
-    assert_eq!(check.code, 2, "{}", check.text);
+    let check = support::check(&inv);
+    assert_eq!(check.code(), 2, "{check}");
     let flag = check.resource("reboot-required");
-    let notes = flag["notes"].to_string();
+    let notes = support::notes(flag);
     assert!(
         notes.contains("required by libc6, linux-image-lab")
-            && notes.contains("reboot = \\\"never\\\""),
-        "{flag:#}"
+            && notes.contains("reboot = \"never\""),
+        "{flag:#?}"
     );
 
     // if-required, but the host's clock is outside the window: no reboot now.
@@ -345,14 +349,12 @@ fn a_required_reboot_is_reported_and_waits_for_its_window() {
         &inv,
         &format!("reboot = \"if-required\"\nreboot_window = \"{window}\""),
     );
-    let up = support::provision(&inv, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
+    let up = support::up(&inv);
+    assert_eq!(up.code(), 0, "{up}");
     let flag = up.resource("reboot-required");
     assert!(
-        flag["notes"]
-            .to_string()
-            .contains(&format!("outside reboot_window {window}")),
-        "{flag:#}"
+        support::notes(flag).contains(&format!("outside reboot_window {window}")),
+        "{flag:#?}"
     );
     let (ok, after) = login(&host, "deploy", "cat /proc/sys/kernel/random/boot_id");
     assert!(ok, "{after}");
@@ -382,20 +384,18 @@ fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
     let (host, boot, _dir, inv) = a_host_that_requires_a_reboot();
     with_reboot(&inv, "reboot = \"if-required\"");
 
-    let check = support::provision(&inv, &["check"], &[]);
+    let check = support::check(&inv);
     let flag = check.resource("reboot-required");
     assert!(
-        flag["notes"]
-            .to_string()
-            .contains("`up` reboots the host at the end of its run"),
-        "{flag:#}"
+        support::notes(flag).contains("`up` reboots the host at the end of its run"),
+        "{flag:#?}"
     );
 
-    let up = support::provision(&inv, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
+    let up = support::up(&inv);
+    assert_eq!(up.code(), 0, "{up}");
     let reboot = up.resource("reboot");
-    assert_eq!(reboot["status"], "changed", "{reboot:#}");
-    let detail = reboot["detail"].as_str().unwrap_or_default();
+    assert_eq!(reboot.status, ResourceStatus::Changed, "{reboot:#?}");
+    let detail = &reboot.detail;
     assert!(
         detail.starts_with("rebooted (required by libc6, linux-image-lab): SSH back after"),
         "{detail}"
@@ -410,21 +410,18 @@ fn up_reboots_a_host_that_requires_it_and_proves_the_new_boot() {
     assert_ne!(lines.next(), Some(boot.as_str()), "a new boot");
     assert_eq!(lines.next(), Some("cleared"));
 
-    let again = support::provision(&inv, &["up"], &[]);
-    assert_eq!(again.code, 0, "{}", again.text);
-    assert_eq!(again.changes(), 0, "{}", again.text);
-    assert!(
-        again.json["hosts"][0]["resources"]
-            .as_array()
-            .is_some_and(|rs| rs.iter().all(|r| r["id"] != "reboot")),
-        "nothing to reboot: {}",
-        again.text
-    );
+    let again = support::up(&inv);
+    assert_eq!(again.code(), 0, "{again}");
+    assert_eq!(again.changes(), 0, "{again}");
+    assert!(again.find("reboot").is_none(), "nothing to reboot: {again}");
 }
 
 /// Issue 15: `.env` values from the operator's vault (`app.env_commands`, argv on this
 /// machine, no shell): the value reaches the host's `.env` and nothing else — not the
 /// run's text or JSON output, not a file on this machine; a second run changes nothing.
+///
+/// The binary: what it prints (text and JSON, stdout and stderr) is what must not hold
+/// the value.
 #[test]
 fn a_vault_value_reaches_the_hosts_env_and_nothing_else() {
     use std::os::unix::fs::PermissionsExt;

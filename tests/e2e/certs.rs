@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use certs::testing::{Pebble, PebbleOptions};
 use certs::{CertInfo, Settings, StateDir};
-use common::Transport;
+use common::transport::Transport;
 use lab::testing::remote_output as ssh;
 use support::connect;
 
@@ -284,7 +284,8 @@ async fn wildcard_over_dns01_lands_on_the_host() {
     let schedule =
         certs::schedule_resources(std::slice::from_ref(&d), &certs::ScheduleOptions::default())
             .unwrap();
-    let report = common::engine::converge(&transport, &schedule, &common::Options::default()).await;
+    let report =
+        common::engine::converge(&transport, &schedule, &common::engine::Options::default()).await;
     assert!(report.error.is_none(), "{:?}", report.error);
     let timer = ssh(
         &host,
@@ -304,7 +305,12 @@ async fn wildcard_over_dns01_lands_on_the_host() {
             "/etc/provision/certs/wildcard.wild.example.com.root.pem"
         ))
     );
-    let again = common::engine::converge(&transport, &schedule, &common::Options::default()).await;
-    assert_eq!(again.outcome, common::HostOutcome::Converged, "{again:?}");
+    let again =
+        common::engine::converge(&transport, &schedule, &common::engine::Options::default()).await;
+    assert_eq!(
+        again.outcome,
+        common::report::HostOutcome::Converged,
+        "{again:?}"
+    );
     transport.close().await.ok();
 }

@@ -6,6 +6,7 @@
 //! path spelled like shell reaches the host literally.
 
 use crate::support;
+use common::report::{HostOutcome, ResourceStatus};
 use lab::testing::remote;
 use std::path::Path;
 use std::process::Command;
@@ -66,11 +67,10 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
         "absent"
     );
 
-    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
-    assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
-    let h = &report["hosts"][0];
-    assert_eq!(h["outcome"], "changed", "{h:#}");
-    assert!(h["round_trips"].as_u64().unwrap() <= 3, "{h:#}");
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "up failed: {up}");
+    assert_eq!(up.outcome(), HostOutcome::Changed, "{up}");
+    assert!(up.host().round_trips <= 3, "{up}");
 
     // Independent checks over a separate login, not through the tool's facts.
     assert_eq!(
@@ -100,36 +100,28 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     );
 
     // Second look: nothing to do, one round trip, exit 0.
-    let (code, report, stderr) = support::provision_report(&inventory, &["check"], &[]);
-    let h = &report["hosts"][0];
-    assert_eq!(code, 0, "check after up must be clean: {h:#}\n{stderr}");
-    assert_eq!(h["outcome"], "converged");
-    assert!(h["round_trips"].as_u64().unwrap() <= 3, "{h:#}");
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 0, "check after up must be clean: {check}");
+    assert_eq!(check.outcome(), HostOutcome::Converged);
     assert_eq!(
-        h["round_trips"].as_u64().unwrap(),
+        check.host().round_trips,
         1,
         "a no-op check is one round trip"
     );
 
     // Drift: change the file by hand; check reports it with a diff and exit 2, up restores it.
     remote(&host, "echo 'listen = 9090' > /etc/provision-e2e/app.conf");
-    let (code, report, _) = support::provision_report(&inventory, &["check"], &[]);
-    assert_eq!(code, 2, "{report:#}");
-    let pending: Vec<&serde_json::Value> = report["hosts"][0]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["status"] == "pending")
-        .collect();
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 2, "{check}");
+    let pending = check.with_status(ResourceStatus::Pending);
     assert_eq!(pending.len(), 1, "{pending:#?}");
-    assert_eq!(pending[0]["id"], "file:/etc/provision-e2e/app.conf");
-    let diff = pending[0]["diffs"][0].as_str().unwrap();
+    assert_eq!(pending[0].id, "file:/etc/provision-e2e/app.conf");
+    let diff = &pending[0].diffs[0];
     assert!(
         diff.contains("-listen = 9090") && diff.contains("+listen = 8080"),
         "{diff}"
     );
-    let (code, _, _) = support::provision_report(&inventory, &["up"], &[]);
-    assert_eq!(code, 0);
+    assert_eq!(support::up(&inventory).code(), 0);
     assert_eq!(
         remote(&host, "cat /etc/provision-e2e/app.conf"),
         "listen = 8080"
@@ -141,6 +133,8 @@ fn up_converges_then_check_is_a_noop_in_at_most_three_round_trips() {
     );
 }
 
+/// The binary: the error names the `--accept-new-host-keys` flag, and the flag is what
+/// records the key.
 #[test]
 fn unknown_host_key_is_refused_with_its_fingerprint() {
     let Some((host, dir, inventory)) = host_with(inventory_for) else {
@@ -314,23 +308,19 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
     for (class, user, addr, vars, field) in &cases {
         let path = dir.path().join(format!("{class}.toml"));
         std::fs::write(&path, inventory(user, addr, vars)).unwrap();
-        for command in ["up", "check"] {
-            let (code, report, stderr) = support::provision_report(&path, &[command], &[]);
-            assert_eq!(code, 1, "{class} {command}: {report:#}\n{stderr}");
-            let error = &report["error"];
-            assert_eq!(error["kind"], "inventory", "{class}: {report:#}");
+        let up = jobs::Command::Up { rotate: Vec::new() };
+        for command in [up, jobs::Command::Check] {
+            // An error, not reports: no host was reached.
+            let error = match support::Provision::new(&path).try_run(command.clone()) {
+                Err(jobs::JobError::Inventory(error)) => error,
+                Err(other) => panic!("{class} {command:?}: not an inventory error: {other}"),
+                Ok(reports) => panic!("{class} {command:?} reached the hosts: {reports}"),
+            };
             assert!(
-                error["field"].as_str().is_some_and(|f| f.ends_with(field)),
-                "{class}: expected field {field}: {report:#}"
+                error.field.as_deref().is_some_and(|f| f.ends_with(field)),
+                "{class}: expected field {field}: {error:?}"
             );
-            assert!(
-                error["line"].as_u64().is_some_and(|l| l > 1),
-                "{class}: {report:#}"
-            );
-            assert!(
-                report.get("hosts").is_none(),
-                "{class} reached the hosts: {report:#}"
-            );
+            assert!(error.line > 1, "{class}: {error:?}");
         }
     }
     let logins_after = accepted_logins(&host);
@@ -357,8 +347,10 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
     let valid = dir.path().join("valid.toml");
     std::fs::write(&valid, inventory("root", &address, "")).unwrap();
     let counted = accepted_logins(&host);
-    let (code, report, stderr) = support::provision_report(&valid, &["facts"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let facts = support::Provision::new(&valid)
+        .facts()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(jobs::facts_exit_code(&facts), 0, "{facts:#?}");
     assert!(
         accepted_logins(&host) >= counted + 2,
         "the valid run's login was not counted"
@@ -376,9 +368,9 @@ fn issue_11_hostile_values_never_run_and_fail_before_connecting() {
         inventory("root", &address, "[vars]\ntimezone = \"Mars/Olympus_Mons\""),
     )
     .unwrap();
-    let (code, report, stderr) = support::provision_report(&mars, &["check"], &[]);
-    assert_eq!(code, 1, "{report:#}\n{stderr}");
-    let error = support::host_error(&report);
+    let check = support::check(&mars);
+    assert_eq!(check.code(), 1, "{check}");
+    let error = check.error();
     assert!(error.contains("`Mars/Olympus_Mons`"), "{error}");
     assert!(
         error.contains(&format!("set at {}:", mars.display())),
@@ -450,8 +442,8 @@ fn issue_11_a_path_spelled_like_shell_is_written_literally() {
         ),
     );
 
-    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "{up}");
     let quoted = common::shell::quote(&file);
     assert_eq!(
         remote(&host, &format!("stat -c '%a %U' {quoted} && cat {quoted}")),
@@ -462,8 +454,8 @@ fn issue_11_a_path_spelled_like_shell_is_written_literally() {
         "",
         "a payload in the path ran"
     );
-    let (code, report, stderr) = support::provision_report(&inventory, &["check"], &[]);
-    assert_eq!(code, 0, "nothing pending after up: {report:#}\n{stderr}");
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 0, "nothing pending after up: {check}");
 }
 
 /// A job whose `up` has apt work on a fresh host (htop is not in the images).
@@ -510,6 +502,8 @@ const HOLD_HOOK: &str = "printf '#!/bin/sh\\ntouch /run/provision-test/held\\nca
 /// Issue 14: a background apt-daily job that holds only the package lists lock (a real
 /// `apt-get update`, held inside its lock by an update hook) is stopped, the run says so
 /// naming the holder, installs, and starts the apt timers again afterwards.
+///
+/// The binary: the run says so on its stderr as well as in the report.
 #[test]
 fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
     let Some((host, _dir, inventory)) = host_with(apt_job_inventory) else {
@@ -578,6 +572,8 @@ fn issue_14_a_lists_only_apt_daily_job_is_taken_over_and_the_timers_restored() {
 /// Issue 14: a job inside dpkg — a real `dpkg -i` whose maintainer script blocks, run by
 /// apt-daily.service itself — is waited for and never interrupted: the run names it while
 /// it waits, the dpkg process is still there, and once it finishes the run installs.
+///
+/// The binary: the waiting message is read from its stderr while it runs.
 #[test]
 fn issue_14_a_job_inside_dpkg_is_waited_for_and_never_interrupted() {
     let Some((host, _dir, inventory)) = host_with(apt_job_inventory) else {
@@ -685,15 +681,10 @@ echo 'APT::Update::Pre-Invoke { "echo update >> /run/provision-test-updates"; };
 rm -f /run/provision-test-updates
 stat -c %s /var/log/apt/history.log 2>/dev/null || echo 0"#,
     );
-    let (code, report, stderr) = support::provision_report(&inventory, &["up"], &[]);
-    assert_eq!(code, 0, "up failed: {report:#}\n{stderr}");
-    let upgrade = report["hosts"][0]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == "apt:upgrade")
-        .unwrap_or_else(|| panic!("no apt:upgrade in {report:#}"));
-    assert_eq!(upgrade["status"], "changed", "{upgrade:#}");
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "up failed: {up}");
+    let upgrade = up.resource("apt:upgrade");
+    assert_eq!(upgrade.status, ResourceStatus::Changed, "{upgrade:#?}");
     assert_eq!(
         remote(&host, "wc -l < /run/provision-test-updates"),
         "1",

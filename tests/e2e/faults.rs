@@ -1,6 +1,8 @@
-//! Fault injection on lab hosts (issue 7): the real `provision` binary against real Debian 12
-//! hosts while something goes wrong underneath it; every outcome is checked independently
-//! (over a separate SSH login, or through the host's root directory on this machine).
+//! Fault injection on lab hosts (issue 7): `provision up` against real lab hosts while
+//! something goes wrong underneath it; every outcome is checked independently (over a
+//! separate SSH login, or through the host's root directory on this machine). The run
+//! whose SSH master is killed is the real binary (its master is found through that
+//! process's PID); the others call the library as the binary does ([`support::Provision`]).
 //!
 //! * the SSH master connection is killed while a file is being uploaded;
 //! * another process holds the dpkg lock for 20 s;
@@ -22,8 +24,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::report::{HostOutcome, HostReport};
 use lab::testing::remote;
 use sha2::{Digest, Sha256};
+
+use crate::support;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -66,14 +71,6 @@ fn parse_run(out: std::process::Output, elapsed: Duration) -> Run {
     }
 }
 
-fn provision(inventory: &Path, args: &[&str]) -> Run {
-    let started = Instant::now();
-    let out = provision_command(inventory, args)
-        .output()
-        .expect("run provision");
-    parse_run(out, started.elapsed())
-}
-
 /// A `provision` run in the background: its PID, and its result once it exits.
 struct Background {
     pid: u32,
@@ -105,8 +102,8 @@ fn host_report<'a>(run: &'a Run, name: &str) -> &'a serde_json::Value {
         .unwrap_or_else(|| panic!("no report for {name}: {:#}", run.report))
 }
 
-fn error_of(host: &serde_json::Value) -> String {
-    host["error"].as_str().unwrap_or_default().to_string()
+fn error_of(host: &HostReport) -> String {
+    host.error.clone().unwrap_or_default()
 }
 
 /// A TOML literal multi-line string (content must not contain `'''`).
@@ -407,7 +404,7 @@ fn killed_connection_mid_upload_fails_the_host_leaves_no_partial_file_and_a_reru
     assert_eq!(failed.code, 1, "{:#}\n{}", failed.report, failed.stderr);
     let h = host_report(&failed, &host.name);
     assert_eq!(h["outcome"], "failed", "{h:#}");
-    let error = error_of(h);
+    let error = h["error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains(&format!("connection to {} was lost", host.name)),
         "a connection-lost error naming the host: {error}"
@@ -440,9 +437,10 @@ fn killed_connection_mid_upload_fails_the_host_leaves_no_partial_file_and_a_reru
         "the put function removes its temp file when the upload is cut short: {leftovers:?}"
     );
 
-    // A re-run converges; a check right after is clean.
-    let rerun = provision(&inventory, &["up"]);
-    assert_eq!(rerun.code, 0, "{:#}\n{}", rerun.report, rerun.stderr);
+    // A re-run converges; a check right after is clean (through the library: only the
+    // run whose connection is cut needs a process of its own).
+    let rerun = support::up(&inventory);
+    assert_eq!(rerun.code(), 0, "{rerun}");
     let data = std::fs::read(&on_machine).expect("target written by the re-run");
     assert_eq!(sha256_hex(&data), want);
     assert_eq!(
@@ -450,9 +448,9 @@ fn killed_connection_mid_upload_fails_the_host_leaves_no_partial_file_and_a_reru
         format!("640 {}", content.len())
     );
     assert!(temp_files(&target_dir).is_empty());
-    let check = provision(&inventory, &["check"]);
-    assert_eq!(check.code, 0, "{:#}", check.report);
-    assert_eq!(host_report(&check, &host.name)["outcome"], "converged");
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 0, "{check}");
+    assert_eq!(check.of(&host.name).outcome, HostOutcome::Converged);
     eprintln!(
         "timings: failed run {:?}, re-run {:?}, check {:?}",
         failed.elapsed, rerun.elapsed, check.elapsed
@@ -531,10 +529,10 @@ fn dpkg_lock_held_for_20_seconds_is_waited_for_and_the_install_succeeds() {
         "{blocked_err}"
     );
 
-    let run = provision(&inventory, &["up"]);
+    let run = support::up(&inventory);
     let finished_at = unix_now();
-    assert_eq!(run.code, 0, "{:#}\n{}", run.report, run.stderr);
-    assert_eq!(host_report(&run, &host.name)["outcome"], "changed");
+    assert_eq!(run.code(), 0, "{run}");
+    assert_eq!(run.of(&host.name).outcome, HostOutcome::Changed);
     assert_eq!(
         remote(&host, "dpkg-query -W -f='${Status}' tree"),
         "install ok installed"
@@ -653,17 +651,17 @@ fn unreachable_and_changed_key_hosts_fail_clearly_while_the_others_converge() {
         ],
     );
 
-    let run = provision(&inventory, &["up"]);
-    assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);
-    assert_eq!(run.report["hosts"].as_array().unwrap().len(), 4);
+    let run = support::up(&inventory);
+    assert_eq!(run.code(), 1, "{run}");
+    assert_eq!(run.hosts.len(), 4);
     for (name, host) in [("good1", &good1), ("good2", &good2)] {
-        let h = host_report(&run, name);
-        assert_eq!(h["outcome"], "changed", "{h:#}");
+        let h = run.of(name);
+        assert_eq!(h.outcome, HostOutcome::Changed, "{h:#?}");
         assert_eq!(remote(host, &format!("cat {marker}")), "converged");
     }
 
-    let dark_report = host_report(&run, "dark");
-    assert_eq!(dark_report["outcome"], "failed");
+    let dark_report = run.of("dark");
+    assert_eq!(dark_report.outcome, HostOutcome::Failed);
     let dark_error = error_of(dark_report);
     assert!(
         dark_error.contains("could not connect to dark")
@@ -672,14 +670,14 @@ fn unreachable_and_changed_key_hosts_fail_clearly_while_the_others_converge() {
         "clear connect error: {dark_error}"
     );
     // connect_timeout = 3 is honoured (the default, 10 s, would not pass).
-    let dark_ms = dark_report["elapsed_ms"].as_u64().unwrap();
+    let dark_ms = dark_report.elapsed_ms;
     assert!(
         (2_500..10_000).contains(&dark_ms),
         "the dark host failed after {dark_ms} ms"
     );
 
-    let rekeyed = host_report(&run, "rekeyed");
-    assert_eq!(rekeyed["outcome"], "failed");
+    let rekeyed = run.of("rekeyed");
+    assert_eq!(rekeyed.outcome, HostOutcome::Failed);
     let key_error = error_of(rekeyed);
     assert!(
         key_error.contains("host key of rekeyed")
@@ -750,7 +748,7 @@ fn up_on_a_full_disk(
     old: &str,
     new: &str,
     leftovers: &str,
-) -> (PathBuf, Run, String) {
+) -> (PathBuf, support::Reports, String) {
     let target = "/srv/full/app.conf";
     let inventory = write_inventory(
         dir,
@@ -762,10 +760,10 @@ fn up_on_a_full_disk(
         ),
         &[Entry::lab(&host.name, host)],
     );
-    let run = provision(&inventory, &["up"]);
-    assert_eq!(run.code, 1, "{:#}\n{}", run.report, run.stderr);
-    let h = host_report(&run, &host.name);
-    assert_eq!(h["outcome"], "failed");
+    let run = support::up(&inventory);
+    assert_eq!(run.code(), 1, "{run}");
+    let h = run.of(&host.name);
+    assert_eq!(h.outcome, HostOutcome::Failed);
     let error = error_of(h);
     assert!(
         error.contains(&format!("write {target}")) && error.contains("No space left on device"),
@@ -790,8 +788,8 @@ fn disk_full_while_writing_keeps_the_old_file_and_leaves_no_temp_file() {
 
     // With room again the same run converges, and the old file is the backup.
     remote(&host, "rm /srv/full/filler");
-    let rerun = provision(&inventory, &["up"]);
-    assert_eq!(rerun.code, 0, "{:#}\n{}", rerun.report, rerun.stderr);
+    let rerun = support::up(&inventory);
+    assert_eq!(rerun.code(), 0, "{rerun}");
     assert_eq!(
         sha256_of_remote(&host, "/srv/full/app.conf"),
         sha256_hex(new.as_bytes())

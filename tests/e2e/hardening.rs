@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::engine::{self, Mode, Options};
 use common::inventory::{DeployUserVars, DockerVars, HardeningVars, Vars};
+use common::report::{HostOutcome, HostReport, ResourceStatus};
+use common::resource::Resource;
 use common::transport::Transport;
 use common::transport::ssh::SshTransport;
-use common::{HostOutcome, HostReport, Resource, ResourceStatus};
 
 /// UFW's `limit` drops the 6th new SSH connection from one address within 30 s. The
 /// test paces its own logins: at most 4 in any 31 s (the engine adds fresh logins).
@@ -542,6 +543,8 @@ fn firewall_host(hardening: &str) -> Option<(lab::testing::LabGuard, tempfile::T
 
 const UFW_STATUS: &str = "PATH=$PATH:/usr/sbin; ufw status";
 
+/// The broken run is the binary: the test hook is read from the process's environment
+/// (`PROVISION_TEST_BREAK_FIREWALL`), which the tests of this one process must not share.
 #[test]
 fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
     let Some((host, _dir, inventory)) = firewall_host("") else {
@@ -571,9 +574,10 @@ fn bad_firewall_change_is_rolled_back_through_the_cli_test_hook() {
     );
 
     // Without the hook the same run converges and keeps SSH reachable.
-    let (code, report, stderr) =
-        support::provision_report(&inventory, &["--rollback-window", "15", "harden"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let harden = support::Provision::new(&inventory)
+        .rollback_window(15)
+        .harden(false);
+    assert_eq!(harden.code(), 0, "{harden}");
     assert!(remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw status").contains("Status: active"));
 }
 
@@ -586,27 +590,27 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
     let Some((host, _dir, inventory)) = firewall_host("allow_ports = [8443]") else {
         return;
     };
-    let harden = |args: &[&str]| {
+    let harden = |check: bool| {
         // The master connection and the commit-confirmed proof.
         pace(&host, 2);
-        let mut all = vec!["--rollback-window", "30"];
-        all.extend_from_slice(args);
-        support::provision_report(&inventory, &all, &[])
+        support::Provision::new(&inventory)
+            .rollback_window(30)
+            .harden(check)
     };
-    let (code, report, stderr) = harden(&["harden"]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let run = harden(false);
+    assert_eq!(run.code(), 0, "{run}");
 
     remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 8080/tcp");
-    let (code, report, stderr) = harden(&["harden", "--check"]);
-    assert_eq!(code, 2, "changes pending: {report:#}\n{stderr}");
-    let fw = support::resource(&report, "firewall:ufw");
-    assert_eq!(fw["status"], "pending", "{fw:#}");
-    let detail = fw["detail"].as_str().unwrap_or_default();
+    let run = harden(true);
+    assert_eq!(run.code(), 2, "changes pending: {run}");
+    let fw = run.resource("firewall:ufw");
+    assert_eq!(fw.status, ResourceStatus::Pending, "{fw:#?}");
+    let detail = &fw.detail;
     assert!(
         detail.contains("unrequested `allow 8080/tcp` (IPv4, IPv6)"),
         "{detail}"
     );
-    let actions = fw["actions"].to_string();
+    let actions = fw.actions.join("\n");
     assert!(
         actions.contains("delete unrequested ufw rule `allow 8080/tcp` (IPv4, IPv6)"),
         "{actions}"
@@ -617,12 +621,9 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
         "check changed nothing:\n{ufw}"
     );
 
-    let (code, report, stderr) = harden(&["harden"]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(
-        support::resource(&report, "firewall:ufw")["status"],
-        "changed"
-    );
+    let run = harden(false);
+    assert_eq!(run.code(), 0, "{run}");
+    assert_eq!(run.resource("firewall:ufw").status, ResourceStatus::Changed);
     // A plain ssh login after the change: the SSH port stayed open.
     let ufw = remote(&host, "root", UFW_STATUS);
     assert!(ufw.contains("Status: active"), "{ufw}");
@@ -634,19 +635,19 @@ fn hand_opened_port_is_reported_by_check_and_closed_by_harden() {
         assert!(ufw.contains(rule), "`{rule}` kept:\n{ufw}");
     }
     assert!(ufw.contains("LIMIT"), "{ufw}");
-    let (code, report, stderr) = harden(&["harden", "--check"]);
-    assert_eq!(code, 0, "converged: {report:#}\n{stderr}");
+    let run = harden(true);
+    assert_eq!(run.code(), 0, "converged: {run}");
 
     // Not exclusive: a foreign rule is kept and named, not drift.
     let (_dir, relaxed) =
         firewall_inventory(&host, "allow_ports = [8443]\nfirewall_exclusive = false");
     remote(&host, "root", "PATH=$PATH:/usr/sbin; ufw allow 9090/tcp");
     pace(&host, 2);
-    let (code, report, stderr) = support::provision_report(&relaxed, &["harden"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
-    let fw = support::resource(&report, "firewall:ufw");
-    assert_eq!(fw["status"], "ok", "{fw:#}");
-    let detail = fw["detail"].as_str().unwrap_or_default();
+    let run = support::Provision::new(&relaxed).harden(false);
+    assert_eq!(run.code(), 0, "{run}");
+    let fw = run.resource("firewall:ufw");
+    assert_eq!(fw.status, ResourceStatus::Ok, "{fw:#?}");
+    let detail = &fw.detail;
     assert!(
         detail
             .contains("kept (hardening.firewall_exclusive = false): `allow 9090/tcp` (IPv4, IPv6)"),
@@ -663,8 +664,8 @@ fn ssh_rate_limit_off_allows_the_ssh_port_instead_of_limiting_it() {
         return;
     };
     pace(&host, 2);
-    let (code, report, stderr) = support::provision_report(&inventory, &["harden"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let run = support::Provision::new(&inventory).harden(false);
+    assert_eq!(run.code(), 0, "{run}");
     let ufw = remote(
         &host,
         "root",
@@ -767,19 +768,15 @@ fail2ban_ignore_ips = ["10.77.0.0/16"]
 source = "distribution"
 "#,
     );
-    let run = |args: &[&str]| {
-        let mut all = vec!["--rollback-window", "30"];
-        all.extend_from_slice(args);
-        support::provision_report(&inventory, &all, &[])
-    };
+    let provision = support::Provision::new(&inventory).rollback_window(30);
     // `up` converges and the DOCKER-USER chain is among what it changed.
     let up_changes_docker_user = || {
-        let (code, report, stderr) = run(&["up"]);
-        assert_eq!(code, 0, "{report:#}\n{stderr}");
+        let up = provision.up();
+        assert_eq!(up.code(), 0, "{up}");
         assert_eq!(
-            support::resource(&report, "firewall:docker-user")["status"],
-            "changed",
-            "{report:#}"
+            up.resource("firewall:docker-user").status,
+            ResourceStatus::Changed,
+            "{up}"
         );
     };
 
@@ -852,19 +849,19 @@ done"#,
     );
 
     // The chain is the inventory's: converged, then a rule deleted by hand is drift.
-    let (code, report, stderr) = run(&["check"]);
-    assert_eq!(code, 0, "converged: {report:#}\n{stderr}");
+    let check = provision.check();
+    assert_eq!(check.code(), 0, "converged: {check}");
     remote(
         host,
         "root",
         "PATH=$PATH:/usr/sbin:/sbin; iptables -w -D DOCKER-USER -p tcp -m conntrack --ctorigdstport 8081 -j RETURN",
     );
     assert!(!http_answers(allowed), "8081 closed without its rule");
-    let (code, report, stderr) = run(&["check"]);
-    assert_eq!(code, 2, "drift pending: {report:#}\n{stderr}");
-    let entry = support::resource(&report, "firewall:docker-user");
-    assert_eq!(entry["status"], "pending", "{entry:#}");
-    let detail = entry["detail"].as_str().unwrap_or_default();
+    let check = provision.check();
+    assert_eq!(check.code(), 2, "drift pending: {check}");
+    let entry = check.resource("firewall:docker-user");
+    assert_eq!(entry.status, ResourceStatus::Pending, "{entry:#?}");
+    let detail = &entry.detail;
     assert!(
         detail.contains(
             "DOCKER-USER (IPv4) lacks `-A DOCKER-USER -p tcp -m conntrack --ctorigdstport 8081 -j RETURN`"
@@ -879,10 +876,11 @@ done"#,
     expect_filtered("after systemctl restart docker");
     remote(host, "root", "PATH=$PATH:/usr/sbin:/sbin; ufw reload");
     expect_filtered("after ufw reload");
-    let (code, report, stderr) = run(&["check"]);
+    let check = provision.check();
     assert_eq!(
-        code, 0,
-        "still converged after both restarts: {report:#}\n{stderr}"
+        check.code(),
+        0,
+        "still converged after both restarts: {check}"
     );
 
     // And across a reboot: UFW loads the block at boot, before docker.service starts
@@ -901,11 +899,8 @@ done"#,
         std::thread::sleep(Duration::from_millis(200));
     }
     expect_filtered("after a reboot");
-    let (code, report, stderr) = run(&["check"]);
-    assert_eq!(
-        code, 0,
-        "still converged after the reboot: {report:#}\n{stderr}"
-    );
+    let check = provision.check();
+    assert_eq!(check.code(), 0, "still converged after the reboot: {check}");
 }
 
 /// [`firewall_inventory`] with Docker on (the distribution's packages), `allow_ports`
@@ -931,7 +926,8 @@ fn docker_firewall_inventory(
 /// Issue 15: the DOCKER-USER change is commit-confirmed with UFW's. A change that locks
 /// new logins out (the firewall test hook) is rolled back by the host: after.rules,
 /// after6.rules and both chains come back exactly as they were, and `check` with the
-/// old inventory finds nothing to do.
+/// old inventory finds nothing to do. The broken run is the binary (the test hook is in
+/// its environment).
 #[test]
 fn docker_user_change_is_rolled_back_with_the_firewall() {
     if !lab::testing::skip_unless_lab() {
@@ -939,9 +935,8 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
     }
     let host = support::fresh_host_in_area_dir("hardening");
     let (_dir, before) = docker_firewall_inventory(&host, "[8081]");
-    let (code, report, stderr) =
-        support::provision_report(&before, &["--rollback-window", "30", "up"], &[]);
-    assert_eq!(code, 0, "{report:#}\n{stderr}");
+    let up = support::Provision::new(&before).rollback_window(30).up();
+    assert_eq!(up.code(), 0, "{up}");
     let state = "PATH=$PATH:/usr/sbin:/sbin; iptables -w -S DOCKER-USER; ip6tables -w -S DOCKER-USER; cat /etc/ufw/after.rules /etc/ufw/after6.rules";
     let converged = remote(&host, "root", state);
     assert!(
@@ -970,6 +965,6 @@ fn docker_user_change_is_rolled_back_with_the_firewall() {
         converged,
         "files and chains as they were"
     );
-    let (code, report, stderr) = support::provision_report(&before, &["check"], &[]);
-    assert_eq!(code, 0, "nothing to do: {report:#}\n{stderr}");
+    let check = support::check(&before);
+    assert_eq!(check.code(), 0, "nothing to do: {check}");
 }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::report::ResourceStatus;
 use lab::testing::remote;
 use lab::{Family, LabHost};
 
@@ -346,9 +347,12 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
         &vars(&format!("key = {}", toml_multiline(&repo.key))),
     );
 
-    let up = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
-    assert_eq!(up.resource("docker:repository")["status"], "changed");
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "{up}");
+    assert_eq!(
+        up.resource("docker:repository").status,
+        ResourceStatus::Changed
+    );
     let repo_url = format!("{}/linux/{}", server.url(), os_id(&host));
     assert_eq!(
         remote(&host, "cat /etc/apt/sources.list.d/docker.list"),
@@ -444,9 +448,9 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
     );
 
     // A second run changes nothing and restarts nothing.
-    let again = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(again.code, 0, "{}", again.text);
-    assert_eq!(again.changes(), 0, "{}", again.text);
+    let again = support::up(&inventory);
+    assert_eq!(again.code(), 0, "{again}");
+    assert_eq!(again.changes(), 0, "{again}");
     assert_eq!(
         remote(
             &host,
@@ -465,8 +469,8 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
         &vars(&format!("key_url = \"{key_url}\"")),
     );
     remote(&host, "rm -f /etc/apt/keyrings/docker.asc");
-    let by_url = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(by_url.code, 0, "{}", by_url.text);
+    let by_url = support::up(&inventory);
+    assert_eq!(by_url.code(), 0, "{by_url}");
     assert!(server.asked_for(&format!("/linux/{}/gpg", os_id(&host))));
     assert!(
         remote(&host, "cat /etc/apt/sources.list.d/docker.list")
@@ -478,8 +482,8 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
     );
     let policy = remote(&host, &format!("apt-cache policy {MARKER}"));
     assert!(policy.contains(&format!("500 {repo_url}")), "{policy}");
-    let again = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(again.changes(), 0, "{}", again.text);
+    let again = support::up(&inventory);
+    assert_eq!(again.changes(), 0, "{again}");
 }
 
 /// The host's first archive URI (deb822 `URIs:` or a `deb` line) and the file holding it.
@@ -550,17 +554,16 @@ fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
         ),
     );
 
-    let check = support::provision(&inventory, &["check"], &[]);
-    assert_eq!(check.code, 2, "{}", check.text);
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 2, "{check}");
     assert_eq!(
-        check.resource("apt:mirror")["status"],
-        "pending",
-        "{}",
-        check.text
+        check.resource("apt:mirror").status,
+        ResourceStatus::Pending,
+        "{check}"
     );
 
-    let up = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "{up}");
     assert_eq!(remote(&host, &format!("cat {path}")), expected);
     assert_eq!(
         remote(&host, &format!("cat {path}.provision-orig")),
@@ -577,16 +580,16 @@ fn apt_mirror_rewrites_the_hosts_own_sources_and_apt_works_through_it() {
         "install ok installed"
     );
 
-    let again = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(again.changes(), 0, "{}", again.text);
+    let again = support::up(&inventory);
+    assert_eq!(again.changes(), 0, "{again}");
 
     // Drift: the original put back by hand is caught and undone; the kept original stays.
     remote(&host, &format!("cp {path}.provision-orig {path}"));
-    let check = support::provision(&inventory, &["check"], &[]);
-    assert_eq!(check.code, 2, "{}", check.text);
-    assert_eq!(check.resource("apt:mirror")["status"], "pending");
-    let up = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(up.code, 0, "{}", up.text);
+    let check = support::check(&inventory);
+    assert_eq!(check.code(), 2, "{check}");
+    assert_eq!(check.resource("apt:mirror").status, ResourceStatus::Pending);
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 0, "{up}");
     assert_eq!(remote(&host, &format!("cat {path}")), expected);
     assert_eq!(
         remote(&host, &format!("cat {path}.provision-orig")),
@@ -651,16 +654,15 @@ fn an_unreachable_mirror_fails_naming_it_and_changes_nothing_else() {
         "the fingerprint lists packages"
     );
 
-    let up = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(up.code, 1, "{}", up.text);
-    let error = support::host_error(&up.json);
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 1, "{up}");
+    let error = up.error();
     println!("{error}");
     assert!(
         error.contains(&format!(
             "apt-get update failed with the mirror (apt.mirror) ({mirror}"
         )),
-        "the error names the mirror:\n{}",
-        up.text
+        "the error names the mirror:\n{up}"
     );
     assert!(error.contains("put back as they were"), "{error}");
     assert!(
@@ -693,17 +695,16 @@ fn a_repository_the_key_does_not_verify_fails_naming_it_and_changes_nothing_else
     );
     let before = fingerprint(&host);
 
-    let up = support::provision(&inventory, &["up"], &[]);
-    assert_eq!(up.code, 1, "{}", up.text);
-    let error = support::host_error(&up.json);
+    let up = support::up(&inventory);
+    assert_eq!(up.code(), 1, "{up}");
+    let error = up.error();
     println!("{error}");
     let repo_url = format!("{}/linux/{}", server.url(), os_id(&host));
     assert!(
         error.contains(&format!(
             "apt-get update failed with the Docker repository (docker.repository) ({repo_url})"
         )),
-        "the error names the repository:\n{}",
-        up.text
+        "the error names the repository:\n{up}"
     );
     assert!(
         server.asked_for(&in_release(&host)),

@@ -107,7 +107,7 @@ fn assert_hidden(secrets: &BTreeMap<String, String>, what: &str, text: &str) {
 }
 
 /// The `.env`'s entry in a host report.
-fn env_report(report: &common::HostReport) -> &common::report::ResourceReport {
+fn env_report(report: &common::report::HostReport) -> &common::report::ResourceReport {
     report
         .resources
         .iter()
@@ -243,7 +243,7 @@ async fn rotation_converges_and_changes_only_the_rotated_secret() {
     let changed: Vec<&str> = report
         .resources
         .iter()
-        .filter(|r| r.status == common::ResourceStatus::Changed)
+        .filter(|r| r.status == common::report::ResourceStatus::Changed)
         .map(|r| r.id.as_str())
         .collect();
     assert_eq!(changed, ["env:/opt/ai-meeting/.env"]);

@@ -28,8 +28,6 @@ pub mod values;
 /// HTTP-01 tokens there and the app's nginx templates serve it.
 pub const ACME_WEBROOT: &str = "/var/www/acme";
 
-pub use engine::Options;
 pub use facts::{Fact, FactError, Facts, Probe, ProbeOutput};
-pub use report::{HostOutcome, HostReport, ResourceStatus};
 pub use resource::{Action, Plan, PlanError, Resource};
 pub use transport::Transport;

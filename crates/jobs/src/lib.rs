@@ -156,6 +156,42 @@ pub fn load(path: &Path) -> Result<Inventory, JobError> {
     Ok(inventory)
 }
 
+/// A converging command as the CLI spells it: `up [--rotate-secret KEY]…`, `check`,
+/// `harden [--check]`. What it converges ([`Command::job`]) and how ([`Command::mode`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Up { rotate: Vec<String> },
+    Check,
+    Harden { check: bool },
+}
+
+impl Command {
+    pub fn mode(&self) -> Mode {
+        match self {
+            Command::Up { .. } => Mode::Apply,
+            Command::Check => Mode::Check,
+            Command::Harden { check } => Mode::check_if(*check),
+        }
+    }
+
+    pub fn job(&self) -> Job {
+        match self {
+            Command::Up { rotate } => Job::new(Set::All).rotating(rotate),
+            Command::Check => Job::new(Set::All),
+            Command::Harden { .. } => Job::new(Set::Hardening),
+        }
+    }
+}
+
+/// `command` on every selected host: [`converge`] with its mode and job.
+pub async fn run(
+    session: &Session,
+    command: &Command,
+    progress: Arc<dyn Progress>,
+) -> Result<Vec<HostReport>, JobError> {
+    converge(session, command.mode(), command.job(), progress).await
+}
+
 /// `up`, `check`, `harden`: converge (or check) every selected host.
 pub async fn converge(
     session: &Session,
@@ -198,4 +234,40 @@ pub(crate) async fn converge_hosts(
     };
     let connector = session.connector.clone();
     run::for_each_host(hosts, options.forks, connector, progress, Arc::new(work)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI's converging commands: `up` applies everything (with its rotations),
+    /// `check` only looks, `harden` is the hardening set, applied or (`--check`) checked.
+    #[test]
+    fn each_converging_command_has_its_mode_and_set() {
+        let rotate = vec!["SECRET_KEY".to_string()];
+        let up = Command::Up {
+            rotate: rotate.clone(),
+        };
+        let cases = [
+            (up, Mode::Apply, Set::All, rotate),
+            (Command::Check, Mode::Check, Set::All, vec![]),
+            (
+                Command::Harden { check: false },
+                Mode::Apply,
+                Set::Hardening,
+                vec![],
+            ),
+            (
+                Command::Harden { check: true },
+                Mode::Check,
+                Set::Hardening,
+                vec![],
+            ),
+        ];
+        for (command, mode, set, rotate) in cases {
+            assert_eq!(command.mode(), mode, "{command:?}");
+            let job = command.job();
+            assert_eq!((job.set, job.rotate), (set, rotate), "{command:?}");
+        }
+    }
 }

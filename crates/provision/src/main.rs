@@ -13,10 +13,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use clap::Parser as _;
-use common::engine::Mode;
 use common::report::exit_code::FAILED;
 use common::report::exit_code_for;
-use jobs::{Job, Session, Set};
+use jobs::Session;
 
 use cli::{Cli, Command};
 
@@ -46,12 +45,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let g = &cli.global;
     match &cli.command {
         Command::Up { rotate_secret } => {
-            converge(g, Mode::Apply, Job::new(Set::All).rotating(rotate_secret)).await
+            let rotate = rotate_secret.clone();
+            converge(g, jobs::Command::Up { rotate }).await
         }
-        Command::Check => converge(g, Mode::Check, Job::new(Set::All)).await,
-        Command::Harden { check } => {
-            converge(g, Mode::check_if(*check), Job::new(Set::Hardening)).await
-        }
+        Command::Check => converge(g, jobs::Command::Check).await,
+        Command::Harden { check } => converge(g, jobs::Command::Harden { check: *check }).await,
         Command::Facts => {
             let all = jobs::facts(&session(g)).await?;
             output::print_json(&jobs::facts_json(&all));
@@ -78,9 +76,9 @@ pub(crate) fn session(g: &cli::Global) -> Session {
 }
 
 /// `up`, `check`, `harden`: converge (or check) every selected host.
-async fn converge(g: &cli::Global, mode: Mode, job: Job) -> anyhow::Result<i32> {
+async fn converge(g: &cli::Global, command: jobs::Command) -> anyhow::Result<i32> {
     let progress = output::progress(g.format);
-    let reports = jobs::converge(&session(g), mode, job, progress).await?;
-    output::print_reports(&reports, mode, g.format);
+    let reports = jobs::run(&session(g), &command, progress).await?;
+    output::print_reports(&reports, command.mode(), g.format);
     Ok(exit_code_for(&reports))
 }

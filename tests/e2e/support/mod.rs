@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use lab::LabHost;
 
+use common::engine::Mode;
+use common::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
 use common::transport::ssh::{HostKeyPolicy, SshTarget, SshTransport};
 
 /// The SSH target of a lab host, logging in as `user` (host keys checked strictly).
@@ -62,7 +64,8 @@ impl Run {
 }
 
 /// `provision --inventory INVENTORY --format json ARGS` with `env` added (stdin closed,
-/// `PROVISION_INVENTORY` removed); prints how it exited and how long it took.
+/// `PROVISION_INVENTORY` removed); prints how it exited and how long it took. For tests
+/// of the CLI itself; the others use [`Provision`].
 pub fn provision(inventory: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let started = std::time::Instant::now();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_provision"));
@@ -177,4 +180,165 @@ pub fn provision_report(
 /// The first host's error in a JSON report (empty without one).
 pub fn host_error(report: &serde_json::Value) -> &str {
     report["hosts"][0]["error"].as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the library: what the binary calls, for tests that do not test the CLI itself
+// ---------------------------------------------------------------------------------------
+
+/// A converging command run through the library exactly as the binary runs it: the
+/// session the binary builds from its flags (SSH, host keys checked strictly), then
+/// [`jobs::run`], the one function behind `up`, `check` and `harden`.
+pub struct Provision {
+    pub session: jobs::Session,
+}
+
+impl Provision {
+    /// The binary's defaults for `--inventory INVENTORY`.
+    pub fn new(inventory: &Path) -> Self {
+        Self {
+            session: jobs::Session::over_ssh(inventory.to_path_buf(), false),
+        }
+    }
+
+    /// `--rollback-window SECS`.
+    pub fn rollback_window(mut self, secs: u64) -> Self {
+        self.session.run.engine.rollback_window = Duration::from_secs(secs);
+        self
+    }
+
+    /// `command`; the inventory not loading (or selecting nothing) is the error.
+    pub fn try_run(&self, command: jobs::Command) -> Result<Reports, jobs::JobError> {
+        let started = std::time::Instant::now();
+        let quiet = std::sync::Arc::new(common::run::Quiet);
+        let result = block_on(jobs::run(&self.session, &command, quiet));
+        let elapsed = started.elapsed();
+        let ended = match &result {
+            Ok(reports) => format!("exit {}", common::report::exit_code_for(reports)),
+            Err(e) => format!("error: {e}"),
+        };
+        println!("{command:?} → {ended} in {:.1} s", elapsed.as_secs_f64());
+        result.map(|hosts| Reports {
+            hosts,
+            mode: command.mode(),
+            elapsed,
+        })
+    }
+
+    /// `command`, whose inventory must load; panics with the error otherwise.
+    pub fn run(&self, command: jobs::Command) -> Reports {
+        self.try_run(command)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.session.inventory.display()))
+    }
+
+    pub fn up(&self) -> Reports {
+        self.run(jobs::Command::Up { rotate: Vec::new() })
+    }
+
+    pub fn check(&self) -> Reports {
+        self.run(jobs::Command::Check)
+    }
+
+    /// `harden`, or `harden --check`.
+    pub fn harden(&self, check: bool) -> Reports {
+        self.run(jobs::Command::Harden { check })
+    }
+
+    /// `facts`: what the probes read on each host.
+    pub fn facts(&self) -> Result<Vec<jobs::HostFacts>, jobs::JobError> {
+        block_on(jobs::facts(&self.session))
+    }
+}
+
+/// [`Provision::up`] with the binary's defaults.
+pub fn up(inventory: &Path) -> Reports {
+    Provision::new(inventory).up()
+}
+
+/// [`Provision::check`] with the binary's defaults.
+pub fn check(inventory: &Path) -> Reports {
+    Provision::new(inventory).check()
+}
+
+/// `future` on a runtime of its own (the binary's: multi-threaded).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// The typed reports of a run through the library, in inventory order.
+pub struct Reports {
+    pub hosts: Vec<HostReport>,
+    pub mode: Mode,
+    /// How long the whole run took.
+    pub elapsed: Duration,
+}
+
+impl Reports {
+    /// The binary's exit code for these reports (0 converged, 1 failed, 2 pending).
+    pub fn code(&self) -> i32 {
+        common::report::exit_code_for(&self.hosts)
+    }
+
+    /// The first host's report; panics when there is none.
+    pub fn host(&self) -> &HostReport {
+        self.hosts
+            .first()
+            .unwrap_or_else(|| panic!("no host in the run"))
+    }
+
+    /// The report of host `name`; panics showing the run when there is none.
+    pub fn of(&self, name: &str) -> &HostReport {
+        self.hosts
+            .iter()
+            .find(|h| h.host == name)
+            .unwrap_or_else(|| panic!("no report for {name}:\n{self}"))
+    }
+
+    pub fn outcome(&self) -> HostOutcome {
+        self.host().outcome
+    }
+
+    /// Resources of the first host this run changed.
+    pub fn changes(&self) -> usize {
+        self.host().count(ResourceStatus::Changed)
+    }
+
+    /// The first host's resources with `status`.
+    pub fn with_status(&self, status: ResourceStatus) -> Vec<&ResourceReport> {
+        let resources = self.host().resources.iter();
+        resources.filter(|r| r.status == status).collect()
+    }
+
+    /// The resource `id` in the first host's report, if it has one.
+    pub fn find(&self, id: &str) -> Option<&ResourceReport> {
+        self.host().resources.iter().find(|r| r.id == id)
+    }
+
+    /// The resource `id` in the first host's report; panics showing the run.
+    pub fn resource(&self, id: &str) -> &ResourceReport {
+        self.find(id)
+            .unwrap_or_else(|| panic!("no resource {id} in the report\n{self}"))
+    }
+
+    /// The first host's error (empty without one).
+    pub fn error(&self) -> &str {
+        self.host().error.as_deref().unwrap_or_default()
+    }
+}
+
+/// The reports as the binary prints them with `--format json`, for assertion messages.
+impl std::fmt::Display for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let json = common::report::reports_json(&self.hosts, self.mode);
+        write!(f, "{json:#}")
+    }
+}
+
+/// A resource's notes on one line each, for `contains` checks.
+pub fn notes(resource: &ResourceReport) -> String {
+    resource.notes.join("\n")
 }
