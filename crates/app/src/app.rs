@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use common::Resource;
 use common::inventory::Vars;
+use common::resource::ResourceId;
 use common::resources::{File, Service};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -60,7 +61,7 @@ pub struct App {
     /// Files of the tree (compose, nginx, ...) and of the system (backup script, units).
     pub files: Vec<RenderedFile>,
     /// Ids of the unit file resources (a daemon-reload follows their change).
-    pub unit_files: Vec<String>,
+    pub unit_files: Vec<ResourceId>,
     pub services: Vec<Service>,
 }
 
@@ -309,15 +310,15 @@ impl App {
                 template: template.into(),
                 file,
             });
-            Ok::<String, AppError>(id)
+            Ok::<ResourceId, AppError>(id)
         };
         if blueprint.pm2 {
             let unit_id = unit("pm2.service", &format!("{name}-pm2.service"), &mut files)?;
             if a.enable_units.unwrap_or(false) {
                 let watched = [
                     unit_id,
-                    common::resources::file_id(&path_of("ecosystem.config.js")),
-                    format!("env:{}", path_of(".env")),
+                    ResourceId::file(&path_of("ecosystem.config.js")),
+                    env.id(),
                 ];
                 services.push(Service::running(&format!("{name}-pm2.service")).reload_on(watched));
             }
@@ -381,7 +382,7 @@ impl App {
         }
         if !self.unit_files.is_empty() {
             out.push(Box::new(Trigger::daemon_reload(
-                format!("systemd-daemon-reload:{}", self.name),
+                ResourceId::of("systemd-daemon-reload", &self.name),
                 self.unit_files,
             )));
         }

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
 use common::facts::builtin::{PathKind, PathState};
+use common::resource::ResourceId;
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use rand::CryptoRng;
@@ -651,8 +652,8 @@ impl EnvFile {
 }
 
 impl Resource for EnvFile {
-    fn id(&self) -> String {
-        format!("env:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("env", &self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {

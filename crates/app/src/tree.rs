@@ -9,6 +9,7 @@ use common::PlanError;
 use common::facts::builtin::PathKind;
 use common::facts::fold::StatKind;
 use common::facts::{Fact, FactError, Facts, Probe, ProbeOutput, require_success};
+use common::resource::ResourceId;
 use common::shell::make_directory;
 use common::{Action, Plan, Resource};
 
@@ -114,8 +115,8 @@ impl AppDirectory {
 }
 
 impl Resource for AppDirectory {
-    fn id(&self) -> String {
-        format!("directory:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::directory(&self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -91,7 +91,7 @@ fn tree_and_resource_order_of_every_seed() {
         }
         text.push_str("# resources, in order\n");
         for r in app.into_resources() {
-            text.push_str(&r.id());
+            text.push_str(r.id().as_str());
             text.push('\n');
         }
         insta::assert_snapshot!(format!("{inventory}__tree"), text);

@@ -220,7 +220,7 @@ fn without_running_the_commands_nothing_runs_and_the_env_does_not_plan() {
     let env = app
         .into_resources()
         .into_iter()
-        .find(|r| r.id().starts_with("env:"))
+        .find(|r| r.id().kind() == "env")
         .unwrap();
     let e = env.plan(&Facts::from_outputs(before)).unwrap_err();
     assert!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::facts::{Fact, FactError, Facts, Probe, ProbeKey, ProbeOutput, require_success};
-use common::resource::{Action, FileWrite, Plan, Resource};
+use common::resource::{Action, FileWrite, Plan, Resource, ResourceId};
 use common::shell::quote;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -266,8 +266,8 @@ impl InstalledBinary {
 }
 
 impl Resource for InstalledBinary {
-    fn id(&self) -> String {
-        format!("binary:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("binary", &self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -507,8 +507,8 @@ impl HostStateCopy {
 }
 
 impl Resource for HostStateCopy {
-    fn id(&self) -> String {
-        format!("certs-state:{}", self.dir)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("certs-state", &self.dir)
     }
 
     fn probes(&self) -> Vec<Probe> {

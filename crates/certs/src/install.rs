@@ -4,7 +4,7 @@
 
 use common::facts::builtin::{PathKind, PathState, PathStateValue};
 use common::facts::{Fact, Facts, Probe};
-use common::resource::{Action, Plan, Resource};
+use common::resource::{Action, Plan, Resource, ResourceId};
 use common::resources::{File, Trigger};
 
 use crate::declaration::CertificateDeclaration;
@@ -34,9 +34,12 @@ pub fn install_resources(
 
 /// The declaration's reload hook, run when one of the `installed` files changed in the
 /// same run; nothing else.
-pub(crate) fn reload_hook(declaration: &CertificateDeclaration, installed: Vec<String>) -> Trigger {
+pub(crate) fn reload_hook(
+    declaration: &CertificateDeclaration,
+    installed: Vec<ResourceId>,
+) -> Trigger {
     Trigger::new(
-        format!("certs-reload:{}", declaration.ssl_dir),
+        ResourceId::of("certs-reload", &declaration.ssl_dir),
         installed,
         vec![Action::run(
             format!(
@@ -61,6 +64,9 @@ pub struct Placeholder {
 }
 
 impl Placeholder {
+    /// The [`ResourceId::kind`] of every placeholder's id.
+    pub const KIND: &str = "certs-placeholder";
+
     /// A placeholder for `declaration`: a fresh self-signed certificate for its names.
     pub fn new(declaration: &CertificateDeclaration) -> Result<Self, rcgen::Error> {
         let now = time::OffsetDateTime::now_utc();
@@ -75,8 +81,8 @@ impl Placeholder {
 }
 
 impl Resource for Placeholder {
-    fn id(&self) -> String {
-        format!("certs-placeholder:{}", self.ssl_dir)
+    fn id(&self) -> ResourceId {
+        ResourceId::of(Self::KIND, &self.ssl_dir)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -160,7 +166,7 @@ mod tests {
             privkey: b"KEY".to_vec(),
         };
         let r = install_resources(&d, &cert);
-        let ids: Vec<String> = r.iter().map(|r| r.id()).collect();
+        let ids: Vec<String> = r.iter().map(|r| r.id().to_string()).collect();
         assert_eq!(
             ids,
             [
@@ -169,7 +175,7 @@ mod tests {
                 "certs-reload:/opt/app/ssl/"
             ]
         );
-        assert_eq!(r[2].watches(), ids[..2]);
+        assert_eq!(r[2].watches(), [r[0].id(), r[1].id()]);
         assert_eq!(
             r[2].on_watched_change(),
             [Action::run(

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use common::resource::Resource;
+use common::resource::{Resource, ResourceId};
 use common::resources::{File, Service, Trigger};
 use minijinja::{Environment, UndefinedBehavior, context};
 
@@ -189,7 +189,10 @@ pub fn schedule_resources(
     }
     let service = File::new(SERVICE_PATH, service_unit(options)?).mode(0o644);
     let timer = File::new(TIMER_PATH, timer_unit(&schedule, options)?).mode(0o644);
-    let reload = Trigger::daemon_reload("systemd:daemon-reload", vec![service.id(), timer.id()]);
+    let reload = Trigger::daemon_reload(
+        ResourceId::of("systemd", "daemon-reload"),
+        vec![service.id(), timer.id()],
+    );
     resources.push(Box::new(service));
     resources.push(Box::new(timer));
     resources.push(Box::new(reload));
@@ -269,7 +272,7 @@ mod tests {
             .environment
             .insert("CLOUDFLARE_API_TOKEN".into(), "secret".into());
         let r = schedule_resources(std::slice::from_ref(&d), &options).unwrap();
-        let ids: Vec<String> = r.iter().map(|r| r.id()).collect();
+        let ids: Vec<String> = r.iter().map(|r| r.id().to_string()).collect();
         assert_eq!(
             ids,
             [
@@ -281,7 +284,7 @@ mod tests {
                 "service:provision-certs-renew.timer",
             ]
         );
-        assert_eq!(r[4].watches(), ids[2..4]);
+        assert_eq!(r[4].watches(), [r[2].id(), r[3].id()]);
         assert_eq!(
             r[4].plan(&Facts::default()).unwrap(),
             Plan::noop("runs only when a unit file changes")

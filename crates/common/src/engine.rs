@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::apt_lock;
 use crate::facts::{self, FactError, Facts, Probe};
 use crate::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
-use crate::resource::{Action, FileWrite, Plan, PlanError, Resource};
+use crate::resource::{Action, FileWrite, Plan, PlanError, Resource, ResourceId};
 use crate::shell::{PUT_FUNCTION, quote};
 use crate::transport::retry::{self, Backoff};
 use crate::transport::{ExecOutput, Transport, TransportError};
@@ -158,7 +158,7 @@ impl Planned {
 }
 
 fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planned, PlanError>> {
-    let mut changed: BTreeSet<String> = BTreeSet::new();
+    let mut changed: BTreeSet<ResourceId> = BTreeSet::new();
     resources
         .iter()
         .map(|r| {
@@ -229,11 +229,11 @@ async fn converge_inner(
         report.resources.push(match planned {
             Ok(p) => ResourceReport {
                 notes: resource.notes(&facts),
-                ..ResourceReport::from_plan(&resource.id(), &p.plan, &p.triggered)
+                ..ResourceReport::from_plan(resource.id().as_str(), &p.plan, &p.triggered)
             },
             Err(e) => {
                 first_error.get_or_insert_with(|| e.to_string());
-                ResourceReport::failed(&resource.id(), e.to_string())
+                ResourceReport::failed(resource.id().as_str(), e.to_string())
             }
         });
     }
@@ -708,7 +708,7 @@ async fn apply_guarded(
     let actions: Vec<&Action> = group.iter().flat_map(|(_, p)| p.actions()).collect();
     let what = group
         .iter()
-        .map(|(r, _)| r.id())
+        .map(|(r, _)| r.id().to_string())
         .collect::<Vec<_>>()
         .join(", ");
     let reloads: Vec<String> = group
@@ -1055,8 +1055,8 @@ mod tests {
     }
 
     impl Resource for AlwaysUpgrade {
-        fn id(&self) -> String {
-            "apt:upgrade".into()
+        fn id(&self) -> ResourceId {
+            ResourceId::of("apt", "upgrade")
         }
 
         fn probes(&self) -> Vec<Probe> {

@@ -3,7 +3,92 @@
 //! A resource never does I/O. It names the probes it needs and, given their output, says
 //! either why nothing needs doing or which actions would converge the host.
 
+use std::fmt;
+
 use crate::facts::{FactError, Facts, Probe};
+
+/// The identity of a resource: what reports print and what watchers name
+/// ([`Resource::watches`]). Built only by the constructor of its kind, so a watcher and the
+/// resource it watches get the same id from the same code (a typo in a rebuilt id would
+/// silently never fire); serialized as its text, `kind:name` or a bare name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
+pub struct ResourceId(String);
+
+impl ResourceId {
+    /// A [`crate::resources::File`] (or absent file) at `path`.
+    pub fn file(path: &str) -> Self {
+        Self::of("file", path)
+    }
+
+    /// A [`crate::resources::Directory`] at `path`.
+    pub fn directory(path: &str) -> Self {
+        Self::of("directory", path)
+    }
+
+    /// A [`crate::resources::Line`] of `path`, found by `matches`.
+    pub fn line(path: &str, matches: &str) -> Self {
+        Self(format!("line:{path}:{matches}"))
+    }
+
+    /// A managed [`crate::resources::Block`] `name` in `path`.
+    pub fn block(path: &str, name: &str) -> Self {
+        Self(format!("block:{path}:{name}"))
+    }
+
+    /// A systemd [`crate::resources::Service`] (any unit).
+    pub fn service(unit: &str) -> Self {
+        Self::of("service", unit)
+    }
+
+    /// A [`crate::resources::Packages`] set.
+    pub fn packages(name: &str) -> Self {
+        Self::of("packages", name)
+    }
+
+    /// A [`crate::resources::User`] account.
+    pub fn user(name: &str) -> Self {
+        Self::of("user", name)
+    }
+
+    /// Any other kind: `kind:name`. The kind is the one of the resource that owns it;
+    /// a kind that something else watches gets a constructor of its own.
+    pub fn of(kind: &str, name: impl fmt::Display) -> Self {
+        Self(format!("{kind}:{name}"))
+    }
+
+    /// A resource of which a host has one (`sshd`, `timezone`).
+    pub fn named(name: &str) -> Self {
+        Self(name.to_string())
+    }
+
+    /// The kind: the text before the first `:` (all of a bare name).
+    pub fn kind(&self) -> &str {
+        self.0.split_once(':').map_or(&self.0, |(kind, _)| kind)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for ResourceId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for ResourceId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 /// Why a resource could not plan. A fact that could not be read is a [`FactError`]; a
 /// value of the host's vars that cannot be used is not a fact problem and says so.
@@ -130,7 +215,7 @@ impl std::fmt::Debug for FileWrite {
 /// A unit of desired state.
 pub trait Resource: Send + Sync {
     /// Stable identifier, e.g. `file:/etc/ssh/sshd_config.d/00-provision.conf`.
-    fn id(&self) -> String;
+    fn id(&self) -> ResourceId;
 
     /// The probes `plan` reads.
     fn probes(&self) -> Vec<Probe>;
@@ -146,7 +231,7 @@ pub trait Resource: Send + Sync {
 
     /// Ids of resources whose change makes this one run [`Resource::on_watched_change`]
     /// (e.g. a service reloaded when its config file changed).
-    fn watches(&self) -> Vec<String> {
+    fn watches(&self) -> Vec<ResourceId> {
         Vec::new()
     }
 
@@ -185,5 +270,48 @@ pub trait Resource: Send + Sync {
     /// upgrade has nothing left to do, and simulating it costs seconds).
     fn verified_by_apply(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{Directory, File, Service, Trigger};
+
+    /// A watch built with the file constructor names the file resource at that path: were
+    /// `File::id` and `ResourceId::file` to disagree, the reload would silently never fire.
+    #[test]
+    fn a_watch_built_for_a_file_is_that_file_resources_id() {
+        for path in ["/etc/docker/daemon.json", "/etc/systemd/system/app.service"] {
+            let file = File::new(path, "x\n");
+            let service = Service::running("docker.service").reload_on([ResourceId::file(path)]);
+            assert_eq!(service.watches(), [file.id()]);
+            let reload = Trigger::daemon_reload(
+                ResourceId::of("systemd", "daemon-reload"),
+                vec![ResourceId::file(path)],
+            );
+            assert_eq!(reload.watches(), [file.id()]);
+            // The directory of the same path is another resource: no watch of the file
+            // fires for it.
+            assert_ne!(Directory::new(path, 0o755, "root", "root").id(), file.id());
+        }
+        assert_eq!(
+            Service::running("ssh.service").id(),
+            ResourceId::service("ssh.service")
+        );
+    }
+
+    /// Reports, JSON and snapshots print the id as the text it always was.
+    #[test]
+    fn an_id_prints_and_serializes_as_its_text() {
+        let id = ResourceId::file("/etc/motd");
+        assert_eq!(id.to_string(), "file:/etc/motd");
+        assert_eq!(serde_json::to_string(&id).unwrap(), r#""file:/etc/motd""#);
+        assert_eq!(id.kind(), "file");
+        assert_eq!(ResourceId::named("sshd").kind(), "sshd");
+        assert_eq!(
+            ResourceId::line("/etc/login.defs", "^PASS_MAX_DAYS").as_str(),
+            "line:/etc/login.defs:^PASS_MAX_DAYS"
+        );
     }
 }

@@ -9,7 +9,7 @@ mod system;
 mod trigger;
 
 pub use file::{
-    Block, Directory, File, Line, editable_text, file_id, owner_and_mode_change, plan_edit,
+    Block, Directory, File, Line, editable_text, owner_and_mode_change, plan_edit,
     set_owner_and_mode,
 };
 pub use packages::Packages;

@@ -12,6 +12,7 @@ use common::PlanError;
 use common::engine::{self, Options};
 use common::facts::{Facts, Probe, ProbeOutput};
 use common::report::{HostOutcome, ResourceStatus};
+use common::resource::ResourceId;
 use common::resources::File;
 use common::testing::simulated_host;
 use common::transport::fake::{Call, FakeTransport, output};
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 struct Guarded(File);
 
 impl Resource for Guarded {
-    fn id(&self) -> String {
+    fn id(&self) -> ResourceId {
         self.0.id()
     }
     fn probes(&self) -> Vec<Probe> {

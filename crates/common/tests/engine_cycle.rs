@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use common::engine::{self, Mode, Options};
 use common::facts::ProbeOutput;
 use common::report::{HostOutcome, ResourceStatus, exit_code_for};
+use common::resource::ResourceId;
 use common::resources::{File, Packages, Service, Timezone};
 use common::testing::simulated_host;
 use common::{Resource, report::exit_code};
@@ -25,7 +26,7 @@ fn job() -> Vec<Box<dyn Resource>> {
             origin: None,
         }),
         Box::new(File::new("/etc/motd", "managed by provision\n")),
-        Box::new(Service::running("cron").reload_on(["file:/etc/motd".to_string()])),
+        Box::new(Service::running("cron").reload_on([ResourceId::file("/etc/motd")])),
     ]
 }
 

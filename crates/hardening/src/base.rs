@@ -4,7 +4,8 @@
 
 use common::facts::builtin::{HostInfo, PathState};
 use common::inventory::{FileVar, Origins, RebootPolicy, UpgradePolicy, Vars};
-use common::resources::{Directory, File, Line, Packages, Timezone, Trigger, User, file_id};
+use common::resource::ResourceId;
+use common::resources::{Directory, File, Line, Packages, Timezone, Trigger, User};
 use common::shell::{Command, quote};
 use common::values::FileMode;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
@@ -176,9 +177,9 @@ pub fn resources(vars: &Vars, docker_group: bool, origins: &Origins) -> Vec<Box<
 }
 
 /// systemd reads manager settings (`DefaultLimit*`) only when it (re)executes.
-pub(crate) fn systemd_reexec(watched: Vec<String>) -> Box<dyn Resource> {
+pub(crate) fn systemd_reexec(watched: Vec<ResourceId>) -> Box<dyn Resource> {
     Box::new(Trigger::new(
-        "systemd:daemon-reexec",
+        ResourceId::of("systemd", "daemon-reexec"),
         watched,
         vec![Action::run(
             "systemctl daemon-reexec",
@@ -250,7 +251,7 @@ pub(crate) fn deploy_access(vars: &Vars) -> Option<Box<dyn Resource>> {
     }
     Some(Box::new(Guarded::new(
         ResourceGroup {
-            id: format!("deploy-access:{}", user.name),
+            id: ResourceId::of("deploy-access", &user.name),
             members,
         },
         None,
@@ -314,8 +315,8 @@ pub(crate) struct Hostname {
 }
 
 impl Resource for Hostname {
-    fn id(&self) -> String {
-        "hostname".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::named("hostname")
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -353,8 +354,8 @@ pub(crate) struct NoPasswordExpiry {
 }
 
 impl Resource for NoPasswordExpiry {
-    fn id(&self) -> String {
-        format!("password-expiry:{}", self.user)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("password-expiry", &self.user)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -452,8 +453,8 @@ pub(crate) fn unattended_upgrades_config(os_id: &str, reboot_time: Option<&str>)
 }
 
 impl Resource for UnattendedUpgrades {
-    fn id(&self) -> String {
-        file_id(UNATTENDED_UPGRADES_PATH)
+    fn id(&self) -> ResourceId {
+        ResourceId::file(UNATTENDED_UPGRADES_PATH)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -494,8 +495,8 @@ pub(crate) struct SystemUpgrade;
 pub(crate) const STALE_LISTS_MINUTES: u64 = 24 * 60;
 
 impl Resource for SystemUpgrade {
-    fn id(&self) -> String {
-        "apt:upgrade".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("apt", "upgrade")
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -20,7 +20,8 @@ use common::facts::builtin::{
     HostInfo, HostInfoValue, InstalledPackages, PathKind, PathState, PathStateValue,
 };
 use common::inventory::{DockerSource, DockerVars};
-use common::resources::{File, Service, file_id};
+use common::resource::ResourceId;
+use common::resources::{File, Service};
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 
@@ -229,8 +230,8 @@ pub(crate) struct DockerRepository {
 }
 
 impl Resource for DockerRepository {
-    fn id(&self) -> String {
-        "docker:repository".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("docker", "repository")
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -306,8 +307,8 @@ pub(crate) struct DockerPackages {
 }
 
 impl Resource for DockerPackages {
-    fn id(&self) -> String {
-        "packages:docker".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::packages("docker")
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -370,7 +371,7 @@ pub fn resources(vars: &DockerVars) -> Vec<Box<dyn Resource>> {
         Box::new(File::new(DAEMON_JSON_PATH, daemon_json(vars)).mode(0o644)),
         Box::new(
             Service::running("docker.service")
-                .reload_on([file_id(DAEMON_JSON_PATH)])
+                .reload_on([ResourceId::file(DAEMON_JSON_PATH)])
                 .restart_on_change(),
         ),
     ]
@@ -692,7 +693,7 @@ mod tests {
         };
         insta::assert_snapshot!("daemon.json-registry-mirrors", daemon_json(&mirrored));
         let rs = resources(&DockerVars::default());
-        assert_eq!(rs[1].watches(), [file_id(DAEMON_JSON_PATH)]);
+        assert_eq!(rs[1].watches(), [rs[0].id()]);
         assert_eq!(
             scripts(&rs[1].on_watched_change()),
             ["systemctl restart docker.service"]

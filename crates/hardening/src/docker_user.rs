@@ -40,6 +40,7 @@
 //! them back.
 
 use common::facts::builtin::PathState;
+use common::resource::ResourceId;
 use common::shell::quote;
 use common::{Action, Fact, Facts, Plan, PlanError, Probe, Resource};
 
@@ -260,8 +261,8 @@ fn chain_drift(family: &str, tool: &str, state: &ChainState, wanted: &[String]) 
 }
 
 impl Resource for DockerUserChain {
-    fn id(&self) -> String {
-        "firewall:docker-user".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("firewall", "docker-user")
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -19,7 +19,8 @@
 //! new logins out and the commit-confirmed apply must roll it back.
 
 use common::facts::builtin::{PathKind, PathState};
-use common::resources::{Service, file_id};
+use common::resource::ResourceId;
+use common::resources::Service;
 use common::shell::{Command, quote};
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
@@ -363,8 +364,8 @@ impl Firewall {
 }
 
 impl Resource for Firewall {
-    fn id(&self) -> String {
-        "firewall:ufw".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("firewall", "ufw")
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -553,8 +554,8 @@ impl Fail2banJail {
 }
 
 impl Resource for Fail2banJail {
-    fn id(&self) -> String {
-        file_id(JAIL_PATH)
+    fn id(&self) -> ResourceId {
+        ResourceId::file(JAIL_PATH)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -599,7 +600,7 @@ pub fn packages(firewall: bool, fail2ban: bool) -> Vec<&'static str> {
 /// fail2ban enabled and running, restarted when its jail changed.
 pub(crate) fn fail2ban_service() -> Service {
     Service::running("fail2ban.service")
-        .reload_on([file_id(JAIL_PATH)])
+        .reload_on([ResourceId::file(JAIL_PATH)])
         .restart_on_change()
 }
 
@@ -1297,7 +1298,12 @@ mod tests {
     #[test]
     fn fail2ban_service_restarts_on_jail_change() {
         let s = fail2ban_service();
-        assert_eq!(s.watches(), [file_id(JAIL_PATH)]);
+        let jail = Fail2banJail {
+            ssh_port: None,
+            ufw: true,
+            ignore_ips: vec![],
+        };
+        assert_eq!(s.watches(), [jail.id()]);
         assert_eq!(
             scripts(&s.on_watched_change()),
             ["systemctl restart fail2ban.service"]

@@ -35,7 +35,8 @@ mod testing;
 
 use common::Resource;
 use common::inventory::{Origins, Vars};
-use common::resources::{Packages, file_id};
+use common::resource::ResourceId;
+use common::resources::Packages;
 
 pub use preflight::preflight;
 
@@ -92,7 +93,7 @@ fn hardening_packages(sel: Selection) -> Option<Box<dyn Resource>> {
 }
 
 /// OS hardening, fail2ban; `manager_watch` collects systemd manager drop-ins.
-fn hardening_middle(sel: Selection, manager_watch: &mut Vec<String>) -> Vec<Box<dyn Resource>> {
+fn hardening_middle(sel: Selection, manager_watch: &mut Vec<ResourceId>) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
     if sel.os {
         out.extend(os::resources(sel.docker, manager_watch));
@@ -184,7 +185,7 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
         }));
     }
     out.extend(base::resources(vars, sel.docker, origins));
-    let mut manager_watch = vec![file_id(base::NOFILE_SYSTEMD_PATH)];
+    let mut manager_watch = vec![ResourceId::file(base::NOFILE_SYSTEMD_PATH)];
     out.extend(hardening_middle(sel, &mut manager_watch));
     out.push(base::systemd_reexec(manager_watch));
     if sel.docker {
@@ -220,7 +221,7 @@ mod tests {
     use common::inventory::{DeployUserVars, DockerVars, HardeningVars, MinimumHardware};
 
     fn ids(rs: &[Box<dyn Resource>]) -> Vec<String> {
-        rs.iter().map(|r| r.id()).collect()
+        rs.iter().map(|r| r.id().to_string()).collect()
     }
 
     fn full_vars() -> Vars {
@@ -243,7 +244,7 @@ mod tests {
         let guarded: Vec<String> = rs
             .iter()
             .filter(|r| r.guards_access())
-            .map(|r| r.id())
+            .map(|r| r.id().to_string())
             .collect();
         assert_eq!(
             guarded,
@@ -312,7 +313,7 @@ mod tests {
         assert!(
             !drift_resources(&no_fw)
                 .iter()
-                .any(|r| r.id().starts_with("firewall:"))
+                .any(|r| r.id().kind() == "firewall")
         );
         // Docker off: no DOCKER-USER chain to manage.
         let no_docker = Vars {
@@ -322,7 +323,10 @@ mod tests {
             }),
             ..Vars::default()
         };
-        let ids_no_docker: Vec<String> = resources(&no_docker).iter().map(|r| r.id()).collect();
+        let ids_no_docker: Vec<String> = resources(&no_docker)
+            .iter()
+            .map(|r| r.id().to_string())
+            .collect();
         assert!(ids_no_docker.contains(&"firewall:ufw".to_string()));
         assert!(!ids_no_docker.contains(&"firewall:docker-user".to_string()));
     }

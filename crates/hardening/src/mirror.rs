@@ -26,6 +26,7 @@
 use common::apt::Restore;
 use common::facts::builtin::{HostInfo, HostInfoValue, PathKind, PathState};
 use common::inventory::AptVars;
+use common::resource::ResourceId;
 use common::resources::{File, editable_text};
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, PlanError, Probe, Resource};
@@ -312,8 +313,8 @@ pub(crate) struct AptMirror {
 }
 
 impl Resource for AptMirror {
-    fn id(&self) -> String {
-        "apt:mirror".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("apt", "mirror")
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -16,7 +16,8 @@
 use std::collections::BTreeMap;
 
 use common::facts::builtin::{HostInfo, PathState};
-use common::resources::{File, file_id};
+use common::resource::ResourceId;
+use common::resources::File;
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use serde::Serialize;
 
@@ -162,8 +163,8 @@ impl Sysctl {
 }
 
 impl Resource for Sysctl {
-    fn id(&self) -> String {
-        format!("sysctl:{SYSCTL_PATH}")
+    fn id(&self) -> ResourceId {
+        ResourceId::of("sysctl", SYSCTL_PATH)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -330,12 +331,12 @@ pub fn permissions() -> Vec<PathMode> {
 
 /// The OS hardening set, in apply order. `manager_watch` collects the ids of systemd
 /// manager drop-ins (they need `daemon-reexec`).
-pub fn resources(docker: bool, manager_watch: &mut Vec<String>) -> Vec<Box<dyn Resource>> {
+pub fn resources(docker: bool, manager_watch: &mut Vec<ResourceId>) -> Vec<Box<dyn Resource>> {
     let mut out: Vec<Box<dyn Resource>> = vec![Box::new(Sysctl { docker })];
     out.push(Box::new(File::new(COREDUMP_LIMITS_PATH, COREDUMP_LIMITS)));
     out.push(Box::new(File::new(COREDUMP_SYSTEMD_PATH, COREDUMP_SYSTEMD)));
     out.push(Box::new(File::new(COREDUMP_MANAGER_PATH, COREDUMP_MANAGER)));
-    manager_watch.push(file_id(COREDUMP_MANAGER_PATH));
+    manager_watch.push(ResourceId::file(COREDUMP_MANAGER_PATH));
     out.push(Box::new(login_defs()));
     for p in permissions() {
         out.push(Box::new(p));

@@ -4,6 +4,7 @@
 use common::PlanError;
 use common::facts::builtin::{HostInfo, HostInfoValue};
 use common::inventory::{MinimumHardware, Vars};
+use common::resource::ResourceId;
 use common::{Fact, FactError, Facts, Plan, Probe, Resource};
 
 /// Shortfalls of `host` against `minimum`, one sentence each.
@@ -65,8 +66,8 @@ pub(crate) struct MinimumHardwareCheck {
 }
 
 impl Resource for MinimumHardwareCheck {
-    fn id(&self) -> String {
-        "preflight:minimum-hardware".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::of("preflight", "minimum-hardware")
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -3,6 +3,7 @@
 //! reports it from the one fact round trip.
 
 use common::inventory::{RebootPolicy, Vars};
+use common::resource::ResourceId;
 use common::values::TimeWindow;
 use common::{Fact, Facts, Plan, PlanError, Probe, Resource};
 
@@ -73,8 +74,8 @@ impl RebootRequired {
 }
 
 impl Resource for RebootRequired {
-    fn id(&self) -> String {
-        "reboot-required".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::named("reboot-required")
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -27,6 +27,7 @@
 //! fails, and the commit-confirmed apply must roll it back.
 
 use common::facts::builtin::{InstalledPackages, PathKind, PathState, PathStateValue, UnitState};
+use common::resource::ResourceId;
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
 use serde::Serialize;
@@ -540,8 +541,8 @@ impl SshdConfig {
 }
 
 impl Resource for SshdConfig {
-    fn id(&self) -> String {
-        "sshd".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::named("sshd")
     }
 
     fn probes(&self) -> Vec<Probe> {

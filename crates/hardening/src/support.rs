@@ -4,7 +4,8 @@
 
 use common::PlanError;
 use common::facts::builtin::{PathKind, PathState};
-use common::resources::{File, file_id, owner_and_mode_change, plan_edit, set_owner_and_mode};
+use common::resource::ResourceId;
+use common::resources::{File, owner_and_mode_change, plan_edit, set_owner_and_mode};
 use common::shell::quote;
 use common::{Action, Fact, Facts, Plan, Probe, Resource};
 use minijinja::syntax::SyntaxConfig;
@@ -104,7 +105,7 @@ impl<R: Resource> Guarded<R> {
 }
 
 impl<R: Resource> Resource for Guarded<R> {
-    fn id(&self) -> String {
+    fn id(&self) -> ResourceId {
         self.inner.id()
     }
     fn probes(&self) -> Vec<Probe> {
@@ -116,7 +117,7 @@ impl<R: Resource> Resource for Guarded<R> {
     fn notes(&self, facts: &Facts) -> Vec<String> {
         self.inner.notes(facts)
     }
-    fn watches(&self) -> Vec<String> {
+    fn watches(&self) -> Vec<ResourceId> {
         self.inner.watches()
     }
     fn on_watched_change(&self) -> Vec<Action> {
@@ -135,12 +136,12 @@ impl<R: Resource> Resource for Guarded<R> {
 
 /// Several resources planned as one (one report line, one guarded apply).
 pub(crate) struct ResourceGroup {
-    pub id: String,
+    pub id: ResourceId,
     pub members: Vec<Box<dyn Resource>>,
 }
 
 impl Resource for ResourceGroup {
-    fn id(&self) -> String {
+    fn id(&self) -> ResourceId {
         self.id.clone()
     }
     fn probes(&self) -> Vec<Probe> {
@@ -174,8 +175,8 @@ pub struct InvalidVar {
 }
 
 impl Resource for InvalidVar {
-    fn id(&self) -> String {
-        format!("vars:{}", self.field)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("vars", &self.field)
     }
     fn probes(&self) -> Vec<Probe> {
         Vec::new()
@@ -211,8 +212,8 @@ impl PathMode {
 }
 
 impl Resource for PathMode {
-    fn id(&self) -> String {
-        format!("mode:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("mode", &self.path)
     }
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]
@@ -252,8 +253,8 @@ pub(crate) struct AbsentFile {
 }
 
 impl Resource for AbsentFile {
-    fn id(&self) -> String {
-        file_id(&self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::file(&self.path)
     }
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]
@@ -328,8 +329,8 @@ impl KeyValueFile {
 }
 
 impl Resource for KeyValueFile {
-    fn id(&self) -> String {
-        format!("keys:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::of("keys", &self.path)
     }
     fn probes(&self) -> Vec<Probe> {
         vec![PathState::new(&self.path).probe()]

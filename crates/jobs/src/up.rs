@@ -19,7 +19,7 @@ use common::Transport;
 use common::engine;
 use common::inventory::HostSpec;
 use common::report::{HostOutcome, HostReport, ResourceReport, ResourceStatus};
-use common::resource::Resource;
+use common::resource::{Resource, ResourceId};
 use common::run::{Converge, HostWork};
 
 use crate::ComposeError;
@@ -93,7 +93,7 @@ impl CertificateStep {
         };
         let line = certificate_report(&current);
         let mut out: Vec<Box<dyn Resource>> = vec![Box::new(CurrentCertificate {
-            id: line.id,
+            id: certificate_id(&current.name),
             detail: line.detail,
         })];
         out.extend(certs::install_resources(d, &stored));
@@ -153,12 +153,12 @@ impl CertificateStep {
 
 /// The report line of a certificate that is current (no probe, never a change).
 struct CurrentCertificate {
-    id: String,
+    id: ResourceId,
     detail: String,
 }
 
 impl Resource for CurrentCertificate {
-    fn id(&self) -> String {
+    fn id(&self) -> ResourceId {
         self.id.clone()
     }
 
@@ -184,7 +184,12 @@ fn certificate_report(run: &CertificateRun) -> ResourceReport {
         .strip_prefix(&format!("{}/{}: ", run.host, run.name))
         .unwrap_or(&line)
         .to_string();
-    ResourceReport::new(&format!("certificate:{}", run.name), status, detail)
+    ResourceReport::new(certificate_id(&run.name).as_str(), status, detail)
+}
+
+/// The id of a certificate's line: one for the step's report and a current certificate's.
+fn certificate_id(name: &str) -> ResourceId {
+    ResourceId::of("certificate", name)
 }
 
 /// `up`/`check` on one host: [`Converge`], then the certificate step where one is declared,
@@ -216,7 +221,7 @@ where
                 Some(d) => match step.folded(&d) {
                     Some(current) => {
                         // The current certificate is installed with them: no placeholder.
-                        resources.retain(|r| !r.id().starts_with("certs-placeholder:"));
+                        resources.retain(|r| r.id().kind() != certs::Placeholder::KIND);
                         resources.extend(current);
                         None
                     }

@@ -1,7 +1,7 @@
 use crate::facts::builtin::{PathKind, PathState, PathStateValue};
 use crate::facts::{Fact, FactError, Facts, Probe, ProbeKey};
 use crate::resource::PlanError;
-use crate::resource::{Action, FileWrite, Plan, Resource};
+use crate::resource::{Action, FileWrite, Plan, Resource, ResourceId};
 use crate::shell::{chown_chmod, make_directory};
 
 /// A whole file: content, mode and owner.
@@ -196,12 +196,6 @@ pub fn plan_edit(
     plan_file(&desired, &current, what)
 }
 
-/// The id of the [`File`] (or absent file) at `path`: what a resource that reloads when the
-/// file changes watches (`Service::reload_on([file_id(path)])`).
-pub fn file_id(path: &str) -> String {
-    format!("file:{path}")
-}
-
 /// The action that gives `path` its owner and mode (the file is not rewritten).
 pub fn set_owner_and_mode(path: &str, owner: &str, group: &str, mode: u32) -> Action {
     Action::run(
@@ -229,8 +223,8 @@ pub fn owner_and_mode_change(
 }
 
 impl Resource for File {
-    fn id(&self) -> String {
-        file_id(&self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::file(&self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -264,8 +258,8 @@ impl Directory {
 }
 
 impl Resource for Directory {
-    fn id(&self) -> String {
-        format!("directory:{}", self.path)
+    fn id(&self) -> ResourceId {
+        ResourceId::directory(&self.path)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -348,8 +342,8 @@ impl Line {
 }
 
 impl Resource for Line {
-    fn id(&self) -> String {
-        format!("line:{}:{}", self.path, self.matches)
+    fn id(&self) -> ResourceId {
+        ResourceId::line(&self.path, &self.matches)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -412,8 +406,8 @@ impl Block {
 }
 
 impl Resource for Block {
-    fn id(&self) -> String {
-        format!("block:{}:{}", self.path, self.name)
+    fn id(&self) -> ResourceId {
+        ResourceId::block(&self.path, &self.name)
     }
 
     fn probes(&self) -> Vec<Probe> {

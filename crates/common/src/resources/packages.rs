@@ -1,7 +1,7 @@
 use crate::facts::builtin::InstalledPackages;
 use crate::facts::{Fact, Facts, Probe};
 use crate::resource::PlanError;
-use crate::resource::{Action, Plan, Resource};
+use crate::resource::{Action, Plan, Resource, ResourceId};
 
 /// Debian packages that must be installed. Every install of a run shares one apt
 /// transaction, whatever resource asked for it.
@@ -22,8 +22,8 @@ impl Packages {
 }
 
 impl Resource for Packages {
-    fn id(&self) -> String {
-        format!("packages:{}", self.name)
+    fn id(&self) -> ResourceId {
+        ResourceId::packages(&self.name)
     }
 
     fn probes(&self) -> Vec<Probe> {

@@ -1,7 +1,7 @@
 use crate::facts::builtin::UnitState;
 use crate::facts::{Fact, Facts, Probe};
 use crate::resource::PlanError;
-use crate::resource::{Action, Plan, Resource};
+use crate::resource::{Action, Plan, Resource, ResourceId};
 use crate::shell::quote;
 
 /// A systemd unit: enabled at boot, running, and reloaded (or restarted) when a watched
@@ -12,7 +12,7 @@ pub struct Service {
     pub enabled: bool,
     pub running: bool,
     /// Resource ids whose change reloads this unit.
-    pub reload_on: Vec<String>,
+    pub reload_on: Vec<ResourceId>,
     /// Restart instead of reload when a watched resource changes.
     pub restart_on_change: bool,
 }
@@ -28,7 +28,7 @@ impl Service {
         }
     }
 
-    pub fn reload_on(mut self, ids: impl IntoIterator<Item = String>) -> Self {
+    pub fn reload_on(mut self, ids: impl IntoIterator<Item = ResourceId>) -> Self {
         self.reload_on.extend(ids);
         self
     }
@@ -102,8 +102,8 @@ impl Service {
 }
 
 impl Resource for Service {
-    fn id(&self) -> String {
-        format!("service:{}", self.unit)
+    fn id(&self) -> ResourceId {
+        ResourceId::service(&self.unit)
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -122,7 +122,7 @@ impl Resource for Service {
         self.plan_units(facts, self.running)
     }
 
-    fn watches(&self) -> Vec<String> {
+    fn watches(&self) -> Vec<ResourceId> {
         self.reload_on.clone()
     }
 
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn a_triggered_restart_starts_the_unit_without_a_start_of_its_own() {
         let s = Service::running("fail2ban.service")
-            .reload_on(["file:/etc/fail2ban/jail.d/provision.local".to_string()])
+            .reload_on([ResourceId::file("/etc/fail2ban/jail.d/provision.local")])
             .restart_on_change();
         let fresh = facts("ActiveState=inactive\nUnitFileState=disabled\n");
         assert_eq!(

@@ -1,7 +1,7 @@
 use crate::facts::builtin::{Account, TimezoneState};
 use crate::facts::{Fact, FactError, Facts, Probe};
 use crate::resource::PlanError;
-use crate::resource::{Action, Plan, Resource};
+use crate::resource::{Action, Plan, Resource, ResourceId};
 use crate::shell::{Command, quote};
 
 /// The system time zone (`/etc/localtime` and `/etc/timezone`).
@@ -21,8 +21,8 @@ impl Timezone {
 }
 
 impl Resource for Timezone {
-    fn id(&self) -> String {
-        "timezone".into()
+    fn id(&self) -> ResourceId {
+        ResourceId::named("timezone")
     }
 
     fn probes(&self) -> Vec<Probe> {
@@ -93,8 +93,8 @@ impl User {
 }
 
 impl Resource for User {
-    fn id(&self) -> String {
-        format!("user:{}", self.name)
+    fn id(&self) -> ResourceId {
+        ResourceId::user(&self.name)
     }
 
     fn probes(&self) -> Vec<Probe> {

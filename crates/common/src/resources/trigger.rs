@@ -1,25 +1,25 @@
 //! Steps that run only because something else changed in the same run.
 
 use crate::facts::{Facts, Probe};
-use crate::resource::{Action, Plan, PlanError, Resource};
+use crate::resource::{Action, Plan, PlanError, Resource, ResourceId};
 
 /// Runs `actions` when a resource it watches changed in this run, and nothing otherwise:
 /// `systemctl daemon-reload` after unit files, `daemon-reexec` after manager settings, a
 /// certificate's reload hook after its files. The one watch-only resource.
 #[derive(Debug, Clone)]
 pub struct Trigger {
-    pub id: String,
+    pub id: ResourceId,
     /// Ids of the watched resources.
-    pub watches: Vec<String>,
+    pub watches: Vec<ResourceId>,
     pub actions: Vec<Action>,
     /// The plan's reason: it never changes anything by itself.
     pub reason: String,
 }
 
 impl Trigger {
-    pub fn new(id: impl Into<String>, watches: Vec<String>, actions: Vec<Action>) -> Self {
+    pub fn new(id: ResourceId, watches: Vec<ResourceId>, actions: Vec<Action>) -> Self {
         Self {
-            id: id.into(),
+            id,
             watches,
             actions,
             reason: "runs only when a watched file changes".into(),
@@ -28,7 +28,7 @@ impl Trigger {
 
     /// `systemctl daemon-reload` after one of `unit_files` (resource ids) changed: placed
     /// after the unit files and before their services are enabled or started.
-    pub fn daemon_reload(id: impl Into<String>, unit_files: Vec<String>) -> Self {
+    pub fn daemon_reload(id: ResourceId, unit_files: Vec<ResourceId>) -> Self {
         Self::new(
             id,
             unit_files,
@@ -48,7 +48,7 @@ impl Trigger {
 }
 
 impl Resource for Trigger {
-    fn id(&self) -> String {
+    fn id(&self) -> ResourceId {
         self.id.clone()
     }
 
@@ -60,7 +60,7 @@ impl Resource for Trigger {
         Ok(Plan::noop(self.reason.clone()))
     }
 
-    fn watches(&self) -> Vec<String> {
+    fn watches(&self) -> Vec<ResourceId> {
         self.watches.clone()
     }
 
@@ -75,7 +75,10 @@ mod tests {
 
     #[test]
     fn daemon_reload_plans_nothing_and_reloads_after_a_watched_unit_file() {
-        let t = Trigger::daemon_reload("systemd:daemon-reload", vec!["file:/etc/x.service".into()]);
+        let t = Trigger::daemon_reload(
+            ResourceId::of("systemd", "daemon-reload"),
+            vec![ResourceId::file("/etc/x.service")],
+        );
         assert_eq!(
             t.plan(&Facts::default()).unwrap(),
             Plan::noop("runs only when a unit file changes")
