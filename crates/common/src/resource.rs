@@ -51,8 +51,9 @@ impl ResourceId {
         Self::of("user", name)
     }
 
-    /// Any other kind: `kind:name`. The kind is the one of the resource that owns it;
-    /// a kind that something else watches gets a constructor of its own.
+    /// Any other kind: `kind:name`, built only in the resource that owns it; a watcher of
+    /// such a resource takes that resource's `id()` (a kind watched from afar gets a
+    /// constructor of its own, as files and services have).
     pub fn of(kind: &str, name: impl fmt::Display) -> Self {
         Self(format!("{kind}:{name}"))
     }
