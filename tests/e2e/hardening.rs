@@ -1,6 +1,6 @@
-//! End to end on lab hosts (issue 4): a fresh Debian 12 host converged with
-//! `hardening::resources`, checked independently over separate SSH logins, converged
-//! again with zero changes, drifted by hand, caught by a check, restored; root login
+//! End to end on lab hosts (issue 4): a fresh host converged by `up` (through the library,
+//! as the binary runs it), checked independently over separate SSH logins, converged
+//! again with zero changes, drifted by hand, caught by `harden --check`, restored; root login
 //! turned off once the deploy user's key login is proven; Lynis and ssh-audit measured.
 //! Plus the lockout tests: a deliberately bad sshd or firewall change is rolled back by
 //! the host itself and the run reports it.
@@ -9,12 +9,12 @@
 
 use crate::support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::engine::{self, Mode, Options};
-use common::inventory::{DeployUserVars, DockerVars, HardeningVars, Vars};
+use common::inventory::Vars;
 use common::report::{HostOutcome, HostReport, ResourceStatus};
 use common::resource::Resource;
 use common::transport::Transport;
@@ -60,7 +60,9 @@ fn options(mode: Mode) -> Options {
     }
 }
 
-async fn run(
+/// `resources` converged on `host` as `user` by the engine: for a resource the inventory
+/// cannot ask for (a deliberately broken sshd change).
+async fn converge_resources(
     host: &lab::LabHost,
     user: &str,
     resources: &[Box<dyn Resource>],
@@ -70,10 +72,29 @@ async fn run(
     let started = Instant::now();
     let report = engine::converge(&transport, resources, &options(mode)).await;
     let _ = transport.close().await;
+    print_report(&format!("{mode:?} as {user}"), &report, started.elapsed());
+    report
+}
+
+/// `command` with `inventory` through the library (as the binary runs it, with a 15 s
+/// rollback window), paced like a login of the engine's: the host's report.
+fn provision(host: &lab::LabHost, inventory: &Path, command: jobs::Command) -> HostReport {
+    // The master connection plus up to two fresh logins (firewall, sshd) of the engine.
+    pace(host, 3);
+    let what = format!("{command:?}");
+    let run = support::Provision::new(inventory)
+        .rollback_window(15)
+        .run(command);
+    let report = run.host().clone();
+    print_report(&what, &report, run.elapsed);
+    report
+}
+
+fn print_report(what: &str, report: &HostReport, elapsed: Duration) {
     println!(
-        "--- {mode:?} as {user}: {:?} in {:.1} s, {} round trips{}",
+        "--- {what}: {:?} in {:.1} s, {} round trips{}",
         report.outcome,
-        started.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
         report.round_trips,
         report
             .error
@@ -86,7 +107,6 @@ async fn run(
             println!("    {:?} {}: {}", r.status, r.id, r.detail);
         }
     }
-    report
 }
 
 fn changed_ids(report: &HostReport, status: ResourceStatus) -> Vec<String> {
@@ -153,28 +173,34 @@ fn public_key(host: &lab::LabHost) -> String {
         .to_string()
 }
 
-fn vars_for(host: &lab::LabHost) -> Vars {
-    Vars {
-        timezone: Some("Asia/Shanghai".into()),
-        hostname: Some(format!("{}-hardened", host.name)),
-        deploy_user: Some(DeployUserVars {
-            authorized_keys: Some(vec![public_key(host)]),
-            ..DeployUserVars::default()
-        }),
-        hardening: Some(HardeningVars {
-            allow_ports: Some(vec![8443]),
-            // The controller logs in many times from the lab network during the test.
-            fail2ban_ignore_ips: Some(vec!["10.77.0.0/16".into()]),
-            ..HardeningVars::default()
-        }),
-        // The lab reaches the distribution's archive, not Docker's repository (the
-        // default on Ubuntu).
-        docker: Some(DockerVars {
-            source: Some(common::inventory::DockerSource::Distribution),
-            ..DockerVars::default()
-        }),
-        ..Vars::default()
-    }
+/// The inventory of the fresh-host test, logging in as `user` (written to `dir`).
+fn hardened_inventory(dir: &Path, host: &lab::LabHost, user: &str) -> PathBuf {
+    support::write_inventory(
+        dir,
+        host,
+        &format!("user = \"{user}\""),
+        &format!(
+            r#"[vars]
+timezone = "Asia/Shanghai"
+hostname = "{name}-hardened"
+
+[vars.deploy_user]
+authorized_keys = ["{key}"]
+
+[vars.hardening]
+allow_ports = [8443]
+# The controller logs in many times from the lab network during the test.
+fail2ban_ignore_ips = ["10.77.0.0/16"]
+
+# The lab reaches the distribution's archive, not Docker's repository (the default on
+# Ubuntu).
+[vars.docker]
+source = "distribution"
+"#,
+            name = host.name,
+            key = public_key(host),
+        ),
+    )
 }
 
 const CHECKS: &str = r#"PATH="$PATH:/usr/sbin:/sbin"
@@ -203,18 +229,19 @@ fn sshd_value<'a>(sshd_t: &'a str, key: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
+#[test]
+fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     if !lab::testing::skip_unless_lab() {
         return;
     }
     let host = support::fresh_host_in_area_dir("hardening");
-    let vars = vars_for(&host);
-    let resources = hardening::resources(&vars);
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = hardened_inventory(dir.path(), &host, "root");
+    let up = || jobs::Command::Up { rotate: Vec::new() };
     println!("lab host {} at {}", host.name, host.address);
 
     // Fresh host as root: everything changes and verifies.
-    let first = run(&host, "root", &resources, Mode::Apply).await;
+    let first = provision(&host, &inventory, up());
     assert_eq!(first.outcome, HostOutcome::Changed, "{:?}", first.error);
     let sysctl = first
         .resources
@@ -337,7 +364,7 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     );
 
     // Second run: zero changes.
-    let second = run(&host, "root", &resources, Mode::Apply).await;
+    let second = provision(&host, &inventory, up());
     assert_eq!(second.outcome, HostOutcome::Converged, "{:?}", second.error);
     assert_eq!(
         changed_ids(&second, ResourceStatus::Changed),
@@ -350,8 +377,7 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         "root",
         "sed -i 's/^MaxAuthTries 3$/MaxAuthTries 6/' /etc/ssh/sshd_config.d/00-provision.conf && systemctl restart ssh",
     );
-    let drift = hardening::drift_resources(&vars);
-    let check = run(&host, "root", &drift, Mode::Check).await;
+    let check = provision(&host, &inventory, jobs::Command::Harden { check: true });
     assert_eq!(check.outcome, HostOutcome::Pending);
     assert_eq!(changed_ids(&check, ResourceStatus::Pending), ["sshd"]);
     let sshd_report = check.resources.iter().find(|r| r.id == "sshd").unwrap();
@@ -361,14 +387,15 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         "{diff}"
     );
     println!("drift diff:\n{diff}");
-    let restore = run(&host, "root", &drift, Mode::Apply).await;
+    let restore = provision(&host, &inventory, jobs::Command::Harden { check: false });
     assert_eq!(restore.outcome, HostOutcome::Changed, "{:?}", restore.error);
     assert_eq!(changed_ids(&restore, ResourceStatus::Changed), ["sshd"]);
     let sshd_t = remote(&host, "root", "PATH=$PATH:/usr/sbin; sshd -T");
     assert_eq!(sshd_value(&sshd_t, "maxauthtries"), ["3"]);
 
     // Root login off once the deploy user's key login is proven: log in as deploy.
-    let as_deploy = run(&host, "deploy", &resources, Mode::Apply).await;
+    let inventory = hardened_inventory(dir.path(), &host, "deploy");
+    let as_deploy = provision(&host, &inventory, up());
     assert_eq!(
         as_deploy.outcome,
         HostOutcome::Changed,
@@ -382,7 +409,7 @@ async fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
         !ssh_as(&host, "root", "true").status.success(),
         "root login refused now"
     );
-    let again = run(&host, "deploy", &resources, Mode::Apply).await;
+    let again = provision(&host, &inventory, up());
     assert_eq!(again.outcome, HostOutcome::Converged, "{:?}", again.error);
 
     // Lynis hardening index.
@@ -461,7 +488,7 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
 
     // 1. No drop-in yet: the rollback removes the new one.
     let started = Instant::now();
-    let report = run(&host, "root", &broken, Mode::Apply).await;
+    let report = converge_resources(&host, "root", &broken, Mode::Apply).await;
     println!("rollback took {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(report.outcome, HostOutcome::Failed);
     let error = report.error.clone().unwrap();
@@ -482,14 +509,14 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
     );
 
     // 2. A good drop-in in place: the rollback restores it.
-    let report = run(&host, "root", &good, Mode::Apply).await;
+    let report = converge_resources(&host, "root", &good, Mode::Apply).await;
     assert_eq!(report.outcome, HostOutcome::Changed, "{:?}", report.error);
     let good_text = remote(
         &host,
         "root",
         "cat /etc/ssh/sshd_config.d/00-provision.conf",
     );
-    let report = run(&host, "root", &broken, Mode::Apply).await;
+    let report = converge_resources(&host, "root", &broken, Mode::Apply).await;
     assert_eq!(report.outcome, HostOutcome::Failed);
     assert!(report.error.unwrap().contains("rolled back"));
     assert_eq!(
@@ -500,7 +527,7 @@ async fn bad_sshd_change_is_rolled_back_by_the_host() {
         ),
         good_text
     );
-    let report = run(&host, "root", &good, Mode::Check).await;
+    let report = converge_resources(&host, "root", &good, Mode::Check).await;
     assert_eq!(report.outcome, HostOutcome::Converged, "{:?}", report.error);
 }
 
