@@ -55,12 +55,6 @@ impl Run {
             .map(|rs| rs.iter().filter(|r| r["status"] == "changed").count())
             .unwrap_or(usize::MAX)
     }
-
-    /// The resource `id` in the first host's report; panics showing the run's output.
-    pub fn resource(&self, id: &str) -> &serde_json::Value {
-        find_resource(&self.json, id)
-            .unwrap_or_else(|| panic!("no resource {id} in the report\n{}", self.text))
-    }
 }
 
 /// `provision --inventory INVENTORY --format json ARGS` with `env` added (stdin closed,
@@ -151,18 +145,6 @@ pub fn reload_count(host: &LabHost) -> usize {
     lab::testing::remote(host, "cat /root/reloads 2>/dev/null | wc -l")
         .parse()
         .unwrap()
-}
-
-/// The resource `id` in the first host's entry of a JSON report.
-fn find_resource<'a>(report: &'a serde_json::Value, id: &str) -> Option<&'a serde_json::Value> {
-    report["hosts"][0]["resources"]
-        .as_array()
-        .and_then(|rs| rs.iter().find(|r| r["id"] == id))
-}
-
-/// The resource `id` in the first host's entry of a JSON report; panics showing the report.
-pub fn resource<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    find_resource(report, id).unwrap_or_else(|| panic!("no {id} in {report:#}"))
 }
 
 /// [`provision`] whose stdout must be its JSON report (panics showing the output when it
