@@ -191,6 +191,15 @@ impl Provision {
 
     /// `command`; the inventory not loading (or selecting nothing) is the error.
     pub fn try_run(&self, command: jobs::Command) -> Result<Reports, jobs::JobError> {
+        // `up` installs the renewal timer with the running executable, which here is this
+        // test binary: a host that declares a certificate is a test of the binary.
+        if let Ok(declared) = jobs::certs::declarations(&self.session) {
+            assert!(
+                declared.is_empty(),
+                "{}: a host declares a certificate; run the binary (support::provision)",
+                self.session.inventory.display()
+            );
+        }
         let started = std::time::Instant::now();
         let quiet = std::sync::Arc::new(common::run::Quiet);
         let result = block_on(jobs::run(&self.session, &command, quiet));
