@@ -289,13 +289,7 @@ mod tests {
             r[4].plan(&Facts::default()).unwrap(),
             Plan::noop("runs only when a unit file changes")
         );
-        assert_eq!(
-            r[4].on_watched_change(),
-            [Action::run(
-                "systemctl daemon-reload",
-                "systemctl daemon-reload"
-            )]
-        );
+        assert_eq!(r[4].on_watched_change(), [Action::DaemonReload]);
     }
 
     #[test]

@@ -412,12 +412,22 @@ pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> Appl
     let mut steps = Vec::new();
     let mut packages_done = false;
     let (units, last_enable) = enables(actions);
+    let fused_reload = last_enable.and_then(|e| reload_before(actions, e));
     for (at, a) in actions.iter().enumerate() {
         let (body, reads_stdin) = match a {
             Action::EnableUnits { .. } if Some(at) != last_enable => continue,
             Action::EnableUnits { .. } => {
-                steps.push(format!("enable {}", units.join(" ")));
-                (enable_command(&units), false)
+                let reload = fused_reload.is_some();
+                steps.push(match reload {
+                    true => format!("systemctl daemon-reload + enable {}", units.join(" ")),
+                    false => format!("enable {}", units.join(" ")),
+                });
+                (enable_command(&units, reload), false)
+            }
+            Action::DaemonReload if Some(at) == fused_reload => continue,
+            Action::DaemonReload => {
+                steps.push(a.describe());
+                ("systemctl daemon-reload".to_string(), false)
             }
             Action::InstallPackages { .. } | Action::UpgradePackages { .. } if packages_done => {
                 continue;
@@ -461,15 +471,44 @@ pub(crate) fn build_apply_script(actions: &[&Action], options: &Options) -> Appl
 /// package's own install did it), and each `systemctl enable` reloads the whole manager,
 /// on Debian once more for each unit with a SysV script (`systemd-sysv-install`).
 /// `systemctl is-enabled` reads the unit files on disk and succeeds for the states
-/// [`crate::facts::builtin::UnitStateValue`] counts as enabled.
-fn enable_command(units: &[String]) -> String {
+/// [`crate::facts::builtin::UnitStateValue`] counts as enabled. `reload`: the step also
+/// does the daemon-reload that came right before it, once, after the enables.
+fn enable_command(units: &[String], reload: bool) -> String {
     let words: Vec<String> = units.iter().map(|u| quote(u)).collect();
+    let enable = match reload {
+        true => {
+            "if [ $# -gt 0 ]; then systemctl enable --no-reload -- \"$@\"; fi\nsystemctl daemon-reload"
+        }
+        false => "if [ $# -gt 0 ]; then systemctl enable -- \"$@\"; fi",
+    };
     format!(
         "set --\n\
          for __unit in {}; do systemctl is-enabled --quiet -- \"$__unit\" 2>/dev/null || set -- \"$@\" \"$__unit\"; done\n\
-         if [ $# -gt 0 ]; then systemctl enable -- \"$@\"; fi",
+         {enable}",
         words.join(" ")
     )
+}
+
+/// The daemon-reload the enable step at `enable` can do: the action rendered right
+/// before it (only skipped enables and merged apt actions between them), so nothing
+/// between the two needs the reload first.
+fn reload_before(actions: &[&Action], enable: usize) -> Option<usize> {
+    let first_apt = actions.iter().position(|a| {
+        matches!(
+            a,
+            Action::InstallPackages { .. } | Action::UpgradePackages { .. }
+        )
+    });
+    for at in (0..enable).rev() {
+        match actions[at] {
+            Action::DaemonReload => return Some(at),
+            Action::EnableUnits { .. } => {}
+            Action::InstallPackages { .. } | Action::UpgradePackages { .. }
+                if first_apt != Some(at) => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// Every unit the actions enable, each once in order, and where the last enable is.
@@ -551,7 +590,7 @@ fn uses_apt(action: &Action) -> bool {
     match action {
         Action::InstallPackages { .. } | Action::UpgradePackages { .. } => true,
         Action::Run { script, .. } => apt_lock::uses_apt(script),
-        Action::WriteFile(_) | Action::EnableUnits { .. } => false,
+        Action::WriteFile(_) | Action::EnableUnits { .. } | Action::DaemonReload => false,
     }
 }
 
@@ -1045,6 +1084,67 @@ mod tests {
         assert_eq!(
             systemctl("docker.service\n-backup.timer\n"),
             [vec!["start", "docker.service"]]
+        );
+    }
+
+    /// Issue 14: a daemon-reload right before the enable step (an app's unit files, then
+    /// their timer enabled) is done by that step: `systemctl enable --no-reload` of what
+    /// is not enabled, then one reload, also when nothing was left to enable. A reload
+    /// with another step between it and the enable stays where it is.
+    #[test]
+    fn a_daemon_reload_right_before_the_enable_step_is_done_by_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let timer = Action::EnableUnits {
+            units: vec!["app-backup.timer".into()],
+        };
+        let start = Action::run("start app-backup.timer", "systemctl start app-backup.timer");
+        let apply = build_apply_script(
+            &[&Action::DaemonReload, &timer, &start],
+            &Options::default(),
+        );
+        assert_eq!(
+            apply.steps,
+            [
+                "systemctl daemon-reload + enable app-backup.timer",
+                "start app-backup.timer"
+            ]
+        );
+        let systemctl = |enabled: &str| {
+            std::fs::write(dir.path().join("enabled"), enabled).unwrap();
+            let _ = std::fs::remove_file(dir.path().join("record"));
+            let (out, record) = run_locally(&apply, dir.path());
+            assert!(out.status.success(), "{out:?}");
+            record
+                .split("\n\n")
+                .filter(|c| c.starts_with("systemctl"))
+                .map(|c| c.lines().skip(1).collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            systemctl(""),
+            [
+                "enable --no-reload -- app-backup.timer",
+                "daemon-reload",
+                "start app-backup.timer"
+            ]
+        );
+        assert_eq!(
+            systemctl("app-backup.timer\n"),
+            ["daemon-reload", "start app-backup.timer"]
+        );
+        // A step between them may need the reload: both stay.
+        let restart = Action::run("restart x", "systemctl restart x.service");
+        let apart = build_apply_script(
+            &[&Action::DaemonReload, &restart, &timer],
+            &Options::default(),
+        );
+        assert_eq!(
+            apart.steps,
+            [
+                "systemctl daemon-reload",
+                "restart x",
+                "enable app-backup.timer"
+            ]
         );
     }
 

@@ -156,6 +156,9 @@ pub enum Action {
     /// enable -- UNITS` (each `systemctl enable` reloads the whole manager), at the place
     /// of the script's last enable, so after every unit's file.
     EnableUnits { units: Vec<String> },
+    /// `systemctl daemon-reload`. One right before a script's enable step is done by that
+    /// step (enabling reloads the manager anyway): one reload, not two.
+    DaemonReload,
 }
 
 impl Action {
@@ -176,6 +179,7 @@ impl Action {
             Action::WriteFile(w) => format!("write {}", w.path),
             Action::Run { description, .. } => description.clone(),
             Action::EnableUnits { units } => format!("enable {}", units.join(" ")),
+            Action::DaemonReload => "systemctl daemon-reload".into(),
         }
     }
 }

@@ -29,15 +29,8 @@ impl Trigger {
     /// `systemctl daemon-reload` after one of `unit_files` (resource ids) changed: placed
     /// after the unit files and before their services are enabled or started.
     pub fn daemon_reload(id: ResourceId, unit_files: Vec<ResourceId>) -> Self {
-        Self::new(
-            id,
-            unit_files,
-            vec![Action::run(
-                "systemctl daemon-reload",
-                "systemctl daemon-reload",
-            )],
-        )
-        .because("runs only when a unit file changes")
+        Self::new(id, unit_files, vec![Action::DaemonReload])
+            .because("runs only when a unit file changes")
     }
 
     /// Says why it is a no-op in terms of what it watches.
@@ -85,12 +78,6 @@ mod tests {
         );
         assert!(t.probes().is_empty());
         assert_eq!(t.watches(), ["file:/etc/x.service"]);
-        assert_eq!(
-            t.on_watched_change(),
-            [Action::run(
-                "systemctl daemon-reload",
-                "systemctl daemon-reload"
-            )]
-        );
+        assert_eq!(t.on_watched_change(), [Action::DaemonReload]);
     }
 }
