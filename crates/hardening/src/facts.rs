@@ -50,8 +50,9 @@ pub struct Version(pub u32, pub u32);
 /// The package sshd comes from on every supported OS.
 pub(crate) const OPENSSH_PACKAGE: &str = "openssh-server";
 
-/// The OpenSSH version of the installed `openssh-server` package, read from the dpkg
-/// listing every gather already holds (`1:9.2p1-2+deb12u3` is 9.2): the version of the
+/// The OpenSSH version of the `openssh-server` package on disk, read from the dpkg
+/// listing every gather already holds (`1:9.2p1-2+deb12u3` is 9.2; held, or in the middle
+/// of an upgrade, too: [`common::facts::builtin::UnpackedPackages`]): the version of the
 /// `sshd` binary on disk, the one that parses the config. Running `ssh -V` for it cost a
 /// process that loads OpenSSL, the second slowest probe of a no-op.
 pub(crate) fn openssh_version(installed: &BTreeMap<String, String>) -> Result<Version, FactError> {

@@ -26,7 +26,7 @@
 //! drop-in also says `AllowUsers nobody-provision-test`: sshd accepts it, every new login
 //! fails, and the commit-confirmed apply must roll it back.
 
-use common::facts::builtin::{InstalledPackages, PathKind, PathState, PathStateValue, UnitState};
+use common::facts::builtin::{PathKind, PathState, PathStateValue, UnitState, UnpackedPackages};
 use common::resource::ResourceId;
 use common::shell::quote;
 use common::{Action, Fact, FactError, Facts, Plan, Probe, Resource};
@@ -530,7 +530,7 @@ fn socket_unit() -> UnitState {
 impl SshdConfig {
     /// What the plan renders, from the facts (also used by tests and the drift report).
     pub fn desired(&self, facts: &Facts) -> Result<(Vec<Directive>, String, RootLogin), FactError> {
-        let version = openssh_version(&facts.read(&InstalledPackages)?)?;
+        let version = openssh_version(&facts.read(&UnpackedPackages)?)?;
         let login_user = facts.read(&LoginUser)?;
         let root = root_login(&self.settings, &login_user);
         let host_keys = host_key_paths();
@@ -547,7 +547,7 @@ impl Resource for SshdConfig {
 
     fn probes(&self) -> Vec<Probe> {
         vec![
-            InstalledPackages.probe(),
+            UnpackedPackages.probe(),
             LoginUser.probe(),
             SshdEffective.probe(),
             PathState::new(DROP_IN_PATH).probe(),

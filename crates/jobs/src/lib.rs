@@ -193,7 +193,7 @@ pub async fn run(
 }
 
 /// `up`, `check`, `harden`: converge (or check) every selected host.
-pub async fn converge(
+pub(crate) async fn converge(
     session: &Session,
     mode: Mode,
     job: Job,

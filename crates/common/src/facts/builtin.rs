@@ -72,8 +72,9 @@ echo "os_id=$ID"; echo "os_version=$VERSION_ID"; echo "os_codename=${{VERSION_CO
 read -r __b < /proc/sys/kernel/random/boot_id
 if [ -r {cache} ] && {{ read -r __cb; read -r __virt; read -r __arch; }} < {cache} && [ "$__cb" = "$__b" ] && [ -n "$__virt" ] && [ -n "$__arch" ]; then :; else
   __virt=$(systemd-detect-virt 2>/dev/null); [ -n "$__virt" ] || __virt=none
-  __arch=$(dpkg --print-architecture 2>/dev/null || uname -m)
-  {{ printf '%s\n%s\n%s\n' "$__b" "$__virt" "$__arch" > {cache}.$$ && mv -f -- {cache}.$$ {cache}; }} 2>/dev/null || rm -f -- {cache}.$$
+  if __arch=$(dpkg --print-architecture 2>/dev/null) && [ -n "$__arch" ]; then
+    {{ printf '%s\n%s\n%s\n' "$__b" "$__virt" "$__arch" > {cache}.$$ && mv -f -- {cache}.$$ {cache}; }} 2>/dev/null || rm -f -- {cache}.$$
+  else __arch=$(uname -m); fi
 fi
 echo "virtualization=$__virt"
 if [ -r /etc/hostname ] && read -r h < /etc/hostname; then echo "hostname=$h"; else echo "hostname=$(hostname)"; fi
@@ -143,7 +144,8 @@ impl Fact for HostInfo {
 pub struct InstalledPackages;
 
 impl Fact for InstalledPackages {
-    /// Package name (without `:arch`) → version, for packages fully installed.
+    /// Package name (without `:arch`) → version, for packages fully installed (selected
+    /// to stay installed or held: `ii` and `hi`, without an error flag).
     type Value = BTreeMap<String, String>;
 
     fn probe(&self) -> Probe {
@@ -154,23 +156,61 @@ impl Fact for InstalledPackages {
     }
 
     fn parse(&self, output: &ProbeOutput) -> Result<Self::Value, FactError> {
-        require_success("dpkg", output)?;
-        let mut installed = BTreeMap::new();
-        for line in output.stdout.lines().filter(|l| !l.is_empty()) {
-            let mut fields = line.split('\t');
-            let (Some(name), Some(status), Some(version)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                return Err(parse_error("dpkg", "package line", line));
-            };
-            // `ii ` = desired install, installed, no error.
-            if status.trim_end() == "ii" {
-                let name = name.split(':').next().unwrap_or(name);
-                installed.insert(name.to_string(), version.to_string());
-            }
-        }
-        Ok(installed)
+        dpkg_listing(output, |status| {
+            matches!(
+                status.as_bytes(),
+                [b'i' | b'h', b'i', b' ', ..] | [b'i' | b'h', b'i']
+            )
+        })
     }
+}
+
+/// Packages whose files are on disk, from the same listing as [`InstalledPackages`]:
+/// fully installed, held, or in the middle of an install or upgrade (unpacked,
+/// half-configured, awaiting or pending triggers), whatever their selection. What a
+/// program's version is read from while unattended-upgrades may be upgrading it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackedPackages;
+
+impl Fact for UnpackedPackages {
+    /// Package name (without `:arch`) → the version dpkg lists for it.
+    type Value = BTreeMap<String, String>;
+
+    fn probe(&self) -> Probe {
+        InstalledPackages.probe()
+    }
+
+    fn parse(&self, output: &ProbeOutput) -> Result<Self::Value, FactError> {
+        dpkg_listing(output, |status| {
+            matches!(
+                status.as_bytes().get(1),
+                Some(b'i' | b'U' | b'F' | b'W' | b't')
+            )
+        })
+    }
+}
+
+/// The dpkg listing's packages whose `db:Status-Abbrev` (selection, state, error flag)
+/// `keep` accepts.
+fn dpkg_listing(
+    output: &ProbeOutput,
+    keep: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, String>, FactError> {
+    require_success("dpkg", output)?;
+    let mut packages = BTreeMap::new();
+    for line in output.stdout.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.split('\t');
+        let (Some(name), Some(status), Some(version)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(parse_error("dpkg", "package line", line));
+        };
+        if keep(status) {
+            let name = name.split(':').next().unwrap_or(name);
+            packages.insert(name.to_string(), version.to_string());
+        }
+    }
+    Ok(packages)
 }
 
 /// Type, mode, owner and (for regular files up to 1 MiB) content of a path.
@@ -511,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists_are_counted_like_getconf() {
+    fn cpu_lists_are_counted_range_by_range() {
         assert_eq!(count_cpu_list("0\n"), Some(1));
         assert_eq!(count_cpu_list("0-1"), Some(2));
         assert_eq!(count_cpu_list("0-3,5,8-9"), Some(7));
@@ -548,7 +588,13 @@ mod tests {
         };
         let status = if virt == "none" { 1 } else { 0 };
         fake("systemd-detect-virt", format!("echo {virt}; exit {status}"));
-        fake("dpkg", format!("echo {arch}"));
+        fake(
+            "dpkg",
+            match arch {
+                "fails" => "exit 2".to_string(),
+                arch => format!("echo {arch}"),
+            },
+        );
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(host_script(cache.to_str().unwrap()))
@@ -592,6 +638,15 @@ mod tests {
         );
         let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
         assert_eq!(Some(first.cpus), count_cpu_list(&online));
+        let getconf = std::process::Command::new("getconf")
+            .arg("_NPROCESSORS_ONLN")
+            .output()
+            .unwrap();
+        assert_eq!(
+            first.cpus.to_string(),
+            String::from_utf8(getconf.stdout).unwrap().trim(),
+            "what getconf counts"
+        );
 
         // Warm: the programs are not run again this boot.
         let warm = run_host_probe(dir.path(), &cache, "qemu-changed", "i386");
@@ -607,6 +662,19 @@ mod tests {
         std::fs::write(&cache, boot.trim_end()).unwrap();
         let torn = run_host_probe(dir.path(), &cache, "vmware", "amd64");
         assert_eq!(torn.virtualization, "vmware");
+
+        // Without dpkg's answer the kernel's machine name stands in, for this run only.
+        std::fs::remove_file(&cache).unwrap();
+        let no_dpkg = run_host_probe(dir.path(), &cache, "kvm", "fails");
+        let machine = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        assert_eq!(
+            no_dpkg.architecture,
+            String::from_utf8(machine.stdout).unwrap().trim()
+        );
+        assert!(!cache.exists(), "nothing kept from a failed dpkg");
     }
 
     #[test]
@@ -626,6 +694,35 @@ mod tests {
             "rc (removed, config kept) is not installed"
         );
         assert!(!v.contains_key("htop"), "half-installed is not installed");
+    }
+
+    /// Review of issue 14's change: a held package (`apt-mark hold`: `hi`) is installed;
+    /// the version of one being upgraded (unpacked, half-configured) is still known.
+    #[test]
+    fn held_packages_are_installed_and_an_upgrading_one_has_a_version() {
+        let listing = ok("openssh-server\thi \t1:10.0p1-7+deb13u4\n\
+             docker.io\tiU \t26.1.5+dfsg1-9\n\
+             fail2ban\tiF \t1.1.0-7\n\
+             vim\trc \t2:9.1.1230-2\n\
+             htop\tiH \t3.4.1-4\n\
+             curl\tii \t8.14.1-2\n\
+             broken\tiiR\t1.0\n");
+        let installed = InstalledPackages.parse(&listing).unwrap();
+        assert_eq!(
+            installed.keys().collect::<Vec<_>>(),
+            ["curl", "openssh-server"],
+            "fully installed, held included"
+        );
+        let unpacked = UnpackedPackages.parse(&listing).unwrap();
+        assert_eq!(
+            unpacked.keys().collect::<Vec<_>>(),
+            ["broken", "curl", "docker.io", "fail2ban", "openssh-server"]
+        );
+        assert_eq!(
+            UnpackedPackages.probe(),
+            InstalledPackages.probe(),
+            "one probe"
+        );
     }
 
     #[test]

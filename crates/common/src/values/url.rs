@@ -114,7 +114,7 @@ impl ServiceUrl {
                 return Ok(ServiceUrl(s.to_string()));
             }
             return Err(format!(
-                "{s:?} is plain HTTP; use https:// (plain HTTP is accepted for 127.0.0.1 only)"
+                "{s:?} is plain HTTP; use https:// (plain HTTP is accepted only to this machine: 127.0.0.1, localhost, [::1])"
             ));
         }
         match s.strip_prefix("https://") {
