@@ -304,7 +304,9 @@ finally:
 "#;
 
 /// Shell that runs `commands` (each the words of one `ufw` command line) through
-/// [`UFW_BATCH`], or one `ufw` per command where that front end is not usable.
+/// [`UFW_BATCH`], or one `ufw` per command where that front end is not usable. Python
+/// runs from `/`: with `-c` it imports from the working directory first, which is the
+/// login's home (a `json.py` there would run as root, or break every firewall apply).
 fn ufw_batch(commands: &[Vec<String>]) -> String {
     let json = serde_json::to_string(commands).expect("a list of strings serializes");
     let one_by_one: Vec<String> = commands
@@ -313,7 +315,7 @@ fn ufw_batch(commands: &[Vec<String>]) -> String {
         .collect();
     format!(
         "__rc=0\n\
-         if command -v python3 >/dev/null 2>&1; then python3 -c {program} {json} || __rc=$?; else __rc={UFW_BATCH_UNUSABLE}; fi\n\
+         if command -v python3 >/dev/null 2>&1; then (cd / && exec python3 -c {program} {json}) || __rc=$?; else __rc={UFW_BATCH_UNUSABLE}; fi\n\
          if [ $__rc -eq {UFW_BATCH_UNUSABLE} ]; then\n{one_by_one}\nelif [ $__rc -ne 0 ]; then exit $__rc; fi",
         program = quote(UFW_BATCH),
         json = quote(&json),
@@ -1182,6 +1184,26 @@ mod tests {
             2,
             "stopped at the failure: {record}"
         );
+    }
+
+    /// Review of issue 14's batch: a module in the login's directory (the apply's working
+    /// directory) is never imported by the batch running as root.
+    #[test]
+    fn the_batch_never_imports_from_the_working_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fake_ufw(dir.path(), true);
+        for module in ["json", "shutil", "sys"] {
+            std::fs::write(
+                dir.path().join(format!("{module}.py")),
+                "open('imported-from-cwd', 'w').close()\nraise SystemExit(42)\n",
+            )
+            .unwrap();
+        }
+        let commands = words(&[&["allow", "80/tcp"]]);
+        let (ok, stderr, record) = run_batch(dir.path(), &commands);
+        assert!(ok, "{stderr}");
+        assert_eq!(record.lines().count(), 1, "{record}");
+        assert!(!dir.path().join("imported-from-cwd").exists());
     }
 
     /// Issue 14: `enable` of a firewall not in the kernel yet is UFW's boot start
