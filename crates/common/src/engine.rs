@@ -904,6 +904,24 @@ mod tests {
     use super::*;
     use crate::shell::Command;
 
+    /// The `systemctl` calls (each its words) of `apply` run locally where the units in
+    /// `enabled` (one per line) are enabled already.
+    fn systemctl_calls(
+        apply: &ApplyScript,
+        dir: &std::path::Path,
+        enabled: &str,
+    ) -> Vec<Vec<String>> {
+        std::fs::write(dir.join("enabled"), enabled).unwrap();
+        let _ = std::fs::remove_file(dir.join("record"));
+        let (out, record) = run_locally(apply, dir);
+        assert!(out.status.success(), "{out:?}");
+        record
+            .split("\n\n")
+            .filter(|c| c.starts_with("systemctl"))
+            .map(|c| c.lines().skip(1).map(str::to_string).collect())
+            .collect()
+    }
+
     /// Run an apply script locally with fake `apt-get`, `visudo` and `chown` that record
     /// their argv (one word per line) in `$RECORD`.
     fn run_locally(apply: &ApplyScript, dir: &std::path::Path) -> (std::process::Output, String) {
@@ -919,13 +937,12 @@ mod tests {
                 }
                 _ => "",
             };
-            std::fs::write(
+            crate::testing::write_program(
                 &path,
-                format!("#!/bin/sh\n{query}{{ echo {tool}; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; echo; }} >> \"$RECORD\"\n"),
-            )
-            .unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+                &format!(
+                    "{query}{{ echo {tool}; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; echo; }} >> \"$RECORD\""
+                ),
+            );
         }
         let record = dir.join("record");
         let out = std::process::Command::new("sh")
@@ -1056,17 +1073,7 @@ mod tests {
                 "enable docker.service -backup.timer".to_string(),
             ]
         );
-        let systemctl = |enabled: &str| {
-            std::fs::write(dir.path().join("enabled"), enabled).unwrap();
-            let _ = std::fs::remove_file(dir.path().join("record"));
-            let (out, record) = run_locally(&apply, dir.path());
-            assert!(out.status.success(), "{out:?}");
-            record
-                .split("\n\n")
-                .filter(|c| c.starts_with("systemctl"))
-                .map(|c| c.lines().skip(1).map(str::to_string).collect::<Vec<_>>())
-                .collect::<Vec<_>>()
-        };
+        let systemctl = |enabled: &str| systemctl_calls(&apply, dir.path(), enabled);
         assert_eq!(
             systemctl(""),
             [
@@ -1110,15 +1117,8 @@ mod tests {
             ]
         );
         let systemctl = |enabled: &str| {
-            std::fs::write(dir.path().join("enabled"), enabled).unwrap();
-            let _ = std::fs::remove_file(dir.path().join("record"));
-            let (out, record) = run_locally(&apply, dir.path());
-            assert!(out.status.success(), "{out:?}");
-            record
-                .split("\n\n")
-                .filter(|c| c.starts_with("systemctl"))
-                .map(|c| c.lines().skip(1).collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>()
+            let calls = systemctl_calls(&apply, dir.path(), enabled);
+            calls.into_iter().map(|c| c.join(" ")).collect::<Vec<_>>()
         };
         assert_eq!(
             systemctl(""),

@@ -21,6 +21,14 @@ pub async fn run_alone(
     })
 }
 
+/// Write `script` as an executable `sh` program at `path` (a fake of a host's tool for a
+/// test that runs a probe or an apply script with the local `sh`).
+pub fn write_program(path: &std::path::Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("#!/bin/sh\n{script}\n")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
 /// A successful probe output.
 pub fn ok(stdout: &str) -> ProbeOutput {
     ProbeOutput {

@@ -1264,10 +1264,7 @@ done"#
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         for (name, body) in [("ufw", "exit 0"), ("iptables", "exit 1")] {
-            let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            common::testing::write_program(&bin.join(name), body);
         }
         let run = |script: &str| {
             let out = std::process::Command::new("sh")
@@ -1348,16 +1345,13 @@ done"#
         std::fs::write(r.join("var/lib/apt/lists/x_Packages"), "Package: a\n").unwrap();
         // A fake apt-get that counts its runs and offers one upgrade.
         let apt = r.join("bin/apt-get");
-        std::fs::write(
+        common::testing::write_program(
             &apt,
-            format!(
-                "#!/bin/sh\necho run >> {}/apt-runs\necho 'Inst openssl [3.0.1] (3.0.2 stable)'\necho 'Conf openssl (3.0.2 stable)'\n",
+            &format!(
+                "echo run >> {}/apt-runs\necho 'Inst openssl [3.0.1] (3.0.2 stable)'\necho 'Conf openssl (3.0.2 stable)'",
                 r.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&apt, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         let script = pending_upgrades_script(&r.display().to_string());
         let run = || {
             let out = std::process::Command::new("sh")
@@ -1413,7 +1407,7 @@ done"#
         std::fs::write(r.join("var/lib/apt/lists/y_Packages"), "").unwrap();
         assert_eq!(probe().1, 5, "the lists changed");
         // A failing apt is an error, and nothing is cached from it.
-        std::fs::write(&apt, "#!/bin/sh\necho 'E: broken' >&2\nexit 100\n").unwrap();
+        common::testing::write_program(&apt, "echo 'E: broken' >&2\nexit 100");
         std::fs::write(r.join("var/lib/dpkg/status"), "").unwrap();
         let out = std::process::Command::new("sh")
             .arg("-c")

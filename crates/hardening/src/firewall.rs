@@ -1065,13 +1065,7 @@ mod tests {
                 ),
                 ("iptables", format!("exit {}", if loaded { 0 } else { 1 })),
             ] {
-                let path = dir.join(tool);
-                std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-                std::fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o755),
-                )
-                .unwrap();
+                common::testing::write_program(&dir.join(tool), &body);
             }
             frontend.push_str(&format!(
                 "class Backend:\n\
@@ -1100,14 +1094,10 @@ mod tests {
         std::fs::write(pkg.join("frontend.py"), frontend).unwrap();
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let ufw = bin.join("ufw");
-        std::fs::write(
-            &ufw,
-            "#!/bin/sh\nprintf 'ufw' >> \"$RECORD\"; for a in \"$@\"; do printf ' [%s]' \"$a\" >> \"$RECORD\"; done; echo >> \"$RECORD\"\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&ufw, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        common::testing::write_program(
+            &bin.join("ufw"),
+            "printf 'ufw' >> \"$RECORD\"; for a in \"$@\"; do printf ' [%s]' \"$a\" >> \"$RECORD\"; done; echo >> \"$RECORD\"",
+        );
     }
 
     /// Runs [`ufw_batch`] of `commands` as a step body runs (`set -e`) against

@@ -580,17 +580,14 @@ mod tests {
     ) -> HostInfoValue {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        let fake = |name: &str, body: String| {
-            let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
         let status = if virt == "none" { 1 } else { 0 };
-        fake("systemd-detect-virt", format!("echo {virt}; exit {status}"));
-        fake(
-            "dpkg",
-            match arch {
+        crate::testing::write_program(
+            &bin.join("systemd-detect-virt"),
+            &format!("echo {virt}; exit {status}"),
+        );
+        crate::testing::write_program(
+            &bin.join("dpkg"),
+            &match arch {
                 "fails" => "exit 2".to_string(),
                 arch => format!("echo {arch}"),
             },
