@@ -177,7 +177,7 @@ mod tests {
         );
         assert_eq!(r[2].watches(), [r[0].id(), r[1].id()]);
         assert_eq!(
-            r[2].on_watched_change(),
+            r[2].on_watched_change(&Facts::default()).unwrap(),
             [Action::run(
                 "reload after the certificate in /opt/app/ssl/ changed",
                 "systemctl reload nginx"

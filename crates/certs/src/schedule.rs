@@ -289,7 +289,10 @@ mod tests {
             r[4].plan(&Facts::default()).unwrap(),
             Plan::noop("runs only when a unit file changes")
         );
-        assert_eq!(r[4].on_watched_change(), [Action::DaemonReload]);
+        assert_eq!(
+            r[4].on_watched_change(&Facts::default()).unwrap(),
+            [Action::DaemonReload]
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ fn plan_all(resources: &[Box<dyn Resource>], facts: &Facts) -> Vec<Result<Planne
                 changed.insert(r.id());
             }
             let triggered = match fires {
-                true => r.on_watched_change(),
+                true => r.on_watched_change(facts)?,
                 false => Vec::new(),
             };
             Ok(Planned { plan, triggered })

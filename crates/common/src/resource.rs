@@ -240,8 +240,10 @@ pub trait Resource: Send + Sync {
         Vec::new()
     }
 
-    fn on_watched_change(&self) -> Vec<Action> {
-        Vec::new()
+    /// The steps a watched change adds after this resource's own, decided from the same
+    /// facts as its plan (a restart can depend on whether the unit runs at plan time).
+    fn on_watched_change(&self, _facts: &Facts) -> Result<Vec<Action>, PlanError> {
+        Ok(Vec::new())
     }
 
     /// The plan when a watched resource changed in the same run (so that

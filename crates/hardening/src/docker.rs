@@ -364,17 +364,21 @@ pub(crate) fn daemon_json(vars: &DockerVars) -> String {
     text
 }
 
-/// The Docker set after its packages: daemon.json and the service (restarted when
-/// daemon.json changed).
-pub fn resources(vars: &DockerVars) -> Vec<Box<dyn Resource>> {
-    vec![
-        Box::new(File::new(DAEMON_JSON_PATH, daemon_json(vars)).mode(0o644)),
-        Box::new(
-            Service::running("docker.service")
-                .reload_on([ResourceId::file(DAEMON_JSON_PATH)])
-                .restart_on_change(),
-        ),
-    ]
+/// daemon.json, placed before the run's first package install (see
+/// [`crate::resources_at`]): the daemon its package starts reads it from the start.
+pub fn daemon_config(vars: &DockerVars) -> File {
+    File::new(DAEMON_JSON_PATH, daemon_json(vars)).mode(0o644)
+}
+
+/// docker.service after its packages: enabled and running, restarted when daemon.json
+/// changed while it was running; a daemon not running when the run planned starts with
+/// the new daemon.json (written before its package install), so a restart would be a
+/// second start.
+pub fn service() -> Service {
+    Service::running("docker.service")
+        .reload_on([ResourceId::file(DAEMON_JSON_PATH)])
+        .restart_on_change()
+        .restart_only_if_running()
 }
 
 #[cfg(test)]
@@ -692,10 +696,14 @@ mod tests {
             ..DockerVars::default()
         };
         insta::assert_snapshot!("daemon.json-registry-mirrors", daemon_json(&mirrored));
-        let rs = resources(&DockerVars::default());
-        assert_eq!(rs[1].watches(), [rs[0].id()]);
+        let (config, service) = (daemon_config(&DockerVars::default()), service());
+        assert_eq!(service.watches(), [config.id()]);
+        let active = facts(&[(
+            "unit:docker.service",
+            ok("LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n"),
+        )]);
         assert_eq!(
-            scripts(&rs[1].on_watched_change()),
+            scripts(&service.on_watched_change(&active).unwrap()),
             ["systemctl restart docker.service"]
         );
     }

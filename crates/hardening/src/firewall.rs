@@ -1317,7 +1317,7 @@ mod tests {
         };
         assert_eq!(s.watches(), [jail.id()]);
         assert_eq!(
-            scripts(&s.on_watched_change()),
+            scripts(&s.on_watched_change(&Facts::default()).unwrap()),
             ["systemctl restart fail2ban.service"]
         );
         assert_eq!(packages(true, true), ["ufw", "fail2ban", "python3-systemd"]);

@@ -2,8 +2,8 @@
 //! seeds/001's security practices do by hand, as resources the engine plans and applies.
 //!
 //! * [`resources`]: everything `provision up` applies from this crate, in order: the
-//!   preflight report, the distribution's mirror (`apt.mirror`) and Docker's apt
-//!   repository (before any install), every package set
+//!   preflight report, the distribution's mirror (`apt.mirror`), Docker's apt
+//!   repository and daemon.json (before any install), every package set
 //!   (the engine merges them into one apt transaction), the base system, OS hardening,
 //!   Docker, fail2ban, and last the changes that can cut access, each applied
 //!   commit-confirmed: the deploy user's keys and sudo, UFW, sshd.
@@ -176,6 +176,10 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
         out.push(Box::new(docker::DockerRepository {
             vars: docker_vars.clone(),
         }));
+        // Before the first package set: the engine moves every install and the upgrade
+        // into the run's first apt action, whose Docker package starts dockerd; written
+        // first, daemon.json is read by that start and needs no restart after it.
+        out.push(Box::new(docker::daemon_config(&docker_vars)));
     }
     out.extend(base::package_resources(vars));
     out.extend(hardening_packages(sel));
@@ -189,7 +193,7 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
     out.extend(hardening_middle(sel, &mut manager_watch));
     out.push(base::systemd_reexec(manager_watch));
     if sel.docker {
-        out.extend(docker::resources(&docker_vars));
+        out.push(Box::new(docker::service()));
     }
     out.extend(fail2ban(vars, sel));
     out.push(Box::new(reboot::RebootRequired::of(vars)));
@@ -262,6 +266,171 @@ mod tests {
         let repo = ids.iter().position(|i| i == "docker:repository").unwrap();
         let first_packages = ids.iter().position(|i| i.starts_with("packages:")).unwrap();
         assert!(repo < first_packages);
+        let daemon_json = ids
+            .iter()
+            .position(|i| i == "file:/etc/docker/daemon.json")
+            .unwrap();
+        assert!(daemon_json < first_packages, "{ids:?}");
+    }
+
+    /// The resources of `up` that install and start Docker, in their real order: the base
+    /// package set (the run's first apt action), Docker's repository, packages,
+    /// daemon.json and service.
+    fn docker_job() -> (Vars, Vec<Box<dyn Resource>>) {
+        let vars = Vars {
+            hardening: Some(HardeningVars {
+                enabled: Some(false),
+                ..HardeningVars::default()
+            }),
+            ..Vars::default()
+        };
+        let wanted = [
+            "docker:repository",
+            "file:/etc/docker/daemon.json",
+            "packages:base",
+            "packages:docker",
+            "service:docker.service",
+        ];
+        let rs: Vec<Box<dyn Resource>> = resources(&vars)
+            .into_iter()
+            .filter(|r| wanted.contains(&r.id().as_str()))
+            .collect();
+        assert_eq!(rs.len(), wanted.len(), "{:?}", ids(&rs));
+        (vars, rs)
+    }
+
+    /// A Debian 12 host's probe outputs: `installed` (every package of the job, or none),
+    /// daemon.json's content (`None`: absent) and docker.service's state.
+    fn docker_host(
+        vars: &Vars,
+        installed: bool,
+        daemon_json: Option<&str>,
+        docker: &str,
+    ) -> std::collections::BTreeMap<String, common::ProbeOutput> {
+        use crate::testing::*;
+        let host =
+            common::Fact::parse(&common::facts::builtin::HostInfo, &ok(HOST_DEBIAN12_NSPAWN))
+                .unwrap();
+        let mut dpkg = String::new();
+        if installed {
+            let source = docker::source_for(&DockerVars::default(), &host);
+            for p in base::packages(vars)
+                .iter()
+                .map(String::as_str)
+                .chain(docker::packages_for(source, &host))
+            {
+                dpkg.push_str(&format!("{p}\tii \t1.0\n"));
+            }
+        }
+        let mut m = std::collections::BTreeMap::from([
+            ("host".to_string(), ok(HOST_DEBIAN12_NSPAWN)),
+            ("dpkg".to_string(), ok(&dpkg)),
+            (
+                "unit:docker.service".to_string(),
+                ok(&format!("LoadState=loaded\n{docker}")),
+            ),
+        ]);
+        for path in [
+            "/etc/apt/keyrings/docker.asc",
+            "/etc/apt/sources.list.d/docker.list",
+            "/etc/apt/preferences.d/docker.pref",
+        ] {
+            m.insert(format!("path:{path}"), ok("absent\n"));
+        }
+        m.insert(
+            "path:/etc/docker/daemon.json".to_string(),
+            match daemon_json {
+                Some(text) => file_state(text, 0o644, "root", "root"),
+                None => ok("absent\n"),
+            },
+        );
+        m
+    }
+
+    /// `up` of [`docker_job`] on a simulated host: its report and the apply script.
+    fn apply_docker_job(
+        before: std::collections::BTreeMap<String, common::ProbeOutput>,
+        after: std::collections::BTreeMap<String, common::ProbeOutput>,
+    ) -> (common::report::HostReport, String) {
+        let (_, rs) = docker_job();
+        let host = common::testing::simulated_host("web1", before, after);
+        let report = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(common::engine::converge(
+                &host,
+                &rs,
+                &common::engine::Options::default(),
+            ));
+        let calls = host.calls();
+        let apply = calls
+            .iter()
+            .find(|c| c.script.contains("@@provision-step-"))
+            .map(|c| c.script.clone())
+            .unwrap_or_else(|| panic!("no apply script: {report:#?}"));
+        (report, apply)
+    }
+
+    /// Issue 14: on a fresh host dockerd is started once, by its package inside the run's
+    /// one apt transaction, with daemon.json already in place: the write comes before
+    /// the apt step, and no restart follows.
+    #[test]
+    fn a_fresh_host_gets_daemon_json_before_docker_is_installed_and_no_restart() {
+        let (vars, _) = docker_job();
+        let config = docker::daemon_json(&DockerVars::default());
+        let fresh = docker_host(&vars, false, None, "ActiveState=inactive\nUnitFileState=\n");
+        let done = docker_host(
+            &vars,
+            true,
+            Some(&config),
+            "ActiveState=active\nUnitFileState=enabled\n",
+        );
+        let (report, apply) = apply_docker_job(fresh, done);
+        assert_eq!(
+            report.outcome,
+            common::report::HostOutcome::Changed,
+            "{report:#?}"
+        );
+        let write = apply
+            .find("__provision_put /etc/docker/daemon.json ")
+            .expect("daemon.json is written");
+        let apt = apply.find("\n__provision_apt install ").expect("apt step");
+        assert!(write < apt, "daemon.json after the apt step:\n{apply}");
+        assert_eq!(
+            apply.matches("\n__provision_apt ").count(),
+            1,
+            "one apt transaction"
+        );
+        assert!(!apply.contains("restart docker.service"), "{apply}");
+        // A unit its package did not start is started, after the apt step, once.
+        let start = apply.find("systemctl start docker.service").unwrap();
+        assert!(apt < start);
+        assert_eq!(apply.matches("systemctl start docker.service").count(), 1);
+    }
+
+    /// A running dockerd reads a changed daemon.json only when restarted: one restart,
+    /// after the write.
+    #[test]
+    fn a_changed_daemon_json_restarts_a_running_docker_once() {
+        let (vars, _) = docker_job();
+        let config = docker::daemon_json(&DockerVars::default());
+        let active = "ActiveState=active\nUnitFileState=enabled\n";
+        let before = docker_host(&vars, true, Some("{}\n"), active);
+        let after = docker_host(&vars, true, Some(&config), active);
+        let (report, apply) = apply_docker_job(before, after);
+        assert_eq!(
+            report.outcome,
+            common::report::HostOutcome::Changed,
+            "{report:#?}"
+        );
+        let write = apply
+            .find("__provision_put /etc/docker/daemon.json ")
+            .unwrap();
+        let restart = apply.find("systemctl restart docker.service").unwrap();
+        assert!(write < restart, "{apply}");
+        assert_eq!(apply.matches("systemctl restart docker.service").count(), 1);
+        assert!(!apply.contains("systemctl start docker.service"), "{apply}");
+        assert!(!apply.contains("__provision_apt "), "{apply}");
     }
 
     #[test]

@@ -120,8 +120,8 @@ impl<R: Resource> Resource for Guarded<R> {
     fn watches(&self) -> Vec<ResourceId> {
         self.inner.watches()
     }
-    fn on_watched_change(&self) -> Vec<Action> {
-        self.inner.on_watched_change()
+    fn on_watched_change(&self, facts: &Facts) -> Result<Vec<Action>, PlanError> {
+        self.inner.on_watched_change(facts)
     }
     fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
         self.inner.plan_when_triggered(facts)

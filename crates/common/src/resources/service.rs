@@ -15,6 +15,9 @@ pub struct Service {
     pub reload_on: Vec<ResourceId>,
     /// Restart instead of reload when a watched resource changes.
     pub restart_on_change: bool,
+    /// A watched change restarts (or reloads) the unit only when it is running at plan
+    /// time; see [`Service::restart_only_if_running`].
+    pub restart_only_if_running: bool,
 }
 
 impl Service {
@@ -25,6 +28,7 @@ impl Service {
             running: true,
             reload_on: Vec::new(),
             restart_on_change: false,
+            restart_only_if_running: false,
         }
     }
 
@@ -38,10 +42,40 @@ impl Service {
         self
     }
 
+    /// A watched change restarts the unit only when it is active at plan time: for a unit
+    /// whose watched files are written before anything in this run can start the unit
+    /// (its package install), so a unit not active at plan time starts with them: a
+    /// restart would be a second start. Without a restart the unit's own `systemctl
+    /// start` stays in its plan, so a unit its package did not start is started once,
+    /// after the files. Only for a unit that reads nothing else the same run installs
+    /// after its package's own start (not fail2ban: its jail needs `python3-systemd`,
+    /// which may not be configured yet when fail2ban's package starts it).
+    pub fn restart_only_if_running(mut self) -> Self {
+        self.restart_only_if_running = true;
+        self
+    }
+
     fn fact(&self) -> UnitState {
         UnitState {
             unit: self.unit.clone(),
         }
+    }
+
+    /// Whether a watched change in this run (re)starts the unit: it is to run, and, with
+    /// [`Service::restart_only_if_running`], it is running at plan time (active, or on
+    /// its way: a unit still activating may have read the old files already).
+    fn restarted_by_trigger(&self, facts: &Facts) -> Result<bool, PlanError> {
+        if !self.running {
+            return Ok(false);
+        }
+        if !self.restart_only_if_running {
+            return Ok(true);
+        }
+        let state = facts.read(&self.fact())?;
+        Ok(!matches!(
+            state.active_state.as_str(),
+            "inactive" | "failed"
+        ))
     }
 }
 
@@ -117,28 +151,30 @@ impl Resource for Service {
     /// A watched change restarts (or reloads-or-restarts) the unit right after this
     /// plan's steps, and either starts a unit that is not running: a start of its own
     /// would be a second (re)start moments after the first (fail2ban, stopped while
-    /// still starting, then hangs in its stop for systemd's whole timeout).
+    /// still starting, then hangs in its stop for systemd's whole timeout). A unit the
+    /// change does not restart ([`Service::restart_only_if_running`], not active now)
+    /// keeps its own start.
     fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
-        self.plan_units(facts, self.running)
+        self.plan_units(facts, self.restarted_by_trigger(facts)?)
     }
 
     fn watches(&self) -> Vec<ResourceId> {
         self.reload_on.clone()
     }
 
-    fn on_watched_change(&self) -> Vec<Action> {
-        if !self.running {
-            return Vec::new();
+    fn on_watched_change(&self, facts: &Facts) -> Result<Vec<Action>, PlanError> {
+        if !self.restarted_by_trigger(facts)? {
+            return Ok(Vec::new());
         }
         let verb = if self.restart_on_change {
             "restart"
         } else {
             "reload-or-restart"
         };
-        vec![Action::run(
+        Ok(vec![Action::run(
             format!("{verb} {}", self.unit),
             format!("systemctl {verb} {}", quote(&self.unit)),
-        )]
+        )])
     }
 }
 
@@ -149,10 +185,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn facts(state: &str) -> Facts {
-        Facts::from_outputs(BTreeMap::from([(
-            "unit:fail2ban.service".to_string(),
-            ok(&format!("LoadState=loaded\n{state}")),
-        )]))
+        unit_facts("fail2ban.service", &format!("LoadState=loaded\n{state}"))
+    }
+
+    fn unit_facts(unit: &str, output: &str) -> Facts {
+        Facts::from_outputs(BTreeMap::from([(format!("unit:{unit}"), ok(output))]))
     }
 
     fn scripts(plan: &Plan) -> Vec<String> {
@@ -187,7 +224,7 @@ mod tests {
         assert!(triggered.is_change());
         assert_eq!(scripts(&triggered), ["enable fail2ban.service"]);
         assert_eq!(
-            scripts(&Plan::change("", s.on_watched_change())),
+            scripts(&Plan::change("", s.on_watched_change(&fresh).unwrap())),
             ["systemctl restart fail2ban.service"]
         );
         // Failed after its package's own start (enabled): nothing of its own; the restart
@@ -209,6 +246,74 @@ mod tests {
         assert_eq!(
             scripts(&stopped.plan_when_triggered(&active).unwrap()),
             ["systemctl stop fail2ban.service"]
+        );
+    }
+
+    /// Issue 14: docker.service reads a daemon.json written before its package install;
+    /// a unit not running at plan time starts with it, once: by its package, or by its
+    /// own start (kept), never by a restart on top.
+    #[test]
+    fn restart_only_if_running_restarts_an_active_unit_and_starts_an_inactive_one_once() {
+        let s = Service::running("docker.service")
+            .reload_on([ResourceId::file("/etc/docker/daemon.json")])
+            .restart_on_change()
+            .restart_only_if_running();
+        // Not installed yet (its package is installed by this run), or installed and
+        // stopped: no restart, its own start stays.
+        for state in [
+            "LoadState=not-found\nActiveState=inactive\nUnitFileState=\n",
+            "LoadState=loaded\nActiveState=inactive\nUnitFileState=enabled\n",
+            "LoadState=loaded\nActiveState=failed\nUnitFileState=enabled\n",
+        ] {
+            let f = unit_facts("docker.service", state);
+            assert!(s.on_watched_change(&f).unwrap().is_empty(), "{state}");
+            let triggered = s.plan_when_triggered(&f).unwrap();
+            assert_eq!(triggered, s.plan(&f).unwrap(), "{state}");
+            let starts = scripts(&triggered)
+                .iter()
+                .filter(|s| s.contains("systemctl start docker.service"))
+                .count();
+            assert_eq!(starts, 1, "{state}: {triggered:?}");
+        }
+        // Active at plan time: the change restarts it, once, and nothing else starts it.
+        let active = unit_facts(
+            "docker.service",
+            "LoadState=loaded\nActiveState=active\nUnitFileState=enabled\n",
+        );
+        assert_eq!(
+            scripts(&Plan::change("", s.on_watched_change(&active).unwrap())),
+            ["systemctl restart docker.service"]
+        );
+        assert!(!s.plan_when_triggered(&active).unwrap().is_change());
+        // Still starting at plan time: it may have read the old file, so it restarts
+        // (and the restart is its start).
+        let activating = unit_facts(
+            "docker.service",
+            "LoadState=loaded\nActiveState=activating\nUnitFileState=enabled\n",
+        );
+        assert_eq!(
+            scripts(&Plan::change("", s.on_watched_change(&activating).unwrap())),
+            ["systemctl restart docker.service"]
+        );
+        assert!(scripts(&s.plan_when_triggered(&activating).unwrap()).is_empty());
+        // A unit whose state cannot be read fails the plan, never drops the restart.
+        assert!(s.on_watched_change(&Facts::default()).is_err());
+        // Without the option an inactive unit is still started by the restart alone.
+        let plain = Service {
+            restart_only_if_running: false,
+            ..s.clone()
+        };
+        let fresh = unit_facts(
+            "docker.service",
+            "LoadState=not-found\nActiveState=inactive\nUnitFileState=\n",
+        );
+        assert_eq!(
+            scripts(&Plan::change("", plain.on_watched_change(&fresh).unwrap())),
+            ["systemctl restart docker.service"]
+        );
+        assert_eq!(
+            scripts(&plain.plan_when_triggered(&fresh).unwrap()),
+            ["enable docker.service"]
         );
     }
 }

@@ -57,8 +57,8 @@ impl Resource for Trigger {
         self.watches.clone()
     }
 
-    fn on_watched_change(&self) -> Vec<Action> {
-        self.actions.clone()
+    fn on_watched_change(&self, _facts: &Facts) -> Result<Vec<Action>, PlanError> {
+        Ok(self.actions.clone())
     }
 }
 
@@ -78,6 +78,9 @@ mod tests {
         );
         assert!(t.probes().is_empty());
         assert_eq!(t.watches(), ["file:/etc/x.service"]);
-        assert_eq!(t.on_watched_change(), [Action::DaemonReload]);
+        assert_eq!(
+            t.on_watched_change(&Facts::default()).unwrap(),
+            [Action::DaemonReload]
+        );
     }
 }
