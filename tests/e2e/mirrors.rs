@@ -6,7 +6,8 @@
 //!   has). The host gets the source (`signed-by`), the keyring and the pin, and apt takes
 //!   the package from there over a newer version elsewhere; first with the key inline,
 //!   then with `key_url` on the same server. `docker.registry_mirrors` reach daemon.json
-//!   and `docker info`, and a second run restarts nothing. The engine itself comes from
+//!   and the running daemon (`docker info`), which the first run started once (daemon.json
+//!   is written before Docker's package starts it), and a second run restarts nothing. The engine itself comes from
 //!   the distribution (`docker.source = "distribution"`).
 //! * `apt.mirror`: the host's own sources (deb822 or `sources.list`, as the OS ships
 //!   them) pointed at a mirror — the host's own archive spelled with an explicit `:80`, so
@@ -437,10 +438,30 @@ fn docker_repository_mirror_is_signed_pinned_and_registry_mirrors_reach_the_daem
         serde_json::from_str(&remote(&host, "cat /etc/docker/daemon.json")).unwrap();
     assert_eq!(daemon["registry-mirrors"], serde_json::json!([registry]));
     assert_eq!(daemon["log-driver"], "json-file");
-    let info = remote(&host, "docker info 2>/dev/null");
-    assert!(
-        info.contains(&format!("{registry}/")),
-        "docker info lists the mirror:\n{info}"
+    let mirrors = remote(
+        &host,
+        "docker info --format '{{json .RegistryConfig.Mirrors}}'",
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&mirrors).unwrap(),
+        serde_json::json!([format!("{registry}/")]),
+        "the running daemon has daemon.json's mirrors: {mirrors}"
+    );
+    // Issue 14: daemon.json is in place before the run's apt transaction, whose Docker
+    // package starts the daemon with it; the run restarts nothing after that: systemd
+    // logged docker.service's start (its `unit started` message) once since boot.
+    let starts = remote(
+        &host,
+        "journalctl -q -o cat UNIT=docker.service MESSAGE_ID=39f53479d3a045ac8e11786248231fbf | wc -l",
+    );
+    assert_eq!(
+        starts,
+        "1",
+        "docker.service started once by the first run:\n{}",
+        remote(
+            &host,
+            "journalctl -q -o short-monotonic UNIT=docker.service"
+        )
     );
     let started = remote(
         &host,

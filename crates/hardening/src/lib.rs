@@ -347,21 +347,34 @@ mod tests {
         m
     }
 
+    /// [`docker_job`] on a simulated host in `mode`: its report and the host.
+    fn converge_docker_job(
+        mode: common::engine::Mode,
+        before: std::collections::BTreeMap<String, common::ProbeOutput>,
+        after: std::collections::BTreeMap<String, common::ProbeOutput>,
+    ) -> (
+        common::report::HostReport,
+        common::transport::fake::FakeTransport,
+    ) {
+        let (_, rs) = docker_job();
+        let host = common::testing::simulated_host("web1", before, after);
+        let options = common::engine::Options {
+            mode,
+            ..common::engine::Options::default()
+        };
+        let report = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(common::engine::converge(&host, &rs, &options));
+        (report, host)
+    }
+
     /// `up` of [`docker_job`] on a simulated host: its report and the apply script.
     fn apply_docker_job(
         before: std::collections::BTreeMap<String, common::ProbeOutput>,
         after: std::collections::BTreeMap<String, common::ProbeOutput>,
     ) -> (common::report::HostReport, String) {
-        let (_, rs) = docker_job();
-        let host = common::testing::simulated_host("web1", before, after);
-        let report = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(common::engine::converge(
-                &host,
-                &rs,
-                &common::engine::Options::default(),
-            ));
+        let (report, host) = converge_docker_job(common::engine::Mode::Apply, before, after);
         let calls = host.calls();
         let apply = calls
             .iter()
@@ -384,6 +397,21 @@ mod tests {
             true,
             Some(&config),
             "ActiveState=active\nUnitFileState=enabled\n",
+        );
+        // check: daemon.json's write is listed before the first package set, and the
+        // service plans its start, no restart.
+        let (check, _) =
+            converge_docker_job(common::engine::Mode::Check, fresh.clone(), done.clone());
+        let listed: Vec<&str> = check.resources.iter().map(|r| r.id.as_str()).collect();
+        let at = |id: &str| listed.iter().position(|i| *i == id).unwrap();
+        assert!(
+            at("file:/etc/docker/daemon.json") < at("packages:base"),
+            "{listed:?}"
+        );
+        let service = &check.resources[at("service:docker.service")];
+        assert_eq!(
+            service.actions,
+            ["enable docker.service", "start docker.service"]
         );
         let (report, apply) = apply_docker_job(fresh, done);
         assert_eq!(
