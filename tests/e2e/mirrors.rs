@@ -6,9 +6,10 @@
 //!   has). The host gets the source (`signed-by`), the keyring and the pin, and apt takes
 //!   the package from there over a newer version elsewhere; first with the key inline,
 //!   then with `key_url` on the same server. `docker.registry_mirrors` reach daemon.json
-//!   and the running daemon (`docker info`), which the first run started once (daemon.json
-//!   is written before Docker's package starts it), and a second run restarts nothing. The engine itself comes from
-//!   the distribution (`docker.source = "distribution"`).
+//!   and the running daemon (`docker info`), which the first run started once
+//!   (daemon.json is written before Docker's package starts it), and a second run
+//!   restarts nothing. The engine itself comes from the distribution (`docker.source =
+//!   "distribution"`).
 //! * `apt.mirror`: the host's own sources (deb822 or `sources.list`, as the OS ships
 //!   them) pointed at a mirror — the host's own archive spelled with an explicit `:80`, so
 //!   apt still works — checked byte for byte, kept as `.provision-orig`, drift caught by

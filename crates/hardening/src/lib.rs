@@ -273,9 +273,9 @@ mod tests {
         assert!(daemon_json < first_packages, "{ids:?}");
     }
 
-    /// The resources of `up` that install and start Docker, in their real order: the base
-    /// package set (the run's first apt action), Docker's repository, packages,
-    /// daemon.json and service.
+    /// The resources of `up` that install and start Docker, in their real order: Docker's
+    /// repository, daemon.json, the base package set (the run's first apt action),
+    /// Docker's packages and its service.
     fn docker_job() -> (Vars, Vec<Box<dyn Resource>>) {
         let vars = Vars {
             hardening: Some(HardeningVars {

@@ -42,8 +42,8 @@ impl Service {
         self
     }
 
-    /// A watched change restarts the unit only when it is active at plan time: for a unit
-    /// whose watched files are written before anything in this run can start the unit
+    /// A watched change restarts the unit only when it is running (active, or still
+    /// activating) at plan time: for a unit whose watched files are written before anything in this run can start the unit
     /// (its package install), so a unit not active at plan time starts with them: a
     /// restart would be a second start. Without a restart the unit's own `systemctl
     /// start` stays in its plan, so a unit its package did not start is started once,
@@ -152,8 +152,8 @@ impl Resource for Service {
     /// plan's steps, and either starts a unit that is not running: a start of its own
     /// would be a second (re)start moments after the first (fail2ban, stopped while
     /// still starting, then hangs in its stop for systemd's whole timeout). A unit the
-    /// change does not restart ([`Service::restart_only_if_running`], not active now)
-    /// keeps its own start.
+    /// change does not restart ([`Service::restart_only_if_running`], not running at
+    /// plan time) keeps its own start.
     fn plan_when_triggered(&self, facts: &Facts) -> Result<Plan, PlanError> {
         self.plan_units(facts, self.restarted_by_trigger(facts)?)
     }
