@@ -825,7 +825,8 @@ impl Fact for HostnameState {
 /// answer depends on (dpkg's status and journal, the package lists and their Release
 /// files, sources, preferences, apt configuration: name, inode, size and mtime of each),
 /// and asks apt again only when one of them changed — the same rule apt's own
-/// `pkgcache.bin` follows (which `apt-get -s` also writes).
+/// `pkgcache.bin` follows (which `apt-get -s` also writes). The lists' age comes from the
+/// same `stat` (a no-op pays one `stat`, one `sha256sum` and one `date`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PendingUpgrades;
 
@@ -842,7 +843,8 @@ pub(crate) struct PendingUpgradesValue {
 /// The probe's script, with every path under `root` (`""` on a host; a directory in tests).
 fn pending_upgrades_script(root: &str) -> String {
     format!(
-        r#"__key=$(stat -c '%n %i %s %y' {root}/var/lib/dpkg/status {root}/var/lib/dpkg/updates/* {root}/var/lib/apt/lists/*_Packages {root}/var/lib/apt/lists/*Release {root}/var/lib/apt/extended_states {root}/etc/apt/sources.list {root}/etc/apt/sources.list.d/* {root}/etc/apt/preferences {root}/etc/apt/preferences.d/* {root}/etc/apt/apt.conf {root}/etc/apt/apt.conf.d/* 2>/dev/null | sha256sum)
+        r#"__stat=$(stat -c '%n %i %s %y %Y' {root}/var/lib/dpkg/status {root}/var/lib/dpkg/updates/* {root}/var/lib/apt/lists/*_Packages {root}/var/lib/apt/lists/*Release {root}/var/lib/apt/extended_states {root}/etc/apt/sources.list {root}/etc/apt/sources.list.d/* {root}/etc/apt/preferences {root}/etc/apt/preferences.d/* {root}/etc/apt/apt.conf {root}/etc/apt/apt.conf.d/* 2>/dev/null)
+__key=$(printf '%s\n' "$__stat" | sha256sum)
 __cache={root}{cache}
 if [ -f "$__cache" ] && {{ read -r __k; [ "$__k" = "key=$__key" ]; }} < "$__cache"; then
   {{ read -r __k; while read -r __l; do printf '%s\n' "$__l"; done; }} < "$__cache"
@@ -855,9 +857,12 @@ else
   fi
 fi
 newest=
-for __t in $(stat -c %Y -- {root}/var/lib/apt/lists/*_Packages 2>/dev/null); do
-  if [ -z "$newest" ] || [ "$__t" -gt "$newest" ]; then newest=$__t; fi
+IFS='
+'; set -f
+for __l in $__stat; do
+  case ${{__l%% *}} in {root}/var/lib/apt/lists/*_Packages) __t=${{__l##* }}; if [ -z "$newest" ] || [ "$__t" -gt "$newest" ]; then newest=$__t; fi;; esac
 done
+unset IFS; set +f
 if [ -n "$newest" ]; then echo "lists_age_minutes=$(( ($(date +%s) - newest) / 60 ))"; else echo lists_age_minutes=none; fi"#,
         cache = PENDING_UPGRADES_CACHE,
     )

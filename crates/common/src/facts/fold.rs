@@ -270,7 +270,10 @@ fn ok(stdout: String) -> ProbeOutput {
 
 /// One `stat` of every path that exists, the SHA-256 of each large regular file, then one
 /// base64 stream of every other regular file's content, in `stat` order. Every command is
-/// a shell builtin but `stat`, `cat`, `base64` (and `sha256sum` per file over 1 MiB).
+/// a shell builtin but `stat`, `cat`, `base64` (and `sha256sum` per file over 1 MiB). The
+/// `stat` lines are split in memory (`for` over them, fields by parameter expansion: the
+/// name is the last field and has no `|`), not through `read`, which takes a system call
+/// per byte.
 fn fold_script(folded: &[(StatKind, String)]) -> String {
     let mut paths: Vec<&str> = folded.iter().map(|(_, p)| p.as_str()).collect();
     paths.sort_unstable();
@@ -283,11 +286,14 @@ fn fold_script(folded: &[(StatKind, String)]) -> String {
          __s=$([ $# -eq 0 ] || stat -c '{STAT_FIELDS}' -- \"$@\")\n\
          printf '%s\\n' \"$__s\"\n\
          set --\n\
-         while IFS='|' read -r __k __m __u __g __U __G __z __n; do\n\
+         IFS='\n'; set -f\n\
+         for __l in $__s; do\n\
+         __k=${{__l%%|*}}; __n=${{__l##*|}}; __z=${{__l%|*}}; __z=${{__z##*|}}\n\
          case $__k in 'regular file'|'regular empty file')\n\
          if [ \"$__z\" -le {MAX_CONTENT} ]; then set -- \"$@\" \"$__n\"; \
          else printf 'sha256:%s\\n' \"$(sha256sum < \"$__n\" | cut -d' ' -f1)\"; fi;; esac\n\
-         done <<__PROVISION_STAT\n$__s\n__PROVISION_STAT\n\
+         done\n\
+         unset IFS; set +f\n\
          echo '{CONTENT_MARK}'\n\
          [ $# -eq 0 ] || cat -- \"$@\" | base64 -w0\n\
          echo\n",

@@ -33,10 +33,12 @@ macro_rules! effective_uid {
     };
 }
 
-/// Runs the script as root: directly when the login user is root, else through `sudo -n`.
+/// Runs the script as root: in this shell when the login user is root (no second shell to
+/// start and parse it: the script sees no positional parameters, as under `sh -c`), else
+/// through `sudo -n`.
 const ELEVATE: &str = concat!(
     effective_uid!(),
-    r#"if [ "$u" = 0 ]; then exec sh -c "$1"; else exec sudo -n sh -c "$1"; fi"#
+    r#"if [ "$u" = 0 ]; then __provision_script=$1; shift; unset u k e; eval "$__provision_script"; else exec sudo -n sh -c "$1"; fi"#
 );
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -546,6 +548,13 @@ mod tests {
             assert_eq!(
                 sh(&format!("sh -c '{ELEVATE}' provision 'echo as-root'")),
                 "as-root\n"
+            );
+            // As under `sh -c SCRIPT`: no positional parameters, the script's own status.
+            assert_eq!(
+                sh(&format!(
+                    "sh -c '{ELEVATE}' provision 'echo \"$#\"; (exit 3)'; echo \"rc=$?\""
+                )),
+                "0\nrc=3\n"
             );
         }
     }
