@@ -655,6 +655,9 @@ async fn apply_segment(
     let mut first_seen: Option<String> = None;
     let mut took_over = false;
     loop {
+        // How long the run waited is until the attempt that found the locks free began,
+        // not until that attempt's apt work ended.
+        let attempt = Instant::now();
         let out = transport.run(&script, &apply.stdin).await?;
         let stdout = out.stdout_lossy();
         let Some(rest) = stdout
@@ -664,7 +667,7 @@ async fn apply_segment(
             if let Some(holders) = first_seen {
                 report.notes.push(format!(
                     "waited {} for the apt/dpkg locks: {holders}",
-                    apt_lock::human_duration(started.elapsed().as_secs())
+                    apt_lock::human_duration(attempt.duration_since(started).as_secs())
                 ));
             }
             return apply.outcome(&host, &out);
@@ -1312,6 +1315,15 @@ mod tests {
         holders: &'static str,
         take_over: &'static str,
     ) -> crate::transport::fake::FakeTransport {
+        locked_host_applying_for(holders, take_over, Duration::ZERO)
+    }
+
+    /// [`locked_host`] whose apt work, once the locks are free, takes `apply_takes`.
+    fn locked_host_applying_for(
+        holders: &'static str,
+        take_over: &'static str,
+        apply_takes: Duration,
+    ) -> crate::transport::fake::FakeTransport {
         use crate::transport::fake::{FakeTransport, output};
         let install = Action::InstallPackages {
             names: vec!["curl".into()],
@@ -1341,6 +1353,7 @@ mod tests {
                 if !locked_once.swap(true, Ordering::SeqCst) {
                     output(0, format!("{}\n{holders}", apt_lock::LOCKED_MARKER))
                 } else {
+                    std::thread::sleep(apply_takes);
                     applied.store(true, Ordering::SeqCst);
                     output(0, format!("{marker} OK 0\n"))
                 }
@@ -1441,6 +1454,30 @@ mod tests {
         assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
         assert!(
             report.notes[0].contains("unattended-upgr (PID 700, apt-daily-upgrade.service: unattended-upgrades) holds the dpkg frontend lock, running 2 min 10 s; dpkg is running (PID 731)"),
+            "{}",
+            report.notes[0]
+        );
+    }
+
+    /// Issue 14: the wait a note reports ends when the locks were found free, not when
+    /// the apt work after it ended (a first boot's note said "waited 51 s" for a wait of
+    /// two seconds before a 49-second transaction).
+    #[tokio::test]
+    async fn issue_14_the_reported_wait_excludes_the_apt_work_after_it() {
+        let host = locked_host_applying_for(
+            "holder pid=700 age=5 lock=/var/lib/dpkg/lock unit_cgroup=/system.slice/cloud-final.service comm=apt-get cmd=apt-get install -y x\n",
+            "unexpected",
+            Duration::from_millis(1100),
+        );
+        let report = converge(&host, &curl(), &Options::default()).await;
+        assert_eq!(
+            report.outcome,
+            crate::report::HostOutcome::Changed,
+            "{report:?}"
+        );
+        assert_eq!(report.notes.len(), 1, "{:?}", report.notes);
+        assert!(
+            report.notes[0].starts_with("waited 0 s for the apt/dpkg locks: apt-get (PID 700"),
             "{}",
             report.notes[0]
         );
