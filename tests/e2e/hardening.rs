@@ -206,6 +206,7 @@ source = "distribution"
 const CHECKS: &str = r#"PATH="$PATH:/usr/sbin:/sbin"
 echo "== ufw"; ufw status verbose
 echo "== fail2ban"; fail2ban-client status sshd
+echo "== f2b-ignoreip"; fail2ban-client get sshd ignoreip
 echo "== docker"; systemctl is-active docker; systemctl is-enabled docker
 echo "== compose"; docker compose version 2>/dev/null || docker-compose version --short 2>&1 | sed 's/^/docker-compose (v1) /'
 echo "== hard-nofile"; awk '/^Max open files/ {print $5}' /proc/1/limits
@@ -275,6 +276,13 @@ fn fresh_host_is_hardened_idempotent_drift_checked_and_measured() {
     assert!(
         f2b.contains("Journal matches") || f2b.contains("File list"),
         "{f2b}"
+    );
+    // The running server read the jail file (written before fail2ban's package started
+    // it, with no restart after): the inventory's ignored network is in force.
+    assert!(
+        s["f2b-ignoreip"].contains("10.77.0.0/16"),
+        "{}",
+        s["f2b-ignoreip"]
     );
     assert_eq!(s["docker"], "active\nenabled\n");
     println!("compose: {}", s["compose"].trim());

@@ -599,11 +599,13 @@ pub fn packages(firewall: bool, fail2ban: bool) -> Vec<&'static str> {
     p
 }
 
-/// fail2ban enabled and running, restarted when its jail changed.
+/// fail2ban enabled and running, restarted when its jail changed while it ran (the jail
+/// is written before fail2ban's package can start it: see `hardening::resources`).
 pub(crate) fn fail2ban_service() -> Service {
     Service::running("fail2ban.service")
         .reload_on([ResourceId::file(JAIL_PATH)])
         .restart_on_change()
+        .restart_only_if_running()
 }
 
 #[cfg(test)]
@@ -1316,10 +1318,21 @@ mod tests {
             ignore_ips: vec![],
         };
         assert_eq!(s.watches(), [jail.id()]);
+        let unit = |state: &str| {
+            Facts::from_outputs([(
+                "unit:fail2ban.service",
+                ok(&format!(
+                    "LoadState=loaded\nActiveState={state}\nUnitFileState=enabled\n"
+                )),
+            )])
+        };
         assert_eq!(
-            scripts(&s.on_watched_change(&Facts::default()).unwrap()),
+            scripts(&s.on_watched_change(&unit("active")).unwrap()),
             ["systemctl restart fail2ban.service"]
         );
+        // Not running when the run planned (a fresh host: its package starts it with the
+        // jail already written): no restart.
+        assert!(s.on_watched_change(&unit("inactive")).unwrap().is_empty());
         assert_eq!(packages(true, true), ["ufw", "fail2ban", "python3-systemd"]);
         assert_eq!(
             packages(false, true),

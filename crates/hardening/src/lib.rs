@@ -101,19 +101,27 @@ fn hardening_middle(sel: Selection, manager_watch: &mut Vec<ResourceId>) -> Vec<
     out
 }
 
-fn fail2ban(vars: &Vars, sel: Selection) -> Vec<Box<dyn Resource>> {
+/// fail2ban's jail file. Placed before the first package set (like daemon.json): the
+/// engine moves every install into the run's first apt action, whose fail2ban package
+/// starts the server; written first, the jail is read by that start and needs no restart
+/// after it. A server started before `python3-systemd` is configured exits (status 255,
+/// the unit fails), and the service's own start after the apt step starts it.
+fn fail2ban_jail(vars: &Vars, sel: Selection) -> Option<Box<dyn Resource>> {
     if !sel.fail2ban {
-        return Vec::new();
+        return None;
     }
     let h = vars.hardening.clone().unwrap_or_default();
-    vec![
-        Box::new(firewall::Fail2banJail {
-            ssh_port: h.ssh_port,
-            ufw: sel.firewall,
-            ignore_ips: h.fail2ban_ignore_ips.unwrap_or_default(),
-        }),
-        Box::new(firewall::fail2ban_service()),
-    ]
+    Some(Box::new(firewall::Fail2banJail {
+        ssh_port: h.ssh_port,
+        ufw: sel.firewall,
+        ignore_ips: h.fail2ban_ignore_ips.unwrap_or_default(),
+    }))
+}
+
+/// fail2ban's service, after everything it reads is installed.
+fn fail2ban_service(sel: Selection) -> Option<Box<dyn Resource>> {
+    sel.fail2ban
+        .then(|| Box::new(firewall::fail2ban_service()) as Box<dyn Resource>)
 }
 
 /// The UFW policy from the inventory (and the test hook from the environment).
@@ -181,6 +189,7 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
         // first, daemon.json is read by that start and needs no restart after it.
         out.push(Box::new(docker::daemon_config(&docker_vars)));
     }
+    out.extend(fail2ban_jail(vars, sel));
     out.extend(base::package_resources(vars));
     out.extend(hardening_packages(sel));
     if sel.docker {
@@ -195,7 +204,7 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
     if sel.docker {
         out.push(Box::new(docker::service()));
     }
-    out.extend(fail2ban(vars, sel));
+    out.extend(fail2ban_service(sel));
     out.push(Box::new(reboot::RebootRequired::of(vars)));
     // Access-guarded changes last (commit-confirmed after everything else is in place).
     out.extend(base::deploy_access(vars));
@@ -208,13 +217,14 @@ pub fn resources_at(vars: &Vars, origins: &Origins) -> Vec<Box<dyn Resource>> {
 pub fn drift_resources(vars: &Vars) -> Vec<Box<dyn Resource>> {
     let sel = Selection::from_vars(vars);
     let mut out: Vec<Box<dyn Resource>> = Vec::new();
+    out.extend(fail2ban_jail(vars, sel));
     out.extend(hardening_packages(sel));
     let mut manager_watch = Vec::new();
     out.extend(hardening_middle(sel, &mut manager_watch));
     if !manager_watch.is_empty() {
         out.push(base::systemd_reexec(manager_watch));
     }
-    out.extend(fail2ban(vars, sel));
+    out.extend(fail2ban_service(sel));
     out.extend(access_guarded(vars, sel));
     out
 }
@@ -271,6 +281,20 @@ mod tests {
             .position(|i| i == "file:/etc/docker/daemon.json")
             .unwrap();
         assert!(daemon_json < first_packages, "{ids:?}");
+        // The files a package's own start reads come before the run's first apt action,
+        // in `up` and in `harden` alike.
+        for set in [ids.clone(), self::ids(&drift_resources(&full_vars()))] {
+            let jail = set
+                .iter()
+                .position(|i| i == "file:/etc/fail2ban/jail.d/provision.local")
+                .unwrap();
+            let first_packages = set.iter().position(|i| i.starts_with("packages:")).unwrap();
+            let service = set
+                .iter()
+                .position(|i| i == "service:fail2ban.service")
+                .unwrap();
+            assert!(jail < first_packages && first_packages < service, "{set:?}");
+        }
     }
 
     /// The resources of `up` that install and start Docker, in their real order: Docker's

@@ -47,9 +47,9 @@ impl Service {
     /// (its package install), so a unit not active at plan time starts with them: a
     /// restart would be a second start. Without a restart the unit's own `systemctl
     /// start` stays in its plan, so a unit its package did not start is started once,
-    /// after the files. Only for a unit that reads nothing else the same run installs
-    /// after its package's own start (not fail2ban: its jail needs `python3-systemd`,
-    /// which may not be configured yet when fail2ban's package starts it).
+    /// after the files. Only for a unit whose package's own start either reads the files
+    /// as they will stay or fails (fail2ban, started before `python3-systemd` is
+    /// configured, exits and the unit fails: its own start after the apt step starts it).
     pub fn restart_only_if_running(mut self) -> Self {
         self.restart_only_if_running = true;
         self
