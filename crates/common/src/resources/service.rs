@@ -43,13 +43,14 @@ impl Service {
     }
 
     /// A watched change restarts the unit only when it is running (active, or still
-    /// activating) at plan time: for a unit whose watched files are written before anything in this run can start the unit
-    /// (its package install), so a unit not active at plan time starts with them: a
-    /// restart would be a second start. Without a restart the unit's own `systemctl
-    /// start` stays in its plan, so a unit its package did not start is started once,
-    /// after the files. Only for a unit whose package's own start either reads the files
-    /// as they will stay or fails (fail2ban, started before `python3-systemd` is
-    /// configured, exits and the unit fails: its own start after the apt step starts it).
+    /// activating) at plan time. For a unit whose watched files are written before
+    /// anything in this run can start it (its package install): a unit not active at
+    /// plan time then starts with them, and a restart would be a second start. Without
+    /// the restart the unit's own `systemctl start` stays in its plan, so a unit its
+    /// package did not start is started once, after the files. Only for a unit whose
+    /// package's own start either reads the files as they will stay or fails (fail2ban,
+    /// started before `python3-systemd` is configured, exits and the unit fails: its own
+    /// start after the apt step starts it).
     pub fn restart_only_if_running(mut self) -> Self {
         self.restart_only_if_running = true;
         self
