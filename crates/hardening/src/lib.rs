@@ -393,19 +393,22 @@ mod tests {
         (report, host)
     }
 
-    /// `up` of [`docker_job`] on a simulated host: its report and the apply script.
+    /// `up` of [`docker_job`] on a simulated host, which it changes: the apply script.
     fn apply_docker_job(
         before: std::collections::BTreeMap<String, common::ProbeOutput>,
         after: std::collections::BTreeMap<String, common::ProbeOutput>,
-    ) -> (common::report::HostReport, String) {
+    ) -> String {
         let (report, host) = converge_docker_job(common::engine::Mode::Apply, before, after);
-        let calls = host.calls();
-        let apply = calls
-            .iter()
+        assert_eq!(
+            report.outcome,
+            common::report::HostOutcome::Changed,
+            "{report:#?}"
+        );
+        host.calls()
+            .into_iter()
             .find(|c| c.script.contains("@@provision-step-"))
-            .map(|c| c.script.clone())
-            .unwrap_or_else(|| panic!("no apply script: {report:#?}"));
-        (report, apply)
+            .map(|c| c.script)
+            .unwrap_or_else(|| panic!("no apply script: {report:#?}"))
     }
 
     /// Issue 14: on a fresh host dockerd is started once, by its package inside the run's
@@ -437,12 +440,7 @@ mod tests {
             service.actions,
             ["enable docker.service", "start docker.service"]
         );
-        let (report, apply) = apply_docker_job(fresh, done);
-        assert_eq!(
-            report.outcome,
-            common::report::HostOutcome::Changed,
-            "{report:#?}"
-        );
+        let apply = apply_docker_job(fresh, done);
         let write = apply
             .find("__provision_put /etc/docker/daemon.json ")
             .expect("daemon.json is written");
@@ -469,12 +467,7 @@ mod tests {
         let active = "ActiveState=active\nUnitFileState=enabled\n";
         let before = docker_host(&vars, true, Some("{}\n"), active);
         let after = docker_host(&vars, true, Some(&config), active);
-        let (report, apply) = apply_docker_job(before, after);
-        assert_eq!(
-            report.outcome,
-            common::report::HostOutcome::Changed,
-            "{report:#?}"
-        );
+        let apply = apply_docker_job(before, after);
         let write = apply
             .find("__provision_put /etc/docker/daemon.json ")
             .unwrap();
