@@ -3,7 +3,7 @@
 //!
 //! * [`resources`]: everything `provision up` applies from this crate, in order: the
 //!   preflight report, the distribution's mirror (`apt.mirror`), Docker's apt
-//!   repository and daemon.json (before any install), every package set
+//!   repository, daemon.json and fail2ban's jail (before any install), every package set
 //!   (the engine merges them into one apt transaction), the base system, OS hardening,
 //!   Docker, fail2ban, and last the changes that can cut access, each applied
 //!   commit-confirmed: the deploy user's keys and sudo, UFW, sshd.
